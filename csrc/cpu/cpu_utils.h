@@ -1,0 +1,44 @@
+// Helpers shared by the CPU kernels: argument checks with messages that name the tensor, and
+// output allocation that can poison fresh buffers so tests catch any element a kernel forgets.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdlib>
+#include <limits>
+
+namespace mor_ext::cpu {
+
+inline void check_float_tensor(const at::Tensor& t, const char* name, int64_t dim) {
+  TORCH_CHECK_VALUE(t.defined(), name, " is required");
+  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), name, " must be a floating-point tensor, got ",
+                   t.scalar_type());
+  TORCH_CHECK_VALUE(t.dim() == dim, name, " must be ", dim, "-D, got shape ", t.sizes());
+}
+
+inline void check_same(const at::Tensor& t, const char* name, const at::Tensor& x) {
+  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), name, " has dtype ", t.scalar_type(),
+                   " but x has dtype ", x.scalar_type());
+  TORCH_CHECK_VALUE(t.device() == x.device(), name, " is on ", t.device(), " but x is on ", x.device());
+}
+
+// MOR_EXT_POISON=1 fills every fresh output with NaN (or -7 for integers) before the kernel runs,
+// so an element a kernel forgets to write shows up in the comparison with the reference.
+// Read on every call (getenv is cheap next to any kernel) so tests can switch it per test.
+inline bool poison_outputs() {
+  const char* v = std::getenv("MOR_EXT_POISON");
+  return v != nullptr && v[0] != '\0' && v[0] != '0';
+}
+
+inline at::Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  at::Tensor t = at::empty(sizes, options);
+  if (poison_outputs()) {
+    if (at::isFloatingType(t.scalar_type()))
+      t.fill_(std::numeric_limits<double>::quiet_NaN());
+    else
+      t.fill_(-7);
+  }
+  return t;
+}
+
+}  // namespace mor_ext::cpu

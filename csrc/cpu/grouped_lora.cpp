@@ -1,0 +1,330 @@
+// CPU kernels of mor_ext::grouped_lora and mor_ext::grouped_lora_backward.
+//
+// Algorithm (measured on a 2-core AVX-512 machine; see benchmarks/README.md): tokens are put in
+// batches that share a contiguous block of LoRAs [lo, hi] (for MoR, a role's block: its shared LoRA
+// plus its routed ones). Per batch, one shrink GEMM with the whole block ([n, d_in] x [d_in, W*r]),
+// a per-token gate that zeroes the LoRAs the token did not pick, and one expand GEMM that adds
+// straight into the output. Thin GEMMs of width W*r = 80 run at ~90% of the square-GEMM rate with
+// MKL/oneDNN here, whereas per-LoRA gathers (SGMV style) would read x K times.
+//
+// Batches are contiguous runs of tokens when runs are long (agent trajectories put each role in
+// spans: no gather, no scatter, the add is an in-place addmm on a view), else tokens grouped by
+// block with index_select / index_add.
+//
+// Saved for backward: the per-slot shrink output [N, K, r] (small), never [N, L, d_out].
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "cpu_utils.h"
+
+namespace mor_ext::cpu {
+namespace {
+
+constexpr int64_t kMinMeanRun = 32;  // below this mean run length, gather by block instead
+constexpr int64_t kTokenGrain = 64;
+
+struct Batch {
+  int64_t begin = 0, end = 0;  // a contiguous token range, when rows is undefined
+  at::Tensor rows;             // int64 token indices, when the batch is gathered
+  int64_t lo = 0, hi = 0;      // LoRA block [lo, hi]
+  int64_t size() const { return rows.defined() ? rows.size(0) : end - begin; }
+  at::Tensor take(const at::Tensor& t) const { return rows.defined() ? t.index_select(0, rows) : t.narrow(0, begin, end - begin); }
+  // dst[rows] += src
+  void add_into(at::Tensor& dst, const at::Tensor& src) const {
+    if (rows.defined())
+      dst.index_add_(0, rows, src);
+    else
+      dst.narrow(0, begin, end - begin).add_(src);
+  }
+  // dst[rows] += a @ b, in place on a view where the batch is contiguous and dtypes allow
+  void addmm_into(at::Tensor& dst, const at::Tensor& a, const at::Tensor& b) const {
+    if (!rows.defined() && dst.scalar_type() == a.scalar_type()) {
+      auto view = dst.narrow(0, begin, end - begin);
+      view.addmm_(a, b);
+    } else {
+      add_into(dst, at::mm(a, b).to(dst.scalar_type()));
+    }
+  }
+};
+
+void check_grouped_inputs(const at::Tensor& x, const at::Tensor& lora_A, const at::Tensor& lora_B,
+                          const at::Tensor& lora_index, const at::Tensor& lora_weight) {
+  check_float_tensor(x, "x", 2);
+  check_float_tensor(lora_A, "lora_A", 3);
+  check_float_tensor(lora_B, "lora_B", 3);
+  check_float_tensor(lora_weight, "lora_weight", 2);
+  check_same(lora_A, "lora_A", x);
+  check_same(lora_B, "lora_B", x);
+  check_same(lora_weight, "lora_weight", x);
+  const int64_t n = x.size(0), d_in = x.size(1), num_loras = lora_A.size(0), rank = lora_A.size(1);
+  TORCH_CHECK_VALUE(lora_A.size(2) == d_in, "lora_A must be [L, r, d_in] with d_in=", d_in, ", got ", lora_A.sizes());
+  TORCH_CHECK_VALUE(lora_B.size(0) == num_loras && lora_B.size(2) == rank, "lora_B must be [L=", num_loras,
+                    ", d_out, r=", rank, "], got ", lora_B.sizes());
+  TORCH_CHECK_TYPE(lora_index.scalar_type() == at::kInt || lora_index.scalar_type() == at::kLong,
+                   "lora_index must be int32 or int64, got ", lora_index.scalar_type());
+  TORCH_CHECK_VALUE(lora_index.dim() == 2 && lora_index.size(0) == n, "lora_index must be [N=", n, ", K], got ",
+                    lora_index.sizes());
+  TORCH_CHECK_VALUE(lora_weight.sizes() == lora_index.sizes(), "lora_weight ", lora_weight.sizes(),
+                    " must match lora_index ", lora_index.sizes());
+  TORCH_CHECK_VALUE(lora_index.device() == x.device(), "lora_index is on ", lora_index.device(), " but x is on ",
+                    x.device());
+}
+
+// lora_index as contiguous int32, with every entry checked to lie in [-1, L).
+at::Tensor checked_index(const at::Tensor& lora_index, int64_t num_loras) {
+  at::Tensor index = lora_index.to(at::kInt).contiguous();
+  const int32_t* p = index.data_ptr<int32_t>();
+  const int64_t k = index.size(1);
+  for (int64_t i = 0; i < index.numel(); ++i)
+    TORCH_CHECK_VALUE(p[i] >= -1 && p[i] < num_loras, "lora_index[", i / k, ", ", i % k, "] = ", p[i],
+                      ", but there are ", num_loras, " LoRAs (valid: -1 .. ", num_loras - 1, ")");
+  return index;
+}
+
+std::vector<Batch> plan_batches(const at::Tensor& index) {
+  const int64_t n = index.size(0), k = index.size(1);
+  const int32_t* p = index.data_ptr<int32_t>();
+  std::vector<int32_t> lo(n, -1), hi(n, -1);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t s = 0; s < k; ++s) {
+      const int32_t v = p[t * k + s];
+      if (v < 0) continue;
+      lo[t] = lo[t] < 0 ? v : std::min(lo[t], v);
+      hi[t] = std::max(hi[t], v);
+    }
+
+  std::vector<Batch> runs;
+  int64_t active = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    if (lo[t] < 0) continue;
+    ++active;
+    if (!runs.empty() && runs.back().end == t && runs.back().lo == lo[t]) {
+      runs.back().end = t + 1;
+      runs.back().hi = std::max<int64_t>(runs.back().hi, hi[t]);
+    } else {
+      Batch b;
+      b.begin = t, b.end = t + 1, b.lo = lo[t], b.hi = hi[t];
+      runs.push_back(b);
+    }
+  }
+  if (runs.empty() || active >= kMinMeanRun * static_cast<int64_t>(runs.size())) return runs;
+
+  // Short runs: gather all tokens that share a block start, in token order.
+  std::vector<std::vector<int64_t>> members;
+  std::vector<int64_t> block_hi;
+  for (int64_t t = 0; t < n; ++t) {
+    if (lo[t] < 0) continue;
+    if (static_cast<int64_t>(members.size()) <= lo[t]) members.resize(lo[t] + 1), block_hi.resize(lo[t] + 1, -1);
+    members[lo[t]].push_back(t);
+    block_hi[lo[t]] = std::max<int64_t>(block_hi[lo[t]], hi[t]);
+  }
+  std::vector<Batch> groups;
+  for (int64_t key = 0; key < static_cast<int64_t>(members.size()); ++key) {
+    if (members[key].empty()) continue;
+    Batch b;
+    b.rows = at::tensor(members[key], index.options().dtype(at::kLong));
+    b.lo = key, b.hi = block_hi[key];
+    groups.push_back(std::move(b));
+  }
+  return groups;
+}
+
+// Writes, for each token of the batch and each of its slots, the slot's shrink (its LoRA's r
+// columns of `shrink_block`) into `shrink_slots`, and the gated block `gated = shrink_block * gate`
+// where gate = scaling * (sum of the token's weights for that LoRA), zero for LoRAs not picked.
+template <typename scalar_t>
+void gate_block(const Batch& b, const int32_t* index, const scalar_t* weight, int64_t k, int64_t rank, double scaling,
+                const at::Tensor& shrink_block, at::Tensor& gated, scalar_t* shrink_slots) {
+  const int64_t n = b.size(), width = shrink_block.size(1);
+  const int64_t* rows = b.rows.defined() ? b.rows.data_ptr<int64_t>() : nullptr;
+  const scalar_t* h = shrink_block.data_ptr<scalar_t>();
+  scalar_t* g = gated.data_ptr<scalar_t>();
+  at::parallel_for(0, n, kTokenGrain, [&](int64_t begin, int64_t end) {
+    std::vector<float> acc(width);
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t t = rows ? rows[i] : b.begin + i;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t s = 0; s < k; ++s) {
+        const int32_t l = index[t * k + s];
+        scalar_t* slot = shrink_slots + (t * k + s) * rank;
+        if (l < 0) {
+          for (int64_t j = 0; j < rank; ++j) slot[j] = scalar_t(0);
+          continue;
+        }
+        const int64_t col = (l - b.lo) * rank;
+        const float w = static_cast<float>(scaling) * static_cast<float>(weight[t * k + s]);
+        for (int64_t j = 0; j < rank; ++j) {
+          slot[j] = h[i * width + col + j];
+          acc[col + j] += w * static_cast<float>(h[i * width + col + j]);
+        }
+      }
+      for (int64_t j = 0; j < width; ++j) g[i * width + j] = static_cast<scalar_t>(acc[j]);
+    }
+  });
+}
+
+// Backward per token of a batch: from dL/d(gated) (`grad_gated`, [n, W*r]) and the saved slots,
+// writes dL/dw into grad_weight, dL/d(shrink) into grad_shrink, and rebuilds `gated`.
+template <typename scalar_t>
+void gate_block_backward(const Batch& b, const int32_t* index, const scalar_t* weight, const scalar_t* shrink_slots,
+                         int64_t k, int64_t rank, double scaling, const at::Tensor& grad_gated, at::Tensor& gated,
+                         at::Tensor& grad_shrink, float* grad_weight) {
+  const int64_t n = b.size(), width = grad_gated.size(1);
+  const int64_t* rows = b.rows.defined() ? b.rows.data_ptr<int64_t>() : nullptr;
+  const scalar_t* dg = grad_gated.data_ptr<scalar_t>();
+  scalar_t* g = gated.data_ptr<scalar_t>();
+  scalar_t* dh = grad_shrink.data_ptr<scalar_t>();
+  at::parallel_for(0, n, kTokenGrain, [&](int64_t begin, int64_t end) {
+    std::vector<float> acc_g(width), acc_dh(width);
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t t = rows ? rows[i] : b.begin + i;
+      std::fill(acc_g.begin(), acc_g.end(), 0.0f);
+      std::fill(acc_dh.begin(), acc_dh.end(), 0.0f);
+      for (int64_t s = 0; s < k; ++s) {
+        const int32_t l = index[t * k + s];
+        if (l < 0) {
+          grad_weight[t * k + s] = 0.0f;
+          continue;
+        }
+        const int64_t col = (l - b.lo) * rank;
+        const float w = static_cast<float>(scaling) * static_cast<float>(weight[t * k + s]);
+        const scalar_t* slot = shrink_slots + (t * k + s) * rank;
+        float dot = 0.0f;
+        for (int64_t j = 0; j < rank; ++j) {
+          const float d = static_cast<float>(dg[i * width + col + j]);
+          const float h = static_cast<float>(slot[j]);
+          dot += d * h;
+          acc_g[col + j] += w * h;
+          acc_dh[col + j] += w * d;
+        }
+        grad_weight[t * k + s] = static_cast<float>(scaling) * dot;
+      }
+      for (int64_t j = 0; j < width; ++j) {
+        g[i * width + j] = static_cast<scalar_t>(acc_g[j]);
+        dh[i * width + j] = static_cast<scalar_t>(acc_dh[j]);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> grouped_lora_cpu(const at::Tensor& x, const at::Tensor& lora_A,
+                                                    const at::Tensor& lora_B, const at::Tensor& lora_index,
+                                                    const at::Tensor& lora_weight, double scaling,
+                                                    const std::optional<at::Tensor>& weight,
+                                                    const std::optional<at::Tensor>& bias) {
+  check_grouped_inputs(x, lora_A, lora_B, lora_index, lora_weight);
+  const int64_t n = x.size(0), num_loras = lora_A.size(0), rank = lora_A.size(1), d_in = x.size(1),
+                d_out = lora_B.size(1), k = lora_index.size(1);
+  const at::Tensor index = checked_index(lora_index, num_loras);
+  const at::Tensor xc = x.contiguous(), a = lora_A.contiguous(), w = lora_weight.contiguous();
+
+  at::Tensor out;
+  if (weight.has_value() && weight->defined()) {
+    check_same(*weight, "weight", x);
+    TORCH_CHECK_VALUE(weight->dim() == 2 && weight->size(0) == d_out && weight->size(1) == d_in,
+                      "weight must be [", d_out, ", ", d_in, "], got ", weight->sizes());
+    if (bias.has_value() && bias->defined()) {
+      check_same(*bias, "bias", x);
+      TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == d_out, "bias must be [", d_out, "], got ", bias->sizes());
+      out = at::addmm(*bias, xc, weight->t());
+    } else {
+      out = at::mm(xc, weight->t());
+    }
+  } else {
+    out = at::zeros({n, d_out}, x.options());
+  }
+  at::Tensor shrink = new_output({n, k, rank}, x.options());
+  if (n == 0 || k == 0) return {out, shrink.zero_()};
+
+  const std::vector<Batch> batches = plan_batches(index);
+  // [d_out, L*r]: every LoRA's B side by side, so a block is a column slice. Small (L*r*d_out).
+  const at::Tensor b_cols = lora_B.permute({1, 0, 2}).reshape({d_out, num_loras * rank}).contiguous();
+  const at::Tensor a_rows = a.view({num_loras * rank, d_in});
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "grouped_lora_cpu", [&] {
+    // Tokens in no batch (no LoRA at all) still get their zero shrink rows.
+    const int32_t* ip = index.data_ptr<int32_t>();
+    scalar_t* sp = shrink.data_ptr<scalar_t>();
+    for (int64_t t = 0; t < n; ++t) {
+      bool any = false;
+      for (int64_t s = 0; s < k; ++s) any |= ip[t * k + s] >= 0;
+      if (!any) std::fill(sp + t * k * rank, sp + (t + 1) * k * rank, scalar_t(0));
+    }
+    for (const Batch& b : batches) {
+      const int64_t width = (b.hi - b.lo + 1) * rank;
+      const at::Tensor xb = b.take(xc);
+      const at::Tensor shrink_block = at::mm(xb, a_rows.narrow(0, b.lo * rank, width).t()).contiguous();
+      at::Tensor gated = at::empty_like(shrink_block);
+      gate_block<scalar_t>(b, index.data_ptr<int32_t>(), w.data_ptr<scalar_t>(), k, rank, scaling, shrink_block,
+                           gated, shrink.data_ptr<scalar_t>());
+      b.addmm_into(out, gated, b_cols.narrow(1, b.lo * rank, width).t());
+    }
+  });
+  return {out, shrink};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grouped_lora_backward_cpu(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& lora_A, const at::Tensor& lora_B,
+    const at::Tensor& lora_index, const at::Tensor& lora_weight, const at::Tensor& shrink, double scaling,
+    const std::optional<at::Tensor>& weight) {
+  check_grouped_inputs(x, lora_A, lora_B, lora_index, lora_weight);
+  const int64_t n = x.size(0), num_loras = lora_A.size(0), rank = lora_A.size(1), d_in = x.size(1),
+                d_out = lora_B.size(1), k = lora_index.size(1);
+  TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef({n, d_out}), "grad_out must be [", n, ", ", d_out, "], got ",
+                    grad_out.sizes());
+  TORCH_CHECK_VALUE(shrink.sizes() == at::IntArrayRef({n, k, rank}), "shrink must be [", n, ", ", k, ", ", rank,
+                    "], got ", shrink.sizes());
+  const at::Tensor index = checked_index(lora_index, num_loras);
+  const at::Tensor xc = x.contiguous(), gy = grad_out.to(x.scalar_type()).contiguous(), a = lora_A.contiguous(),
+                   w = lora_weight.contiguous(), saved = shrink.to(x.scalar_type()).contiguous();
+
+  at::Tensor grad_x = (weight.has_value() && weight->defined()) ? at::mm(gy, *weight) : at::zeros_like(xc);
+  // fp32 accumulators: a LoRA's gradient sums over batches, and bf16 partial sums would lose bits.
+  at::Tensor grad_a_rows = at::zeros({num_loras * rank, d_in}, x.options().dtype(at::kFloat));
+  at::Tensor grad_b_cols = at::zeros({d_out, num_loras * rank}, x.options().dtype(at::kFloat));
+  at::Tensor grad_weight = at::zeros({n, k}, x.options().dtype(at::kFloat));
+  if (n > 0 && k > 0) {
+    const std::vector<Batch> batches = plan_batches(index);
+    const at::Tensor b_cols = lora_B.permute({1, 0, 2}).reshape({d_out, num_loras * rank}).contiguous();
+    const at::Tensor a_rows = a.view({num_loras * rank, d_in});
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "grouped_lora_backward_cpu", [&] {
+      for (const Batch& b : batches) {
+        const int64_t width = (b.hi - b.lo + 1) * rank;
+        const at::Tensor gyb = b.take(gy);
+        const at::Tensor xb = b.take(xc);
+        const at::Tensor grad_gated = at::mm(gyb, b_cols.narrow(1, b.lo * rank, width)).contiguous();  // [n, W*r]
+        at::Tensor gated = at::empty_like(grad_gated), grad_shrink = at::empty_like(grad_gated);
+        gate_block_backward<scalar_t>(b, index.data_ptr<int32_t>(), w.data_ptr<scalar_t>(),
+                                      saved.data_ptr<scalar_t>(), k, rank, scaling, grad_gated, gated, grad_shrink,
+                                      grad_weight.data_ptr<float>());
+        auto grad_b_block = grad_b_cols.narrow(1, b.lo * rank, width);
+        auto grad_a_block = grad_a_rows.narrow(0, b.lo * rank, width);
+        if (x.scalar_type() == at::kFloat) {
+          grad_b_block.addmm_(gyb.t(), gated);
+          grad_a_block.addmm_(grad_shrink.t(), xb);
+        } else {
+          grad_b_block.add_(at::mm(gyb.t(), gated));
+          grad_a_block.add_(at::mm(grad_shrink.t(), xb));
+        }
+        b.addmm_into(grad_x, grad_shrink, a_rows.narrow(0, b.lo * rank, width));
+      }
+    });
+  }
+  at::Tensor grad_a = grad_a_rows.view({num_loras, rank, d_in}).to(x.scalar_type());
+  at::Tensor grad_b = grad_b_cols.view({d_out, num_loras, rank}).permute({1, 0, 2}).contiguous().to(x.scalar_type());
+  return {grad_x, grad_a, grad_b, grad_weight.to(x.scalar_type())};
+}
+
+TORCH_LIBRARY_IMPL(mor_ext, CPU, m) {
+  m.impl("grouped_lora", &grouped_lora_cpu);
+  m.impl("grouped_lora_backward", &grouped_lora_backward_cpu);
+}
+
+}  // namespace mor_ext::cpu

@@ -1,0 +1,190 @@
+// CPU kernels of mor_ext::route and mor_ext::route_backward.
+//
+// Router logits for all E_total rows come from one GEMM (E_total is ~11, so computing the other
+// roles' rows too costs less than gathering tokens by role); the per-token softmax, top-k and
+// renormalisation then run in parallel over tokens with the shared bodies in kernels/routing.h.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "../kernels/routing.h"
+#include "../spec_table.h"
+#include "cpu_utils.h"
+
+namespace mor_ext::cpu {
+namespace {
+
+constexpr int kMaxExpertsPerRole = 64;  // per-token scratch on the stack
+constexpr int64_t kTokenGrain = 256;
+
+void check_route_inputs(const at::Tensor& x, const at::Tensor& router_weight, const at::Tensor& shared_gate_weight,
+                        const at::Tensor& role_ids, const SpecTable& spec) {
+  check_float_tensor(x, "x", 2);
+  check_float_tensor(router_weight, "router_weight", 2);
+  check_float_tensor(shared_gate_weight, "shared_gate_weight", 2);
+  check_same(router_weight, "router_weight", x);
+  check_same(shared_gate_weight, "shared_gate_weight", x);
+  const int64_t d_in = x.size(1);
+  TORCH_CHECK_VALUE(router_weight.size(0) == spec.num_experts_total && router_weight.size(1) == d_in,
+                    "router_weight must have shape [", spec.num_experts_total, ", ", d_in, "], got ",
+                    router_weight.sizes());
+  TORCH_CHECK_VALUE(shared_gate_weight.size(0) == spec.num_roles && shared_gate_weight.size(1) == d_in,
+                    "shared_gate_weight must have shape [", spec.num_roles, ", ", d_in, "], got ",
+                    shared_gate_weight.sizes());
+  for (int64_t r = 0; r < spec.num_roles; ++r)
+    TORCH_CHECK_VALUE(spec.num_experts[r] <= kMaxExpertsPerRole, "role ", r, " has ", spec.num_experts[r],
+                      " experts; the CPU kernel supports at most ", kMaxExpertsPerRole);
+  check_role_ids(role_ids, x.size(0), spec.num_roles, x);
+}
+
+// fp32 logits [N, rows] = x @ w^T in x's dtype, then widened (the reference does the same).
+at::Tensor logits_fp32(const at::Tensor& x, const at::Tensor& w) {
+  return at::mm(x, w.t()).to(at::kFloat).contiguous();
+}
+
+bool needs_shared_gate(const SpecTable& spec) {
+  if (!spec.sigmoid_gate) return false;
+  for (int64_t s : spec.shared)
+    if (s) return true;
+  return false;
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> route_cpu(const at::Tensor& x, const at::Tensor& router_weight,
+                                                         const at::Tensor& shared_gate_weight,
+                                                         const at::Tensor& role_ids, at::IntArrayRef num_experts,
+                                                         at::IntArrayRef top_k, at::IntArrayRef has_shared,
+                                                         bool sigmoid_gate) {
+  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, sigmoid_gate);
+  check_route_inputs(x, router_weight, shared_gate_weight, role_ids, spec);
+  const int64_t n = x.size(0), e_total = spec.num_experts_total, k_max = spec.k_max;
+
+  const at::Tensor logits = e_total > 0 ? logits_fp32(x, router_weight) : at::empty({n, 0}, x.options().dtype(at::kFloat));
+  const bool gated = needs_shared_gate(spec);
+  const at::Tensor shared_logits = gated ? logits_fp32(x, shared_gate_weight) : at::Tensor();
+  const at::Tensor roles = role_ids.contiguous();
+
+  at::Tensor lora_index = new_output({n, k_max}, x.options().dtype(at::kInt));
+  at::Tensor weight_fp32 = new_output({n, k_max}, x.options().dtype(at::kFloat));
+  at::Tensor probs = new_output({n, e_total}, x.options().dtype(at::kFloat));
+
+  const float* logit_p = logits.data_ptr<float>();
+  const float* shared_p = gated ? shared_logits.data_ptr<float>() : nullptr;
+  const int64_t* role_p = roles.data_ptr<int64_t>();
+  int32_t* index_p = lora_index.data_ptr<int32_t>();
+  float* weight_p = weight_fp32.data_ptr<float>();
+  float* probs_p = probs.data_ptr<float>();
+  const int64_t num_roles = spec.num_roles;
+
+  at::parallel_for(0, n, kTokenGrain, [&](int64_t begin, int64_t end) {
+    int selected[kMaxExpertsPerRole];
+    for (int64_t t = begin; t < end; ++t) {
+      int32_t* index_row = index_p + t * k_max;
+      float* weight_row = weight_p + t * k_max;
+      float* probs_row = probs_p + t * e_total;
+      for (int64_t k = 0; k < k_max; ++k) index_row[k] = -1, weight_row[k] = 0.0f;
+      for (int64_t e = 0; e < e_total; ++e) probs_row[e] = 0.0f;
+      const int64_t rho = role_p[t];
+      if (rho < 0) continue;
+
+      int64_t slot = 0;
+      if (spec.shared[rho]) {
+        index_row[slot] = static_cast<int32_t>(spec.lora_start[rho]);
+        weight_row[slot] = gated ? kernels::sigmoid(shared_p[t * num_roles + rho]) : 1.0f;
+        ++slot;
+      }
+      const int e = static_cast<int>(spec.num_experts[rho]), k = static_cast<int>(spec.top_k[rho]);
+      if (e == 0) continue;
+      const float* role_logits = logit_p + t * e_total + spec.router_start[rho];
+      float* role_probs = probs_row + spec.router_start[rho];
+      kernels::softmax(role_logits, e, role_probs);
+      kernels::top_k_desc(role_logits, e, k, selected);
+      const float inv_mass = 1.0f / kernels::selected_mass(role_probs, selected, k);
+      const int64_t first_routed = spec.lora_start[rho] + spec.shared[rho];
+      for (int q = 0; q < k; ++q, ++slot) {
+        index_row[slot] = static_cast<int32_t>(first_routed + selected[q]);
+        weight_row[slot] = role_probs[selected[q]] * inv_mass;
+      }
+    }
+  });
+  return {lora_index, weight_fp32.to(x.scalar_type()), probs};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cpu(
+    const at::Tensor& grad_lora_weight, const at::Tensor& grad_router_probs, const at::Tensor& x,
+    const at::Tensor& router_weight, const at::Tensor& shared_gate_weight, const at::Tensor& role_ids,
+    const at::Tensor& lora_index, const at::Tensor& router_probs, at::IntArrayRef num_experts, at::IntArrayRef top_k,
+    at::IntArrayRef has_shared, bool sigmoid_gate) {
+  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, sigmoid_gate);
+  check_route_inputs(x, router_weight, shared_gate_weight, role_ids, spec);
+  const int64_t n = x.size(0), e_total = spec.num_experts_total, k_max = spec.k_max, num_roles = spec.num_roles;
+  TORCH_CHECK_VALUE(grad_lora_weight.sizes() == at::IntArrayRef({n, k_max}), "grad_lora_weight must be [", n, ", ",
+                    k_max, "], got ", grad_lora_weight.sizes());
+  TORCH_CHECK_VALUE(grad_router_probs.sizes() == at::IntArrayRef({n, e_total}), "grad_router_probs must be [", n,
+                    ", ", e_total, "], got ", grad_router_probs.sizes());
+
+  const bool gated = needs_shared_gate(spec);
+  const at::Tensor shared_logits = gated ? logits_fp32(x, shared_gate_weight) : at::Tensor();
+  const at::Tensor grad_w = grad_lora_weight.to(at::kFloat).contiguous();
+  const at::Tensor grad_p = grad_router_probs.to(at::kFloat).contiguous();
+  const at::Tensor probs = router_probs.to(at::kFloat).contiguous();
+  const at::Tensor index = lora_index.to(at::kInt).contiguous();
+  const at::Tensor roles = role_ids.contiguous();
+
+  at::Tensor grad_logits = at::zeros({n, e_total}, x.options().dtype(at::kFloat));
+  at::Tensor grad_shared_logits = at::zeros({n, num_roles}, x.options().dtype(at::kFloat));
+
+  const float* grad_w_p = grad_w.data_ptr<float>();
+  const float* grad_p_p = grad_p.data_ptr<float>();
+  const float* probs_p = probs.data_ptr<float>();
+  const int32_t* index_p = index.data_ptr<int32_t>();
+  const int64_t* role_p = roles.data_ptr<int64_t>();
+  const float* shared_p = gated ? shared_logits.data_ptr<float>() : nullptr;
+  float* grad_logits_p = grad_logits.data_ptr<float>();
+  float* grad_shared_p = grad_shared_logits.data_ptr<float>();
+
+  at::parallel_for(0, n, kTokenGrain, [&](int64_t begin, int64_t end) {
+    int selected[kMaxExpertsPerRole];
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t rho = role_p[t];
+      if (rho < 0) continue;
+      int64_t slot = 0;
+      if (spec.shared[rho]) {
+        if (gated) {
+          const float s = kernels::sigmoid(shared_p[t * num_roles + rho]);
+          grad_shared_p[t * num_roles + rho] = grad_w_p[t * k_max] * s * (1.0f - s);
+        }
+        ++slot;
+      }
+      const int e = static_cast<int>(spec.num_experts[rho]), k = static_cast<int>(spec.top_k[rho]);
+      if (e == 0) continue;
+      const int64_t first_routed = spec.lora_start[rho] + spec.shared[rho];
+      for (int q = 0; q < k; ++q) selected[q] = static_cast<int>(index_p[t * k_max + slot + q] - first_routed);
+      const int64_t col = t * e_total + spec.router_start[rho];
+      kernels::route_token_backward(probs_p + col, e, selected, grad_w_p + t * k_max + slot, k, grad_p_p + col,
+                                    grad_logits_p + col);
+    }
+  });
+
+  // The logits were x @ W^T in x's dtype: chain through that GEMM in the same dtype.
+  const at::Tensor g_logits = grad_logits.to(x.scalar_type());
+  at::Tensor grad_x = at::mm(g_logits, router_weight);
+  at::Tensor grad_router = at::mm(g_logits.t(), x);
+  at::Tensor grad_shared;
+  if (gated) {
+    const at::Tensor g_shared = grad_shared_logits.to(x.scalar_type());
+    grad_x.addmm_(g_shared, shared_gate_weight);
+    grad_shared = at::mm(g_shared.t(), x);
+  } else {
+    grad_shared = at::zeros_like(shared_gate_weight);
+  }
+  return {grad_x, grad_router, grad_shared};
+}
+
+TORCH_LIBRARY_IMPL(mor_ext, CPU, m) {
+  m.impl("route", &route_cpu);
+  m.impl("route_backward", &route_backward_cpu);
+}
+
+}  // namespace mor_ext::cpu

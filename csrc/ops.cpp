@@ -1,0 +1,43 @@
+// Every op's schema, in one place. Device kernels register themselves in csrc/cpu/ (and
+// csrc/cuda/ where built); autograd and fake (meta) kernels are registered from Python in
+// python/mor_ext/ops.py. Spec arguments are flat lists, one entry per role.
+#include <Python.h>
+#include <torch/library.h>
+
+// Importing mor_ext._C only has to load this library, whose static initialisers register the ops;
+// no Python bindings are needed (the pattern of pytorch/extension-cpp).
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "mor_ext compiled ops (see torch.ops.mor_ext)", -1,
+                                      nullptr};
+  return PyModule_Create(&module);
+}
+
+TORCH_LIBRARY(mor_ext, m) {
+  m.def(
+      "route(Tensor x, Tensor router_weight, Tensor shared_gate_weight, Tensor role_ids, int[] num_experts, "
+      "int[] top_k, int[] has_shared, bool sigmoid_gate) -> (Tensor lora_index, Tensor lora_weight, "
+      "Tensor router_probs)");
+  m.def(
+      "route_backward(Tensor grad_lora_weight, Tensor grad_router_probs, Tensor x, Tensor router_weight, "
+      "Tensor shared_gate_weight, Tensor role_ids, Tensor lora_index, Tensor router_probs, int[] num_experts, "
+      "int[] top_k, int[] has_shared, bool sigmoid_gate) -> (Tensor grad_x, Tensor grad_router_weight, "
+      "Tensor grad_shared_gate_weight)");
+  // out = (x @ weight^T + bias, if weight is given) + scaling * sum_k w_k B_k A_k x ; shrink = A_k x per slot.
+  m.def(
+      "grouped_lora(Tensor x, Tensor lora_A, Tensor lora_B, Tensor lora_index, Tensor lora_weight, float scaling, "
+      "Tensor? weight, Tensor? bias) -> (Tensor out, Tensor shrink)");
+  m.def(
+      "grouped_lora_backward(Tensor grad_out, Tensor x, Tensor lora_A, Tensor lora_B, Tensor lora_index, "
+      "Tensor lora_weight, Tensor shrink, float scaling, Tensor? weight) -> (Tensor grad_x, Tensor grad_lora_A, "
+      "Tensor grad_lora_B, Tensor grad_lora_weight)");
+  m.def(
+      "load_balance_loss(Tensor router_probs, Tensor lora_index, Tensor role_ids, int[] num_experts, int[] top_k, "
+      "int[] has_shared) -> Tensor");
+  m.def(
+      "load_balance_loss_backward(Tensor grad, Tensor router_probs, Tensor lora_index, Tensor role_ids, "
+      "int[] num_experts, int[] top_k, int[] has_shared) -> Tensor");
+  m.def("orthogonal_loss(Tensor lora_A, Tensor lora_B, int[] num_experts, int[] top_k, int[] has_shared) -> Tensor");
+  m.def(
+      "orthogonal_loss_backward(Tensor grad, Tensor lora_A, Tensor lora_B, int[] num_experts, int[] top_k, "
+      "int[] has_shared) -> (Tensor grad_lora_A, Tensor grad_lora_B)");
+}

@@ -1,0 +1,250 @@
+"""The public functional API of Mixture-of-Roles LoRA (stable names; see the README's spec section).
+
+Every function accepts any leading batch shape (``x [..., d_in]``, ``role_ids`` of shape
+``x.shape[:-1]``), validates its inputs with errors that say what was expected and where, flattens,
+and hands over to :mod:`mor_ext.ops` (compiled kernels, or the pure-PyTorch reference).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from . import ops
+from .spec import MoRSpec
+
+__all__ = ["Routing", "route", "grouped_lora", "mor_linear", "load_balance_loss", "orthogonal_loss"]
+
+
+class Routing(NamedTuple):
+    """Per-token routing: ``lora_index [..., K_max]`` int32 (-1 = empty slot), ``lora_weight
+    [..., K_max]`` (shared gate first, then top-k gates in descending probability; x's dtype),
+    ``router_probs [..., E_total]`` float32 (zeros outside the token's role)."""
+
+    lora_index: torch.Tensor
+    lora_weight: torch.Tensor
+    router_probs: torch.Tensor
+
+
+# ------------------------------------------------------------------------------------------- validation
+def _check_tensor(t: object, name: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    return t
+
+
+def _check_float(t: torch.Tensor, name: str, like: torch.Tensor | None = None) -> None:
+    _check_tensor(t, name)
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
+    if like is not None:
+        if t.device != like.device:
+            raise ValueError(f"{name} is on {t.device} but x is on {like.device}; move them to one device")
+        if t.dtype != like.dtype:
+            raise TypeError(f"{name} has dtype {t.dtype} but x has dtype {like.dtype}; cast them to one dtype")
+
+
+def _check_shape(t: torch.Tensor, name: str, expected: tuple) -> None:
+    if tuple(t.shape) != tuple(expected):
+        want = "[" + ", ".join(str(e) for e in expected) + "]"
+        raise ValueError(f"{name} must have shape {want}, got {list(t.shape)}")
+
+
+def _check_spec(spec: object) -> MoRSpec:
+    if not isinstance(spec, MoRSpec):
+        raise TypeError(f"spec must be a mor_ext.MoRSpec, got {type(spec).__name__}")
+    return spec
+
+
+def _flat_role_ids(role_ids: torch.Tensor, x: torch.Tensor, spec: MoRSpec) -> torch.Tensor:
+    """role_ids as a flat int64 tensor, after checking its shape, device and range."""
+    _check_tensor(role_ids, "role_ids")
+    if role_ids.is_floating_point() or role_ids.is_complex() or role_ids.dtype == torch.bool:
+        raise TypeError(f"role_ids must be an integer tensor, got {role_ids.dtype}")
+    if tuple(role_ids.shape) != tuple(x.shape[:-1]):
+        raise ValueError(
+            f"role_ids must have shape x.shape[:-1] = {list(x.shape[:-1])} (one role per token), "
+            f"got {list(role_ids.shape)}"
+        )
+    if role_ids.device != x.device:
+        raise ValueError(f"role_ids is on {role_ids.device} but x is on {x.device}")
+    if role_ids.numel() > 0:
+        bad = (role_ids < -1) | (role_ids >= spec.num_roles)
+        if bool(bad.any()):
+            where = tuple(int(i) for i in bad.nonzero()[0].tolist())
+            value = int(role_ids[where])
+            pos = ", ".join(str(i) for i in where)
+            raise ValueError(
+                f"role_ids[{pos}] = {value}, but the spec has {spec.num_roles} roles "
+                f"{list(spec.role_names)} (valid ids: -1 .. {spec.num_roles - 1}; -1 = no adapter)"
+            )
+    return role_ids.reshape(-1).to(torch.long)
+
+
+def _check_x(x: torch.Tensor) -> None:
+    _check_float(x, "x")
+    if x.dim() < 1:
+        raise ValueError("x must have at least one dimension ([..., d_in])")
+
+
+def _check_loras(x: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor) -> None:
+    _check_float(lora_A, "lora_A", x)
+    _check_float(lora_B, "lora_B", x)
+    if lora_A.dim() != 3 or lora_A.shape[2] != x.shape[-1]:
+        raise ValueError(f"lora_A must have shape [L, r, d_in={x.shape[-1]}], got {list(lora_A.shape)}")
+    if lora_B.dim() != 3 or lora_B.shape[0] != lora_A.shape[0] or lora_B.shape[2] != lora_A.shape[1]:
+        raise ValueError(
+            f"lora_B must have shape [L={lora_A.shape[0]}, d_out, r={lora_A.shape[1]}], got {list(lora_B.shape)}"
+        )
+
+
+def _check_loras_for_spec(lora_A: torch.Tensor, lora_B: torch.Tensor, spec: MoRSpec) -> None:
+    if lora_A.dim() != 3 or lora_A.shape[0] != spec.num_loras or lora_A.shape[1] != spec.rank:
+        raise ValueError(
+            f"lora_A must have shape [L={spec.num_loras}, r={spec.rank}, d_in] for this spec, got {list(lora_A.shape)}"
+        )
+    if lora_B.dim() != 3 or lora_B.shape[0] != spec.num_loras or lora_B.shape[2] != spec.rank:
+        raise ValueError(
+            f"lora_B must have shape [L={spec.num_loras}, d_out, r={spec.rank}] for this spec, got {list(lora_B.shape)}"
+        )
+
+
+# ------------------------------------------------------------------------------------------- API
+def route(
+    x: torch.Tensor,  # [..., d_in]
+    router_weight: torch.Tensor,  # [E_total, d_in]
+    shared_gate_weight: torch.Tensor,  # [R, d_in]
+    role_ids: torch.Tensor,  # [...] in -1 .. R-1
+    spec: MoRSpec,
+) -> Routing:
+    """Per-token top-k routing within the token's role, plus the shared LoRA's sigmoid gate.
+
+    Differentiable: ``lora_weight`` and ``router_probs`` w.r.t. ``x``, ``router_weight`` and
+    ``shared_gate_weight``.
+    """
+    spec = _check_spec(spec)
+    _check_x(x)
+    _check_float(router_weight, "router_weight", x)
+    _check_float(shared_gate_weight, "shared_gate_weight", x)
+    d_in = x.shape[-1]
+    _check_shape(router_weight, "router_weight", (spec.num_experts_total, d_in))
+    _check_shape(shared_gate_weight, "shared_gate_weight", (spec.num_roles, d_in))
+    roles = _flat_role_ids(role_ids, x, spec)
+    index, weight, probs = ops.route(x.reshape(-1, d_in), router_weight, shared_gate_weight, roles, spec)
+    lead = x.shape[:-1]
+    return Routing(index.view(*lead, -1), weight.view(*lead, -1), probs.view(*lead, -1))
+
+
+def grouped_lora(
+    x: torch.Tensor,  # [..., d_in]
+    lora_A: torch.Tensor,  # [L, r, d_in]
+    lora_B: torch.Tensor,  # [L, d_out, r]
+    lora_index: torch.Tensor,  # [..., K] int, -1 = empty slot
+    lora_weight: torch.Tensor,  # [..., K]
+    scaling: float = 1.0,
+) -> torch.Tensor:
+    """``delta[t] = scaling * sum_k lora_weight[t,k] * B[idx] @ A[idx] @ x[t]`` -> ``[..., d_out]``.
+
+    Differentiable w.r.t. ``x``, ``lora_A``, ``lora_B`` and ``lora_weight``.
+    """
+    _check_x(x)
+    _check_loras(x, lora_A, lora_B)
+    index, weight = _check_slots(x, lora_index, lora_weight, lora_A.shape[0])
+    d_in = x.shape[-1]
+    out = ops.lora_linear(x.reshape(-1, d_in), lora_A, lora_B, index, weight, float(scaling))
+    return out.view(*x.shape[:-1], lora_B.shape[1])
+
+
+def _check_slots(x: torch.Tensor, lora_index: torch.Tensor, lora_weight: torch.Tensor, num_loras: int):
+    _check_tensor(lora_index, "lora_index")
+    _check_float(lora_weight, "lora_weight", x)
+    if lora_index.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"lora_index must be int32 or int64, got {lora_index.dtype}")
+    if lora_index.dim() != x.dim() or tuple(lora_index.shape[:-1]) != tuple(x.shape[:-1]):
+        raise ValueError(f"lora_index must have shape [*x.shape[:-1], K] = {list(x.shape[:-1])} + [K], "
+                         f"got {list(lora_index.shape)}")
+    if tuple(lora_weight.shape) != tuple(lora_index.shape):
+        raise ValueError(f"lora_weight {list(lora_weight.shape)} must match lora_index {list(lora_index.shape)}")
+    if lora_index.device != x.device:
+        raise ValueError(f"lora_index is on {lora_index.device} but x is on {x.device}")
+    if lora_index.numel() > 0:
+        bad = (lora_index < -1) | (lora_index >= num_loras)
+        if bool(bad.any()):
+            where = tuple(int(i) for i in bad.nonzero()[0].tolist())
+            raise ValueError(
+                f"lora_index[{', '.join(map(str, where))}] = {int(lora_index[where])}, but there are "
+                f"{num_loras} LoRAs (valid: -1 .. {num_loras - 1})"
+            )
+    k = lora_index.shape[-1]
+    return lora_index.reshape(-1, k), lora_weight.reshape(-1, k)
+
+
+def mor_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    lora_A: torch.Tensor,
+    lora_B: torch.Tensor,
+    router_weight: torch.Tensor,
+    shared_gate_weight: torch.Tensor,
+    role_ids: torch.Tensor,
+    spec: MoRSpec,
+    scaling: float = 1.0,
+    *,
+    return_routing: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, Routing]:
+    """``F.linear(x, weight, bias) + grouped_lora(x, ..., route(x, ...))``, the base GEMM and the LoRA
+    add fused where the compiled backend runs. With ``return_routing=True`` also returns the
+    :class:`Routing` (for the load-balance loss)."""
+    spec = _check_spec(spec)
+    routing = route(x, router_weight, shared_gate_weight, role_ids, spec)
+    _check_loras(x, lora_A, lora_B)
+    _check_loras_for_spec(lora_A, lora_B, spec)
+    _check_float(weight, "weight", x)
+    d_in, d_out = x.shape[-1], lora_B.shape[1]
+    _check_shape(weight, "weight", (d_out, d_in))
+    if bias is not None:
+        _check_float(bias, "bias", x)
+        _check_shape(bias, "bias", (d_out,))
+    k = routing.lora_index.shape[-1]
+    y = ops.lora_linear(
+        x.reshape(-1, d_in), lora_A, lora_B, routing.lora_index.reshape(-1, k), routing.lora_weight.reshape(-1, k),
+        float(scaling), weight, bias,
+    ).view(*x.shape[:-1], d_out)
+    return (y, routing) if return_routing else y
+
+
+def load_balance_loss(
+    router_probs: torch.Tensor,  # [..., E_total] float32
+    lora_index: torch.Tensor,  # [..., K]
+    role_ids: torch.Tensor,  # [...]
+    spec: MoRSpec,
+) -> torch.Tensor:
+    """Switch-style load balance of one layer: ``sum_rho E_rho * sum_i f_i * P_i`` (scalar, float32).
+
+    ``f`` (dispatch fractions) carries no gradient; ``P`` (mean probabilities) does.
+    """
+    spec = _check_spec(spec)
+    _check_float(router_probs, "router_probs")
+    if router_probs.dim() < 1 or router_probs.shape[-1] != spec.num_experts_total:
+        raise ValueError(f"router_probs must have shape [..., E_total={spec.num_experts_total}], got {list(router_probs.shape)}")
+    lead = router_probs.shape[:-1]
+    roles = _flat_role_ids(role_ids, router_probs, spec)
+    _check_tensor(lora_index, "lora_index")
+    if tuple(lora_index.shape[:-1]) != tuple(lead) or lora_index.dim() != router_probs.dim():
+        raise ValueError(f"lora_index must have shape {list(lead)} + [K], got {list(lora_index.shape)}")
+    n = roles.shape[0]
+    return ops.load_balance_loss(
+        router_probs.reshape(n, -1).float(), lora_index.reshape(n, -1), roles, spec
+    )
+
+
+def orthogonal_loss(lora_A: torch.Tensor, lora_B: torch.Tensor, spec: MoRSpec) -> torch.Tensor:
+    """``sum_rho sum_{i<j routed} ||A_i A_j^T||_F^2 + ||B_i B_j^T||_F^2`` for one layer (scalar, float32),
+    computed from r x r products only."""
+    spec = _check_spec(spec)
+    _check_float(lora_A, "lora_A")
+    _check_float(lora_B, "lora_B", lora_A)
+    _check_loras_for_spec(lora_A, lora_B, spec)
+    return ops.orthogonal_loss(lora_A, lora_B, spec)

@@ -1,0 +1,246 @@
+"""The Python side of the custom ops: backend choice, fake kernels and autograd, in one table.
+
+Schemas live in ``csrc/ops.cpp``; device kernels in ``csrc/cpu`` (and ``csrc/cuda`` where built).
+Every function here takes flattened, validated inputs (see :mod:`mor_ext.functional`) and runs the
+compiled op when the extension is loaded and has a kernel for the tensor's device, else the
+pure-PyTorch reference in :mod:`mor_ext.reference`.
+
+The backend can be forced with ``MOR_EXT_BACKEND=reference|compiled|auto`` or
+:func:`set_backend`; :func:`backend_info` says what is in use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from . import reference
+from .spec import MoRSpec
+
+logger = logging.getLogger("mor_ext")
+
+try:  # Loading the library registers torch.ops.mor_ext.* with the dispatcher.
+    from . import _C  # noqa: F401
+
+    _COMPILED_ERROR: str | None = None
+except ImportError as exc:  # pragma: no cover - exercised where the extension is not built
+    _COMPILED_ERROR = str(exc)
+
+_BACKENDS = ("auto", "compiled", "reference")
+_backend = os.environ.get("MOR_EXT_BACKEND", "auto").strip().lower() or "auto"
+if _backend not in _BACKENDS:
+    raise ValueError(f"MOR_EXT_BACKEND={_backend!r}; expected one of {_BACKENDS}")
+
+
+def compiled_available() -> bool:
+    return _COMPILED_ERROR is None
+
+
+def _compiled_devices() -> list[str]:
+    if not compiled_available():
+        return []
+    return [
+        key.lower()
+        for key in ("CPU", "CUDA")
+        if torch._C._dispatch_has_kernel_for_dispatch_key("mor_ext::grouped_lora", key)
+    ]
+
+
+def set_backend(name: str) -> None:
+    """Choose ``"auto"`` (compiled where available), ``"compiled"`` (error if missing) or ``"reference"``."""
+    global _backend
+    name = name.strip().lower()
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; expected one of {_BACKENDS}")
+    if name == "compiled" and not compiled_available():
+        raise RuntimeError(f"the compiled mor_ext extension is not available: {_COMPILED_ERROR}")
+    _backend = name
+
+
+def get_backend() -> str:
+    return _backend
+
+
+def backend_info() -> dict[str, Any]:
+    """Which backend runs the ops, per device, and why."""
+    return {
+        "backend": _backend,
+        "compiled": compiled_available(),
+        "compiled_devices": _compiled_devices(),
+        "compiled_error": _COMPILED_ERROR,
+        "torch": torch.__version__,
+    }
+
+
+def describe_backend() -> str:
+    info = backend_info()
+    if info["backend"] == "reference":
+        return "mor_ext: using the pure-PyTorch reference ops (forced)"
+    if not info["compiled"]:
+        return f"mor_ext: compiled extension not available ({info['compiled_error']}); using the pure-PyTorch reference ops"
+    devices = ", ".join(info["compiled_devices"]) or "none"
+    return f"mor_ext: compiled ops for {devices}; pure-PyTorch reference elsewhere"
+
+
+def uses_compiled(t: torch.Tensor) -> bool:
+    """True when ops on ``t`` run through torch.ops.mor_ext."""
+    if _backend == "reference" or not compiled_available():
+        return False
+    ok = t.device.type in _compiled_devices()
+    if not ok and _backend == "compiled":
+        raise RuntimeError(f"MOR_EXT_BACKEND=compiled but mor_ext has no compiled kernel for {t.device.type}")
+    return ok
+
+
+def _flags(spec: MoRSpec) -> tuple[list[int], list[int], list[int]]:
+    num_experts, top_k, shared, _ = spec.op_args()
+    return num_experts, top_k, [int(s) for s in shared]
+
+
+# --------------------------------------------------------------------------------------------- dispatch
+def route(x, router_weight, shared_gate_weight, role_ids, spec: MoRSpec):
+    if uses_compiled(x):
+        return tuple(
+            torch.ops.mor_ext.route(
+                x, router_weight, shared_gate_weight, role_ids, *_flags(spec), spec.shared_gate == "sigmoid"
+            )
+        )
+    return reference.route(x, router_weight, shared_gate_weight, role_ids, spec)
+
+
+def lora_linear(x, lora_A, lora_B, lora_index, lora_weight, scaling: float, weight=None, bias=None):
+    """``(F.linear(x, weight, bias) if weight is given) + grouped LoRA delta``, fused where compiled."""
+    if uses_compiled(x):
+        return torch.ops.mor_ext.grouped_lora(x, lora_A, lora_B, lora_index, lora_weight, float(scaling), weight, bias)[0]
+    delta = reference.grouped_lora(x, lora_A, lora_B, lora_index, lora_weight, scaling)
+    return delta if weight is None else F.linear(x, weight, bias) + delta
+
+
+def load_balance_loss(router_probs, lora_index, role_ids, spec: MoRSpec):
+    if uses_compiled(router_probs):
+        return torch.ops.mor_ext.load_balance_loss(router_probs, lora_index, role_ids, *_flags(spec))
+    return reference.load_balance_loss(router_probs, lora_index, role_ids, spec)
+
+
+def orthogonal_loss(lora_A, lora_B, spec: MoRSpec):
+    if uses_compiled(lora_A):
+        return torch.ops.mor_ext.orthogonal_loss(lora_A, lora_B, *_flags(spec))
+    return reference.orthogonal_loss(lora_A, lora_B, spec)
+
+
+# --------------------------------------------------------------------------------------------- registrations
+def _zeros_if_none(grad, like, dtype=None):
+    return torch.zeros_like(like, dtype=dtype) if grad is None else grad
+
+
+def _register() -> None:
+    lib = torch.ops.mor_ext
+
+    # ---- fake (meta) kernels: shapes and dtypes only, for torch.compile and opcheck
+    @torch.library.register_fake("mor_ext::route")
+    def _(x, router_weight, shared_gate_weight, role_ids, num_experts, top_k, has_shared, sigmoid_gate):
+        k_max = max(k + s for k, s in zip(top_k, has_shared))
+        n = x.shape[0]
+        return (
+            x.new_empty(n, k_max, dtype=torch.int32),
+            x.new_empty(n, k_max),
+            x.new_empty(n, sum(num_experts), dtype=torch.float32),
+        )
+
+    @torch.library.register_fake("mor_ext::route_backward")
+    def _(gw, gp, x, router_weight, shared_gate_weight, role_ids, lora_index, router_probs, *spec_args):
+        return torch.empty_like(x), torch.empty_like(router_weight), torch.empty_like(shared_gate_weight)
+
+    @torch.library.register_fake("mor_ext::grouped_lora")
+    def _(x, lora_A, lora_B, lora_index, lora_weight, scaling, weight, bias):
+        n = x.shape[0]
+        return x.new_empty(n, lora_B.shape[1]), x.new_empty(n, lora_index.shape[1], lora_A.shape[1])
+
+    @torch.library.register_fake("mor_ext::grouped_lora_backward")
+    def _(grad_out, x, lora_A, lora_B, lora_index, lora_weight, shrink, scaling, weight):
+        return torch.empty_like(x), torch.empty_like(lora_A), torch.empty_like(lora_B), torch.empty_like(lora_weight)
+
+    @torch.library.register_fake("mor_ext::load_balance_loss")
+    def _(router_probs, lora_index, role_ids, num_experts, top_k, has_shared):
+        return router_probs.new_empty((), dtype=torch.float32)
+
+    @torch.library.register_fake("mor_ext::load_balance_loss_backward")
+    def _(grad, router_probs, lora_index, role_ids, num_experts, top_k, has_shared):
+        return torch.empty_like(router_probs, dtype=torch.float32)
+
+    @torch.library.register_fake("mor_ext::orthogonal_loss")
+    def _(lora_A, lora_B, num_experts, top_k, has_shared):
+        return lora_A.new_empty((), dtype=torch.float32)
+
+    @torch.library.register_fake("mor_ext::orthogonal_loss_backward")
+    def _(grad, lora_A, lora_B, num_experts, top_k, has_shared):
+        return torch.empty_like(lora_A), torch.empty_like(lora_B)
+
+    # ---- autograd: each backward is itself a custom op
+    def route_setup(ctx, inputs, output):
+        x, router_weight, shared_gate_weight, role_ids, *spec_args = inputs
+        lora_index, _, router_probs = output
+        ctx.spec_args = spec_args
+        ctx.save_for_backward(x, router_weight, shared_gate_weight, role_ids, lora_index, router_probs)
+
+    def route_backward(ctx, grad_index, grad_weight, grad_probs):
+        x, router_weight, shared_gate_weight, role_ids, lora_index, router_probs = ctx.saved_tensors
+        grad_weight = _zeros_if_none(grad_weight, lora_index, dtype=x.dtype)
+        grad_probs = _zeros_if_none(grad_probs, router_probs)
+        gx, grw, gsw = lib.route_backward(
+            grad_weight, grad_probs, x, router_weight, shared_gate_weight, role_ids, lora_index, router_probs,
+            *ctx.spec_args,
+        )
+        return gx, grw, gsw, None, None, None, None, None
+
+    torch.library.register_autograd("mor_ext::route", route_backward, setup_context=route_setup)
+
+    def grouped_setup(ctx, inputs, output):
+        x, lora_A, lora_B, lora_index, lora_weight, scaling, weight, bias = inputs
+        ctx.scaling = scaling
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x, lora_A, lora_B, lora_index, lora_weight, output[1], weight)
+
+    def grouped_backward(ctx, grad_out, _grad_shrink):
+        x, lora_A, lora_B, lora_index, lora_weight, shrink, weight = ctx.saved_tensors
+        gx, ga, gb, gw = lib.grouped_lora_backward(
+            grad_out, x, lora_A, lora_B, lora_index, lora_weight, shrink, ctx.scaling, weight
+        )
+        # The frozen base weight and bias get gradients only if someone asked for them.
+        g_weight = grad_out.t().mm(x) if weight is not None and ctx.needs_input_grad[6] else None
+        g_bias = grad_out.sum(0) if ctx.has_bias and ctx.needs_input_grad[7] else None
+        return gx, ga, gb, None, gw, None, g_weight, g_bias
+
+    torch.library.register_autograd("mor_ext::grouped_lora", grouped_backward, setup_context=grouped_setup)
+
+    def balance_setup(ctx, inputs, output):
+        router_probs, lora_index, role_ids, *spec_args = inputs
+        ctx.spec_args = spec_args
+        ctx.save_for_backward(router_probs, lora_index, role_ids)
+
+    def balance_backward(ctx, grad):
+        router_probs, lora_index, role_ids = ctx.saved_tensors
+        g = lib.load_balance_loss_backward(grad, router_probs, lora_index, role_ids, *ctx.spec_args)
+        return g, None, None, None, None, None
+
+    torch.library.register_autograd("mor_ext::load_balance_loss", balance_backward, setup_context=balance_setup)
+
+    def orth_setup(ctx, inputs, output):
+        lora_A, lora_B, *spec_args = inputs
+        ctx.spec_args = spec_args
+        ctx.save_for_backward(lora_A, lora_B)
+
+    def orth_backward(ctx, grad):
+        lora_A, lora_B = ctx.saved_tensors
+        ga, gb = lib.orthogonal_loss_backward(grad, lora_A, lora_B, *ctx.spec_args)
+        return ga, gb, None, None, None
+
+    torch.library.register_autograd("mor_ext::orthogonal_loss", orth_backward, setup_context=orth_setup)
+
+
+if compiled_available():
+    _register()
