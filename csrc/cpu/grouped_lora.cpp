@@ -18,6 +18,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <map>
+#include <utility>
 #include <vector>
 
 #include "cpu_utils.h"
@@ -50,6 +52,24 @@ struct Batch {
       add_into(dst, at::mm(a, b).to(dst.scalar_type()));
     }
   }
+};
+
+// B of the LoRAs [lo, hi] side by side as [d_out, W*r] (a column block of "[d_out, L*r]"), copied
+// once per block per call: the canonical [L, d_out, r] layout cannot be viewed that way.
+class BlockColumnsOfB {
+ public:
+  explicit BlockColumnsOfB(const at::Tensor& lora_B) : lora_B_(lora_B) {}
+  const at::Tensor& get(int64_t lo, int64_t hi) {
+    auto it = cache_.find({lo, hi});
+    if (it != cache_.end()) return it->second;
+    const int64_t d_out = lora_B_.size(1), rank = lora_B_.size(2), width = (hi - lo + 1) * rank;
+    at::Tensor cols = lora_B_.narrow(0, lo, hi - lo + 1).permute({1, 0, 2}).reshape({d_out, width}).contiguous();
+    return cache_.emplace(std::make_pair(lo, hi), std::move(cols)).first->second;
+  }
+
+ private:
+  const at::Tensor& lora_B_;
+  std::map<std::pair<int64_t, int64_t>, at::Tensor> cache_;
 };
 
 void check_grouped_inputs(const at::Tensor& x, const at::Tensor& lora_A, const at::Tensor& lora_B,
@@ -244,8 +264,7 @@ std::tuple<at::Tensor, at::Tensor> grouped_lora_cpu(const at::Tensor& x, const a
   if (n == 0 || k == 0) return {out, shrink.zero_()};
 
   const std::vector<Batch> batches = plan_batches(index);
-  // [d_out, L*r]: every LoRA's B side by side, so a block is a column slice. Small (L*r*d_out).
-  const at::Tensor b_cols = lora_B.permute({1, 0, 2}).reshape({d_out, num_loras * rank}).contiguous();
+  BlockColumnsOfB b_cols(lora_B);
   const at::Tensor a_rows = a.view({num_loras * rank, d_in});
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "grouped_lora_cpu", [&] {
@@ -264,7 +283,7 @@ std::tuple<at::Tensor, at::Tensor> grouped_lora_cpu(const at::Tensor& x, const a
       at::Tensor gated = at::empty_like(shrink_block);
       gate_block<scalar_t>(b, index.data_ptr<int32_t>(), w.data_ptr<scalar_t>(), k, rank, scaling, shrink_block,
                            gated, shrink.data_ptr<scalar_t>());
-      b.addmm_into(out, gated, b_cols.narrow(1, b.lo * rank, width).t());
+      b.addmm_into(out, gated, b_cols.get(b.lo, b.hi).t());
     }
   });
   return {out, shrink};
@@ -292,14 +311,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grouped_lora_backward
   at::Tensor grad_weight = at::zeros({n, k}, x.options().dtype(at::kFloat));
   if (n > 0 && k > 0) {
     const std::vector<Batch> batches = plan_batches(index);
-    const at::Tensor b_cols = lora_B.permute({1, 0, 2}).reshape({d_out, num_loras * rank}).contiguous();
+    BlockColumnsOfB b_cols(lora_B);
     const at::Tensor a_rows = a.view({num_loras * rank, d_in});
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "grouped_lora_backward_cpu", [&] {
       for (const Batch& b : batches) {
         const int64_t width = (b.hi - b.lo + 1) * rank;
         const at::Tensor gyb = b.take(gy);
         const at::Tensor xb = b.take(xc);
-        const at::Tensor grad_gated = at::mm(gyb, b_cols.narrow(1, b.lo * rank, width)).contiguous();  // [n, W*r]
+        const at::Tensor grad_gated = at::mm(gyb, b_cols.get(b.lo, b.hi)).contiguous();  // [n, W*r]
         at::Tensor gated = at::empty_like(grad_gated), grad_shrink = at::empty_like(grad_gated);
         gate_block_backward<scalar_t>(b, index.data_ptr<int32_t>(), w.data_ptr<scalar_t>(),
                                       saved.data_ptr<scalar_t>(), k, rank, scaling, grad_gated, gated, grad_shrink,

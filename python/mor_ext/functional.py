@@ -34,15 +34,15 @@ def _check_tensor(t: object, name: str) -> torch.Tensor:
     return t
 
 
-def _check_float(t: torch.Tensor, name: str, like: torch.Tensor | None = None) -> None:
+def _check_float(t: torch.Tensor, name: str, like: torch.Tensor | None = None, like_name: str = "x") -> None:
     _check_tensor(t, name)
     if not t.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
     if like is not None:
         if t.device != like.device:
-            raise ValueError(f"{name} is on {t.device} but x is on {like.device}; move them to one device")
+            raise ValueError(f"{name} is on {t.device} but {like_name} is on {like.device}; move them to one device")
         if t.dtype != like.dtype:
-            raise TypeError(f"{name} has dtype {t.dtype} but x has dtype {like.dtype}; cast them to one dtype")
+            raise TypeError(f"{name} has dtype {t.dtype} but {like_name} has dtype {like.dtype}; cast them to one dtype")
 
 
 def _check_shape(t: torch.Tensor, name: str, expected: tuple) -> None:
@@ -70,8 +70,10 @@ def _flat_role_ids(role_ids: torch.Tensor, x: torch.Tensor, spec: MoRSpec) -> to
     if role_ids.device != x.device:
         raise ValueError(f"role_ids is on {role_ids.device} but x is on {x.device}")
     if role_ids.numel() > 0:
-        bad = (role_ids < -1) | (role_ids >= spec.num_roles)
-        if bool(bad.any()):
+        # One reduction on the happy path; the position of the bad entry only when there is one.
+        low, high = torch.aminmax(role_ids)
+        if int(low) < -1 or int(high) >= spec.num_roles:
+            bad = (role_ids < -1) | (role_ids >= spec.num_roles)
             where = tuple(int(i) for i in bad.nonzero()[0].tolist())
             value = int(role_ids[where])
             pos = ", ".join(str(i) for i in where)
@@ -86,6 +88,15 @@ def _check_x(x: torch.Tensor) -> None:
     _check_float(x, "x")
     if x.dim() < 1:
         raise ValueError("x must have at least one dimension ([..., d_in])")
+
+
+def _check_route_args(x, router_weight, shared_gate_weight, spec: MoRSpec) -> None:
+    _check_x(x)
+    _check_float(router_weight, "router_weight", x)
+    _check_float(shared_gate_weight, "shared_gate_weight", x)
+    d_in = x.shape[-1]
+    _check_shape(router_weight, "router_weight", (spec.num_experts_total, d_in))
+    _check_shape(shared_gate_weight, "shared_gate_weight", (spec.num_roles, d_in))
 
 
 def _check_loras(x: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor) -> None:
@@ -124,13 +135,9 @@ def route(
     ``shared_gate_weight``.
     """
     spec = _check_spec(spec)
-    _check_x(x)
-    _check_float(router_weight, "router_weight", x)
-    _check_float(shared_gate_weight, "shared_gate_weight", x)
-    d_in = x.shape[-1]
-    _check_shape(router_weight, "router_weight", (spec.num_experts_total, d_in))
-    _check_shape(shared_gate_weight, "shared_gate_weight", (spec.num_roles, d_in))
+    _check_route_args(x, router_weight, shared_gate_weight, spec)
     roles = _flat_role_ids(role_ids, x, spec)
+    d_in = x.shape[-1]
     index, weight, probs = ops.route(x.reshape(-1, d_in), router_weight, shared_gate_weight, roles, spec)
     lead = x.shape[:-1]
     return Routing(index.view(*lead, -1), weight.view(*lead, -1), probs.view(*lead, -1))
@@ -169,8 +176,9 @@ def _check_slots(x: torch.Tensor, lora_index: torch.Tensor, lora_weight: torch.T
     if lora_index.device != x.device:
         raise ValueError(f"lora_index is on {lora_index.device} but x is on {x.device}")
     if lora_index.numel() > 0:
-        bad = (lora_index < -1) | (lora_index >= num_loras)
-        if bool(bad.any()):
+        low, high = torch.aminmax(lora_index)
+        if int(low) < -1 or int(high) >= num_loras:
+            bad = (lora_index < -1) | (lora_index >= num_loras)
             where = tuple(int(i) for i in bad.nonzero()[0].tolist())
             raise ValueError(
                 f"lora_index[{', '.join(map(str, where))}] = {int(lora_index[where])}, but there are "
@@ -198,7 +206,8 @@ def mor_linear(
     add fused where the compiled backend runs. With ``return_routing=True`` also returns the
     :class:`Routing` (for the load-balance loss)."""
     spec = _check_spec(spec)
-    routing = route(x, router_weight, shared_gate_weight, role_ids, spec)
+    _check_route_args(x, router_weight, shared_gate_weight, spec)
+    roles = _flat_role_ids(role_ids, x, spec)
     _check_loras(x, lora_A, lora_B)
     _check_loras_for_spec(lora_A, lora_B, spec)
     _check_float(weight, "weight", x)
@@ -207,12 +216,14 @@ def mor_linear(
     if bias is not None:
         _check_float(bias, "bias", x)
         _check_shape(bias, "bias", (d_out,))
-    k = routing.lora_index.shape[-1]
-    y = ops.lora_linear(
-        x.reshape(-1, d_in), lora_A, lora_B, routing.lora_index.reshape(-1, k), routing.lora_weight.reshape(-1, k),
-        float(scaling), weight, bias,
-    ).view(*x.shape[:-1], d_out)
-    return (y, routing) if return_routing else y
+    x2 = x.reshape(-1, d_in)
+    # The routing comes from our own op, so its indices need no second range check.
+    index, gate, probs = ops.route(x2, router_weight, shared_gate_weight, roles, spec)
+    y = ops.lora_linear(x2, lora_A, lora_B, index, gate, float(scaling), weight, bias).view(*x.shape[:-1], d_out)
+    if not return_routing:
+        return y
+    lead = x.shape[:-1]
+    return y, Routing(index.view(*lead, -1), gate.view(*lead, -1), probs.view(*lead, -1))
 
 
 def load_balance_loss(
@@ -245,6 +256,6 @@ def orthogonal_loss(lora_A: torch.Tensor, lora_B: torch.Tensor, spec: MoRSpec) -
     computed from r x r products only."""
     spec = _check_spec(spec)
     _check_float(lora_A, "lora_A")
-    _check_float(lora_B, "lora_B", lora_A)
+    _check_float(lora_B, "lora_B", lora_A, "lora_A")
     _check_loras_for_spec(lora_A, lora_B, spec)
     return ops.orthogonal_loss(lora_A, lora_B, spec)

@@ -40,14 +40,19 @@ def compiled_available() -> bool:
     return _COMPILED_ERROR is None
 
 
+_compiled_device_cache: list[str] | None = None
+
+
 def _compiled_devices() -> list[str]:
-    if not compiled_available():
-        return []
-    return [
-        key.lower()
-        for key in ("CPU", "CUDA")
-        if torch._C._dispatch_has_kernel_for_dispatch_key("mor_ext::grouped_lora", key)
-    ]
+    # Kernels register when the library loads, so the answer never changes: ask the dispatcher once.
+    global _compiled_device_cache
+    if _compiled_device_cache is None:
+        _compiled_device_cache = [] if not compiled_available() else [
+            key.lower()
+            for key in ("CPU", "CUDA")
+            if torch._C._dispatch_has_kernel_for_dispatch_key("mor_ext::grouped_lora", key)
+        ]
+    return _compiled_device_cache
 
 
 def set_backend(name: str) -> None:
