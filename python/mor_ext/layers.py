@@ -1,0 +1,267 @@
+"""`MoRLinear`: a frozen ``nn.Linear`` plus a Mixture-of-Roles LoRA adapter, and the per-model
+:class:`RoleContext` through which :func:`mor_ext.patch` hands every layer the tokens' roles.
+
+Transformer blocks call their projections as ``proj(hidden_states)``, with no way to pass role ids
+down, so a patched model's forward puts them in a context object that all its ``MoRLinear`` layers
+share; a layer called directly can also take ``role_ids`` as an argument.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import functional
+from .spec import MoRSpec
+
+__all__ = ["MoRLinear", "RoleContext"]
+
+# What a layer sees for one call: per-token role ids, or one role id for every token.
+Roles = Union[torch.Tensor, int]
+
+
+class CallRoles(NamedTuple):
+    roles: Roles
+    any_active: bool  # whether any role id is not -1
+    collect_stats: bool
+    # True when a layer re-runs inside backward (gradient checkpointing): it must save the same
+    # tensors as the first run, so it computes the statistics again, but must not record them.
+    replay: bool
+
+
+class RoleContext:
+    """State shared by all :class:`MoRLinear` layers of one patched model.
+
+    Precedence for a layer call without ``role_ids``: the ids of the running model call, else the
+    active role (:func:`mor_ext.set_active_role`), else ``default_role`` (-1 = base model).
+    During a model call it also collects, when asked, each layer's load-balance loss and router load.
+    """
+
+    def __init__(self, spec: MoRSpec, default_role: int = -1) -> None:
+        self.spec = spec
+        self.default_role = spec.role_index(default_role)
+        self.active_role: int | None = None
+        # Set by the patched model's forward for the duration of one call.
+        self.role_ids: torch.Tensor | None = None  # [batch, seq] int64
+        self.role_ids_any: bool = False  # whether any id != -1 (computed once per call, not per layer)
+        self.collect_stats: bool = False
+        self.aux_losses: list[torch.Tensor] = []  # per layer, scalar float32 with grad
+        self.expert_counts: list[torch.Tensor] = []  # per layer, [E_total] tokens dispatched to each expert
+        self.role_counts: list[torch.Tensor] = []  # per layer, [R] tokens of each role
+        # Gradient checkpointing re-runs layers inside backward, after the model call has returned and
+        # cleared `role_ids`; the roles of the last call made with grad enabled are kept for that replay.
+        self._replay: CallRoles | None = None
+        self._by_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # device -> (source, copy)
+
+    def current(self) -> CallRoles:
+        """The roles a layer should use now, and whether to collect loss statistics."""
+        if self._replay is not None and torch._C._current_graph_task_id() != -1:
+            return self._replay
+        if self.role_ids is not None:
+            return CallRoles(self.role_ids, self.role_ids_any, self.collect_stats, False)
+        role = self.default_role if self.active_role is None else self.active_role
+        return CallRoles(role, role != -1, self.collect_stats, False)
+
+    def role_ids_on(self, role_ids: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """``role_ids`` on ``device``, copied once per call per device (models split over GPUs)."""
+        if role_ids.device == device:
+            return role_ids
+        cached = self._by_device.get(device)
+        if cached is None or cached[0] is not role_ids:
+            cached = (role_ids, role_ids.to(device, non_blocking=True))
+            self._by_device[device] = cached
+        return cached[1]
+
+    def begin_call(self, role_ids: torch.Tensor | None, collect_stats: bool) -> tuple:
+        """Install one model call's roles; returns what :meth:`end_call` restores (calls may nest)."""
+        saved = (self.role_ids, self.role_ids_any, self.collect_stats, self.aux_losses, self.expert_counts,
+                 self.role_counts, self._by_device)
+        self.role_ids = role_ids
+        self.role_ids_any = role_ids is not None and bool((role_ids != -1).any())
+        self.collect_stats = collect_stats
+        self.aux_losses, self.expert_counts, self.role_counts, self._by_device = [], [], [], {}
+        if torch.is_grad_enabled():
+            self._replay = self.current()._replace(replay=True)
+        return saved
+
+    def end_call(self, saved: tuple) -> None:
+        (self.role_ids, self.role_ids_any, self.collect_stats, self.aux_losses, self.expert_counts,
+         self.role_counts, self._by_device) = saved
+
+
+class MoRLinear(nn.Module):
+    """A frozen ``nn.Linear`` (``self.base_layer``) plus a Mixture-of-Roles LoRA adapter.
+
+    Trainable parameters, in the canonical layout of the spec: ``lora_A [L, r, d_in]``,
+    ``lora_B [L, d_out, r]``, ``router_weight [E_total, d_in]``, ``shared_gate_weight [R, d_in]``,
+    in the base weight's dtype and device. ``B`` starts at zero, so a new layer computes exactly the
+    base layer.
+    """
+
+    def __init__(
+        self,
+        base_layer: nn.Linear,
+        spec: MoRSpec,
+        *,
+        scaling: float = 1.0,
+        lora_dropout: float = 0.0,
+        role_context: RoleContext | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(base_layer, nn.Linear):
+            raise TypeError(f"MoRLinear wraps an nn.Linear, got {type(base_layer).__name__}")
+        if not isinstance(spec, MoRSpec):
+            raise TypeError(f"spec must be a mor_ext.MoRSpec, got {type(spec).__name__}")
+        weight = base_layer.weight
+        if not weight.is_floating_point():
+            raise TypeError(
+                f"MoRLinear needs a floating-point base weight, got {weight.dtype} "
+                "(quantised base layers are not supported)"
+            )
+        if not 0.0 <= lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {lora_dropout}")
+        self.base_layer = base_layer
+        for p in base_layer.parameters():
+            p.requires_grad_(False)
+        self.spec = spec
+        self.scaling = float(scaling)
+        self.lora_dropout = nn.Dropout(lora_dropout) if lora_dropout > 0 else nn.Identity()
+        # A plain attribute, not a submodule: one context is shared by every layer of a model.
+        self.role_context = role_context if role_context is not None else RoleContext(spec)
+
+        d_in, d_out = base_layer.in_features, base_layer.out_features
+        factory = {"dtype": weight.dtype, "device": weight.device}
+        self.lora_A = nn.Parameter(torch.empty(spec.num_loras, spec.rank, d_in, **factory))  # [L, r, d_in]
+        self.lora_B = nn.Parameter(torch.empty(spec.num_loras, d_out, spec.rank, **factory))  # [L, d_out, r]
+        self.router_weight = nn.Parameter(torch.empty(spec.num_experts_total, d_in, **factory))  # [E_total, d_in]
+        self.shared_gate_weight = nn.Parameter(torch.empty(spec.num_roles, d_in, **factory))  # [R, d_in]
+        self._routed_lora_index: dict[torch.device, torch.Tensor] = {}
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PEFT-style init: each ``A_l`` Kaiming-uniform (a=sqrt 5) on its own ``[r, d_in]``, ``B = 0``,
+        router and shared-gate rows as ``nn.Linear`` initialises its weight."""
+        with torch.no_grad():
+            # Per LoRA, so the bound is 1/sqrt(d_in) rather than that of the stacked tensor's fan-in.
+            for a in self.lora_A:
+                nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+            nn.init.zeros_(self.lora_B)
+            for w in (self.router_weight, self.shared_gate_weight):
+                if w.numel():
+                    nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+
+    # ---------------------------------------------------------------------------- nn.Linear look-alike
+    @property
+    def in_features(self) -> int:
+        return self.base_layer.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base_layer.out_features
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base_layer.bias
+
+    # ---------------------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor, role_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """``x [..., d_in] -> [..., d_out]``. ``role_ids`` (shape ``x.shape[:-1]``, -1 = base only)
+        defaults to the model call's ids, else the active role, else the default role."""
+        call = self.role_context.current()
+        roles = self._roles_for(x, role_ids, call)
+        if roles is None:
+            return self.base_layer(x)
+        params = (self.weight, self.bias, self.lora_A, self.lora_B, self.router_weight, self.shared_gate_weight)
+        device_type = x.device.type
+        if torch.is_autocast_enabled(device_type):
+            # The custom ops have no autocast rule and need one dtype throughout, so cast here, as
+            # autocast would for F.linear; gradients flow back to the full-precision parameters.
+            dtype = torch.get_autocast_dtype(device_type)
+            x = x.to(dtype)
+            params = tuple(None if p is None else p.to(dtype) for p in params)
+            with torch.autocast(device_type, enabled=False):
+                return self._forward(x, roles, call, *params)
+        return self._forward(x, roles, call, *params)
+
+    def _forward(
+        self, x, roles, call, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight
+    ) -> torch.Tensor:
+        if self.training and isinstance(self.lora_dropout, nn.Dropout):
+            # The router sees the undropped input (spec section 3); only the LoRA input is dropped.
+            routing = functional.route(x, router_weight, shared_gate_weight, roles, self.spec)
+            y = F.linear(x, weight, bias) + functional.grouped_lora(
+                self.lora_dropout(x), lora_A, lora_B, routing.lora_index, routing.lora_weight, self.scaling
+            )
+        else:
+            y, routing = functional.mor_linear(
+                x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, roles, self.spec,
+                self.scaling, return_routing=True,
+            )
+        if call.collect_stats:
+            aux = functional.load_balance_loss(routing.router_probs, routing.lora_index, roles, self.spec)
+            if not call.replay:
+                self._record_stats(aux, routing, roles)
+        return y
+
+    def _roles_for(self, x: torch.Tensor, role_ids: torch.Tensor | None, call: CallRoles) -> torch.Tensor | None:
+        """Per-token role ids of shape ``x.shape[:-1]``, or None when every token is -1 (base only)."""
+        lead = x.shape[:-1]
+        if role_ids is not None:
+            if not isinstance(role_ids, torch.Tensor):
+                raise TypeError(f"role_ids must be a torch.Tensor, got {type(role_ids).__name__}")
+            # `!= -1` rather than `>= 0`: an invalid id such as -3 must reach the functional checks.
+            return role_ids if bool((role_ids != -1).any()) else None
+        roles = call.roles
+        if not call.any_active:
+            return None
+        if isinstance(roles, int):
+            return torch.full(lead, roles, dtype=torch.long, device=x.device)
+        roles = self.role_context.role_ids_on(roles, x.device)
+        if roles.shape != lead:
+            if roles.numel() != math.prod(lead):
+                raise ValueError(
+                    f"this layer got x of shape {list(x.shape)}, but the model call's role_ids have shape "
+                    f"{list(roles.shape)}; role_ids must have one entry per token (the shape of input_ids)"
+                )
+            # Some models flatten [batch, seq] before a projection; the token order is unchanged.
+            roles = roles.reshape(lead)
+        return roles
+
+    def _record_stats(self, aux: torch.Tensor, routing: functional.Routing, roles: torch.Tensor) -> None:
+        ctx = self.role_context
+        ctx.aux_losses.append(aux)
+        with torch.no_grad():
+            spec = self.spec
+            per_lora = torch.bincount(routing.lora_index.reshape(-1).long() + 1, minlength=spec.num_loras + 1)[1:]
+            ctx.expert_counts.append(per_lora[self._routed_index(per_lora.device)].float())  # [E_total]
+            ctx.role_counts.append(
+                torch.bincount(roles.reshape(-1).long() + 1, minlength=spec.num_roles + 1)[1:].float()  # [R]
+            )
+
+    def _routed_index(self, device: torch.device) -> torch.Tensor:
+        """LoRA index of each router column (``[E_total]``), cached per device."""
+        index = self._routed_lora_index.get(device)
+        if index is None:
+            loras = [i for rho in range(self.spec.num_roles) for i in self.spec.routed_loras(rho)]
+            index = torch.tensor(loras, dtype=torch.long, device=device)
+            self._routed_lora_index[device] = index
+        return index
+
+    def extra_repr(self) -> str:
+        roles = ", ".join(
+            f"{r.name}({int(r.shared)}+{r.num_experts}, top-{r.top_k})" for r in self.spec.roles
+        )
+        dropout = self.lora_dropout.p if isinstance(self.lora_dropout, nn.Dropout) else 0.0
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"roles=[{roles}], rank={self.spec.rank}, shared_gate={self.spec.shared_gate}, "
+            f"scaling={self.scaling:g}, dropout={dropout:g}"
+        )
