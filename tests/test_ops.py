@@ -502,9 +502,6 @@ def test_orthogonal_loss(spec_name, dtype):
         assert comp.outputs[0].item() == 0.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "orthogonal_loss_cpu computes sum_{i<j} <G_i, G_j> as (||sum G||^2 - sum ||G_i||^2) / 2 in fp32: "
-    "catastrophic cancellation when the B_i are nearly orthogonal (the loss's optimum); see report"))
 def test_orthogonal_loss_is_accurate_near_its_optimum():
     """The loss drives B_i B_j^T to 0: its value and gradient must stay accurate there."""
     spec = MoRSpec(roles=(RoleSpec("pair", 2, 1, False),), rank=4)
@@ -595,9 +592,6 @@ def test_gradcheck_compiled_grouped_lora():
                                         eps=1e-3, atol=1e-4, rtol=1e-3)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "grouped_lora_cpu dispatches on double but gates in float (gate_block's acc/w) and accumulates "
-    "grad_lora_A/B/weight in kFloat: fp64 results are only fp32-accurate; see report"))
 def test_gradcheck_compiled_grouped_lora_fp64_precision():
     index, tensors = gradcheck_slots()
     with backend("compiled"):
@@ -766,14 +760,7 @@ def run_mor_linear(fn, spec, inputs):
     return [y, routing.lora_index, *torch.autograd.grad(loss, [leaves[k] for k in names])]
 
 
-FULLGRAPH_BREAK = (
-    "functional._flat_role_ids checks role_ids' range with a Python branch on tensor values "
-    "(`if int(low) < -1 or int(high) >= spec.num_roles`): a graph break in every MoR layer under "
-    "torch.compile; with that check skipped while compiling, fullgraph works; see report")
-
-
-@pytest.mark.parametrize("fullgraph", [False, pytest.param(True, marks=pytest.mark.xfail(strict=True,
-                                                                                         reason=FULLGRAPH_BREAK))])
+@pytest.mark.parametrize("fullgraph", [False, True])
 def test_torch_compile_mor_linear(fullgraph):
     """Forward and backward of the compiled ops under AOTAutograd match eager (aot_eager: no codegen)."""
     spec, inputs = compile_inputs()
@@ -902,9 +889,6 @@ def test_grouped_lora_index_out_of_range(value, backend_name):
         F.grouped_lora(p.x, p.lora_A, p.lora_B, index, r.lora_weight)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "functional.load_balance_loss never checks lora_index's dtype or range: the compiled op silently "
-    "ignores out-of-range entries, the reference raises IndexError; see report"))
 @pytest.mark.parametrize("backend_name", BACKENDS)
 def test_load_balance_loss_validates_lora_index(backend_name):
     spec, p, roles, r = bad_setup()
@@ -1019,9 +1003,6 @@ def test_ops_validate_loss_inputs():
         ops.orthogonal_loss_backward(torch.tensor(1.0), p.lora_A[:13], p.lora_B[:13], *flags)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "grouped_lora_cpu's checked_index casts lora_index to int32 before its range check: an int64 "
-    "index of 2**32 + 1 wraps to 1 and is used silently; see report"))
 def test_ops_grouped_lora_rejects_int64_index_beyond_int32():
     spec, p, roles, flags, index, weight, _ = direct_setup()
     bad = index.long()
@@ -1055,9 +1036,6 @@ ROUTE_BACKWARD_CASE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "route_backward_cpu checks neither router_probs ([N, E_total]) nor lora_index ([N, K_max], values "
-    "in the token's role): out-of-bounds reads, NaN/inf or a segfault; see report"))
 @pytest.mark.parametrize("case", ["router_probs [4, 1]", "lora_index [4, 1]", "lora_index values 10**6"])
 def test_ops_route_backward_validates_saved_tensors(case):
     result = subprocess.run([sys.executable, "-c", ROUTE_BACKWARD_CASE.format(case=case)], capture_output=True,
@@ -1067,9 +1045,6 @@ def test_ops_route_backward_validates_saved_tensors(case):
 
 
 # =========================================================================================== degenerate sizes
-@pytest.mark.xfail(strict=True, reason=(
-    "functional.route / mor_linear end with .view(*lead, -1) and load_balance_loss with "
-    ".reshape(n, -1): ambiguous for 0 tokens, RuntimeError (the ops themselves handle N = 0); see report"))
 @pytest.mark.parametrize("backend_name", BACKENDS)
 @pytest.mark.parametrize("lead", [(0,), (2, 0)], ids=lead_id)
 def test_empty_batch(lead, backend_name):
@@ -1110,9 +1085,6 @@ def test_spec_with_no_active_slot_at_all(backend_name):
     assert aux.item() == 0.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "functional._check_slots returns lora_index.reshape(-1, k): ambiguous when K = 0 (the routing of a "
-    "K_max = 0 spec) and RuntimeError instead of an all-zero delta; see report"))
 @pytest.mark.parametrize("backend_name", BACKENDS)
 def test_grouped_lora_with_zero_slots(backend_name):
     p = make_params(NO_SLOT_SPEC, (5,), 8, 6, seed=103)

@@ -14,6 +14,7 @@
 // Saved for backward: the per-slot shrink output [N, K, r] (small), never [N, L, d_out].
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -97,13 +98,14 @@ void check_grouped_inputs(const at::Tensor& x, const at::Tensor& lora_A, const a
 
 // lora_index as contiguous int32, with every entry checked to lie in [-1, L).
 at::Tensor checked_index(const at::Tensor& lora_index, int64_t num_loras) {
-  at::Tensor index = lora_index.to(at::kInt).contiguous();
-  const int32_t* p = index.data_ptr<int32_t>();
-  const int64_t k = index.size(1);
-  for (int64_t i = 0; i < index.numel(); ++i)
+  // Check in int64 before narrowing, so that e.g. 2**32 + 1 cannot wrap to a valid index.
+  const at::Tensor wide = lora_index.to(at::kLong).contiguous();
+  const int64_t* p = wide.data_ptr<int64_t>();
+  const int64_t k = wide.size(1);
+  for (int64_t i = 0; i < wide.numel(); ++i)
     TORCH_CHECK_VALUE(p[i] >= -1 && p[i] < num_loras, "lora_index[", i / k, ", ", i % k, "] = ", p[i],
                       ", but there are ", num_loras, " LoRAs (valid: -1 .. ", num_loras - 1, ")");
-  return index;
+  return wide.to(at::kInt);
 }
 
 std::vector<Batch> plan_batches(const at::Tensor& index) {
@@ -164,8 +166,9 @@ void gate_block(const Batch& b, const int32_t* index, const scalar_t* weight, in
   const int64_t* rows = b.rows.defined() ? b.rows.data_ptr<int64_t>() : nullptr;
   const scalar_t* h = shrink_block.data_ptr<scalar_t>();
   scalar_t* g = gated.data_ptr<scalar_t>();
+  using acc_t = at::opmath_type<scalar_t>;  // float for float/bf16/half, double for double
   at::parallel_for(0, n, kTokenGrain, [&](int64_t begin, int64_t end) {
-    std::vector<float> acc(width);
+    std::vector<acc_t> acc(width);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t t = rows ? rows[i] : b.begin + i;
       std::fill(acc.begin(), acc.end(), 0.0f);
@@ -177,10 +180,10 @@ void gate_block(const Batch& b, const int32_t* index, const scalar_t* weight, in
           continue;
         }
         const int64_t col = (l - b.lo) * rank;
-        const float w = static_cast<float>(scaling) * static_cast<float>(weight[t * k + s]);
+        const acc_t w = static_cast<acc_t>(scaling) * static_cast<acc_t>(weight[t * k + s]);
         for (int64_t j = 0; j < rank; ++j) {
           slot[j] = h[i * width + col + j];
-          acc[col + j] += w * static_cast<float>(h[i * width + col + j]);
+          acc[col + j] += w * static_cast<acc_t>(h[i * width + col + j]);
         }
       }
       for (int64_t j = 0; j < width; ++j) g[i * width + j] = static_cast<scalar_t>(acc[j]);
@@ -193,14 +196,15 @@ void gate_block(const Batch& b, const int32_t* index, const scalar_t* weight, in
 template <typename scalar_t>
 void gate_block_backward(const Batch& b, const int32_t* index, const scalar_t* weight, const scalar_t* shrink_slots,
                          int64_t k, int64_t rank, double scaling, const at::Tensor& grad_gated, at::Tensor& gated,
-                         at::Tensor& grad_shrink, float* grad_weight) {
+                         at::Tensor& grad_shrink, at::opmath_type<scalar_t>* grad_weight) {
+  using acc_t = at::opmath_type<scalar_t>;
   const int64_t n = b.size(), width = grad_gated.size(1);
   const int64_t* rows = b.rows.defined() ? b.rows.data_ptr<int64_t>() : nullptr;
   const scalar_t* dg = grad_gated.data_ptr<scalar_t>();
   scalar_t* g = gated.data_ptr<scalar_t>();
   scalar_t* dh = grad_shrink.data_ptr<scalar_t>();
   at::parallel_for(0, n, kTokenGrain, [&](int64_t begin, int64_t end) {
-    std::vector<float> acc_g(width), acc_dh(width);
+    std::vector<acc_t> acc_g(width), acc_dh(width);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t t = rows ? rows[i] : b.begin + i;
       std::fill(acc_g.begin(), acc_g.end(), 0.0f);
@@ -208,21 +212,21 @@ void gate_block_backward(const Batch& b, const int32_t* index, const scalar_t* w
       for (int64_t s = 0; s < k; ++s) {
         const int32_t l = index[t * k + s];
         if (l < 0) {
-          grad_weight[t * k + s] = 0.0f;
+          grad_weight[t * k + s] = acc_t(0);
           continue;
         }
         const int64_t col = (l - b.lo) * rank;
-        const float w = static_cast<float>(scaling) * static_cast<float>(weight[t * k + s]);
+        const acc_t w = static_cast<acc_t>(scaling) * static_cast<acc_t>(weight[t * k + s]);
         const scalar_t* slot = shrink_slots + (t * k + s) * rank;
-        float dot = 0.0f;
+        acc_t dot = 0;
         for (int64_t j = 0; j < rank; ++j) {
-          const float d = static_cast<float>(dg[i * width + col + j]);
-          const float h = static_cast<float>(slot[j]);
+          const acc_t d = static_cast<acc_t>(dg[i * width + col + j]);
+          const acc_t h = static_cast<acc_t>(slot[j]);
           dot += d * h;
           acc_g[col + j] += w * h;
           acc_dh[col + j] += w * d;
         }
-        grad_weight[t * k + s] = static_cast<float>(scaling) * dot;
+        grad_weight[t * k + s] = static_cast<acc_t>(scaling) * dot;
       }
       for (int64_t j = 0; j < width; ++j) {
         g[i * width + j] = static_cast<scalar_t>(acc_g[j]);
@@ -305,10 +309,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grouped_lora_backward
                    w = lora_weight.contiguous(), saved = shrink.to(x.scalar_type()).contiguous();
 
   at::Tensor grad_x = (weight.has_value() && weight->defined()) ? at::mm(gy, *weight) : at::zeros_like(xc);
-  // fp32 accumulators: a LoRA's gradient sums over batches, and bf16 partial sums would lose bits.
-  at::Tensor grad_a_rows = at::zeros({num_loras * rank, d_in}, x.options().dtype(at::kFloat));
-  at::Tensor grad_b_cols = at::zeros({d_out, num_loras * rank}, x.options().dtype(at::kFloat));
-  at::Tensor grad_weight = at::zeros({n, k}, x.options().dtype(at::kFloat));
+  // fp32 (fp64 for fp64) accumulators: a LoRA's gradient sums over batches, and bf16 partial sums
+  // would lose bits.
+  const at::ScalarType acc_type = at::toOpMathType(x.scalar_type());
+  at::Tensor grad_a_rows = at::zeros({num_loras * rank, d_in}, x.options().dtype(acc_type));
+  at::Tensor grad_b_cols = at::zeros({d_out, num_loras * rank}, x.options().dtype(acc_type));
+  at::Tensor grad_weight = at::zeros({n, k}, x.options().dtype(acc_type));
   if (n > 0 && k > 0) {
     const std::vector<Batch> batches = plan_batches(index);
     BlockColumnsOfB b_cols(lora_B);
@@ -322,10 +328,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grouped_lora_backward
         at::Tensor gated = at::empty_like(grad_gated), grad_shrink = at::empty_like(grad_gated);
         gate_block_backward<scalar_t>(b, index.data_ptr<int32_t>(), w.data_ptr<scalar_t>(),
                                       saved.data_ptr<scalar_t>(), k, rank, scaling, grad_gated, gated, grad_shrink,
-                                      grad_weight.data_ptr<float>());
+                                      grad_weight.data_ptr<at::opmath_type<scalar_t>>());
         auto grad_b_block = grad_b_cols.narrow(1, b.lo * rank, width);
         auto grad_a_block = grad_a_rows.narrow(0, b.lo * rank, width);
-        if (x.scalar_type() == at::kFloat) {
+        if (x.scalar_type() == acc_type) {
           grad_b_block.addmm_(gyb.t(), gated);
           grad_a_block.addmm_(grad_shrink.t(), xb);
         } else {

@@ -158,8 +158,10 @@ at::Tensor orthogonal_loss_cpu(const at::Tensor& lora_A, const at::Tensor& lora_
   for (const OrthBlock& blk : orth_blocks(lora_A, lora_B, spec)) {
     // sum_{i<j} ||A_i A_j^T||^2 = (sum over off-diagonal blocks) / 2
     total += blk.cross.square().sum() * 0.5;
-    // sum_{i<j} <G_i, G_j> = (||sum_i G_i||^2 - sum_i ||G_i||^2) / 2
-    total += (blk.gram.sum(0).square().sum() - blk.gram.square().sum()) * 0.5;
+    // sum_{i<j} <G_i, G_j> from the E x E matrix of pairwise products: the shorter
+    // (||sum G||^2 - sum ||G_i||^2) / 2 cancels catastrophically when the B_i are nearly orthogonal.
+    const at::Tensor g = blk.gram.reshape({blk.experts, -1});
+    total += at::mm(g, g.t()).triu(1).sum();
   }
   return total;
 }
@@ -177,7 +179,10 @@ std::tuple<at::Tensor, at::Tensor> orthogonal_loss_backward_cpu(const at::Tensor
     // d/dA_i = 2 sum_{j != i} (A_i A_j^T) A_j ;  d/dB_i = 2 B_i (sum_{j != i} G_j)
     const at::Tensor ga = at::mm(blk.cross, blk.a_rows).mul_(g * 2.0);
     grad_a.narrow(0, blk.first, blk.experts).copy_(ga.view({blk.experts, rank, d_in}));
-    const at::Tensor others = blk.gram.sum(0, /*keepdim=*/true) - blk.gram;  // [E, r, r]
+    // sum_{j != i} G_j as a product with (1 - I), not sum - G_i, for the same reason as above.
+    const at::Tensor off_diagonal = at::ones({blk.experts, blk.experts}, blk.gram.options()) -
+                                    at::eye(blk.experts, blk.gram.options());
+    const at::Tensor others = at::mm(off_diagonal, blk.gram.reshape({blk.experts, -1})).view_as(blk.gram);
     grad_b.narrow(0, blk.first, blk.experts).copy_(at::bmm(blk.b, others).mul_(g * 2.0));
   }
   return {grad_a, grad_b};

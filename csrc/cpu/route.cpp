@@ -124,6 +124,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cpu(
   TORCH_CHECK_VALUE(grad_router_probs.sizes() == at::IntArrayRef({n, e_total}), "grad_router_probs must be [", n,
                     ", ", e_total, "], got ", grad_router_probs.sizes());
 
+  TORCH_CHECK_VALUE(router_probs.sizes() == at::IntArrayRef({n, e_total}), "router_probs must be [", n, ", ", e_total,
+                    "], got ", router_probs.sizes());
+  TORCH_CHECK_VALUE(lora_index.sizes() == at::IntArrayRef({n, k_max}), "lora_index must be [", n, ", ", k_max,
+                    "], got ", lora_index.sizes());
   const bool gated = needs_shared_gate(spec);
   const at::Tensor shared_logits = gated ? logits_fp32(x, shared_gate_weight) : at::Tensor();
   const at::Tensor grad_w = grad_lora_weight.to(at::kFloat).contiguous();
@@ -131,6 +135,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cpu(
   const at::Tensor probs = router_probs.to(at::kFloat).contiguous();
   const at::Tensor index = lora_index.to(at::kInt).contiguous();
   const at::Tensor roles = role_ids.contiguous();
+  // The routed slots must name experts of the token's own role (they do when they come from route).
+  {
+    const int32_t* ip = index.data_ptr<int32_t>();
+    const int64_t* rp = roles.data_ptr<int64_t>();
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t rho = rp[t];
+      if (rho < 0) continue;
+      const int64_t first_routed = spec.lora_start[rho] + spec.shared[rho];
+      for (int64_t q = 0; q < spec.top_k[rho]; ++q) {
+        const int64_t l = ip[t * k_max + spec.shared[rho] + q];
+        TORCH_CHECK_VALUE(l >= first_routed && l < first_routed + spec.num_experts[rho], "lora_index[", t, ", ",
+                          spec.shared[rho] + q, "] = ", l, " is not a routed LoRA of role ", rho,
+                          "; route_backward needs the lora_index that route returned");
+      }
+    }
+  }
 
   at::Tensor grad_logits = at::zeros({n, e_total}, x.options().dtype(at::kFloat));
   at::Tensor grad_shared_logits = at::zeros({n, num_roles}, x.options().dtype(at::kFloat));

@@ -57,6 +57,21 @@ def _check_spec(spec: object) -> MoRSpec:
     return spec
 
 
+def _check_range(ids: torch.Tensor, name: str, upper: int, why: str) -> None:
+    """Every entry of ``ids`` in ``-1 .. upper-1``, else a ValueError naming the first bad position.
+
+    One reduction on the happy path. Skipped while torch.compile traces (a data-dependent branch
+    would break the graph); the compiled kernels check the values again and raise ValueError.
+    """
+    if ids.numel() == 0 or torch.compiler.is_compiling():
+        return
+    low, high = torch.aminmax(ids)
+    if int(low) >= -1 and int(high) < upper:
+        return
+    where = tuple(int(i) for i in ((ids < -1) | (ids >= upper)).nonzero()[0].tolist())
+    raise ValueError(f"{name}[{', '.join(map(str, where))}] = {int(ids[where])}, {why}")
+
+
 def _flat_role_ids(role_ids: torch.Tensor, x: torch.Tensor, spec: MoRSpec) -> torch.Tensor:
     """role_ids as a flat int64 tensor, after checking its shape, device and range."""
     _check_tensor(role_ids, "role_ids")
@@ -69,18 +84,11 @@ def _flat_role_ids(role_ids: torch.Tensor, x: torch.Tensor, spec: MoRSpec) -> to
         )
     if role_ids.device != x.device:
         raise ValueError(f"role_ids is on {role_ids.device} but x is on {x.device}")
-    if role_ids.numel() > 0:
-        # One reduction on the happy path; the position of the bad entry only when there is one.
-        low, high = torch.aminmax(role_ids)
-        if int(low) < -1 or int(high) >= spec.num_roles:
-            bad = (role_ids < -1) | (role_ids >= spec.num_roles)
-            where = tuple(int(i) for i in bad.nonzero()[0].tolist())
-            value = int(role_ids[where])
-            pos = ", ".join(str(i) for i in where)
-            raise ValueError(
-                f"role_ids[{pos}] = {value}, but the spec has {spec.num_roles} roles "
-                f"{list(spec.role_names)} (valid ids: -1 .. {spec.num_roles - 1}; -1 = no adapter)"
-            )
+    _check_range(
+        role_ids, "role_ids", spec.num_roles,
+        f"but the spec has {spec.num_roles} roles {list(spec.role_names)} "
+        f"(valid ids: -1 .. {spec.num_roles - 1}; -1 = no adapter)",
+    )
     return role_ids.reshape(-1).to(torch.long)
 
 
@@ -121,6 +129,13 @@ def _check_loras_for_spec(lora_A: torch.Tensor, lora_B: torch.Tensor, spec: MoRS
         )
 
 
+def _routing_view(index, weight, probs, lead: torch.Size, spec: MoRSpec) -> Routing:
+    # Explicit sizes, not -1: a batch of 0 tokens has no size to infer.
+    return Routing(
+        index.view(*lead, spec.k_max), weight.view(*lead, spec.k_max), probs.view(*lead, spec.num_experts_total)
+    )
+
+
 # ------------------------------------------------------------------------------------------- API
 def route(
     x: torch.Tensor,  # [..., d_in]
@@ -140,7 +155,7 @@ def route(
     d_in = x.shape[-1]
     index, weight, probs = ops.route(x.reshape(-1, d_in), router_weight, shared_gate_weight, roles, spec)
     lead = x.shape[:-1]
-    return Routing(index.view(*lead, -1), weight.view(*lead, -1), probs.view(*lead, -1))
+    return _routing_view(index, weight, probs, lead, spec)
 
 
 def grouped_lora(
@@ -175,17 +190,11 @@ def _check_slots(x: torch.Tensor, lora_index: torch.Tensor, lora_weight: torch.T
         raise ValueError(f"lora_weight {list(lora_weight.shape)} must match lora_index {list(lora_index.shape)}")
     if lora_index.device != x.device:
         raise ValueError(f"lora_index is on {lora_index.device} but x is on {x.device}")
-    if lora_index.numel() > 0:
-        low, high = torch.aminmax(lora_index)
-        if int(low) < -1 or int(high) >= num_loras:
-            bad = (lora_index < -1) | (lora_index >= num_loras)
-            where = tuple(int(i) for i in bad.nonzero()[0].tolist())
-            raise ValueError(
-                f"lora_index[{', '.join(map(str, where))}] = {int(lora_index[where])}, but there are "
-                f"{num_loras} LoRAs (valid: -1 .. {num_loras - 1})"
-            )
-    k = lora_index.shape[-1]
-    return lora_index.reshape(-1, k), lora_weight.reshape(-1, k)
+    _check_range(lora_index, "lora_index", num_loras,
+                 f"but there are {num_loras} LoRAs (valid: -1 .. {num_loras - 1})")
+    # Explicit sizes: with K = 0 slots or 0 tokens, -1 has nothing to infer from.
+    n, k = lora_index.shape[:-1].numel(), lora_index.shape[-1]
+    return lora_index.reshape(n, k), lora_weight.reshape(n, k)
 
 
 def mor_linear(
@@ -223,7 +232,7 @@ def mor_linear(
     if not return_routing:
         return y
     lead = x.shape[:-1]
-    return y, Routing(index.view(*lead, -1), gate.view(*lead, -1), probs.view(*lead, -1))
+    return y, _routing_view(index, gate, probs, lead, spec)
 
 
 def load_balance_loss(
@@ -243,11 +252,18 @@ def load_balance_loss(
     lead = router_probs.shape[:-1]
     roles = _flat_role_ids(role_ids, router_probs, spec)
     _check_tensor(lora_index, "lora_index")
+    if lora_index.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"lora_index must be int32 or int64, got {lora_index.dtype}")
     if tuple(lora_index.shape[:-1]) != tuple(lead) or lora_index.dim() != router_probs.dim():
         raise ValueError(f"lora_index must have shape {list(lead)} + [K], got {list(lora_index.shape)}")
+    if lora_index.device != router_probs.device:
+        raise ValueError(f"lora_index is on {lora_index.device} but router_probs is on {router_probs.device}")
+    _check_range(lora_index, "lora_index", spec.num_loras,
+                 f"but the spec has {spec.num_loras} LoRAs (valid: -1 .. {spec.num_loras - 1})")
     n = roles.shape[0]
     return ops.load_balance_loss(
-        router_probs.reshape(n, -1).float(), lora_index.reshape(n, -1), roles, spec
+        router_probs.reshape(n, spec.num_experts_total).float(), lora_index.reshape(n, lora_index.shape[-1]),
+        roles, spec,
     )
 
 
