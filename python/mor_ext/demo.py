@@ -216,7 +216,7 @@ def answer(model, tokenizer, query: str, log: Callable[[str], None], max_turns: 
     return ""
 
 
-def run_demo(model_name: str | None = None, steps: int = 30, lr: float = 2e-3, seed: int = 0,
+def run_demo(model_name: str | None = None, steps: int = 12, lr: float = 2e-3, seed: int = 0,
              log: Callable[[str], None] = print) -> str:
     from . import describe_backend
     from .models import load_model
