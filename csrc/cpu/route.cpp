@@ -42,6 +42,11 @@ at::Tensor logits_fp32(const at::Tensor& x, const at::Tensor& w) {
   return at::mm(x, w.t()).to(at::kFloat).contiguous();
 }
 
+// [E_total (+ R), d_in]: the router rows, then the shared-gate rows where they are used.
+at::Tensor gate_rows(const at::Tensor& router_weight, const at::Tensor& shared_gate_weight, bool gated) {
+  return gated ? at::cat({router_weight, shared_gate_weight}) : router_weight;
+}
+
 bool needs_shared_gate(const SpecTable& spec) {
   if (!spec.sigmoid_gate) return false;
   for (int64_t s : spec.shared)
@@ -60,9 +65,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_cpu(const at::Tensor& x, co
   check_route_inputs(x, router_weight, shared_gate_weight, role_ids, spec);
   const int64_t n = x.size(0), e_total = spec.num_experts_total, k_max = spec.k_max;
 
-  const at::Tensor logits = e_total > 0 ? logits_fp32(x, router_weight) : at::empty({n, 0}, x.options().dtype(at::kFloat));
+  // One GEMM for the router and the shared gates: both read all of x, and x is what costs.
   const bool gated = needs_shared_gate(spec);
-  const at::Tensor shared_logits = gated ? logits_fp32(x, shared_gate_weight) : at::Tensor();
+  const at::Tensor logits = logits_fp32(x, gate_rows(router_weight, shared_gate_weight, gated));  // [N, stride]
+  const int64_t stride = logits.size(1);
   const at::Tensor roles = role_ids.contiguous();
 
   at::Tensor lora_index = new_output({n, k_max}, x.options().dtype(at::kInt));
@@ -70,12 +76,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_cpu(const at::Tensor& x, co
   at::Tensor probs = new_output({n, e_total}, x.options().dtype(at::kFloat));
 
   const float* logit_p = logits.data_ptr<float>();
-  const float* shared_p = gated ? shared_logits.data_ptr<float>() : nullptr;
+  const float* shared_p = logit_p + e_total;  // row t, role rho at shared_p[t * stride + rho]
   const int64_t* role_p = roles.data_ptr<int64_t>();
   int32_t* index_p = lora_index.data_ptr<int32_t>();
   float* weight_p = weight_fp32.data_ptr<float>();
   float* probs_p = probs.data_ptr<float>();
-  const int64_t num_roles = spec.num_roles;
 
   at::parallel_for(0, n, kTokenGrain, [&](int64_t begin, int64_t end) {
     int selected[kMaxExpertsPerRole];
@@ -91,12 +96,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_cpu(const at::Tensor& x, co
       int64_t slot = 0;
       if (spec.shared[rho]) {
         index_row[slot] = static_cast<int32_t>(spec.lora_start[rho]);
-        weight_row[slot] = gated ? kernels::sigmoid(shared_p[t * num_roles + rho]) : 1.0f;
+        weight_row[slot] = gated ? kernels::sigmoid(shared_p[t * stride + rho]) : 1.0f;
         ++slot;
       }
       const int e = static_cast<int>(spec.num_experts[rho]), k = static_cast<int>(spec.top_k[rho]);
       if (e == 0) continue;
-      const float* role_logits = logit_p + t * e_total + spec.router_start[rho];
+      const float* role_logits = logit_p + t * stride + spec.router_start[rho];
       float* role_probs = probs_row + spec.router_start[rho];
       kernels::softmax(role_logits, e, role_probs);
       kernels::top_k_desc(role_logits, e, k, selected);
@@ -152,8 +157,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cpu(
     }
   }
 
-  at::Tensor grad_logits = at::zeros({n, e_total}, x.options().dtype(at::kFloat));
-  at::Tensor grad_shared_logits = at::zeros({n, num_roles}, x.options().dtype(at::kFloat));
+  // dL/d(logits) for the router columns, then the shared-gate columns: [N, stride].
+  const int64_t stride = e_total + (gated ? num_roles : 0);
+  at::Tensor grad_logits = at::zeros({n, stride}, x.options().dtype(at::kFloat));
 
   const float* grad_w_p = grad_w.data_ptr<float>();
   const float* grad_p_p = grad_p.data_ptr<float>();
@@ -162,7 +168,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cpu(
   const int64_t* role_p = roles.data_ptr<int64_t>();
   const float* shared_p = gated ? shared_logits.data_ptr<float>() : nullptr;
   float* grad_logits_p = grad_logits.data_ptr<float>();
-  float* grad_shared_p = grad_shared_logits.data_ptr<float>();
+  float* grad_shared_p = grad_logits_p + e_total;
 
   at::parallel_for(0, n, kTokenGrain, [&](int64_t begin, int64_t end) {
     int selected[kMaxExpertsPerRole];
@@ -173,7 +179,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cpu(
       if (spec.shared[rho]) {
         if (gated) {
           const float s = kernels::sigmoid(shared_p[t * num_roles + rho]);
-          grad_shared_p[t * num_roles + rho] = grad_w_p[t * k_max] * s * (1.0f - s);
+          grad_shared_p[t * stride + rho] = grad_w_p[t * k_max] * s * (1.0f - s);
         }
         ++slot;
       }
@@ -183,22 +189,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cpu(
       for (int q = 0; q < k; ++q) selected[q] = static_cast<int>(index_p[t * k_max + slot + q] - first_routed);
       const int64_t col = t * e_total + spec.router_start[rho];
       kernels::route_token_backward(probs_p + col, e, selected, grad_w_p + t * k_max + slot, k, grad_p_p + col,
-                                    grad_logits_p + col);
+                                    grad_logits_p + t * stride + spec.router_start[rho]);
     }
   });
 
-  // The logits were x @ W^T in x's dtype: chain through that GEMM in the same dtype.
+  // The logits were x @ W^T in x's dtype: chain through that (one) GEMM in the same dtype.
   const at::Tensor g_logits = grad_logits.to(x.scalar_type());
-  at::Tensor grad_x = at::mm(g_logits, router_weight);
-  at::Tensor grad_router = at::mm(g_logits.t(), x);
-  at::Tensor grad_shared;
-  if (gated) {
-    const at::Tensor g_shared = grad_shared_logits.to(x.scalar_type());
-    grad_x.addmm_(g_shared, shared_gate_weight);
-    grad_shared = at::mm(g_shared.t(), x);
-  } else {
-    grad_shared = at::zeros_like(shared_gate_weight);
-  }
+  const at::Tensor grad_x = at::mm(g_logits, gate_rows(router_weight, shared_gate_weight, gated));
+  const at::Tensor grad_rows = at::mm(g_logits.t(), x);  // [stride, d_in]
+  // clone, not contiguous(): row blocks of grad_rows are already contiguous, and outputs of an op
+  // must not alias each other.
+  const at::Tensor grad_router = grad_rows.narrow(0, 0, e_total).clone();
+  const at::Tensor grad_shared =
+      gated ? grad_rows.narrow(0, e_total, num_roles).clone() : at::zeros_like(shared_gate_weight);
   return {grad_x, grad_router, grad_shared};
 }
 
