@@ -4,9 +4,12 @@
     python benchmarks/bench_layer.py --layout random      # roles drawn per token (gather path)
     python benchmarks/bench_layer.py --tokens 512 --d 1024 --dtype bfloat16
 
-Each case runs in its own subprocess so that its peak memory (resident-set growth over the
-inputs, read from getrusage) is its own. Times are medians over --repeat steps after --warmup.
-The same cases run under pytest-benchmark: ``pytest benchmarks/``.
+Times: all cases run in one process, interleaved round by round (base, LoRA, ..., C++, base, ...),
+so that drift in a shared or throttled CPU hits every case alike; each case's time is the median
+over --repeat rounds and its ratio to the base layer is the median of the per-round ratios.
+Memory: each case runs again in its own subprocess, so that its peak (resident-set growth over
+its inputs, from getrusage) is its own. The same cases run under pytest-benchmark:
+``pytest benchmarks/``.
 """
 
 from __future__ import annotations
@@ -33,21 +36,31 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def run_case(name: str, shape: Shape, warmup: int, repeat: int) -> dict:
-    torch.manual_seed(0)
+def peak_memory(name: str, shape: Shape, warmup: int) -> float:
+    """Peak resident-set growth (MiB) of one case's forward+backward, in this (fresh) process."""
     inputs = make_inputs(shape)
     step = CASES[name](inputs)
     zero_grads(inputs)
     base_rss = _rss_mib()
-    times = []
-    for i in range(warmup + repeat):
+    for _ in range(max(warmup, 1)):
         zero_grads(inputs)
-        start = time.perf_counter()
         step()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
-    return {"case": name, "ms": statistics.median(times) * 1e3, "peak_extra_mib": max(0.0, peak_rss - base_rss)}
+    return max(0.0, peak_rss - base_rss)
+
+
+def interleaved_times(shape: Shape, warmup: int, repeat: int) -> dict[str, list[float]]:
+    inputs = {name: make_inputs(shape) for name in CASES}
+    steps = {name: CASES[name](inputs[name]) for name in CASES}
+    times: dict[str, list[float]] = {name: [] for name in CASES}
+    for i in range(warmup + repeat):
+        for name, step in steps.items():
+            zero_grads(inputs[name])
+            start = time.perf_counter()
+            step()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
 
 
 def main() -> None:
@@ -64,7 +77,7 @@ def main() -> None:
     shape = Shape(args.tokens, args.d, args.d, args.rank, getattr(torch, args.dtype), args.layout)
 
     if args.case:
-        print(json.dumps(run_case(args.case, shape, args.warmup, args.repeat)))
+        print(json.dumps({"case": args.case, "peak_extra_mib": peak_memory(args.case, shape, args.warmup)}))
         return
 
     import mor_ext
@@ -72,23 +85,24 @@ def main() -> None:
     print(mor_ext.describe_backend())
     print(f"T={shape.tokens} d_in=d_out={shape.d_in} r={shape.rank} {args.dtype} roles={shape.role_layout} "
           f"threads={torch.get_num_threads()} torch={torch.__version__}")
-    results = []
+    memory = {}
     for name in CASES:
         cmd = [sys.executable, __file__, "--case", name, "--tokens", str(args.tokens), "--d", str(args.d),
-               "--rank", str(args.rank), "--dtype", args.dtype, "--layout", args.layout,
-               "--warmup", str(args.warmup), "--repeat", str(args.repeat)]
+               "--rank", str(args.rank), "--dtype", args.dtype, "--layout", args.layout, "--warmup", "1"]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-        results.append(json.loads(out))
-        print(f"  ran {name}", file=sys.stderr, flush=True)
-    base = results[0]["ms"]
-    official = next(r["ms"] for r in results if r["case"] == "official all-experts")
-    print(f"\n| case | fwd+bwd ms | x base | peak extra MiB |\n|---|---:|---:|---:|")
-    for r in results:
-        print(f"| {r['case']} | {r['ms']:.1f} | {r['ms'] / base:.2f} | {r['peak_extra_mib']:.0f} |")
-    cpp = next(r["ms"] for r in results if r["case"] == "mor_ext C++")
-    print(f"\nC++ path: {cpp / base:.2f}x the frozen base layer, {official / cpp:.1f}x faster than official all-experts")
+        memory[name] = json.loads(out)["peak_extra_mib"]
+        print(f"  measured memory of {name}", file=sys.stderr, flush=True)
+    times = interleaved_times(shape, args.warmup, args.repeat)
+    base_name = next(iter(CASES))
+    ratio = {name: statistics.median(t / b for t, b in zip(times[name], times[base_name])) for name in CASES}
+    ms = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    print(f"\n| case | fwd+bwd ms (median of {args.repeat}) | x base | peak extra MiB |\n|---|---:|---:|---:|")
+    for name in CASES:
+        print(f"| {name} | {ms[name]:.1f} | {ratio[name]:.2f} | {memory[name]:.0f} |")
+    cpp, official = "mor_ext C++", "official all-experts"
+    print(f"\nC++ path: {ratio[cpp]:.2f}x the frozen base layer, "
+          f"{statistics.median(o / c for o, c in zip(times[official], times[cpp])):.1f}x faster than official all-experts")
     print(TARGETS)
-
 
 if __name__ == "__main__":
     main()
