@@ -19,59 +19,15 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <map>
-#include <utility>
 #include <vector>
 
 #include "cpu_utils.h"
+#include "token_batches.h"
 
 namespace mor_ext::cpu {
 namespace {
 
-constexpr int64_t kMinMeanRun = 32;  // below this mean run length, gather by block instead
 constexpr int64_t kTokenGrain = 64;
-
-struct Batch {
-  int64_t begin = 0, end = 0;  // a contiguous token range, when rows is undefined
-  at::Tensor rows;             // int64 token indices, when the batch is gathered
-  int64_t lo = 0, hi = 0;      // LoRA block [lo, hi]
-  int64_t size() const { return rows.defined() ? rows.size(0) : end - begin; }
-  at::Tensor take(const at::Tensor& t) const { return rows.defined() ? t.index_select(0, rows) : t.narrow(0, begin, end - begin); }
-  // dst[rows] += src
-  void add_into(at::Tensor& dst, const at::Tensor& src) const {
-    if (rows.defined())
-      dst.index_add_(0, rows, src);
-    else
-      dst.narrow(0, begin, end - begin).add_(src);
-  }
-  // dst[rows] += a @ b, in place on a view where the batch is contiguous and dtypes allow
-  void addmm_into(at::Tensor& dst, const at::Tensor& a, const at::Tensor& b) const {
-    if (!rows.defined() && dst.scalar_type() == a.scalar_type()) {
-      auto view = dst.narrow(0, begin, end - begin);
-      view.addmm_(a, b);
-    } else {
-      add_into(dst, at::mm(a, b).to(dst.scalar_type()));
-    }
-  }
-};
-
-// B of the LoRAs [lo, hi] side by side as [d_out, W*r] (a column block of "[d_out, L*r]"), copied
-// once per block per call: the canonical [L, d_out, r] layout cannot be viewed that way.
-class BlockColumnsOfB {
- public:
-  explicit BlockColumnsOfB(const at::Tensor& lora_B) : lora_B_(lora_B) {}
-  const at::Tensor& get(int64_t lo, int64_t hi) {
-    auto it = cache_.find({lo, hi});
-    if (it != cache_.end()) return it->second;
-    const int64_t d_out = lora_B_.size(1), rank = lora_B_.size(2), width = (hi - lo + 1) * rank;
-    at::Tensor cols = lora_B_.narrow(0, lo, hi - lo + 1).permute({1, 0, 2}).reshape({d_out, width}).contiguous();
-    return cache_.emplace(std::make_pair(lo, hi), std::move(cols)).first->second;
-  }
-
- private:
-  const at::Tensor& lora_B_;
-  std::map<std::pair<int64_t, int64_t>, at::Tensor> cache_;
-};
 
 void check_grouped_inputs(const at::Tensor& x, const at::Tensor& lora_A, const at::Tensor& lora_B,
                           const at::Tensor& lora_index, const at::Tensor& lora_weight) {
@@ -108,52 +64,19 @@ at::Tensor checked_index(const at::Tensor& lora_index, int64_t num_loras) {
   return wide.to(at::kInt);
 }
 
-std::vector<Batch> plan_batches(const at::Tensor& index) {
+// Batches keyed by each token's first LoRA; a token's block is [first, last] of its slots.
+std::vector<Batch> plan_slot_batches(const at::Tensor& index) {
   const int64_t n = index.size(0), k = index.size(1);
   const int32_t* p = index.data_ptr<int32_t>();
-  std::vector<int32_t> lo(n, -1), hi(n, -1);
+  std::vector<int64_t> lo(n, -1), hi(n, -1);
   for (int64_t t = 0; t < n; ++t)
     for (int64_t s = 0; s < k; ++s) {
-      const int32_t v = p[t * k + s];
+      const int64_t v = p[t * k + s];
       if (v < 0) continue;
       lo[t] = lo[t] < 0 ? v : std::min(lo[t], v);
       hi[t] = std::max(hi[t], v);
     }
-
-  std::vector<Batch> runs;
-  int64_t active = 0;
-  for (int64_t t = 0; t < n; ++t) {
-    if (lo[t] < 0) continue;
-    ++active;
-    if (!runs.empty() && runs.back().end == t && runs.back().lo == lo[t]) {
-      runs.back().end = t + 1;
-      runs.back().hi = std::max<int64_t>(runs.back().hi, hi[t]);
-    } else {
-      Batch b;
-      b.begin = t, b.end = t + 1, b.lo = lo[t], b.hi = hi[t];
-      runs.push_back(b);
-    }
-  }
-  if (runs.empty() || active >= kMinMeanRun * static_cast<int64_t>(runs.size())) return runs;
-
-  // Short runs: gather all tokens that share a block start, in token order.
-  std::vector<std::vector<int64_t>> members;
-  std::vector<int64_t> block_hi;
-  for (int64_t t = 0; t < n; ++t) {
-    if (lo[t] < 0) continue;
-    if (static_cast<int64_t>(members.size()) <= lo[t]) members.resize(lo[t] + 1), block_hi.resize(lo[t] + 1, -1);
-    members[lo[t]].push_back(t);
-    block_hi[lo[t]] = std::max<int64_t>(block_hi[lo[t]], hi[t]);
-  }
-  std::vector<Batch> groups;
-  for (int64_t key = 0; key < static_cast<int64_t>(members.size()); ++key) {
-    if (members[key].empty()) continue;
-    Batch b;
-    b.rows = at::tensor(members[key], index.options().dtype(at::kLong));
-    b.lo = key, b.hi = block_hi[key];
-    groups.push_back(std::move(b));
-  }
-  return groups;
+  return plan_batches(lo, hi, index.options());
 }
 
 // Writes, for each token of the batch and each of its slots, the slot's shrink (its LoRA's r
@@ -179,7 +102,7 @@ void gate_block(const Batch& b, const int32_t* index, const scalar_t* weight, in
           for (int64_t j = 0; j < rank; ++j) slot[j] = scalar_t(0);
           continue;
         }
-        const int64_t col = (l - b.lo) * rank;
+        const int64_t col = (l - b.key) * rank;
         const acc_t w = static_cast<acc_t>(scaling) * static_cast<acc_t>(weight[t * k + s]);
         for (int64_t j = 0; j < rank; ++j) {
           slot[j] = h[i * width + col + j];
@@ -215,7 +138,7 @@ void gate_block_backward(const Batch& b, const int32_t* index, const scalar_t* w
           grad_weight[t * k + s] = acc_t(0);
           continue;
         }
-        const int64_t col = (l - b.lo) * rank;
+        const int64_t col = (l - b.key) * rank;
         const acc_t w = static_cast<acc_t>(scaling) * static_cast<acc_t>(weight[t * k + s]);
         const scalar_t* slot = shrink_slots + (t * k + s) * rank;
         acc_t dot = 0;
@@ -267,7 +190,7 @@ std::tuple<at::Tensor, at::Tensor> grouped_lora_cpu(const at::Tensor& x, const a
   at::Tensor shrink = new_output({n, k, rank}, x.options());
   if (n == 0 || k == 0) return {out, shrink.zero_()};
 
-  const std::vector<Batch> batches = plan_batches(index);
+  const std::vector<Batch> batches = plan_slot_batches(index);
   BlockColumnsOfB b_cols(lora_B);
   const at::Tensor a_rows = a.view({num_loras * rank, d_in});
 
@@ -281,13 +204,13 @@ std::tuple<at::Tensor, at::Tensor> grouped_lora_cpu(const at::Tensor& x, const a
       if (!any) std::fill(sp + t * k * rank, sp + (t + 1) * k * rank, scalar_t(0));
     }
     for (const Batch& b : batches) {
-      const int64_t width = (b.hi - b.lo + 1) * rank;
+      const int64_t width = (b.hi - b.key + 1) * rank;
       const at::Tensor xb = b.take(xc);
-      const at::Tensor shrink_block = at::mm(xb, a_rows.narrow(0, b.lo * rank, width).t()).contiguous();
+      const at::Tensor shrink_block = at::mm(xb, a_rows.narrow(0, b.key * rank, width).t()).contiguous();
       at::Tensor gated = at::empty_like(shrink_block);
       gate_block<scalar_t>(b, index.data_ptr<int32_t>(), w.data_ptr<scalar_t>(), k, rank, scaling, shrink_block,
                            gated, shrink.data_ptr<scalar_t>());
-      b.addmm_into(out, gated, b_cols.get(b.lo, b.hi).t());
+      b.addmm_into(out, gated, b_cols.get(b.key, b.hi).t());
     }
   });
   return {out, shrink};
@@ -316,21 +239,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grouped_lora_backward
   at::Tensor grad_b_cols = at::zeros({d_out, num_loras * rank}, x.options().dtype(acc_type));
   at::Tensor grad_weight = at::zeros({n, k}, x.options().dtype(acc_type));
   if (n > 0 && k > 0) {
-    const std::vector<Batch> batches = plan_batches(index);
+    const std::vector<Batch> batches = plan_slot_batches(index);
     BlockColumnsOfB b_cols(lora_B);
     const at::Tensor a_rows = a.view({num_loras * rank, d_in});
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "grouped_lora_backward_cpu", [&] {
       for (const Batch& b : batches) {
-        const int64_t width = (b.hi - b.lo + 1) * rank;
+        const int64_t width = (b.hi - b.key + 1) * rank;
         const at::Tensor gyb = b.take(gy);
         const at::Tensor xb = b.take(xc);
-        const at::Tensor grad_gated = at::mm(gyb, b_cols.get(b.lo, b.hi)).contiguous();  // [n, W*r]
+        const at::Tensor grad_gated = at::mm(gyb, b_cols.get(b.key, b.hi)).contiguous();  // [n, W*r]
         at::Tensor gated = at::empty_like(grad_gated), grad_shrink = at::empty_like(grad_gated);
         gate_block_backward<scalar_t>(b, index.data_ptr<int32_t>(), w.data_ptr<scalar_t>(),
                                       saved.data_ptr<scalar_t>(), k, rank, scaling, grad_gated, gated, grad_shrink,
                                       grad_weight.data_ptr<at::opmath_type<scalar_t>>());
-        auto grad_b_block = grad_b_cols.narrow(1, b.lo * rank, width);
-        auto grad_a_block = grad_a_rows.narrow(0, b.lo * rank, width);
+        auto grad_b_block = grad_b_cols.narrow(1, b.key * rank, width);
+        auto grad_a_block = grad_a_rows.narrow(0, b.key * rank, width);
         if (x.scalar_type() == acc_type) {
           grad_b_block.addmm_(gyb.t(), gated);
           grad_a_block.addmm_(grad_shrink.t(), xb);
@@ -338,7 +261,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grouped_lora_backward
           grad_b_block.add_(at::mm(gyb.t(), gated));
           grad_a_block.add_(at::mm(grad_shrink.t(), xb));
         }
-        b.addmm_into(grad_x, grad_shrink, a_rows.narrow(0, b.lo * rank, width));
+        b.addmm_into(grad_x, grad_shrink, a_rows.narrow(0, b.key * rank, width));
       }
     });
   }
