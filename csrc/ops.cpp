@@ -30,6 +30,20 @@ TORCH_LIBRARY(mor_ext, m) {
       "grouped_lora_backward(Tensor grad_out, Tensor x, Tensor lora_A, Tensor lora_B, Tensor lora_index, "
       "Tensor lora_weight, Tensor shrink, float scaling, Tensor? weight) -> (Tensor grad_x, Tensor grad_lora_A, "
       "Tensor grad_lora_B, Tensor grad_lora_weight)");
+  // The whole adapted layer in one op: y = x @ weight^T + bias + grouped LoRA(route(x)). Also returns
+  // the routing, and for backward the per-slot shrink [N, K, r] and the fp32 shared gate [N].
+  m.def(
+      "mor_linear(Tensor x, Tensor weight, Tensor? bias, Tensor lora_A, Tensor lora_B, Tensor router_weight, "
+      "Tensor shared_gate_weight, Tensor role_ids, int[] num_experts, int[] top_k, int[] has_shared, "
+      "bool sigmoid_gate, float scaling) -> (Tensor y, Tensor lora_index, Tensor lora_weight, Tensor router_probs, "
+      "Tensor shrink, Tensor shared_gate)");
+  m.def(
+      "mor_linear_backward(Tensor grad_y, Tensor grad_lora_weight, Tensor grad_router_probs, Tensor x, "
+      "Tensor weight, Tensor lora_A, Tensor lora_B, Tensor router_weight, Tensor shared_gate_weight, "
+      "Tensor role_ids, Tensor lora_index, Tensor lora_weight, Tensor router_probs, Tensor shrink, "
+      "Tensor shared_gate, int[] num_experts, int[] top_k, int[] has_shared, bool sigmoid_gate, float scaling) -> "
+      "(Tensor grad_x, Tensor grad_lora_A, Tensor grad_lora_B, Tensor grad_router_weight, "
+      "Tensor grad_shared_gate_weight)");
   m.def(
       "load_balance_loss(Tensor router_probs, Tensor lora_index, Tensor role_ids, int[] num_experts, int[] top_k, "
       "int[] has_shared) -> Tensor");

@@ -225,10 +225,10 @@ def mor_linear(
     if bias is not None:
         _check_float(bias, "bias", x)
         _check_shape(bias, "bias", (d_out,))
-    x2 = x.reshape(-1, d_in)
-    # The routing comes from our own op, so its indices need no second range check.
-    index, gate, probs = ops.route(x2, router_weight, shared_gate_weight, roles, spec)
-    y = ops.lora_linear(x2, lora_A, lora_B, index, gate, float(scaling), weight, bias).view(*x.shape[:-1], d_out)
+    y, index, gate, probs = ops.mor_linear(
+        x.reshape(-1, d_in), weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, roles, spec, scaling
+    )
+    y = y.view(*x.shape[:-1], d_out)
     if not return_routing:
         return y
     lead = x.shape[:-1]

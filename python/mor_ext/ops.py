@@ -125,6 +125,21 @@ def lora_linear(x, lora_A, lora_B, lora_index, lora_weight, scaling: float, weig
     return delta if weight is None else F.linear(x, weight, bias) + delta
 
 
+def mor_linear(x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, spec: MoRSpec,
+               scaling: float):
+    """The whole adapted layer; returns ``(y, lora_index, lora_weight, router_probs)``."""
+    if uses_compiled(x):
+        y, index, gate, probs, _, _ = torch.ops.mor_ext.mor_linear(
+            x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, *_flags(spec),
+            spec.shared_gate == "sigmoid", float(scaling),
+        )
+        return y, index, gate, probs
+    y, (index, gate, probs) = reference.mor_linear(
+        x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, spec, scaling
+    )
+    return y, index, gate, probs
+
+
 def load_balance_loss(router_probs, lora_index, role_ids, spec: MoRSpec):
     if uses_compiled(router_probs):
         return torch.ops.mor_ext.load_balance_loss(router_probs, lora_index, role_ids, *_flags(spec))
@@ -168,6 +183,25 @@ def _register() -> None:
     @torch.library.register_fake("mor_ext::grouped_lora_backward")
     def _(grad_out, x, lora_A, lora_B, lora_index, lora_weight, shrink, scaling, weight):
         return torch.empty_like(x), torch.empty_like(lora_A), torch.empty_like(lora_B), torch.empty_like(lora_weight)
+
+    @torch.library.register_fake("mor_ext::mor_linear")
+    def _(x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, num_experts, top_k,
+          has_shared, sigmoid_gate, scaling):
+        n, k_max = x.shape[0], max(k + s for k, s in zip(top_k, has_shared))
+        return (
+            x.new_empty(n, weight.shape[0]),
+            x.new_empty(n, k_max, dtype=torch.int32),
+            x.new_empty(n, k_max),
+            x.new_empty(n, sum(num_experts), dtype=torch.float32),
+            x.new_empty(n, k_max, lora_A.shape[1]),
+            x.new_empty(n, dtype=torch.float32),
+        )
+
+    @torch.library.register_fake("mor_ext::mor_linear_backward")
+    def _(grad_y, grad_lora_weight, grad_router_probs, x, weight, lora_A, lora_B, router_weight,
+          shared_gate_weight, *rest):
+        return (torch.empty_like(x), torch.empty_like(lora_A), torch.empty_like(lora_B),
+                torch.empty_like(router_weight), torch.empty_like(shared_gate_weight))
 
     @torch.library.register_fake("mor_ext::load_balance_loss")
     def _(router_probs, lora_index, role_ids, num_experts, top_k, has_shared):
@@ -221,6 +255,31 @@ def _register() -> None:
         return gx, ga, gb, None, gw, None, g_weight, g_bias
 
     torch.library.register_autograd("mor_ext::grouped_lora", grouped_backward, setup_context=grouped_setup)
+
+    def layer_setup(ctx, inputs, output):
+        x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, *spec_args = inputs
+        _, lora_index, lora_weight, router_probs, shrink, shared_gate = output
+        ctx.spec_args = spec_args
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x, weight, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, lora_index,
+                              lora_weight, router_probs, shrink, shared_gate)
+
+    def layer_backward(ctx, grad_y, _gi, grad_weight, grad_probs, _gs, _gg):
+        (x, weight, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, lora_index, lora_weight,
+         router_probs, shrink, shared_gate) = ctx.saved_tensors
+        grad_y = _zeros_if_none(grad_y, x.new_empty(x.shape[0], weight.shape[0]))
+        grad_weight = _zeros_if_none(grad_weight, lora_weight)
+        grad_probs = _zeros_if_none(grad_probs, router_probs)
+        gx, ga, gb, grw, gsw = lib.mor_linear_backward(
+            grad_y, grad_weight, grad_probs, x, weight, lora_A, lora_B, router_weight, shared_gate_weight, role_ids,
+            lora_index, lora_weight, router_probs, shrink, shared_gate, *ctx.spec_args,
+        )
+        # The frozen base weight and bias get gradients only if someone asked for them.
+        g_base = grad_y.t().mm(x) if ctx.needs_input_grad[1] else None
+        g_bias = grad_y.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return (gx, g_base, g_bias, ga, gb, grw, gsw) + (None,) * 6
+
+    torch.library.register_autograd("mor_ext::mor_linear", layer_backward, setup_context=layer_setup)
 
     def balance_setup(ctx, inputs, output):
         router_probs, lora_index, role_ids, *spec_args = inputs

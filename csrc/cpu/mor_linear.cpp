@@ -1,0 +1,351 @@
+// CPU kernels of mor_ext::mor_linear and mor_ext::mor_linear_backward: the whole adapted layer
+// (frozen GEMM + routing + grouped LoRA) in one op.
+//
+// Why fused: at T=2048, d=2048 the separate route op costs four extra passes over x or grad_x
+// (router logits, shared-gate logits, grad_x, grad_router) and autograd adds its grad_x to the
+// LoRA's. Here, per batch of tokens of one role, the router and shared-gate rows ride along with
+// the role's LoRA A rows in the one shrink GEMM ([n, d_in] x [d_in, W*r + E + 1]), and in backward
+// the router's dL/dlogits ride along with dL/dshrink in the grad_x and grad_A GEMMs; grad_x is
+// accumulated in place on top of the frozen layer's.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <map>
+#include <vector>
+
+#include "../kernels/routing.h"
+#include "../spec_table.h"
+#include "cpu_utils.h"
+#include "token_batches.h"
+
+namespace mor_ext::cpu {
+namespace {
+
+constexpr int kMaxExpertsPerRole = 64;
+constexpr int64_t kTokenGrain = 64;
+
+// One role's slice of the layer: its LoRAs, router rows and shared-gate row, stacked as the rows
+// of one matrix so that a single GEMM computes shrink and logits together.
+struct RoleBlock {
+  int64_t role = 0, lora_start = 0, num_loras = 0, experts = 0, top_k = 0, router_start = 0;
+  bool shared = false, gated = false;  // gated: has a shared LoRA with a sigmoid gate
+  int64_t lora_width = 0;              // num_loras * r: the shrink columns
+  int64_t width = 0;                   // lora_width + experts + gated: all columns of the GEMM
+  at::Tensor rows;                     // [width, d_in]: A rows, router rows, shared-gate row
+  at::Tensor b_cols;                   // [d_out, lora_width]
+};
+
+RoleBlock make_block(const SpecTable& spec, int64_t rho, const at::Tensor& lora_A, const at::Tensor& lora_B,
+                     const at::Tensor& router_weight, const at::Tensor& shared_gate_weight) {
+  RoleBlock b;
+  const int64_t rank = lora_A.size(1), d_in = lora_A.size(2), d_out = lora_B.size(1);
+  b.role = rho;
+  b.lora_start = spec.lora_start[rho];
+  b.shared = spec.shared[rho] != 0;
+  b.experts = spec.num_experts[rho];
+  b.top_k = spec.top_k[rho];
+  b.router_start = spec.router_start[rho];
+  b.num_loras = b.experts + (b.shared ? 1 : 0);
+  b.gated = b.shared && spec.sigmoid_gate;
+  b.lora_width = b.num_loras * rank;
+  b.width = b.lora_width + b.experts + (b.gated ? 1 : 0);
+  std::vector<at::Tensor> parts = {lora_A.narrow(0, b.lora_start, b.num_loras).reshape({b.lora_width, d_in}),
+                                   router_weight.narrow(0, b.router_start, b.experts)};
+  if (b.gated) parts.push_back(shared_gate_weight.narrow(0, rho, 1));
+  b.rows = at::cat(parts);
+  b.b_cols = lora_B.narrow(0, b.lora_start, b.num_loras).permute({1, 0, 2}).reshape({d_out, b.lora_width}).contiguous();
+  return b;
+}
+
+void check_layer_inputs(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                        const at::Tensor& lora_A, const at::Tensor& lora_B, const at::Tensor& router_weight,
+                        const at::Tensor& shared_gate_weight, const at::Tensor& role_ids, const SpecTable& spec) {
+  check_float_tensor(x, "x", 2);
+  for (auto [t, name, dim] : {std::tuple{&weight, "weight", 2}, {&lora_A, "lora_A", 3}, {&lora_B, "lora_B", 3},
+                              {&router_weight, "router_weight", 2}, {&shared_gate_weight, "shared_gate_weight", 2}}) {
+    check_float_tensor(*t, name, dim);
+    check_same(*t, name, x);
+  }
+  const int64_t d_in = x.size(1), d_out = weight.size(0);
+  TORCH_CHECK_VALUE(weight.size(1) == d_in, "weight must be [d_out, d_in=", d_in, "], got ", weight.sizes());
+  if (bias.has_value() && bias->defined()) {
+    check_same(*bias, "bias", x);
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == d_out, "bias must be [", d_out, "], got ", bias->sizes());
+  }
+  TORCH_CHECK_VALUE(lora_A.size(0) == spec.num_loras && lora_A.size(2) == d_in, "lora_A must be [L=",
+                    spec.num_loras, ", r, d_in=", d_in, "], got ", lora_A.sizes());
+  TORCH_CHECK_VALUE(lora_B.size(0) == spec.num_loras && lora_B.size(1) == d_out && lora_B.size(2) == lora_A.size(1),
+                    "lora_B must be [L=", spec.num_loras, ", d_out=", d_out, ", r=", lora_A.size(1), "], got ",
+                    lora_B.sizes());
+  TORCH_CHECK_VALUE(router_weight.size(0) == spec.num_experts_total && router_weight.size(1) == d_in,
+                    "router_weight must be [", spec.num_experts_total, ", ", d_in, "], got ", router_weight.sizes());
+  TORCH_CHECK_VALUE(shared_gate_weight.size(0) == spec.num_roles && shared_gate_weight.size(1) == d_in,
+                    "shared_gate_weight must be [", spec.num_roles, ", ", d_in, "], got ", shared_gate_weight.sizes());
+  for (int64_t r = 0; r < spec.num_roles; ++r)
+    TORCH_CHECK_VALUE(spec.num_experts[r] <= kMaxExpertsPerRole, "role ", r, " has ", spec.num_experts[r],
+                      " experts; the CPU kernel supports at most ", kMaxExpertsPerRole);
+  check_role_ids(role_ids, x.size(0), spec.num_roles, x);
+}
+
+std::vector<Batch> plan_role_batches(const at::Tensor& roles) {
+  const int64_t n = roles.size(0);
+  const int64_t* rp = roles.data_ptr<int64_t>();
+  std::vector<int64_t> key(rp, rp + n), hi(n, 0);
+  return plan_batches(key, hi, roles.options());
+}
+
+// Route the batch's tokens from their logits (columns lora_width.. of `ext`), write the routing
+// outputs, and build the gated shrink `gated` [n, lora_width] and the saved slots.
+template <typename scalar_t>
+void route_and_gate(const Batch& b, const RoleBlock& blk, const at::Tensor& ext, double scaling, int64_t k_max,
+                    int64_t e_total, int64_t rank, int32_t* index, scalar_t* weight, float* probs, float* shared_gate,
+                    scalar_t* shrink, at::Tensor& gated) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* h = ext.data_ptr<scalar_t>();
+  scalar_t* g = gated.data_ptr<scalar_t>();
+  const int64_t width = blk.width, lw = blk.lora_width;
+  const int e = static_cast<int>(blk.experts), k = static_cast<int>(blk.top_k);
+  at::parallel_for(0, b.size(), kTokenGrain, [&](int64_t begin, int64_t end) {
+    float logits[kMaxExpertsPerRole], role_probs[kMaxExpertsPerRole];
+    int selected[kMaxExpertsPerRole];
+    std::vector<acc_t> gate(blk.num_loras);
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t t = b.token(i);
+      const scalar_t* row = h + i * width;
+      std::fill(gate.begin(), gate.end(), acc_t(0));
+      int64_t slot = 0;
+      float s = 1.0f;
+      if (blk.shared) {
+        if (blk.gated) s = kernels::sigmoid(static_cast<float>(row[lw + e]));
+        index[t * k_max] = static_cast<int32_t>(blk.lora_start);
+        weight[t * k_max] = static_cast<scalar_t>(s);
+        gate[0] = static_cast<acc_t>(static_cast<scalar_t>(s));  // the gate as stored, as the reference uses it
+        ++slot;
+      }
+      shared_gate[t] = s;
+      if (e > 0) {
+        for (int q = 0; q < e; ++q) logits[q] = static_cast<float>(row[lw + q]);
+        kernels::softmax(logits, e, role_probs);
+        for (int q = 0; q < e; ++q) probs[t * e_total + blk.router_start + q] = role_probs[q];
+        kernels::top_k_desc(logits, e, k, selected);
+        const float inv_mass = k > 0 ? 1.0f / kernels::selected_mass(role_probs, selected, k) : 0.0f;
+        const int64_t first_routed = blk.shared ? 1 : 0;
+        for (int q = 0; q < k; ++q, ++slot) {
+          const scalar_t w = static_cast<scalar_t>(role_probs[selected[q]] * inv_mass);
+          index[t * k_max + slot] = static_cast<int32_t>(blk.lora_start + first_routed + selected[q]);
+          weight[t * k_max + slot] = w;
+          gate[first_routed + selected[q]] += static_cast<acc_t>(w);
+        }
+      }
+      for (int64_t q = 0; q < k_max; ++q) {  // saved shrink per slot, zeros in empty slots
+        scalar_t* dst = shrink + (t * k_max + q) * rank;
+        const int32_t l = index[t * k_max + q];
+        for (int64_t j = 0; j < rank; ++j) dst[j] = l < 0 ? scalar_t(0) : row[(l - blk.lora_start) * rank + j];
+      }
+      for (int64_t l = 0; l < blk.num_loras; ++l) {
+        const acc_t gl = static_cast<acc_t>(scaling) * gate[l];
+        for (int64_t j = 0; j < rank; ++j)
+          g[i * lw + l * rank + j] = static_cast<scalar_t>(gl * static_cast<acc_t>(row[l * rank + j]));
+      }
+    }
+  });
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linear_cpu(
+    const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias, const at::Tensor& lora_A,
+    const at::Tensor& lora_B, const at::Tensor& router_weight, const at::Tensor& shared_gate_weight,
+    const at::Tensor& role_ids, at::IntArrayRef num_experts, at::IntArrayRef top_k, at::IntArrayRef has_shared,
+    bool sigmoid_gate, double scaling) {
+  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, sigmoid_gate);
+  check_layer_inputs(x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, spec);
+  const int64_t n = x.size(0), k_max = spec.k_max, e_total = spec.num_experts_total, rank = lora_A.size(1);
+  const at::Tensor xc = x.contiguous(), roles = role_ids.contiguous();
+  const at::Tensor a = lora_A.contiguous();
+
+  at::Tensor y = (bias.has_value() && bias->defined()) ? at::addmm(*bias, xc, weight.t()) : at::mm(xc, weight.t());
+  at::Tensor lora_index = new_output({n, k_max}, x.options().dtype(at::kInt));
+  at::Tensor lora_weight = new_output({n, k_max}, x.options());
+  at::Tensor router_probs = new_output({n, e_total}, x.options().dtype(at::kFloat));
+  at::Tensor shrink = new_output({n, k_max, rank}, x.options());
+  at::Tensor shared_gate = new_output({n}, x.options().dtype(at::kFloat));
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "mor_linear_cpu", [&] {
+    int32_t* index_p = lora_index.data_ptr<int32_t>();
+    scalar_t* weight_p = lora_weight.data_ptr<scalar_t>();
+    float* probs_p = router_probs.data_ptr<float>();
+    float* shared_p = shared_gate.data_ptr<float>();
+    scalar_t* shrink_p = shrink.data_ptr<scalar_t>();
+    // Defaults for every token (role -1 keeps them): empty slots, zero probabilities and shrink.
+    at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        std::fill(index_p + t * k_max, index_p + (t + 1) * k_max, -1);
+        std::fill(weight_p + t * k_max, weight_p + (t + 1) * k_max, scalar_t(0));
+        std::fill(probs_p + t * e_total, probs_p + (t + 1) * e_total, 0.0f);
+        std::fill(shrink_p + t * k_max * rank, shrink_p + (t + 1) * k_max * rank, scalar_t(0));
+        shared_p[t] = 0.0f;
+      }
+    });
+    std::map<int64_t, RoleBlock> blocks;
+    for (const Batch& b : plan_role_batches(roles)) {
+      auto it = blocks.find(b.key);
+      if (it == blocks.end())
+        it = blocks.emplace(b.key, make_block(spec, b.key, a, lora_B, router_weight, shared_gate_weight)).first;
+      const RoleBlock& blk = it->second;
+      const at::Tensor ext = at::mm(b.take(xc), blk.rows.t()).contiguous();  // [n, W*r + E + gated]
+      at::Tensor gated = at::empty({b.size(), blk.lora_width}, x.options());
+      route_and_gate<scalar_t>(b, blk, ext, scaling, k_max, e_total, rank, index_p, weight_p, probs_p, shared_p,
+                               shrink_p, gated);
+      b.addmm_into(y, gated, blk.b_cols.t());
+    }
+  });
+  return {y, lora_index, lora_weight, router_probs, shrink, shared_gate};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linear_backward_cpu(
+    const at::Tensor& grad_y, const at::Tensor& grad_lora_weight, const at::Tensor& grad_router_probs,
+    const at::Tensor& x, const at::Tensor& weight, const at::Tensor& lora_A, const at::Tensor& lora_B,
+    const at::Tensor& router_weight, const at::Tensor& shared_gate_weight, const at::Tensor& role_ids,
+    const at::Tensor& lora_index, const at::Tensor& lora_weight, const at::Tensor& router_probs,
+    const at::Tensor& shrink, const at::Tensor& shared_gate, at::IntArrayRef num_experts, at::IntArrayRef top_k,
+    at::IntArrayRef has_shared, bool sigmoid_gate, double scaling) {
+  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, sigmoid_gate);
+  check_layer_inputs(x, weight, std::nullopt, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, spec);
+  const int64_t n = x.size(0), k_max = spec.k_max, e_total = spec.num_experts_total, rank = lora_A.size(1),
+                d_in = x.size(1), d_out = weight.size(0);
+  auto expect = [](const at::Tensor& t, const char* name, at::IntArrayRef sizes) {
+    TORCH_CHECK_VALUE(t.sizes() == sizes, name, " must be ", sizes, ", got ", t.sizes());
+  };
+  expect(grad_y, "grad_y", {n, d_out});
+  expect(grad_lora_weight, "grad_lora_weight", {n, k_max});
+  expect(grad_router_probs, "grad_router_probs", {n, e_total});
+  expect(lora_index, "lora_index", {n, k_max});
+  expect(lora_weight, "lora_weight", {n, k_max});
+  expect(router_probs, "router_probs", {n, e_total});
+  expect(shrink, "shrink", {n, k_max, rank});
+  expect(shared_gate, "shared_gate", {n});
+
+  const at::Tensor xc = x.contiguous(), roles = role_ids.contiguous(), a = lora_A.contiguous();
+  const at::Tensor gy = grad_y.to(x.scalar_type()).contiguous();
+  const at::Tensor index = lora_index.to(at::kInt).contiguous();
+  const at::Tensor w = lora_weight.to(x.scalar_type()).contiguous();
+  const at::Tensor saved = shrink.to(x.scalar_type()).contiguous();
+  const at::Tensor gw_in = grad_lora_weight.to(at::kFloat).contiguous();
+  const at::Tensor gp_in = grad_router_probs.to(at::kFloat).contiguous();
+  const at::Tensor probs = router_probs.to(at::kFloat).contiguous();
+  const at::Tensor s_fp32 = shared_gate.to(at::kFloat).contiguous();
+  const at::ScalarType acc_type = at::toOpMathType(x.scalar_type());
+
+  at::Tensor grad_x = at::mm(gy, weight);
+  std::map<int64_t, RoleBlock> blocks;
+  std::map<int64_t, std::pair<at::Tensor, at::Tensor>> grads;  // role -> (grad of rows, grad of b_cols)
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "mor_linear_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const int32_t* index_p = index.data_ptr<int32_t>();
+    const scalar_t* w_p = w.data_ptr<scalar_t>();
+    const scalar_t* shrink_p = saved.data_ptr<scalar_t>();
+    const float* gw_p = gw_in.data_ptr<float>();
+    const float* gp_p = gp_in.data_ptr<float>();
+    const float* probs_p = probs.data_ptr<float>();
+    const float* s_p = s_fp32.data_ptr<float>();
+    for (const Batch& b : plan_role_batches(roles)) {
+      auto it = blocks.find(b.key);
+      if (it == blocks.end()) {
+        it = blocks.emplace(b.key, make_block(spec, b.key, a, lora_B, router_weight, shared_gate_weight)).first;
+        grads.emplace(b.key, std::make_pair(at::zeros({it->second.width, d_in}, x.options().dtype(acc_type)),
+                                            at::zeros({d_out, it->second.lora_width}, x.options().dtype(acc_type))));
+      }
+      const RoleBlock& blk = it->second;
+      auto& [grad_rows, grad_b_cols] = grads.at(b.key);
+      const at::Tensor gyb = b.take(gy), xb = b.take(xc);
+      const at::Tensor grad_gated = at::mm(gyb, blk.b_cols).contiguous();  // [n, lora_width]
+      at::Tensor gated = at::empty({b.size(), blk.lora_width}, x.options());
+      at::Tensor grad_ext = at::empty({b.size(), blk.width}, x.options());  // [dL/dshrink | dL/dlogits]
+      const scalar_t* dg = grad_gated.data_ptr<scalar_t>();
+      scalar_t* g_out = gated.data_ptr<scalar_t>();
+      scalar_t* ge = grad_ext.data_ptr<scalar_t>();
+      const int64_t lw = blk.lora_width, width = blk.width;
+      const int e = static_cast<int>(blk.experts), k = static_cast<int>(blk.top_k);
+      at::parallel_for(0, b.size(), kTokenGrain, [&](int64_t begin, int64_t end) {
+        std::vector<acc_t> acc_g(lw), acc_dh(lw);
+        float grad_slot[kMaxExpertsPerRole + 1], grad_logits[kMaxExpertsPerRole];
+        int selected[kMaxExpertsPerRole];
+        for (int64_t i = begin; i < end; ++i) {
+          const int64_t t = b.token(i);
+          std::fill(acc_g.begin(), acc_g.end(), acc_t(0));
+          std::fill(acc_dh.begin(), acc_dh.end(), acc_t(0));
+          const int64_t used = (blk.shared ? 1 : 0) + blk.top_k;
+          for (int64_t q = 0; q < used; ++q) {  // the LoRA path: dL/dw, dL/dshrink, and the gated shrink again
+            const int64_t col = (index_p[t * k_max + q] - blk.lora_start) * rank;
+            const acc_t wq = static_cast<acc_t>(scaling) * static_cast<acc_t>(w_p[t * k_max + q]);
+            const scalar_t* h = shrink_p + (t * k_max + q) * rank;
+            acc_t dot = 0;
+            for (int64_t j = 0; j < rank; ++j) {
+              const acc_t d = static_cast<acc_t>(dg[i * lw + col + j]);
+              dot += d * static_cast<acc_t>(h[j]);
+              acc_g[col + j] += wq * static_cast<acc_t>(h[j]);
+              acc_dh[col + j] += wq * d;
+            }
+            // dL/dw as the op's lora_weight output sees it: this op's LoRA path plus outside uses.
+            grad_slot[q] = static_cast<float>(static_cast<scalar_t>(static_cast<acc_t>(scaling) * dot)) +
+                           gw_p[t * k_max + q];
+          }
+          for (int64_t j = 0; j < lw; ++j) {
+            g_out[i * lw + j] = static_cast<scalar_t>(acc_g[j]);
+            ge[i * width + j] = static_cast<scalar_t>(acc_dh[j]);
+          }
+          // The routing path, as in route_backward: routed gates through top-k renormalisation and
+          // softmax to the router logits, the shared gate through its sigmoid.
+          const int64_t first = blk.shared ? 1 : 0;
+          if (e > 0) {
+            for (int q = 0; q < k; ++q) selected[q] = static_cast<int>(index_p[t * k_max + first + q] - blk.lora_start - first);
+            const float* p_row = probs_p + t * e_total + blk.router_start;
+            kernels::route_token_backward(p_row, e, selected, grad_slot + first, k, gp_p + t * e_total + blk.router_start,
+                                          grad_logits);
+            for (int q = 0; q < e; ++q) ge[i * width + lw + q] = static_cast<scalar_t>(grad_logits[q]);
+          }
+          if (blk.gated) {
+            const float s = s_p[t];
+            ge[i * width + lw + e] = static_cast<scalar_t>(grad_slot[0] * s * (1.0f - s));
+          }
+        }
+      });
+      // One GEMM each gives grad_A of the role's LoRAs and grad of its router and gate rows; one adds
+      // the LoRA's and the router's grad_x onto the frozen layer's, in place.
+      if (acc_type == x.scalar_type()) {
+        grad_rows.addmm_(grad_ext.t(), xb);
+        grad_b_cols.addmm_(gyb.t(), gated);
+      } else {
+        grad_rows.add_(at::mm(grad_ext.t(), xb));
+        grad_b_cols.add_(at::mm(gyb.t(), gated));
+      }
+      b.addmm_into(grad_x, grad_ext, blk.rows);
+    }
+  });
+
+  at::Tensor grad_a = at::zeros_like(lora_A, lora_A.options().dtype(acc_type));
+  at::Tensor grad_b = at::zeros_like(lora_B, lora_B.options().dtype(acc_type));
+  at::Tensor grad_router = at::zeros_like(router_weight, router_weight.options().dtype(acc_type));
+  at::Tensor grad_shared = at::zeros_like(shared_gate_weight, shared_gate_weight.options().dtype(acc_type));
+  for (auto& [rho, blk] : blocks) {
+    const auto& [grad_rows, grad_b_cols] = grads.at(rho);
+    grad_a.narrow(0, blk.lora_start, blk.num_loras).copy_(grad_rows.narrow(0, 0, blk.lora_width).view({blk.num_loras, rank, d_in}));
+    grad_router.narrow(0, blk.router_start, blk.experts).copy_(grad_rows.narrow(0, blk.lora_width, blk.experts));
+    if (blk.gated) grad_shared.narrow(0, rho, 1).copy_(grad_rows.narrow(0, blk.lora_width + blk.experts, 1));
+    grad_b.narrow(0, blk.lora_start, blk.num_loras).copy_(grad_b_cols.view({d_out, blk.num_loras, rank}).permute({1, 0, 2}));
+  }
+  const auto dt = x.scalar_type();
+  return {grad_x, grad_a.to(dt), grad_b.to(dt), grad_router.to(dt), grad_shared.to(dt)};
+}
+
+TORCH_LIBRARY_IMPL(mor_ext, CPU, m) {
+  m.impl("mor_linear", &mor_linear_cpu);
+  m.impl("mor_linear_backward", &mor_linear_backward_cpu);
+}
+
+}  // namespace mor_ext::cpu
