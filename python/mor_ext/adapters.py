@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from .config import MoRConfig
+from .layers import MoRLinear
 from .patching import is_patched, mor_layers, patch, unpatch
 from .spec import MoRSpec
 
@@ -52,9 +53,6 @@ ADAPTER_CONFIG_NAME = "mor_config.json"
 ADAPTER_FORMAT = "mor_ext.adapter"
 ADAPTER_FORMAT_VERSION = 1
 
-# The trainable tensors of one MoRLinear, in the order they are written.
-_PARAM_NAMES = ("lora_A", "lora_B", "router_weight", "shared_gate_weight")
-
 
 class AdapterError(ValueError):
     """An adapter (or official checkpoint) that cannot be loaded: corrupt, inconsistent or mismatched."""
@@ -74,7 +72,7 @@ def _adapter_params(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     """``{"<module path>.lora_A": parameter, ...}`` for every MoRLinear of ``model``."""
     params: dict[str, torch.nn.Parameter] = {}
     for module_name, layer in _mor_layers(model):
-        for pname in _PARAM_NAMES:
+        for pname in MoRLinear.PARAMETER_NAMES:
             params[f"{module_name}.{pname}"] = getattr(layer, pname)
     return params
 

@@ -102,6 +102,9 @@ class MoRLinear(nn.Module):
     base layer.
     """
 
+    # The adapter's parameters, in the order adapters and summaries list them.
+    PARAMETER_NAMES = ("lora_A", "lora_B", "router_weight", "shared_gate_weight")
+
     def __init__(
         self,
         base_layer: nn.Linear,

@@ -341,14 +341,13 @@ def mor_layers(model: nn.Module) -> Iterator[tuple[str, MoRLinear]]:
             yield name, module
 
 
-_KINDS = ("lora_A", "lora_B", "router_weight", "shared_gate_weight")
 
 
 def trainable_parameters(model: nn.Module) -> dict[str, Any]:
     """Parameter counts: ``trainable``, ``total``, ``percentage`` (trainable / total * 100) and
     ``per_kind`` (trainable elements per MoR parameter name, plus ``other`` for anything else)."""
     trainable = total = 0
-    per_kind = {kind: 0 for kind in _KINDS}
+    per_kind = {kind: 0 for kind in MoRLinear.PARAMETER_NAMES}
     per_kind["other"] = 0
     for name, p in model.named_parameters():
         n = p.numel()
