@@ -6,6 +6,8 @@
 
 #include <vector>
 
+#include "kernels/routing.h"
+
 namespace mor_ext {
 
 struct SpecTable {
@@ -40,6 +42,27 @@ struct SpecTable {
       t.num_experts_total += e;
       t.num_loras += e + s;
       t.k_max = std::max(t.k_max, k + s);
+    }
+    return t;
+  }
+
+  // The same tables, flat, for kernels::route_token and friends (host loops and CUDA launches).
+  kernels::RoleTables tables() const {
+    TORCH_CHECK_VALUE(num_roles <= kernels::kMaxRoles, "MoR spec: at most ", kernels::kMaxRoles, " roles, got ",
+                      num_roles);
+    kernels::RoleTables t;
+    t.num_roles = static_cast<int>(num_roles);
+    t.k_max = static_cast<int>(k_max);
+    t.e_total = static_cast<int>(num_experts_total);
+    t.sigmoid_gate = sigmoid_gate;
+    for (int64_t r = 0; r < num_roles; ++r) {
+      TORCH_CHECK_VALUE(num_experts[r] <= kernels::kMaxExperts, "MoR spec: role ", r, " has ", num_experts[r],
+                        " experts; the kernels support at most ", kernels::kMaxExperts);
+      t.num_experts[r] = static_cast<int>(num_experts[r]);
+      t.top_k[r] = static_cast<int>(top_k[r]);
+      t.shared[r] = static_cast<int>(shared[r]);
+      t.router_start[r] = static_cast<int>(router_start[r]);
+      t.lora_start[r] = static_cast<int>(lora_start[r]);
     }
     return t;
   }

@@ -14,7 +14,6 @@
 namespace mor_ext::cpu {
 namespace {
 
-constexpr int kMaxExpertsPerRole = 64;  // per-token scratch on the stack
 constexpr int64_t kTokenGrain = 256;
 
 void check_route_inputs(const at::Tensor& x, const at::Tensor& router_weight, const at::Tensor& shared_gate_weight,
@@ -31,9 +30,6 @@ void check_route_inputs(const at::Tensor& x, const at::Tensor& router_weight, co
   TORCH_CHECK_VALUE(shared_gate_weight.size(0) == spec.num_roles && shared_gate_weight.size(1) == d_in,
                     "shared_gate_weight must have shape [", spec.num_roles, ", ", d_in, "], got ",
                     shared_gate_weight.sizes());
-  for (int64_t r = 0; r < spec.num_roles; ++r)
-    TORCH_CHECK_VALUE(spec.num_experts[r] <= kMaxExpertsPerRole, "role ", r, " has ", spec.num_experts[r],
-                      " experts; the CPU kernel supports at most ", kMaxExpertsPerRole);
   check_role_ids(role_ids, x.size(0), spec.num_roles, x);
 }
 
@@ -82,35 +78,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_cpu(const at::Tensor& x, co
   float* weight_p = weight_fp32.data_ptr<float>();
   float* probs_p = probs.data_ptr<float>();
 
+  const kernels::RoleTables tables = spec.tables();
   at::parallel_for(0, n, kTokenGrain, [&](int64_t begin, int64_t end) {
-    int selected[kMaxExpertsPerRole];
     for (int64_t t = begin; t < end; ++t) {
-      int32_t* index_row = index_p + t * k_max;
-      float* weight_row = weight_p + t * k_max;
-      float* probs_row = probs_p + t * e_total;
-      for (int64_t k = 0; k < k_max; ++k) index_row[k] = -1, weight_row[k] = 0.0f;
-      for (int64_t e = 0; e < e_total; ++e) probs_row[e] = 0.0f;
-      const int64_t rho = role_p[t];
-      if (rho < 0) continue;
-
-      int64_t slot = 0;
-      if (spec.shared[rho]) {
-        index_row[slot] = static_cast<int32_t>(spec.lora_start[rho]);
-        weight_row[slot] = gated ? kernels::sigmoid(shared_p[t * stride + rho]) : 1.0f;
-        ++slot;
-      }
-      const int e = static_cast<int>(spec.num_experts[rho]), k = static_cast<int>(spec.top_k[rho]);
-      if (e == 0) continue;
-      const float* role_logits = logit_p + t * stride + spec.router_start[rho];
-      float* role_probs = probs_row + spec.router_start[rho];
-      kernels::softmax(role_logits, e, role_probs);
-      kernels::top_k_desc(role_logits, e, k, selected);
-      const float inv_mass = 1.0f / kernels::selected_mass(role_probs, selected, k);
-      const int64_t first_routed = spec.lora_start[rho] + spec.shared[rho];
-      for (int q = 0; q < k; ++q, ++slot) {
-        index_row[slot] = static_cast<int32_t>(first_routed + selected[q]);
-        weight_row[slot] = role_probs[selected[q]] * inv_mass;
-      }
+      const int rho = static_cast<int>(role_p[t]);
+      const float shared_logit = (gated && rho >= 0) ? shared_p[t * stride + rho] : 0.0f;
+      kernels::route_token(tables, rho, logit_p + t * stride, shared_logit, index_p + t * k_max,
+                           weight_p + t * k_max, probs_p + t * e_total);
     }
   });
   return {lora_index, weight_fp32.to(x.scalar_type()), probs};
@@ -170,26 +144,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cpu(
   float* grad_logits_p = grad_logits.data_ptr<float>();
   float* grad_shared_p = grad_logits_p + e_total;
 
+  const kernels::RoleTables tables = spec.tables();
   at::parallel_for(0, n, kTokenGrain, [&](int64_t begin, int64_t end) {
-    int selected[kMaxExpertsPerRole];
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t rho = role_p[t];
-      if (rho < 0) continue;
-      int64_t slot = 0;
-      if (spec.shared[rho]) {
-        if (gated) {
-          const float s = kernels::sigmoid(shared_p[t * num_roles + rho]);
-          grad_shared_p[t * stride + rho] = grad_w_p[t * k_max] * s * (1.0f - s);
-        }
-        ++slot;
-      }
-      const int e = static_cast<int>(spec.num_experts[rho]), k = static_cast<int>(spec.top_k[rho]);
-      if (e == 0) continue;
-      const int64_t first_routed = spec.lora_start[rho] + spec.shared[rho];
-      for (int q = 0; q < k; ++q) selected[q] = static_cast<int>(index_p[t * k_max + slot + q] - first_routed);
-      const int64_t col = t * e_total + spec.router_start[rho];
-      kernels::route_token_backward(probs_p + col, e, selected, grad_w_p + t * k_max + slot, k, grad_p_p + col,
-                                    grad_logits_p + t * stride + spec.router_start[rho]);
+      const int rho = static_cast<int>(role_p[t]);
+      const float shared_logit = (gated && rho >= 0) ? shared_p[t * num_roles + rho] : 0.0f;
+      const float grad_shared = kernels::route_token_backward_all(
+          tables, rho, probs_p + t * e_total, index_p + t * k_max, grad_w_p + t * k_max, grad_p_p + t * e_total,
+          shared_logit, grad_logits_p + t * stride);
+      if (gated && rho >= 0) grad_shared_p[t * stride + rho] = grad_shared;
     }
   });
 

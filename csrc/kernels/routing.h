@@ -76,4 +76,72 @@ MOR_HD void route_token_backward(const float* probs, int n, const int* selected,
   for (int j = 0; j < n; ++j) grad_logits[j] = probs[j] * (grad_logits[j] - p_dot);
 }
 
+// The spec's per-role tables in a form a host loop and a kernel launch (by value) can both carry.
+constexpr int kMaxRoles = 16;
+constexpr int kMaxExperts = 64;
+struct RoleTables {
+  int num_roles = 0, k_max = 0, e_total = 0;
+  bool sigmoid_gate = true;
+  int num_experts[kMaxRoles] = {}, top_k[kMaxRoles] = {}, shared[kMaxRoles] = {}, router_start[kMaxRoles] = {},
+      lora_start[kMaxRoles] = {};
+};
+
+// Routes one token of role `rho` (-1: no adapter). `logits` are the E_total router logits of the
+// token (fp32); `shared_logit` its role's shared-gate logit (used when the role has a gated shared
+// LoRA). Writes all K_max slots (index -1 / gate 0 when unused) and all E_total probabilities
+// (zero outside the role): shared slot first, then top-k in descending probability.
+MOR_HD void route_token(const RoleTables& spec, int rho, const float* logits, float shared_logit, int32_t* index,
+                        float* gate, float* probs) {
+  for (int q = 0; q < spec.k_max; ++q) index[q] = -1, gate[q] = 0.0f;
+  for (int e = 0; e < spec.e_total; ++e) probs[e] = 0.0f;
+  if (rho < 0) return;
+  int slot = 0;
+  if (spec.shared[rho]) {
+    index[slot] = spec.lora_start[rho];
+    gate[slot] = spec.sigmoid_gate ? sigmoid(shared_logit) : 1.0f;
+    ++slot;
+  }
+  const int e = spec.num_experts[rho], k = spec.top_k[rho];
+  if (e == 0) return;
+  const float* role_logits = logits + spec.router_start[rho];
+  float* role_probs = probs + spec.router_start[rho];
+  int selected[kMaxExperts];
+  softmax(role_logits, e, role_probs);
+  top_k_desc(role_logits, e, k, selected);
+  const float inv_mass = k > 0 ? 1.0f / selected_mass(role_probs, selected, k) : 0.0f;
+  const int first_routed = spec.lora_start[rho] + spec.shared[rho];
+  for (int q = 0; q < k; ++q, ++slot) {
+    index[slot] = first_routed + selected[q];
+    gate[slot] = role_probs[selected[q]] * inv_mass;
+  }
+}
+
+// Backward of route_token for one token: from dL/dgate (grad_gate[K_max]) and dL/dprobs
+// (grad_probs[E_total]) to dL/dlogits (grad_logits[E_total], zero outside the role) and dL/d of the
+// shared-gate logit (returned; 0 when the role has no gated shared LoRA). `index` is the token's
+// lora_index row as route_token wrote it.
+MOR_HD float route_token_backward_all(const RoleTables& spec, int rho, const float* probs, const int32_t* index,
+                                      const float* grad_gate, const float* grad_probs, float shared_logit,
+                                      float* grad_logits) {
+  for (int e = 0; e < spec.e_total; ++e) grad_logits[e] = 0.0f;
+  if (rho < 0) return 0.0f;
+  float grad_shared_logit = 0.0f;
+  int slot = 0;
+  if (spec.shared[rho]) {
+    if (spec.sigmoid_gate) {
+      const float s = sigmoid(shared_logit);
+      grad_shared_logit = grad_gate[0] * s * (1.0f - s);
+    }
+    ++slot;
+  }
+  const int e = spec.num_experts[rho], k = spec.top_k[rho];
+  if (e == 0) return grad_shared_logit;
+  const int first_routed = spec.lora_start[rho] + spec.shared[rho];
+  int selected[kMaxExperts];
+  for (int q = 0; q < k; ++q) selected[q] = index[slot + q] - first_routed;
+  const int col = spec.router_start[rho];
+  route_token_backward(probs + col, e, selected, grad_gate + slot, k, grad_probs + col, grad_logits + col);
+  return grad_shared_logit;
+}
+
 }  // namespace mor_ext::kernels
