@@ -63,12 +63,14 @@ def compare_backends(fn, inputs, diff, dtype, names):
     return comp, ref, truth
 
 
-def test_compiled_backend_is_in_use():
+@pytest.mark.parametrize("op", mor_ext.ops.OP_NAMES)
+def test_compiled_backend_is_in_use(op):
     with backend("auto"):
-        assert uses_compiled(torch.zeros(1))
+        assert uses_compiled(torch.zeros(1), op)
     with backend("reference"):
-        assert not uses_compiled(torch.zeros(1))
-    assert "cpu" in mor_ext.backend_info()["compiled_devices"]
+        assert not uses_compiled(torch.zeros(1), op)
+    assert op in mor_ext.backend_info()["compiled_kernels"]["cpu"]
+    assert "cpu (all ops)" in mor_ext.describe_backend()
 
 
 # =========================================================================================== routing checks

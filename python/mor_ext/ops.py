@@ -40,19 +40,25 @@ def compiled_available() -> bool:
     return _COMPILED_ERROR is None
 
 
-_compiled_device_cache: list[str] | None = None
+# The forward ops the dispatch below chooses between; each backward op lives beside its forward.
+OP_NAMES = ("route", "grouped_lora", "mor_linear", "load_balance_loss", "orthogonal_loss")
+_kernel_cache: dict[str, tuple[str, ...]] | None = None
 
 
-def _compiled_devices() -> list[str]:
+def compiled_kernels() -> dict[str, tuple[str, ...]]:
+    """``{device type: ops with a compiled kernel}``, e.g. ``{"cpu": (all), "cuda": ("route", ...)}``."""
     # Kernels register when the library loads, so the answer never changes: ask the dispatcher once.
-    global _compiled_device_cache
-    if _compiled_device_cache is None:
-        _compiled_device_cache = [] if not compiled_available() else [
-            key.lower()
-            for key in ("CPU", "CUDA")
-            if torch._C._dispatch_has_kernel_for_dispatch_key("mor_ext::grouped_lora", key)
-        ]
-    return _compiled_device_cache
+    global _kernel_cache
+    if _kernel_cache is None:
+        _kernel_cache = {}
+        if compiled_available():
+            for key in ("CPU", "CUDA"):
+                names = tuple(
+                    op for op in OP_NAMES if torch._C._dispatch_has_kernel_for_dispatch_key(f"mor_ext::{op}", key)
+                )
+                if names:
+                    _kernel_cache[key.lower()] = names
+    return _kernel_cache
 
 
 def set_backend(name: str) -> None:
@@ -75,7 +81,7 @@ def backend_info() -> dict[str, Any]:
     return {
         "backend": _backend,
         "compiled": compiled_available(),
-        "compiled_devices": _compiled_devices(),
+        "compiled_kernels": {device: list(names) for device, names in compiled_kernels().items()},
         "compiled_error": _COMPILED_ERROR,
         "torch": torch.__version__,
     }
@@ -87,17 +93,20 @@ def describe_backend() -> str:
         return "mor_ext: using the pure-PyTorch reference ops (forced)"
     if not info["compiled"]:
         return f"mor_ext: compiled extension not available ({info['compiled_error']}); using the pure-PyTorch reference ops"
-    devices = ", ".join(info["compiled_devices"]) or "none"
-    return f"mor_ext: compiled ops for {devices}; pure-PyTorch reference elsewhere"
+    parts = [
+        f"{device} ({'all ops' if len(names) == len(OP_NAMES) else ', '.join(names)})"
+        for device, names in info["compiled_kernels"].items()
+    ]
+    return f"mor_ext: compiled ops for {'; '.join(parts) or 'no device'}; pure-PyTorch reference elsewhere"
 
 
-def uses_compiled(t: torch.Tensor) -> bool:
-    """True when ops on ``t`` run through torch.ops.mor_ext."""
+def uses_compiled(t: torch.Tensor, op: str = "mor_linear") -> bool:
+    """True when ``op`` on tensors like ``t`` runs through torch.ops.mor_ext (else the reference)."""
     if _backend == "reference" or not compiled_available():
         return False
-    ok = t.device.type in _compiled_devices()
+    ok = op in compiled_kernels().get(t.device.type, ())
     if not ok and _backend == "compiled":
-        raise RuntimeError(f"MOR_EXT_BACKEND=compiled but mor_ext has no compiled kernel for {t.device.type}")
+        raise RuntimeError(f"MOR_EXT_BACKEND=compiled but mor_ext has no compiled {op} kernel for {t.device.type}")
     return ok
 
 
@@ -108,7 +117,7 @@ def _flags(spec: MoRSpec) -> tuple[list[int], list[int], list[int]]:
 
 # --------------------------------------------------------------------------------------------- dispatch
 def route(x, router_weight, shared_gate_weight, role_ids, spec: MoRSpec):
-    if uses_compiled(x):
+    if uses_compiled(x, "route"):
         return tuple(
             torch.ops.mor_ext.route(
                 x, router_weight, shared_gate_weight, role_ids, *_flags(spec), spec.shared_gate == "sigmoid"
@@ -119,7 +128,7 @@ def route(x, router_weight, shared_gate_weight, role_ids, spec: MoRSpec):
 
 def lora_linear(x, lora_A, lora_B, lora_index, lora_weight, scaling: float, weight=None, bias=None):
     """``(F.linear(x, weight, bias) if weight is given) + grouped LoRA delta``, fused where compiled."""
-    if uses_compiled(x):
+    if uses_compiled(x, "grouped_lora"):
         return torch.ops.mor_ext.grouped_lora(x, lora_A, lora_B, lora_index, lora_weight, float(scaling), weight, bias)[0]
     delta = reference.grouped_lora(x, lora_A, lora_B, lora_index, lora_weight, scaling)
     return delta if weight is None else F.linear(x, weight, bias) + delta
@@ -128,7 +137,7 @@ def lora_linear(x, lora_A, lora_B, lora_index, lora_weight, scaling: float, weig
 def mor_linear(x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, spec: MoRSpec,
                scaling: float):
     """The whole adapted layer; returns ``(y, lora_index, lora_weight, router_probs)``."""
-    if uses_compiled(x):
+    if uses_compiled(x, "mor_linear"):
         y, index, gate, probs, _, _ = torch.ops.mor_ext.mor_linear(
             x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, *_flags(spec),
             spec.shared_gate == "sigmoid", float(scaling),
@@ -141,13 +150,13 @@ def mor_linear(x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weigh
 
 
 def load_balance_loss(router_probs, lora_index, role_ids, spec: MoRSpec):
-    if uses_compiled(router_probs):
+    if uses_compiled(router_probs, "load_balance_loss"):
         return torch.ops.mor_ext.load_balance_loss(router_probs, lora_index, role_ids, *_flags(spec))
     return reference.load_balance_loss(router_probs, lora_index, role_ids, spec)
 
 
 def orthogonal_loss(lora_A, lora_B, spec: MoRSpec):
-    if uses_compiled(lora_A):
+    if uses_compiled(lora_A, "orthogonal_loss"):
         return torch.ops.mor_ext.orthogonal_loss(lora_A, lora_B, *_flags(spec))
     return reference.orthogonal_loss(lora_A, lora_B, spec)
 

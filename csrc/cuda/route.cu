@@ -1,0 +1,156 @@
+// CUDA kernels of mor_ext::route and mor_ext::route_backward.
+//
+// The router and shared-gate logits come from one GEMM through ATen (cuBLAS underneath; this file
+// includes no cuBLAS header, which the toolkit on the build machines lacks). The per-token work, a
+// softmax and top-k over E <= a handful of experts, is one thread per token running the same
+// __host__ __device__ bodies as the CPU kernels (kernels/routing.h), which the CPU tests cover.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "../kernels/routing.h"
+#include "../spec_table.h"
+
+namespace mor_ext::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void route_forward_kernel(kernels::RoleTables spec, int64_t n, const float* __restrict__ logits,
+                                     int64_t stride, const int64_t* __restrict__ roles, int32_t* __restrict__ index,
+                                     float* __restrict__ gate, float* __restrict__ probs) {
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= n) return;
+  const int rho = static_cast<int>(roles[t]);
+  const float* row = logits + t * stride;
+  const float shared_logit = (spec.sigmoid_gate && rho >= 0 && spec.shared[rho]) ? row[spec.e_total + rho] : 0.0f;
+  kernels::route_token(spec, rho, row, shared_logit, index + t * spec.k_max, gate + t * spec.k_max,
+                       probs + t * spec.e_total);
+}
+
+__global__ void route_backward_kernel(kernels::RoleTables spec, int64_t n, const float* __restrict__ probs,
+                                      const int32_t* __restrict__ index, const float* __restrict__ grad_gate,
+                                      const float* __restrict__ grad_probs, const float* __restrict__ shared_logits,
+                                      const int64_t* __restrict__ roles, float* __restrict__ grad_logits,
+                                      int64_t stride) {
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= n) return;
+  const int rho = static_cast<int>(roles[t]);
+  const bool gated = spec.sigmoid_gate && rho >= 0 && spec.shared[rho];
+  const float shared_logit = gated ? shared_logits[t * spec.num_roles + rho] : 0.0f;
+  const float g = kernels::route_token_backward_all(spec, rho, probs + t * spec.e_total, index + t * spec.k_max,
+                                                    grad_gate + t * spec.k_max, grad_probs + t * spec.e_total,
+                                                    shared_logit, grad_logits + t * stride);
+  if (stride > spec.e_total) {  // the shared-gate columns: zero but the token's own role
+    for (int r = 0; r < spec.num_roles; ++r) grad_logits[t * stride + spec.e_total + r] = (gated && r == rho) ? g : 0.0f;
+  }
+}
+
+void check_inputs(const at::Tensor& x, const at::Tensor& router_weight, const at::Tensor& shared_gate_weight,
+                  const at::Tensor& role_ids, const SpecTable& spec) {
+  TORCH_CHECK_VALUE(x.dim() == 2, "x must be 2-D [N, d_in], got ", x.sizes());
+  for (const auto& [t, name] : {std::pair{&router_weight, "router_weight"}, {&shared_gate_weight, "shared_gate_weight"}}) {
+    TORCH_CHECK_TYPE(t->scalar_type() == x.scalar_type(), name, " has dtype ", t->scalar_type(), " but x has ",
+                     x.scalar_type());
+    TORCH_CHECK_VALUE(t->device() == x.device(), name, " is on ", t->device(), " but x is on ", x.device());
+  }
+  TORCH_CHECK_VALUE(router_weight.dim() == 2 && router_weight.size(0) == spec.num_experts_total &&
+                        router_weight.size(1) == x.size(1),
+                    "router_weight must be [", spec.num_experts_total, ", ", x.size(1), "], got ", router_weight.sizes());
+  TORCH_CHECK_VALUE(shared_gate_weight.dim() == 2 && shared_gate_weight.size(0) == spec.num_roles &&
+                        shared_gate_weight.size(1) == x.size(1),
+                    "shared_gate_weight must be [", spec.num_roles, ", ", x.size(1), "], got ",
+                    shared_gate_weight.sizes());
+  // Range of the role ids: checked by functional.py before the launch (a device-side check would
+  // need a sync per call); shape, dtype and device here.
+  check_role_ids(role_ids, x.size(0), spec.num_roles, x);
+}
+
+bool needs_shared_gate(const SpecTable& spec) {
+  if (!spec.sigmoid_gate) return false;
+  for (int64_t s : spec.shared)
+    if (s) return true;
+  return false;
+}
+
+at::Tensor gate_rows(const at::Tensor& router_weight, const at::Tensor& shared_gate_weight, bool gated) {
+  return gated ? at::cat({router_weight, shared_gate_weight}) : router_weight;
+}
+
+int blocks_for(int64_t n) { return static_cast<int>((n + kThreads - 1) / kThreads); }
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> route_cuda(const at::Tensor& x, const at::Tensor& router_weight,
+                                                          const at::Tensor& shared_gate_weight,
+                                                          const at::Tensor& role_ids, at::IntArrayRef num_experts,
+                                                          at::IntArrayRef top_k, at::IntArrayRef has_shared,
+                                                          bool sigmoid_gate) {
+  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, sigmoid_gate);
+  check_inputs(x, router_weight, shared_gate_weight, role_ids, spec);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t n = x.size(0);
+  const bool gated = needs_shared_gate(spec);
+  // One GEMM for router and shared-gate logits, in x's dtype, then fp32 (as the reference does).
+  const at::Tensor logits = at::mm(x, gate_rows(router_weight, shared_gate_weight, gated).t()).to(at::kFloat).contiguous();
+  const at::Tensor roles = role_ids.contiguous();
+  at::Tensor index = at::empty({n, spec.k_max}, x.options().dtype(at::kInt));
+  at::Tensor gate = at::empty({n, spec.k_max}, x.options().dtype(at::kFloat));
+  at::Tensor probs = at::empty({n, spec.num_experts_total}, x.options().dtype(at::kFloat));
+  if (n > 0) {
+    route_forward_kernel<<<blocks_for(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        spec.tables(), n, logits.data_ptr<float>(), logits.size(1), roles.data_ptr<int64_t>(), index.data_ptr<int32_t>(),
+        gate.data_ptr<float>(), probs.data_ptr<float>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  return {index, gate.to(x.scalar_type()), probs};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cuda(
+    const at::Tensor& grad_lora_weight, const at::Tensor& grad_router_probs, const at::Tensor& x,
+    const at::Tensor& router_weight, const at::Tensor& shared_gate_weight, const at::Tensor& role_ids,
+    const at::Tensor& lora_index, const at::Tensor& router_probs, at::IntArrayRef num_experts, at::IntArrayRef top_k,
+    at::IntArrayRef has_shared, bool sigmoid_gate) {
+  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, sigmoid_gate);
+  check_inputs(x, router_weight, shared_gate_weight, role_ids, spec);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t n = x.size(0), e_total = spec.num_experts_total, k_max = spec.k_max;
+  for (const auto& [t, name, cols] : {std::tuple{&grad_lora_weight, "grad_lora_weight", k_max},
+                                      {&grad_router_probs, "grad_router_probs", e_total},
+                                      {&lora_index, "lora_index", k_max}, {&router_probs, "router_probs", e_total}})
+    TORCH_CHECK_VALUE(t->dim() == 2 && t->size(0) == n && t->size(1) == cols, name, " must be [", n, ", ", cols,
+                      "], got ", t->sizes());
+  const bool gated = needs_shared_gate(spec);
+  const int64_t stride = e_total + (gated ? spec.num_roles : 0);
+  const at::Tensor shared_logits =
+      gated ? at::mm(x, shared_gate_weight.t()).to(at::kFloat).contiguous() : at::empty({0}, x.options().dtype(at::kFloat));
+  const at::Tensor grad_gate = grad_lora_weight.to(at::kFloat).contiguous();
+  const at::Tensor grad_probs = grad_router_probs.to(at::kFloat).contiguous();
+  const at::Tensor probs = router_probs.to(at::kFloat).contiguous();
+  const at::Tensor index = lora_index.to(at::kInt).contiguous();
+  const at::Tensor roles = role_ids.contiguous();
+  at::Tensor grad_logits = at::empty({n, stride}, x.options().dtype(at::kFloat));
+  if (n > 0) {
+    route_backward_kernel<<<blocks_for(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        spec.tables(), n, probs.data_ptr<float>(), index.data_ptr<int32_t>(), grad_gate.data_ptr<float>(),
+        grad_probs.data_ptr<float>(), shared_logits.data_ptr<float>(), roles.data_ptr<int64_t>(),
+        grad_logits.data_ptr<float>(), stride);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  const at::Tensor g = grad_logits.to(x.scalar_type());
+  const at::Tensor grad_x = at::mm(g, gate_rows(router_weight, shared_gate_weight, gated));
+  const at::Tensor grad_rows = at::mm(g.t(), x);
+  const at::Tensor grad_router = grad_rows.narrow(0, 0, e_total).clone();
+  const at::Tensor grad_shared = gated ? grad_rows.narrow(0, e_total, spec.num_roles).clone()
+                                       : at::zeros_like(shared_gate_weight);
+  return {grad_x, grad_router, grad_shared};
+}
+
+TORCH_LIBRARY_IMPL(mor_ext, CUDA, m) {
+  m.impl("route", &route_cuda);
+  m.impl("route_backward", &route_backward_cuda);
+}
+
+}  // namespace mor_ext::cuda
