@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The one GPU check: build with CUDA, run the CUDA tests (and the CPU suite, which checks the torch
+# version there), a compute-sanitizer memcheck pass, and the GPU benchmarks; print one table last.
+# Made for the lent H100/H200 machines (torch 2.11.0+cu130, Python 3.12, nvcc 13.0, no network);
+# fits in about 6 minutes. Logs and the table go to the directory given as $1, or $MOR_GPU_OUT, or
+# $OUT (the device tool's), or ./gpu-check.
+#
+#   bash benchmarks/gpu_check.sh "$OUT"
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out=${1:-${MOR_GPU_OUT:-${OUT:-gpu-check}}}
+mkdir -p "$out"
+PY=${PY:-python3}
+summary=()
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $out/NAME.log, record the outcome
+  local name=$1 limit=$2; shift 2
+  local t0=$SECONDS
+  timeout "$limit" "$@" > "$out/$name.log" 2>&1
+  local rc=$?
+  summary+=("| $name | $([[ $rc == 0 ]] && echo ok || echo "FAILED ($rc)") | $((SECONDS - t0)) s |")
+  return $rc
+}
+
+{ nvidia-smi -L; "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; nvcc --version | tail -1; } > "$out/env.log" 2>&1
+if ! step build 240 env MOR_EXT_CUDA=ON "$PY" -m pip install --no-build-isolation --no-deps --no-index -v .; then
+  tail -40 "$out/build.log"; printf '%s\n' "${summary[@]}"; exit 1
+fi
+step backend 60 "$PY" -c "import mor_ext; print(mor_ext.describe_backend())"
+step cuda_tests 180 "$PY" -m pytest tests/test_cuda.py -q -rs -p no:cacheprovider
+step cpu_tests 180 "$PY" -m pytest tests -q -m "not integration and not cuda" -p no:cacheprovider -x
+if command -v compute-sanitizer > /dev/null; then
+  step memcheck 180 compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" -m pytest tests/test_cuda.py -q \
+    -p no:cacheprovider -k "route_matches_reference and moragent and float32"
+fi
+step bench 240 "$PY" benchmarks/bench_gpu.py
+cp "$out/bench.log" "$out/table.md" 2>/dev/null
+
+echo; cat "$out/env.log"; echo
+for name in cuda_tests cpu_tests memcheck; do [[ -f "$out/$name.log" ]] && echo "$name: $(tail -1 "$out/$name.log")"; done
+echo; echo "| step | result | time |"; echo "|---|---|---:|"; printf '%s\n' "${summary[@]}"
+echo; grep '^|' "$out/bench.log" || tail -20 "$out/bench.log"
