@@ -50,6 +50,16 @@ TORCH_LIBRARY(mor_ext, m) {
   m.def(
       "load_balance_loss_backward(Tensor grad, Tensor router_probs, Tensor lora_index, Tensor role_ids, "
       "int[] num_experts, int[] top_k, int[] has_shared) -> Tensor");
+  // Over many layers at once (sum over layers), and the r x r products it is built from.
+  m.def(
+      "orthogonal_loss_layers(Tensor[] lora_A, Tensor[] lora_B, int[] num_experts, int[] top_k, int[] has_shared) "
+      "-> Tensor");
+  m.def(
+      "orthogonal_loss_layers_backward(Tensor grad, Tensor[] lora_A, Tensor[] lora_B, int[] num_experts, "
+      "int[] top_k, int[] has_shared) -> (Tensor[] grad_lora_A, Tensor[] grad_lora_B)");
+  m.def(
+      "orthogonal_products(Tensor[] lora_A, Tensor[] lora_B, int[] num_experts, int[] top_k, int[] has_shared) "
+      "-> Tensor");
   m.def("orthogonal_loss(Tensor lora_A, Tensor lora_B, int[] num_experts, int[] top_k, int[] has_shared) -> Tensor");
   m.def(
       "orthogonal_loss_backward(Tensor grad, Tensor lora_A, Tensor lora_B, int[] num_experts, int[] top_k, "

@@ -21,6 +21,7 @@ import torch
 import mor_ext
 from mor_ext import MoRSpec, RoleSpec
 from mor_ext import functional as F
+from mor_ext import reference
 from mor_ext.ops import _flags, uses_compiled
 
 from op_utils import (
@@ -1202,3 +1203,81 @@ def test_role_index():
 def test_spec_validation(make, error, message):
     with pytest.raises(error, match=re.escape(message)):
         make()
+
+
+# =========================================================================================== orthogonal loss over layers
+def layer_stack(spec, shapes, dtype=torch.float32, seed=70):
+    gen = torch.Generator().manual_seed(seed)
+    a = [(torch.randn(spec.num_loras, spec.rank, d_in, generator=gen) * d_in**-0.5).to(dtype) for d_in, _ in shapes]
+    b = [(torch.randn(spec.num_loras, d_out, spec.rank, generator=gen) * 0.3).to(dtype) for _, d_out in shapes]
+    return a, b
+
+
+LAYER_SHAPES = [(40, 40), (40, 13), (70, 40), (33, 97)]  # inner sizes not multiples of the 32-wide tile
+
+
+def products_by_formula(spec, a_list, b_list):
+    """Every r x r product the kernel computes, in its order, from plain matmuls in fp64."""
+    out = []
+    for a, b in zip(a_list, b_list):
+        a, b = a.double(), b.double()
+        for rho in range(spec.num_roles):
+            routed = list(spec.routed_loras(rho))
+            if len(routed) < 2:
+                continue
+            out += [a[i] @ a[j].T for n, i in enumerate(routed) for j in routed[n + 1:]]
+            out += [b[i].T @ b[i] for i in routed]
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("spec_name", ["moragent", "mixed", "decoupled"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_orthogonal_products_kernel_bodies_on_cpu(spec_name, dtype):
+    """orthogonal_products on CPU runs the CUDA kernel's per-thread steps (tile loads, accumulation)."""
+    spec = SPECS[spec_name]
+    a, b = layer_stack(spec, LAYER_SHAPES, dtype)
+    got = torch.ops.mor_ext.orthogonal_products(a, b, *_flags(spec))
+    if not any(r.num_experts >= 2 for r in spec.roles):
+        assert got.shape[0] == 0
+        return
+    want = products_by_formula(spec, a, b)
+    assert got.shape == want.shape and got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("spec_name", ["moragent", "mixed"])
+def test_orthogonal_loss_layers_matches_per_layer(backend_name, spec_name):
+    spec = SPECS[spec_name]
+    a, b = layer_stack(spec, LAYER_SHAPES, torch.float64 if backend_name == "reference" else torch.float32)
+    leaves = [t.clone().requires_grad_() for t in a + b]
+    with backend(backend_name):
+        got = F.orthogonal_loss_layers(leaves[:4], leaves[4:], spec)
+        got_grads = torch.autograd.grad(got, leaves)
+    want_leaves = [t.detach().double().requires_grad_() for t in a + b]
+    want = torch.stack([reference.orthogonal_loss(x, y, spec) for x, y in zip(want_leaves[:4], want_leaves[4:])]).mean()
+    want_grads = torch.autograd.grad(want, want_leaves)
+    torch.testing.assert_close(got.double(), want.double(), rtol=1e-5, atol=1e-6)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g.double(), w.double(), rtol=1e-4, atol=1e-6)
+
+
+def test_opcheck_orthogonal_loss_layers():
+    spec = SPECS["moragent"]
+    a, b = layer_stack(spec, LAYER_SHAPES[:2])
+    flags = _flags(spec)
+    torch.library.opcheck(torch.ops.mor_ext.orthogonal_products.default, (a, b, *flags))
+    torch.library.opcheck(torch.ops.mor_ext.orthogonal_loss_layers.default,
+                          ([grad(t) for t in a], [grad(t) for t in b], *flags))
+    torch.library.opcheck(torch.ops.mor_ext.orthogonal_loss_layers_backward.default, (torch.tensor(0.7), a, b, *flags))
+
+
+def test_orthogonal_loss_layers_bad_input():
+    spec = SPECS["moragent"]
+    a, b = layer_stack(spec, LAYER_SHAPES[:2])
+    with pytest.raises(ValueError, match="one lora_B per lora_A"):
+        F.orthogonal_loss_layers(a, b[:1], spec)
+    with pytest.raises(TypeError, match=r"lora_As\[1\] has dtype"):
+        F.orthogonal_loss_layers([a[0], a[1].double()], b, spec)
+    with pytest.raises(ValueError, match="reduction"):
+        F.orthogonal_loss_layers(a, b, spec, reduction="max")

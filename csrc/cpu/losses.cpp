@@ -3,13 +3,18 @@
 // load_balance_loss: counting and averaging over tokens, O(N * (K + E)), done in one serial pass
 // in double precision (deterministic, and far cheaper than the GEMMs around it).
 // orthogonal_loss: only r x r products per role (A_blk A_blk^T and the Gram matrices B_i^T B_i);
-// a d_out x d_out or d_in x d_in matrix is never formed.
+// a d_out x d_out or d_in x d_in matrix is never formed. Written with ATen ops only, so the same
+// functions serve CUDA tensors (registered in csrc/cuda/orthogonal_loss.cu); *_layers sum over many
+// layers, and orthogonal_products_cpu runs the CUDA kernel's per-thread bodies for the tests.
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <torch/library.h>
 
 #include <vector>
 
+#include "../orthogonal_plan.h"
 #include "../spec_table.h"
+#include "losses.h"
 #include "cpu_utils.h"
 
 namespace mor_ext::cpu {
@@ -150,7 +155,7 @@ std::vector<OrthBlock> orth_blocks(const at::Tensor& lora_A, const at::Tensor& l
 
 }  // namespace
 
-at::Tensor orthogonal_loss_cpu(const at::Tensor& lora_A, const at::Tensor& lora_B, at::IntArrayRef num_experts,
+at::Tensor orthogonal_loss_aten(const at::Tensor& lora_A, const at::Tensor& lora_B, at::IntArrayRef num_experts,
                                at::IntArrayRef top_k, at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
   check_lora_pair(lora_A, lora_B, spec);
@@ -166,7 +171,7 @@ at::Tensor orthogonal_loss_cpu(const at::Tensor& lora_A, const at::Tensor& lora_
   return total;
 }
 
-std::tuple<at::Tensor, at::Tensor> orthogonal_loss_backward_cpu(const at::Tensor& grad, const at::Tensor& lora_A,
+std::tuple<at::Tensor, at::Tensor> orthogonal_loss_backward_aten(const at::Tensor& grad, const at::Tensor& lora_A,
                                                                const at::Tensor& lora_B, at::IntArrayRef num_experts,
                                                                at::IntArrayRef top_k, at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
@@ -188,11 +193,69 @@ std::tuple<at::Tensor, at::Tensor> orthogonal_loss_backward_cpu(const at::Tensor
   return {grad_a, grad_b};
 }
 
+at::Tensor orthogonal_loss_layers_aten(at::TensorList lora_A, at::TensorList lora_B, at::IntArrayRef num_experts,
+                                      at::IntArrayRef top_k, at::IntArrayRef has_shared) {
+  check_layer_lists(lora_A, lora_B, SpecTable::from(num_experts, top_k, has_shared, true));
+  at::Tensor total = at::zeros({}, lora_A[0].options().dtype(at::kFloat));
+  for (size_t l = 0; l < lora_A.size(); ++l)
+    total += orthogonal_loss_aten(lora_A[l], lora_B[l], num_experts, top_k, has_shared);
+  return total;
+}
+
+std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> orthogonal_loss_layers_backward_aten(
+    const at::Tensor& grad, at::TensorList lora_A, at::TensorList lora_B, at::IntArrayRef num_experts,
+    at::IntArrayRef top_k, at::IntArrayRef has_shared) {
+  check_layer_lists(lora_A, lora_B, SpecTable::from(num_experts, top_k, has_shared, true));
+  std::vector<at::Tensor> grad_a, grad_b;
+  for (size_t l = 0; l < lora_A.size(); ++l) {
+    auto [ga, gb] = orthogonal_loss_backward_aten(grad, lora_A[l], lora_B[l], num_experts, top_k, has_shared);
+    grad_a.push_back(std::move(ga));
+    grad_b.push_back(std::move(gb));
+  }
+  return {grad_a, grad_b};
+}
+
+at::Tensor orthogonal_products_cpu(at::TensorList lora_A, at::TensorList lora_B, at::IntArrayRef num_experts,
+                                   at::IntArrayRef top_k, at::IntArrayRef has_shared) {
+  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
+  const OrthogonalPlan plan = plan_orthogonal(lora_A, lora_B, spec);
+  const int r = static_cast<int>(plan.rank);
+  TORCH_CHECK_VALUE(r <= kernels::kMaxRank, "rank ", r, " > ", kernels::kMaxRank, " is not supported");
+  const int64_t n = static_cast<int64_t>(plan.items.size());
+  at::Tensor out = new_output({n, r, r}, lora_A[0].options().dtype(at::kFloat));
+  float* o = out.data_ptr<float>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, lora_A[0].scalar_type(), "orthogonal_products_cpu", [&] {
+    // The CUDA kernel's steps, in loops: per item (a block), per tile, load every slot, then let
+    // every (p, q) thread accumulate.
+    std::vector<float> tile_u(r * kernels::kTile), tile_v(r * kernels::kTile), acc(r * r);
+    for (int64_t i = 0; i < n; ++i) {
+      const kernels::ProductItem& item = plan.items[i];
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t k0 = 0; k0 < item.inner; k0 += kernels::kTile) {
+        for (int idx = 0; idx < r * kernels::kTile; ++idx) {
+          int p, k;
+          bool inside;
+          kernels::tile_slot(idx, k0, item.inner, &p, &k, &inside);
+          tile_u[idx] = inside ? kernels::load_u<scalar_t>(item, p, k0 + k) : 0.0f;
+          tile_v[idx] = inside ? kernels::load_v<scalar_t>(item, p, k0 + k) : 0.0f;
+        }
+        for (int p = 0; p < r; ++p)
+          for (int q = 0; q < r; ++q) acc[p * r + q] = kernels::accumulate_tile(tile_u.data(), tile_v.data(), p, q, acc[p * r + q]);
+      }
+      std::copy(acc.begin(), acc.end(), o + i * r * r);
+    }
+  });
+  return out;
+}
+
 TORCH_LIBRARY_IMPL(mor_ext, CPU, m) {
+  m.impl("orthogonal_loss_layers", &orthogonal_loss_layers_aten);
+  m.impl("orthogonal_loss_layers_backward", &orthogonal_loss_layers_backward_aten);
+  m.impl("orthogonal_products", &orthogonal_products_cpu);
   m.impl("load_balance_loss", &load_balance_loss_cpu);
   m.impl("load_balance_loss_backward", &load_balance_loss_backward_cpu);
-  m.impl("orthogonal_loss", &orthogonal_loss_cpu);
-  m.impl("orthogonal_loss_backward", &orthogonal_loss_backward_cpu);
+  m.impl("orthogonal_loss", &orthogonal_loss_aten);
+  m.impl("orthogonal_loss_backward", &orthogonal_loss_backward_aten);
 }
 
 }  // namespace mor_ext::cpu

@@ -14,7 +14,9 @@ import torch
 from . import ops
 from .spec import MoRSpec
 
-__all__ = ["Routing", "route", "grouped_lora", "mor_linear", "load_balance_loss", "orthogonal_loss"]
+__all__ = [
+    "Routing", "route", "grouped_lora", "mor_linear", "load_balance_loss", "orthogonal_loss", "orthogonal_loss_layers",
+]
 
 
 class Routing(NamedTuple):
@@ -275,3 +277,23 @@ def orthogonal_loss(lora_A: torch.Tensor, lora_B: torch.Tensor, spec: MoRSpec) -
     _check_float(lora_B, "lora_B", lora_A, "lora_A")
     _check_loras_for_spec(lora_A, lora_B, spec)
     return ops.orthogonal_loss(lora_A, lora_B, spec)
+
+
+def orthogonal_loss_layers(
+    lora_As: list[torch.Tensor], lora_Bs: list[torch.Tensor], spec: MoRSpec, reduction: str = "mean"
+) -> torch.Tensor:
+    """:func:`orthogonal_loss` of many layers at once (``reduction`` "mean", the model value of the
+    spec, or "sum"). Layers may differ in ``d_in`` / ``d_out`` but share the spec, dtype and device;
+    on CUDA every r x r product of every layer comes from one kernel launch."""
+    spec = _check_spec(spec)
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    lora_As, lora_Bs = list(lora_As), list(lora_Bs)
+    if not lora_As or len(lora_As) != len(lora_Bs):
+        raise ValueError(f"need one lora_B per lora_A and at least one layer, got {len(lora_As)} and {len(lora_Bs)}")
+    for i, (a, b) in enumerate(zip(lora_As, lora_Bs)):
+        _check_float(a, f"lora_As[{i}]", lora_As[0], "lora_As[0]")
+        _check_float(b, f"lora_Bs[{i}]", lora_As[0], "lora_As[0]")
+        _check_loras_for_spec(a, b, spec)
+    total = ops.orthogonal_loss_layers([a.contiguous() for a in lora_As], [b.contiguous() for b in lora_Bs], spec)
+    return total / len(lora_As) if reduction == "mean" else total

@@ -41,7 +41,7 @@ def compiled_available() -> bool:
 
 
 # The forward ops the dispatch below chooses between; each backward op lives beside its forward.
-OP_NAMES = ("route", "grouped_lora", "mor_linear", "load_balance_loss", "orthogonal_loss")
+OP_NAMES = ("route", "grouped_lora", "mor_linear", "load_balance_loss", "orthogonal_loss", "orthogonal_loss_layers")
 _kernel_cache: dict[str, tuple[str, ...]] | None = None
 
 
@@ -161,6 +161,13 @@ def orthogonal_loss(lora_A, lora_B, spec: MoRSpec):
     return reference.orthogonal_loss(lora_A, lora_B, spec)
 
 
+def orthogonal_loss_layers(lora_As: list, lora_Bs: list, spec: MoRSpec):
+    """Sum over layers of the orthogonal loss; one call (on CUDA, one launch for all products)."""
+    if uses_compiled(lora_As[0], "orthogonal_loss_layers"):
+        return torch.ops.mor_ext.orthogonal_loss_layers(list(lora_As), list(lora_Bs), *_flags(spec))
+    return torch.stack([reference.orthogonal_loss(a, b, spec) for a, b in zip(lora_As, lora_Bs)]).sum()
+
+
 # --------------------------------------------------------------------------------------------- registrations
 def _zeros_if_none(grad, like, dtype=None):
     return torch.zeros_like(like, dtype=dtype) if grad is None else grad
@@ -223,6 +230,23 @@ def _register() -> None:
     @torch.library.register_fake("mor_ext::orthogonal_loss")
     def _(lora_A, lora_B, num_experts, top_k, has_shared):
         return lora_A.new_empty((), dtype=torch.float32)
+
+    @torch.library.register_fake("mor_ext::orthogonal_loss_layers")
+    def _(lora_A, lora_B, num_experts, top_k, has_shared):
+        return lora_A[0].new_empty((), dtype=torch.float32)
+
+    @torch.library.register_fake("mor_ext::orthogonal_loss_layers_backward")
+    def _(grad, lora_A, lora_B, num_experts, top_k, has_shared):
+        return [torch.empty_like(a) for a in lora_A], [torch.empty_like(b) for b in lora_B]
+
+    @torch.library.register_fake("mor_ext::orthogonal_products")
+    def _(lora_A, lora_B, num_experts, top_k, has_shared):
+        n = 0
+        for rho, e in enumerate(num_experts):
+            if e >= 2:
+                n += e * (e - 1) // 2 + e
+        r = lora_A[0].shape[1]
+        return lora_A[0].new_empty(n * len(lora_A), r, r, dtype=torch.float32)
 
     @torch.library.register_fake("mor_ext::orthogonal_loss_backward")
     def _(grad, lora_A, lora_B, num_experts, top_k, has_shared):
@@ -313,6 +337,22 @@ def _register() -> None:
         return ga, gb, None, None, None
 
     torch.library.register_autograd("mor_ext::orthogonal_loss", orth_backward, setup_context=orth_setup)
+
+    def orth_layers_setup(ctx, inputs, output):
+        lora_A, lora_B, *spec_args = inputs
+        ctx.spec_args = spec_args
+        ctx.layers = len(lora_A)
+        ctx.save_for_backward(*lora_A, *lora_B)
+
+    def orth_layers_backward(ctx, grad):
+        saved = ctx.saved_tensors
+        lora_A, lora_B = list(saved[: ctx.layers]), list(saved[ctx.layers :])
+        ga, gb = lib.orthogonal_loss_layers_backward(grad, lora_A, lora_B, *ctx.spec_args)
+        return ga, gb, None, None, None
+
+    torch.library.register_autograd(
+        "mor_ext::orthogonal_loss_layers", orth_layers_backward, setup_context=orth_layers_setup
+    )
 
 
 if compiled_available():

@@ -224,9 +224,7 @@ def _add_losses(
         else torch.zeros((), dtype=torch.float32, device=device)
     )
     with torch.enable_grad() if add else torch.no_grad():
-        orth = torch.stack(
-            [functional.orthogonal_loss(l.lora_A, l.lora_B, l.spec).to(device) for _, l in mor_layers(model)]
-        ).mean()
+        orth = _orthogonal_loss(model, config, device)
 
     if add:
         loss = ce + config.aux_loss_coef * aux + config.orth_loss_coef * orth
@@ -244,6 +242,20 @@ def _add_losses(
     out["orth_loss"] = orth
     out["router_load"] = _router_load(config, expert_counts, role_counts, device)
     return out
+
+
+def _orthogonal_loss(model: nn.Module, config: MoRConfig, device: torch.device) -> torch.Tensor:
+    """Mean over adapted layers, computed per (device, dtype) group in one call each (one launch on CUDA)."""
+    groups: dict[tuple[torch.device, torch.dtype], list[MoRLinear]] = {}
+    for _, layer in mor_layers(model):
+        groups.setdefault((layer.lora_A.device, layer.lora_A.dtype), []).append(layer)
+    total = sum(
+        functional.orthogonal_loss_layers(
+            [l.lora_A for l in layers], [l.lora_B for l in layers], config.spec, reduction="sum"
+        ).to(device)
+        for layers in groups.values()
+    )
+    return total / sum(len(layers) for layers in groups.values())
 
 
 def _router_load(
