@@ -128,3 +128,18 @@ def test_orthogonal_loss_layers_matches_reference(spec_name):
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
     for g_, w in zip(grads, ref_grads):
         torch.testing.assert_close(g_.double(), w, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("spec_name", list(SPECS))
+def test_load_balance_loss_matches_reference(spec_name):
+    spec = SPECS[spec_name]
+    x, rw, sg, roles = inputs(spec, 999, 64, torch.float32)
+    routing = F.route(x, rw, sg, roles, spec)
+    probs = routing.router_probs.clone().requires_grad_()
+    got = F.load_balance_loss(probs, routing.lora_index, roles, spec)
+    (g,) = torch.autograd.grad(got, probs)
+    ref_probs = routing.router_probs.detach().double().requires_grad_()
+    want = reference.load_balance_loss(ref_probs, routing.lora_index, roles, spec)
+    (rg,) = torch.autograd.grad(want, ref_probs)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g.double(), rg, rtol=1e-5, atol=1e-7)

@@ -1,7 +1,7 @@
 // CPU kernels of the two auxiliary losses and their backward passes.
 //
-// load_balance_loss: counting and averaging over tokens, O(N * (K + E)), done in one serial pass
-// in double precision (deterministic, and far cheaper than the GEMMs around it).
+// load_balance_loss: counting and averaging over tokens with ATen ops and no host sync, so the same
+// code serves CPU and CUDA tensors.
 // orthogonal_loss: only r x r products per role (A_blk A_blk^T and the Gram matrices B_i^T B_i);
 // a d_out x d_out or d_in x d_in matrix is never formed. Written with ATen ops only, so the same
 // functions serve CUDA tensors (registered in csrc/cuda/orthogonal_loss.cu); *_layers sum over many
@@ -20,95 +20,80 @@
 namespace mor_ext::cpu {
 namespace {
 
-struct RoleCounts {
-  std::vector<double> tokens;      // |T_rho| per role
-  std::vector<double> dispatched;  // per router column: tokens that picked the expert
-  std::vector<double> prob_sum;    // per router column: sum of p over the role's tokens
+// Per router column: its role, and that role's expert count (float, for the arithmetic below).
+struct ColumnTables {
+  at::Tensor role;     // [E_total] int64
+  at::Tensor experts;  // [E_total] float
+  at::Tensor of_lora;  // [L + 1] int64: router column of LoRA index - 1 (E_total for shared LoRAs and -1)
 };
 
-RoleCounts count_roles(const at::Tensor& router_probs, const at::Tensor& lora_index, const at::Tensor& role_ids,
-                       const SpecTable& spec) {
+ColumnTables column_tables(const SpecTable& spec, const at::Device& device) {
+  std::vector<int64_t> role, of_lora(spec.num_loras + 1, spec.num_experts_total);
+  std::vector<float> experts;
+  for (int64_t rho = 0; rho < spec.num_roles; ++rho)
+    for (int64_t i = 0; i < spec.num_experts[rho]; ++i) {
+      role.push_back(rho);
+      experts.push_back(static_cast<float>(spec.num_experts[rho]));
+      of_lora[spec.lora_start[rho] + spec.shared[rho] + i + 1] = spec.router_start[rho] + i;
+    }
+  const auto on = [&](auto& v, at::ScalarType t) {
+    return at::tensor(v, at::TensorOptions().dtype(t)).to(device);
+  };
+  return {on(role, at::kLong), on(experts, at::kFloat), on(of_lora, at::kLong)};
+}
+
+// coef[col] = E_rho * f_col / |T_rho| (the gradient of aux w.r.t. each token's p[col]) for roles
+// with >= 2 experts and some tokens, else 0; and the mask of each token's own role's columns.
+// ATen ops only, no host sync: the same code serves CPU and CUDA tensors.
+std::pair<at::Tensor, at::Tensor> balance_terms(const at::Tensor& router_probs, const at::Tensor& lora_index,
+                                                const at::Tensor& role_ids, const SpecTable& spec) {
   const int64_t n = role_ids.size(0), e_total = spec.num_experts_total;
   TORCH_CHECK_VALUE(router_probs.dim() == 2 && router_probs.size(0) == n && router_probs.size(1) == e_total,
                     "router_probs must be [", n, ", ", e_total, "], got ", router_probs.sizes());
   TORCH_CHECK_VALUE(lora_index.dim() == 2 && lora_index.size(0) == n, "lora_index must be [", n, ", K], got ",
                     lora_index.sizes());
   check_role_ids(role_ids, n, spec.num_roles, router_probs);
-  const at::Tensor probs = router_probs.to(at::kFloat).contiguous();
-  const at::Tensor index = lora_index.to(at::kLong).contiguous();
-  const float* p = probs.data_ptr<float>();
-  const int64_t* ip = index.data_ptr<int64_t>();
-  const int64_t* rp = role_ids.contiguous().data_ptr<int64_t>();
-  const int64_t k = index.size(1);
-
-  RoleCounts c{std::vector<double>(spec.num_roles), std::vector<double>(e_total), std::vector<double>(e_total)};
-  for (int64_t t = 0; t < n; ++t) {
-    const int64_t rho = rp[t];
-    if (rho < 0) continue;
-    c.tokens[rho] += 1.0;
-    const int64_t col0 = spec.router_start[rho], e = spec.num_experts[rho];
-    for (int64_t i = 0; i < e; ++i) c.prob_sum[col0 + i] += p[t * e_total + col0 + i];
-    const int64_t first_routed = spec.lora_start[rho] + spec.shared[rho];
-    for (int64_t s = 0; s < k; ++s) {
-      const int64_t expert = ip[t * k + s] - first_routed;
-      if (expert >= 0 && expert < e) c.dispatched[col0 + expert] += 1.0;
-    }
-  }
-  return c;
-}
-
-bool balances(const SpecTable& spec, const RoleCounts& c, int64_t rho) {
-  return spec.num_experts[rho] >= 2 && c.tokens[rho] > 0;
+  const ColumnTables cols = column_tables(spec, router_probs.device());
+  const auto f32 = router_probs.options().dtype(at::kFloat);
+  const at::Tensor in_role = cols.role.unsqueeze(0) == role_ids.unsqueeze(1);  // [N, E_total]
+  const at::Tensor tokens = at::zeros({spec.num_roles + 1}, f32)
+                                .index_add_(0, role_ids + 1, at::ones({n}, f32))
+                                .narrow(0, 1, spec.num_roles);  // |T_rho|
+  // A slot counts for column c when its LoRA is column c's expert and the token has c's role.
+  const at::Tensor slot_col = cols.of_lora.index_select(0, (lora_index.to(at::kLong) + 1).reshape(-1))
+                                  .view({n, lora_index.size(1)});  // [N, K], E_total = no column
+  const at::Tensor slot_role = at::cat({cols.role, cols.role.new_full({1}, -2)}).index_select(0, slot_col.reshape(-1))
+                                   .view_as(slot_col);
+  const at::Tensor counted = (slot_role == role_ids.unsqueeze(1)).to(at::kFloat);
+  const at::Tensor dispatched = at::zeros({e_total + 1}, f32)
+                                    .index_add_(0, slot_col.reshape(-1), counted.reshape(-1))
+                                    .narrow(0, 0, e_total);
+  const at::Tensor n_col = tokens.index_select(0, cols.role);
+  const at::Tensor active = (cols.experts >= 2) & (n_col > 0);
+  const at::Tensor coef = at::where(active, cols.experts * dispatched / n_col.clamp_min(1).square(),
+                                    at::zeros_like(n_col));
+  return {coef, in_role};
 }
 
 }  // namespace
 
-at::Tensor load_balance_loss_cpu(const at::Tensor& router_probs, const at::Tensor& lora_index,
-                                 const at::Tensor& role_ids, at::IntArrayRef num_experts, at::IntArrayRef top_k,
-                                 at::IntArrayRef has_shared) {
+at::Tensor load_balance_loss_aten(const at::Tensor& router_probs, const at::Tensor& lora_index,
+                                  const at::Tensor& role_ids, at::IntArrayRef num_experts, at::IntArrayRef top_k,
+                                  at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
-  const RoleCounts c = count_roles(router_probs, lora_index, role_ids, spec);
-  double total = 0.0;
-  for (int64_t rho = 0; rho < spec.num_roles; ++rho) {
-    if (!balances(spec, c, rho)) continue;
-    const double n_rho = c.tokens[rho];
-    double sum = 0.0;
-    for (int64_t i = 0; i < spec.num_experts[rho]; ++i) {
-      const int64_t col = spec.router_start[rho] + i;
-      sum += (c.dispatched[col] / n_rho) * (c.prob_sum[col] / n_rho);
-    }
-    total += static_cast<double>(spec.num_experts[rho]) * sum;
-  }
-  return at::scalar_tensor(total, router_probs.options().dtype(at::kFloat));
+  const auto [coef, in_role] = balance_terms(router_probs, lora_index, role_ids, spec);
+  // aux = sum_rho E_rho sum_i f_i P_i = sum_col coef[col] * (sum of p[t, col] over the column's tokens)
+  const at::Tensor prob_sum = (router_probs.to(at::kFloat) * in_role).sum(0);
+  return (coef * prob_sum).sum();
 }
 
-at::Tensor load_balance_loss_backward_cpu(const at::Tensor& grad, const at::Tensor& router_probs,
-                                          const at::Tensor& lora_index, const at::Tensor& role_ids,
-                                          at::IntArrayRef num_experts, at::IntArrayRef top_k,
-                                          at::IntArrayRef has_shared) {
+at::Tensor load_balance_loss_backward_aten(const at::Tensor& grad, const at::Tensor& router_probs,
+                                           const at::Tensor& lora_index, const at::Tensor& role_ids,
+                                           at::IntArrayRef num_experts, at::IntArrayRef top_k,
+                                           at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
-  const RoleCounts c = count_roles(router_probs, lora_index, role_ids, spec);
-  const int64_t n = role_ids.size(0), e_total = spec.num_experts_total;
-  const double g = grad.item<double>();
-  // d aux / d p[t, col] = E_rho * f_col / |T_rho| for every token t of role rho: one row per role.
-  std::vector<float> row_of_role(spec.num_roles * e_total, 0.0f);
-  for (int64_t rho = 0; rho < spec.num_roles; ++rho) {
-    if (!balances(spec, c, rho)) continue;
-    const double n_rho = c.tokens[rho];
-    for (int64_t i = 0; i < spec.num_experts[rho]; ++i) {
-      const int64_t col = spec.router_start[rho] + i;
-      row_of_role[rho * e_total + col] =
-          static_cast<float>(g * spec.num_experts[rho] * (c.dispatched[col] / n_rho) / n_rho);
-    }
-  }
-  at::Tensor out = new_output({n, e_total}, router_probs.options().dtype(at::kFloat));
-  float* op = out.data_ptr<float>();
-  const int64_t* rp = role_ids.contiguous().data_ptr<int64_t>();
-  for (int64_t t = 0; t < n; ++t) {
-    const int64_t rho = rp[t];
-    for (int64_t col = 0; col < e_total; ++col) op[t * e_total + col] = rho < 0 ? 0.0f : row_of_role[rho * e_total + col];
-  }
-  return out;
+  const auto [coef, in_role] = balance_terms(router_probs, lora_index, role_ids, spec);
+  return (grad.to(at::kFloat) * coef).unsqueeze(0) * in_role;
 }
 
 namespace {
@@ -252,8 +237,8 @@ TORCH_LIBRARY_IMPL(mor_ext, CPU, m) {
   m.impl("orthogonal_loss_layers", &orthogonal_loss_layers_aten);
   m.impl("orthogonal_loss_layers_backward", &orthogonal_loss_layers_backward_aten);
   m.impl("orthogonal_products", &orthogonal_products_cpu);
-  m.impl("load_balance_loss", &load_balance_loss_cpu);
-  m.impl("load_balance_loss_backward", &load_balance_loss_backward_cpu);
+  m.impl("load_balance_loss", &load_balance_loss_aten);
+  m.impl("load_balance_loss_backward", &load_balance_loss_backward_aten);
   m.impl("orthogonal_loss", &orthogonal_loss_aten);
   m.impl("orthogonal_loss_backward", &orthogonal_loss_backward_aten);
 }

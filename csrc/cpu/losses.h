@@ -1,5 +1,5 @@
-// The orthogonal-loss functions written with ATen ops only: the CPU kernels, and the CUDA ones
-// where no dedicated kernel exists (csrc/cuda/orthogonal_loss.cu registers them for CUDA).
+// The loss functions written with ATen ops only: the CPU kernels, and the CUDA ones where no
+// dedicated kernel exists (csrc/cuda/losses.cu registers them for CUDA).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -8,6 +8,14 @@
 #include <vector>
 
 namespace mor_ext::cpu {
+
+at::Tensor load_balance_loss_aten(const at::Tensor& router_probs, const at::Tensor& lora_index,
+                                  const at::Tensor& role_ids, at::IntArrayRef num_experts, at::IntArrayRef top_k,
+                                  at::IntArrayRef has_shared);
+at::Tensor load_balance_loss_backward_aten(const at::Tensor& grad, const at::Tensor& router_probs,
+                                           const at::Tensor& lora_index, const at::Tensor& role_ids,
+                                           at::IntArrayRef num_experts, at::IntArrayRef top_k,
+                                           at::IntArrayRef has_shared);
 
 at::Tensor orthogonal_loss_aten(const at::Tensor& lora_A, const at::Tensor& lora_B, at::IntArrayRef num_experts,
                                 at::IntArrayRef top_k, at::IntArrayRef has_shared);

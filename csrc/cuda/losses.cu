@@ -1,11 +1,12 @@
-// CUDA kernels of the orthogonal loss.
+// CUDA kernels of the losses.
 //
 // orthogonal_products: every r x r product the loss needs, for all layers at once, in one launch:
 // one block per product (A_i A_j^T or B_i^T B_i), r*r threads, the inner dimension (d_in or d_out)
 // streamed through shared memory in tiles (kernels/products.h holds the per-thread steps, which
 // the CPU build runs in loops for the tests). orthogonal_loss_layers = those products + a few ATen
 // reductions. The backward, and the per-layer op, reuse the ATen implementation (csrc/cpu/losses.cpp),
-// which is device-generic: a dedicated backward kernel is future work.
+// which is device-generic: a dedicated backward kernel is future work. The load-balance loss uses
+// the device-generic ATen implementation too (a few reductions, no host sync).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
@@ -86,6 +87,8 @@ TORCH_LIBRARY_IMPL(mor_ext, CUDA, m) {
   m.impl("orthogonal_loss_layers_backward", &cpu::orthogonal_loss_layers_backward_aten);
   m.impl("orthogonal_loss", &cpu::orthogonal_loss_aten);
   m.impl("orthogonal_loss_backward", &cpu::orthogonal_loss_backward_aten);
+  m.impl("load_balance_loss", &cpu::load_balance_loss_aten);
+  m.impl("load_balance_loss_backward", &cpu::load_balance_loss_backward_aten);
 }
 
 }  // namespace mor_ext::cuda
