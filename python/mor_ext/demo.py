@@ -1,9 +1,11 @@
 """`mor-ext demo`: MoR-patch SmolLM2-135M-Instruct, train a few steps, answer one query role by role.
 
 The examples here are hand-written for the demo, with tools of their own; none comes from BFCL
-(which is for evaluation only). The trajectory rendering is ChatML with one turn per role:
+(which is for evaluation only). They are :class:`~mor_ext.data.trajectory.Trajectory` objects,
+encoded for training and prompted at inference by :mod:`mor_ext.data.tokenize` (the model's own
+chat format, ChatML for SmolLM2, with one turn per role):
 
-    <|im_start|>system ... <|im_end|>        context (tools, instructions)      role: config.context_role
+    <|im_start|>system ... <|im_end|>        context (instructions and tools)   role: config.context_role
     <|im_start|>user ... <|im_end|>          context                            role: config.context_role
     <|im_start|>reasoner ... Next: executor  the reasoner's turn                role: reasoner
     <|im_start|>executor {"name": ...}       the tool call                      role: executor
@@ -15,16 +17,18 @@ Labels cover only the role turns' content and their ``<|im_end|>``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 from .config import MoRConfig
+from .data.tokenize import RoleTokenizer, collate
+from .data.trajectory import Tool, ToolCall, Trajectory, Turn
 from .patching import active_role, patch, print_trainable_parameters
 from .spec import MoRSpec
 
@@ -38,56 +42,61 @@ def _convert_temperature(value: float, from_unit: str, to_unit: str) -> float:
     return round(from_c[to_unit.upper()](to_c[from_unit.upper()](float(value))), 2)
 
 
-TOOLS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
+def _schema(**properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(properties)}
+
+
+_UNIT = {"type": "string", "enum": ["C", "F", "K"]}
+_NUMBER = {"type": "number"}
+
+TOOLS: dict[str, tuple[Callable[..., Any], Tool]] = {
     "convert_temperature": (
         _convert_temperature,
-        {"description": "Convert a temperature between C, F and K.",
-         "parameters": {"value": "number", "from_unit": "C|F|K", "to_unit": "C|F|K"}},
+        Tool("convert_temperature", "Convert a temperature between C, F and K.",
+             _schema(value=_NUMBER, from_unit=_UNIT, to_unit=_UNIT)),
     ),
     "capital_of": (
         lambda country: _CAPITALS.get(str(country).lower(), "unknown"),
-        {"description": "Capital city of a country.", "parameters": {"country": "string"}},
+        Tool("capital_of", "Capital city of a country.", _schema(country={"type": "string"})),
     ),
     "multiply": (
         lambda a, b: float(a) * float(b),
-        {"description": "Multiply two numbers.", "parameters": {"a": "number", "b": "number"}},
+        Tool("multiply", "Multiply two numbers.", _schema(a=_NUMBER, b=_NUMBER)),
     ),
     "circle_area": (
         lambda radius: round(math.pi * float(radius) ** 2, 3),
-        {"description": "Area of a circle of the given radius.", "parameters": {"radius": "number"}},
+        Tool("circle_area", "Area of a circle of the given radius.", _schema(radius=_NUMBER)),
     ),
 }
+DEMO_TOOLS = tuple(tool for _, tool in TOOLS.values())
 
+# The tools themselves are rendered into the system turn by mor_ext.data.tokenize.
 SYSTEM_PROMPT = (
     "You are a tool-using agent. The reasoner decides the next step and ends with 'Next: executor' or "
-    "'Next: summarizer'; the executor answers with one JSON tool call; the summarizer answers the user.\n"
-    "Tools: " + json.dumps({name: spec for name, (_, spec) in TOOLS.items()})
+    "'Next: summarizer'; the executor answers with one JSON tool call; the summarizer answers the user."
 )
 
 
-@dataclass
-class Turn:
-    role: str  # system | user | reasoner | executor | observation | summarizer
-    content: str
+def _call(name: str, **arguments: Any) -> ToolCall:
+    return ToolCall(name, arguments)
 
 
-def _call(name: str, **arguments: Any) -> str:
-    return json.dumps({"name": name, "arguments": arguments})
+def _example(query: str, thought: str, call: ToolCall, result: Any, answer: str) -> Trajectory:
+    return Trajectory(
+        tools=DEMO_TOOLS,
+        system=SYSTEM_PROMPT,
+        turns=(
+            Turn("user", query),
+            Turn("reasoner", thought, next="executor"),
+            Turn("executor", calls=(call,)),
+            Turn("observation", json.dumps({"result": result})),
+            Turn("reasoner", "The tool returned what the user needs.", next="summarizer"),
+            Turn("summarizer", answer),
+        ),
+    )
 
 
-def _example(query: str, thought: str, call: str, result: Any, answer: str) -> list[Turn]:
-    return [
-        Turn("system", SYSTEM_PROMPT),
-        Turn("user", query),
-        Turn("reasoner", f"{thought}\nNext: executor"),
-        Turn("executor", call),
-        Turn("observation", json.dumps({"result": result})),
-        Turn("reasoner", "The tool returned what the user needs.\nNext: summarizer"),
-        Turn("summarizer", answer),
-    ]
-
-
-EXAMPLES: list[list[Turn]] = [
+EXAMPLES: list[Trajectory] = [
     _example("What is 100 degrees Fahrenheit in Celsius?", "I need to convert a temperature from F to C.",
              _call("convert_temperature", value=100, from_unit="F", to_unit="C"), 37.78,
              "100 °F is about 37.78 °C."),
@@ -105,42 +114,6 @@ EXAMPLES: list[list[Turn]] = [
 ]
 
 DEMO_QUERY = "What is the capital of Norway?"
-
-# ----------------------------------------------------------------------------------------- encoding
-_CONTEXT_TURNS = ("system", "user", "observation")
-
-
-def encode_turns(tokenizer, turns: list[Turn], spec: MoRSpec, context_role: str | None):
-    """``(input_ids, role_ids, labels)`` as lists, one entry per token, ChatML with one turn per role."""
-    context_id = -1 if context_role is None else spec.role_index(context_role)
-    ids: list[int] = []
-    roles: list[int] = []
-    labels: list[int] = []
-    for turn in turns:
-        header = tokenizer.encode(f"<|im_start|>{turn.role}\n", add_special_tokens=False)
-        body = tokenizer.encode(f"{turn.content}<|im_end|>\n", add_special_tokens=False)
-        role = context_id if turn.role in _CONTEXT_TURNS else spec.role_index(turn.role)
-        trained = turn.role not in _CONTEXT_TURNS
-        ids += header + body
-        roles += [role] * (len(header) + len(body))
-        labels += [-100] * len(header) + (body if trained else [-100] * len(body))
-    return ids, roles, labels
-
-
-def collate(batch: list[tuple[list[int], list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest sequence: padding gets role -1, label -100 and attention 0."""
-    width = max(len(ids) for ids, _, _ in batch)
-
-    def pad(rows, value):
-        return torch.tensor([row + [value] * (width - len(row)) for row in rows])
-
-    return {
-        "input_ids": pad([b[0] for b in batch], pad_id),
-        "role_ids": pad([b[1] for b in batch], -1),
-        "labels": pad([b[2] for b in batch], -100),
-        "attention_mask": pad([[1] * len(b[0]) for b in batch], 0),
-    }
-
 
 # ----------------------------------------------------------------------------------------- training
 def train_steps(model, batch: dict[str, torch.Tensor], steps: int, lr: float, log: Callable[[str], None]) -> None:
@@ -182,35 +155,35 @@ def run_tool(call_text: str) -> str:
         return json.dumps({"error": f"{type(exc).__name__}: {exc}"})
 
 
-def generate_turn(model, tokenizer, ids: list[int], role: str, max_new_tokens: int) -> str:
+def generate_turn(model, tokenizer, ids: list[int], role: str, stop_id: int, max_new_tokens: int) -> str:
     with active_role(model, role):
         out = model.generate(
             torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-            max_new_tokens=max_new_tokens, do_sample=False,
-            eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tokenizer.pad_token_id,
+            max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_id, pad_token_id=tokenizer.pad_token_id,
         )
     return tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
 
 
 def answer(model, tokenizer, query: str, log: Callable[[str], None], max_turns: int = 6) -> str:
     """Role-switched agent loop: reasoner -> executor -> (tool) -> reasoner -> summarizer."""
-    spec, context_role = model.mor_config.spec, model.mor_config.context_role
-    turns = [Turn("system", SYSTEM_PROMPT), Turn("user", query)]
+    encoder = RoleTokenizer(tokenizer, model.mor_config.spec, model.mor_config.context_role)
+    trajectory = Trajectory(tools=DEMO_TOOLS, turns=(Turn("user", query),), system=SYSTEM_PROMPT)
     role, called = "reasoner", False
     for _ in range(max_turns):
-        ids, _, _ = encode_turns(tokenizer, turns, spec, context_role)
-        ids += tokenizer.encode(f"<|im_start|>{role}\n", add_special_tokens=False)
-        text = generate_turn(model, tokenizer, ids, role, max_new_tokens=48)
+        ids, _ = encoder.prompt(trajectory, role)  # the same rendering the examples were trained on
+        text = generate_turn(model, tokenizer, ids, role, encoder.end_of_turn_id, max_new_tokens=48)
         log(f"[{role}] {text}")
-        turns.append(Turn(role, text))
+        # A raw turn (no `next`, no `calls`) is rendered verbatim: the text exactly as generated.
+        turns = trajectory.turns + (Turn(role, text),)
         if role == "summarizer":
             return text
         if role == "executor":
             observation = run_tool(text)
             log(f"[observation] {observation}")
-            turns.append(Turn("observation", observation))
+            trajectory = dataclasses.replace(trajectory, turns=turns + (Turn("observation", observation),))
             role, called = "reasoner", True
             continue
+        trajectory = dataclasses.replace(trajectory, turns=turns)
         match = _NEXT.search(text)  # reasoner: follow its decision; if unreadable, the obvious next step
         role = match.group(1).lower() if match else ("summarizer" if called else "executor")
     return ""
@@ -229,8 +202,8 @@ def run_demo(model_name: str | None = None, steps: int = 12, lr: float = 2e-3, s
     config = MoRConfig(spec=MoRSpec.moragent(16))
     patch(model, config)
     print_trainable_parameters(model)
-    encoded = [encode_turns(tokenizer, ex, config.spec, config.context_role) for ex in EXAMPLES]
-    batch = collate(encoded, tokenizer.pad_token_id)
+    encoder = RoleTokenizer(tokenizer, config.spec, config.context_role)
+    batch = collate([encoder.encode(ex) for ex in EXAMPLES], tokenizer.pad_token_id)
     log(f"{len(EXAMPLES)} built-in multi-role trajectories, {int(batch['attention_mask'].sum())} tokens; "
         f"{steps} steps of AdamW (lr {lr:g})")
     train_steps(model, batch, steps, lr, log)
