@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import inspect
 import math
 
 import pytest
@@ -267,6 +268,16 @@ def test_default_role_applies_without_role_ids(tiny_model, small_spec, input_ids
         assert torch.equal(logits_of(model, input_ids), logits_of(model, input_ids, role_ids=torch.full_like(input_ids, -1)))
 
 
+def _cache_kwarg(model) -> str:
+    # transformers 5.2x names the KV-cache argument `cache`; earlier 5.x (5.17 on the GPU machines)
+    # `past_key_values`.
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+
+
+def _cache_of(output):
+    return output.get("cache") if output.get("cache") is not None else output.get("past_key_values")
+
+
 def test_generate_switches_role_between_calls_sharing_the_kv_cache(tiny_model, small_spec):
     model = patched(tiny_model, small_spec)
     perturb_lora_B(model, std=0.5)
@@ -276,9 +287,9 @@ def test_generate_switches_role_between_calls_sharing_the_kv_cache(tiny_model, s
         first = model.generate(prompt, **greedy)
     n1 = first.sequences.shape[1]
     # The last generated token is not fed back yet: the cache holds every other position.
-    assert first.cache.get_seq_length() == n1 - 1
+    assert _cache_of(first).get_seq_length() == n1 - 1
     with mor_ext.active_role(model, "executor"):
-        second = model.generate(first.sequences, cache=first.cache, **greedy)
+        second = model.generate(first.sequences, **{_cache_kwarg(model): _cache_of(first)}, **greedy)
     seq = second.sequences
     assert seq.shape[1] == n1 + 3 and torch.equal(seq[:, :n1], first.sequences)
 
