@@ -29,7 +29,8 @@ import torch
 from .config import MoRConfig
 from .data.tokenize import RoleTokenizer, collate
 from .data.trajectory import Tool, ToolCall, Trajectory, Turn
-from .patching import active_role, patch, print_trainable_parameters
+from .generation import generate_role_turn
+from .patching import patch, print_trainable_parameters
 from .spec import MoRSpec
 
 # ----------------------------------------------------------------------------------------- tools
@@ -155,13 +156,12 @@ def run_tool(call_text: str) -> str:
         return json.dumps({"error": f"{type(exc).__name__}: {exc}"})
 
 
-def generate_turn(model, tokenizer, ids: list[int], role: str, stop_id: int, max_new_tokens: int) -> str:
-    with active_role(model, role):
-        out = model.generate(
-            torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-            max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_id, pad_token_id=tokenizer.pad_token_id,
-        )
-    return tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
+def generate_turn(model, tokenizer, ids: list[int], roles: list[int], role: str, stop_id: int,
+                  max_new_tokens: int) -> str:
+    """The prompt runs under the roles it had in training; the new turn under ``role``."""
+    new = generate_role_turn(model, ids, roles, role, max_new_tokens=max_new_tokens, do_sample=False,
+                             eos_token_id=stop_id, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(new, skip_special_tokens=True).strip()
 
 
 def answer(model, tokenizer, query: str, log: Callable[[str], None], max_turns: int = 6) -> str:
@@ -170,8 +170,8 @@ def answer(model, tokenizer, query: str, log: Callable[[str], None], max_turns: 
     trajectory = Trajectory(tools=DEMO_TOOLS, turns=(Turn("user", query),), system=SYSTEM_PROMPT)
     role, called = "reasoner", False
     for _ in range(max_turns):
-        ids, _ = encoder.prompt(trajectory, role)  # the same rendering the examples were trained on
-        text = generate_turn(model, tokenizer, ids, role, encoder.end_of_turn_id, max_new_tokens=48)
+        ids, roles = encoder.prompt(trajectory, role)  # the same rendering the examples were trained on
+        text = generate_turn(model, tokenizer, ids, roles, role, encoder.end_of_turn_id, max_new_tokens=48)
         log(f"[{role}] {text}")
         # A raw turn (no `next`, no `calls`) is rendered verbatim: the text exactly as generated.
         turns = trajectory.turns + (Turn(role, text),)
