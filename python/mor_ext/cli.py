@@ -2,6 +2,11 @@
 
     mor-ext demo     patch SmolLM2-135M-Instruct, train a few steps, answer one query role by role
     mor-ext info     which backend runs the ops, and the versions in use
+    mor-ext train    fine-tune with MoR LoRA (or the plain-LoRA baseline / MoR ablations) on trajectories
+    mor-ext data     generate synthetic trajectories, or validate a trajectory JSONL file
+
+``mor-ext train`` also runs data-parallel on CPU or GPU under torchrun:
+``torchrun --nproc_per_node 2 -m mor_ext.cli train ...``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,100 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .training import TrainConfig, train
+
+    fields = {f for f in TrainConfig.__dataclass_fields__}
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    if values.get("resume") == "latest":
+        values["resume"] = True
+    if str(values.get("context_role")).lower() == "none":
+        values["context_role"] = None
+    result = train(TrainConfig(**values))
+    print(json.dumps({"out_dir": str(result.out_dir), "global_step": result.global_step,
+                      "train_loss": result.train_loss, "parameter_counts": result.parameter_counts,
+                      "train_examples": result.num_train_examples, "eval_examples": result.num_eval_examples,
+                      "skipped_records": result.skipped_records, "seconds": round(result.seconds, 1)}))
+    return 0
+
+
+def _cmd_data_generate(args: argparse.Namespace) -> int:
+    from .data.jsonl import write_trajectories
+    from .data.synthetic import generate
+
+    count = write_trajectories(args.out, generate(args.n, seed=args.seed))
+    print(json.dumps({"path": args.out, "written": count}))
+    return 0
+
+
+def _cmd_data_validate(args: argparse.Namespace) -> int:
+    from .data.jsonl import validate_file
+
+    report = validate_file(args.file)
+    if not args.all_errors:
+        report["errors"] = report["errors"][:20]
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+    return 0 if report["bad"] == 0 else 1
+
+
+def _add_train_parser(sub) -> None:
+    train = sub.add_parser("train", help="fine-tune with MoR LoRA (default), plain LoRA or a MoR ablation")
+    train.add_argument("--model", default=None, help="'smollm2' (default), a local .gguf file or HF model directory")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="trajectory JSONL file (bad records are reported and skipped)")
+    source.add_argument("--generate", type=int, metavar="N", help="train on N synthetic trajectories instead")
+    train.add_argument("--out", dest="out_dir", required=True, help="output directory (adapter, log, checkpoints)")
+    train.add_argument("--method", choices=["mor", "lora"], default="mor",
+                       help="mor (default) or lora: plain PEFT LoRA with a matched trainable-parameter budget")
+    train.add_argument("--rank", type=int, default=16, help="LoRA rank of each MoR LoRA (default 16)")
+    train.add_argument("--lora-alpha", type=float, default=None, help="default: rank (scaling 1)")
+    train.add_argument("--lora-dropout", type=float, default=0.0)
+    train.add_argument("--target-modules", nargs="+", default=None, help="default: the model family's projections")
+    train.add_argument("--context-role", default="reasoner",
+                       help="role of context tokens (default reasoner); 'none' for the base model")
+    train.add_argument("--no-aux", action="store_true", help="ablation: load-balance loss coefficient 0")
+    train.add_argument("--no-orth", action="store_true", help="ablation: orthogonality loss coefficient 0")
+    train.add_argument("--one-role", action="store_true",
+                       help="ablation: one role with as many LoRAs as MoRAgent's three, used by every role token")
+    train.add_argument("--max-length", type=int, default=1024)
+    train.add_argument("--packing", action="store_true", help="pack several trajectories per row")
+    train.add_argument("--eval-fraction", type=float, default=0.0)
+    train.add_argument("--max-steps", type=int, default=-1, help="overrides --epochs when > 0")
+    train.add_argument("--epochs", type=float, default=1.0)
+    train.add_argument("--lr", type=float, default=2e-4)
+    train.add_argument("--batch-size", type=int, default=1, help="per device")
+    train.add_argument("--grad-accum", type=int, default=1)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--optim", default="adamw_torch", help="a transformers optimizer name (adamw_torch, sgd, ...)")
+    train.add_argument("--lr-scheduler", default="linear")
+    train.add_argument("--warmup-steps", type=int, default=0)
+    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument("--bf16", action="store_true", help="bf16 mixed precision (where the device supports it)")
+    train.add_argument("--logging-steps", type=int, default=10)
+    train.add_argument("--save-steps", type=int, default=None, help="checkpoint every N steps (default: none)")
+    train.add_argument("--save-total-limit", type=int, default=None)
+    train.add_argument("--resume", nargs="?", const="latest", default=None,
+                       help="resume from a checkpoint directory, or the latest one in --out without a value")
+    train.add_argument("--no-shuffle", dest="shuffle", action="store_false", help="train in file order")
+    train.add_argument("--ddp-find-unused-parameters", action="store_true")
+    train.add_argument("--no-progress", dest="progress_bar", action="store_false")
+    train.set_defaults(func=_cmd_train)
+
+
+def _add_data_parser(sub) -> None:
+    data = sub.add_parser("data", help="synthetic trajectories and trajectory-file validation")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    gen = data_sub.add_parser("generate", help="write N synthetic, decontaminated trajectories to a JSONL file")
+    gen.add_argument("--n", type=int, required=True)
+    gen.add_argument("--out", required=True)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.set_defaults(func=_cmd_data_generate)
+    val = data_sub.add_parser("validate", help="report the bad records of a trajectory JSONL file (exit 1 if any)")
+    val.add_argument("file")
+    val.add_argument("--all-errors", action="store_true", help="list every error (default: the first 20)")
+    val.set_defaults(func=_cmd_data_validate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mor-ext", description="Mixture-of-Roles LoRA for agent tuning")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -47,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="print the backend in use and versions")
     info.set_defaults(func=_cmd_info)
+    _add_train_parser(sub)
+    _add_data_parser(sub)
     return parser
 
 

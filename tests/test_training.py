@@ -1,0 +1,208 @@
+"""Training with the Hugging Face Trainer: MoR, the plain-LoRA baseline, ablations, checkpoints, DDP.
+
+Everything runs on a tiny Llama (2 layers, hidden 64) saved to a temporary directory with a byte-level
+BPE tokenizer trained here on the synthetic trajectories (ChatML template), so `train` goes through
+`models.load_model` exactly as the CLI does, without downloads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import mor_ext
+from mor_ext.data.synthetic import generate
+from mor_ext.data.jsonl import write_trajectories
+from mor_ext.data.tokenize import render_messages
+from mor_ext.training import (
+    CHECKPOINT_ADAPTER_DIR,
+    TRAINING_LOG_NAME,
+    TrainConfig,
+    _mor_config,
+    lora_rank_for_budget,
+    one_role_spec,
+    train,
+)
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>'"
+    " + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+RANK = 2
+MAX_LENGTH = 1024
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A tiny model directory (``model/``) and a data file (``data.jsonl``, 8 synthetic trajectories)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("training")
+    trajectories = generate(12, seed=0)
+    write_trajectories(root / "data.jsonl", trajectories[:8])
+    base = Tokenizer(models.BPE())
+    base.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    base.decoder = decoders.ByteLevel()
+    corpus = ["\n\n".join(m["content"] for m in render_messages(t)) for t in trajectories]
+    base.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=4000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    base.add_special_tokens(["<|im_start|>", "<|im_end|>"])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=base, eos_token="<|im_end|>", pad_token="<|im_end|>",
+                                        chat_template=CHATML_TEMPLATE)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
+    LlamaForCausalLM(config).save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    return root
+
+
+def _config(workdir: Path, out: str, **overrides) -> TrainConfig:
+    values = dict(out_dir=str(workdir / out), model=str(workdir / "model"), data=str(workdir / "data.jsonl"),
+                  rank=RANK, max_length=MAX_LENGTH, max_steps=6, lr=1e-2, batch_size=1, logging_steps=1,
+                  progress_bar=False, seed=0)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _losses(history, key="loss"):
+    return [h[key] for h in history if key in h and "eval_loss" not in h and "train_runtime" not in h]
+
+
+def test_mor_training_loss_falls_and_logs_every_term(workdir):
+    result = train(_config(workdir, "mor", max_steps=8, lr=2e-2, lr_scheduler="constant"))
+    ce = _losses(result.log_history, "ce")
+    assert len(ce) == 8
+    assert sum(ce[-2:]) / 2 < ce[0] - 0.05, ce
+    first = next(h for h in result.log_history if "ce" in h)
+    assert {"loss", "ce", "aux", "orth"} <= set(first)
+    loads = {k: v for k, v in first.items() if k.startswith("router_load/")}
+    roles = {k.split("/")[1] for h in result.log_history for k in h if k.startswith("router_load/")}
+    assert roles == {"reasoner", "executor", "summarizer"}
+    assert "router_load/reasoner/0" in loads  # every example has a reasoner turn
+    # each role's routed fractions sum to its top_k (3 for reasoner)
+    assert sum(v for k, v in loads.items() if k.startswith("router_load/reasoner/")) == pytest.approx(3.0)
+    log = json.loads((result.out_dir / TRAINING_LOG_NAME).read_text())
+    assert log["parameter_counts"]["trainable"] == result.parameter_counts["mor_trainable"]
+    from mor_ext.models import load_model
+
+    model, _ = load_model(workdir / "model")
+    mor_ext.load_adapter(model, result.adapter_dir)
+    assert mor_ext.is_patched(model)
+
+
+def test_checkpoints_hold_a_loadable_adapter_and_resume_continues(workdir):
+    from mor_ext.models import load_model
+
+    full = train(_config(workdir, "ckpt", max_steps=4, save_steps=2, optim="sgd", lr_scheduler="constant"))
+    checkpoint = full.out_dir / "checkpoint-2"
+    assert (checkpoint / CHECKPOINT_ADAPTER_DIR / "mor_config.json").is_file()
+    model, _ = load_model(workdir / "model")
+    mor_ext.load_adapter(model, checkpoint / CHECKPOINT_ADAPTER_DIR)
+
+    # resume from step 2 of a fresh run directory: the result equals the uninterrupted run
+    resumed_dir = workdir / "resumed"
+    resumed_dir.mkdir()
+    import shutil
+
+    shutil.copytree(checkpoint, resumed_dir / "checkpoint-2")
+    resumed = train(_config(workdir, "resumed", max_steps=4, save_steps=2, optim="sgd", lr_scheduler="constant",
+                            resume=True))
+    assert resumed.global_step == 4
+    assert len(_losses(resumed.log_history, "ce")) >= 2
+    a = mor_ext.adapters.adapter_state_dict(mor_ext.load_adapter(load_model(workdir / "model")[0], full.adapter_dir))
+    b = mor_ext.adapters.adapter_state_dict(mor_ext.load_adapter(load_model(workdir / "model")[0], resumed.adapter_dir))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_lora_baseline_matches_the_parameter_budget(workdir):
+    pytest.importorskip("peft", reason="--method lora needs peft (pip install peft)")
+    result = train(_config(workdir, "lora", method="lora", max_steps=3))
+    counts = result.parameter_counts
+    assert counts["lora_rank"] >= 1 and counts["lora_trainable"] == counts["trainable"]
+    per_rank = counts["lora_trainable"] / counts["lora_rank"]
+    # the closest rank: within half a rank's worth of parameters of MoR's budget
+    assert abs(counts["lora_trainable"] - counts["mor_trainable"]) <= per_rank / 2 + 1
+    assert len(_losses(result.log_history, "ce")) == 3
+    assert (result.adapter_dir / "adapter_config.json").is_file()
+
+
+def test_ablation_flags_change_the_config(workdir):
+    base = _mor_config(_config(workdir, "x"))
+    assert base.aux_loss_coef > 0 and base.orth_loss_coef > 0
+    assert _mor_config(_config(workdir, "x", no_aux=True)).aux_loss_coef == 0
+    assert _mor_config(_config(workdir, "x", no_orth=True)).orth_loss_coef == 0
+    one = _mor_config(_config(workdir, "x", one_role=True))
+    assert one.spec.role_names == ("agent",) and one.context_role == "agent"
+    assert one.spec.num_loras == mor_ext.MoRSpec.moragent(RANK).num_loras == one_role_spec(RANK).num_loras
+    with pytest.raises(ValueError, match="MoR ablations"):
+        _config(workdir, "x", method="lora", no_aux=True)
+    assert lora_rank_for_budget(1000, [(10, 10)]) == 50
+
+
+def test_one_role_ablation_trains(workdir):
+    result = train(_config(workdir, "one", one_role=True, max_steps=2))
+    loads = {k.split("/")[1] for h in result.log_history for k in h if k.startswith("router_load/")}
+    assert loads == {"agent"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_equal_one_process_on_the_same_global_batch(workdir):
+    from mor_ext.models import load_model
+
+    common = ["--model", str(workdir / "model"), "--data", str(workdir / "data.jsonl"), "--rank", str(RANK),
+              "--max-length", str(MAX_LENGTH), "--max-steps", "3", "--optim", "sgd", "--lr", "0.05",
+              "--lr-scheduler", "constant", "--no-shuffle", "--no-aux", "--logging-steps", "1", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(_free_port()), "-m", "mor_ext.cli", "train", *common,
+         "--batch-size", "1", "--out", str(workdir / "ddp")],
+        env=env, capture_output=True, text=True, timeout=240)
+    assert ddp.returncode == 0, ddp.stderr[-4000:]
+    single = subprocess.run(
+        [sys.executable, "-m", "mor_ext.cli", "train", *common, "--batch-size", "2", "--out", str(workdir / "single")],
+        env=env, capture_output=True, text=True, timeout=240)
+    assert single.returncode == 0, single.stderr[-4000:]
+
+    a = mor_ext.adapters.adapter_state_dict(mor_ext.load_adapter(load_model(workdir / "model")[0], workdir / "ddp"))
+    b = mor_ext.adapters.adapter_state_dict(mor_ext.load_adapter(load_model(workdir / "model")[0], workdir / "single"))
+    init = mor_ext.adapters.adapter_state_dict(mor_ext.patch(load_model(workdir / "model")[0],
+                                                             _mor_config(_config(workdir, "x", no_aux=True))))
+    moved = sum(float((b[k] - init[k]).abs().max()) for k in b)
+    assert moved > 1e-3  # training changed the adapter
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6, msg=key)
+    ddp_log = json.loads((workdir / "ddp" / TRAINING_LOG_NAME).read_text())
+    single_log = json.loads((workdir / "single" / TRAINING_LOG_NAME).read_text())
+    assert _losses(ddp_log["log_history"]) == pytest.approx(_losses(single_log["log_history"]), rel=1e-4)
+    assert _losses(ddp_log["log_history"], "ce") == pytest.approx(_losses(single_log["log_history"], "ce"), rel=1e-4)
+
+
+def test_cli_data_generate_and_validate(tmp_path, capsys):
+    from mor_ext.cli import main
+
+    out = tmp_path / "gen.jsonl"
+    assert main(["data", "generate", "--n", "3", "--out", str(out), "--seed", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["written"] == 3
+    assert main(["data", "validate", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] == 3
+    out.write_text(out.read_text() + "{not json}\n")
+    assert main(["data", "validate", str(out)]) == 1
+    assert json.loads(capsys.readouterr().out)["bad"] == 1
