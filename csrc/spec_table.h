@@ -46,6 +46,14 @@ struct SpecTable {
     return t;
   }
 
+  // Whether any role's shared LoRA has a sigmoid gate (then the shared-gate logits are needed).
+  bool any_gated_shared() const {
+    if (!sigmoid_gate) return false;
+    for (int64_t s : shared)
+      if (s) return true;
+    return false;
+  }
+
   // The same tables, flat, for kernels::route_token and friends (host loops and CUDA launches).
   kernels::RoleTables tables() const {
     TORCH_CHECK_VALUE(num_roles <= kernels::kMaxRoles, "MoR spec: at most ", kernels::kMaxRoles, " roles, got ",
@@ -67,6 +75,13 @@ struct SpecTable {
     return t;
   }
 };
+
+// [E_total (+ R), d_in]: the router rows, then the shared-gate rows where they are used. One GEMM
+// with it gives both kinds of logits (route reads x once instead of twice).
+inline at::Tensor router_and_gate_rows(const at::Tensor& router_weight, const at::Tensor& shared_gate_weight,
+                                       bool gated) {
+  return gated ? at::cat({router_weight, shared_gate_weight}) : router_weight;
+}
 
 // role_ids must be a 1-D int64 tensor of n entries in [-1, num_roles); names the first bad entry.
 inline void check_role_ids(const at::Tensor& role_ids, int64_t n, int64_t num_roles, const at::Tensor& like) {

@@ -38,18 +38,6 @@ at::Tensor logits_fp32(const at::Tensor& x, const at::Tensor& w) {
   return at::mm(x, w.t()).to(at::kFloat).contiguous();
 }
 
-// [E_total (+ R), d_in]: the router rows, then the shared-gate rows where they are used.
-at::Tensor gate_rows(const at::Tensor& router_weight, const at::Tensor& shared_gate_weight, bool gated) {
-  return gated ? at::cat({router_weight, shared_gate_weight}) : router_weight;
-}
-
-bool needs_shared_gate(const SpecTable& spec) {
-  if (!spec.sigmoid_gate) return false;
-  for (int64_t s : spec.shared)
-    if (s) return true;
-  return false;
-}
-
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> route_cpu(const at::Tensor& x, const at::Tensor& router_weight,
@@ -62,8 +50,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_cpu(const at::Tensor& x, co
   const int64_t n = x.size(0), e_total = spec.num_experts_total, k_max = spec.k_max;
 
   // One GEMM for the router and the shared gates: both read all of x, and x is what costs.
-  const bool gated = needs_shared_gate(spec);
-  const at::Tensor logits = logits_fp32(x, gate_rows(router_weight, shared_gate_weight, gated));  // [N, stride]
+  const bool gated = spec.any_gated_shared();
+  const at::Tensor logits = logits_fp32(x, router_and_gate_rows(router_weight, shared_gate_weight, gated));  // [N, stride]
   const int64_t stride = logits.size(1);
   const at::Tensor roles = role_ids.contiguous();
 
@@ -107,7 +95,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cpu(
                     "], got ", router_probs.sizes());
   TORCH_CHECK_VALUE(lora_index.sizes() == at::IntArrayRef({n, k_max}), "lora_index must be [", n, ", ", k_max,
                     "], got ", lora_index.sizes());
-  const bool gated = needs_shared_gate(spec);
+  const bool gated = spec.any_gated_shared();
   const at::Tensor shared_logits = gated ? logits_fp32(x, shared_gate_weight) : at::Tensor();
   const at::Tensor grad_w = grad_lora_weight.to(at::kFloat).contiguous();
   const at::Tensor grad_p = grad_router_probs.to(at::kFloat).contiguous();
@@ -158,7 +146,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cpu(
 
   // The logits were x @ W^T in x's dtype: chain through that (one) GEMM in the same dtype.
   const at::Tensor g_logits = grad_logits.to(x.scalar_type());
-  const at::Tensor grad_x = at::mm(g_logits, gate_rows(router_weight, shared_gate_weight, gated));
+  const at::Tensor grad_x = at::mm(g_logits, router_and_gate_rows(router_weight, shared_gate_weight, gated));
   const at::Tensor grad_rows = at::mm(g_logits.t(), x);  // [stride, d_in]
   // clone, not contiguous(): row blocks of grad_rows are already contiguous, and outputs of an op
   // must not alias each other.

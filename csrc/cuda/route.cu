@@ -68,17 +68,6 @@ void check_inputs(const at::Tensor& x, const at::Tensor& router_weight, const at
   check_role_ids(role_ids, x.size(0), spec.num_roles, x);
 }
 
-bool needs_shared_gate(const SpecTable& spec) {
-  if (!spec.sigmoid_gate) return false;
-  for (int64_t s : spec.shared)
-    if (s) return true;
-  return false;
-}
-
-at::Tensor gate_rows(const at::Tensor& router_weight, const at::Tensor& shared_gate_weight, bool gated) {
-  return gated ? at::cat({router_weight, shared_gate_weight}) : router_weight;
-}
-
 int blocks_for(int64_t n) { return static_cast<int>((n + kThreads - 1) / kThreads); }
 
 }  // namespace
@@ -92,9 +81,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_cuda(const at::Tensor& x, c
   check_inputs(x, router_weight, shared_gate_weight, role_ids, spec);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t n = x.size(0);
-  const bool gated = needs_shared_gate(spec);
+  const bool gated = spec.any_gated_shared();
   // One GEMM for router and shared-gate logits, in x's dtype, then fp32 (as the reference does).
-  const at::Tensor logits = at::mm(x, gate_rows(router_weight, shared_gate_weight, gated).t()).to(at::kFloat).contiguous();
+  const at::Tensor logits = at::mm(x, router_and_gate_rows(router_weight, shared_gate_weight, gated).t()).to(at::kFloat).contiguous();
   const at::Tensor roles = role_ids.contiguous();
   at::Tensor index = at::empty({n, spec.k_max}, x.options().dtype(at::kInt));
   at::Tensor gate = at::empty({n, spec.k_max}, x.options().dtype(at::kFloat));
@@ -122,7 +111,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cuda(
                                       {&lora_index, "lora_index", k_max}, {&router_probs, "router_probs", e_total}})
     TORCH_CHECK_VALUE(t->dim() == 2 && t->size(0) == n && t->size(1) == cols, name, " must be [", n, ", ", cols,
                       "], got ", t->sizes());
-  const bool gated = needs_shared_gate(spec);
+  const bool gated = spec.any_gated_shared();
   const int64_t stride = e_total + (gated ? spec.num_roles : 0);
   const at::Tensor shared_logits =
       gated ? at::mm(x, shared_gate_weight.t()).to(at::kFloat).contiguous() : at::empty({0}, x.options().dtype(at::kFloat));
@@ -140,7 +129,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cuda(
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   const at::Tensor g = grad_logits.to(x.scalar_type());
-  const at::Tensor grad_x = at::mm(g, gate_rows(router_weight, shared_gate_weight, gated));
+  const at::Tensor grad_x = at::mm(g, router_and_gate_rows(router_weight, shared_gate_weight, gated));
   const at::Tensor grad_rows = at::mm(g.t(), x);
   const at::Tensor grad_router = grad_rows.narrow(0, 0, e_total).clone();
   const at::Tensor grad_shared = gated ? grad_rows.narrow(0, e_total, spec.num_roles).clone()
