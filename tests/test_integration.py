@@ -34,7 +34,10 @@ def encoded(smollm2):
 
 
 def test_default_model_is_smollm2_with_tied_head(smollm2):
+    from transformers.trainer_utils import validate_quantization_for_training
+
     model, tokenizer = smollm2
+    validate_quantization_for_training(model)  # dequantised GGUF: the Trainer must accept it
     assert model.config.model_type == "llama"
     assert model.config.hidden_size == 576 and model.config.num_hidden_layers == 30
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()

@@ -69,7 +69,23 @@ def load_model(
     logger.info("loading %s", directory / (gguf_file or ""))
     tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, **kwargs)
+    if gguf_file is not None:
+        _clear_gguf_quantization_mark(model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer
+
+
+def _clear_gguf_quantization_mark(model) -> None:
+    """transformers dequantises GGUF weights into ordinary float tensors, yet leaves the model marked
+    as quantized (``hf_quantizer``, ``config.quantization_config``), so ``Trainer`` refuses to train
+    it. Every weight is a plain tensor of ``dtype``: clear the mark."""
+    for p in model.parameters():
+        if not p.is_floating_point():
+            return  # really quantized after all: leave it to transformers to refuse
+    model.hf_quantizer = None
+    if getattr(model, "is_quantized", False):
+        model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
