@@ -31,17 +31,17 @@ TORCH_LIBRARY(mor_ext, m) {
       "Tensor lora_weight, Tensor shrink, float scaling, Tensor? weight) -> (Tensor grad_x, Tensor grad_lora_A, "
       "Tensor grad_lora_B, Tensor grad_lora_weight)");
   // The whole adapted layer in one op: y = x @ weight^T + bias + grouped LoRA(route(x)). Also returns
-  // the routing, and for backward the per-slot shrink [N, K, r] and the fp32 shared gate [N].
+  // the routing, and for backward the per-slot shrink [N, K, r] and the fp32 shared-gate logit [N].
   m.def(
       "mor_linear(Tensor x, Tensor weight, Tensor? bias, Tensor lora_A, Tensor lora_B, Tensor router_weight, "
       "Tensor shared_gate_weight, Tensor role_ids, int[] num_experts, int[] top_k, int[] has_shared, "
       "bool sigmoid_gate, float scaling) -> (Tensor y, Tensor lora_index, Tensor lora_weight, Tensor router_probs, "
-      "Tensor shrink, Tensor shared_gate)");
+      "Tensor shrink, Tensor shared_gate_logit)");
   m.def(
       "mor_linear_backward(Tensor grad_y, Tensor grad_lora_weight, Tensor grad_router_probs, Tensor x, "
       "Tensor weight, Tensor lora_A, Tensor lora_B, Tensor router_weight, Tensor shared_gate_weight, "
       "Tensor role_ids, Tensor lora_index, Tensor lora_weight, Tensor router_probs, Tensor shrink, "
-      "Tensor shared_gate, int[] num_experts, int[] top_k, int[] has_shared, bool sigmoid_gate, float scaling) -> "
+      "Tensor shared_gate_logit, int[] num_experts, int[] top_k, int[] has_shared, bool sigmoid_gate, float scaling) -> "
       "(Tensor grad_x, Tensor grad_lora_A, Tensor grad_lora_B, Tensor grad_router_weight, "
       "Tensor grad_shared_gate_weight)");
   m.def(

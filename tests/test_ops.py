@@ -702,12 +702,12 @@ def test_opcheck_mor_linear(spec_name, with_bias):
     grads = tuple(grad(a) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
     torch.library.opcheck(ops.mor_linear.default, grads,
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
-    y, index, weight, probs, shrink, shared_gate = ops.mor_linear(*args)
+    y, index, weight, probs, shrink, shared_gate_logit = ops.mor_linear(*args)
     gen = torch.Generator().manual_seed(53)
     torch.library.opcheck(ops.mor_linear_backward.default, (
         torch.randn(y.shape, generator=gen), torch.randn(weight.shape, generator=gen),
         torch.randn(probs.shape, generator=gen), p.x, p.weight, p.lora_A, p.lora_B, p.router_weight,
-        p.shared_gate_weight, roles, index, weight, probs, shrink, shared_gate, *flags, gated, 0.5))
+        p.shared_gate_weight, roles, index, weight, probs, shrink, shared_gate_logit, *flags, gated, 0.5))
 
 
 def test_mor_linear_op_matches_route_plus_grouped_lora():

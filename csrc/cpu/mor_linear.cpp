@@ -24,7 +24,6 @@
 namespace mor_ext::cpu {
 namespace {
 
-constexpr int kMaxExpertsPerRole = 64;
 constexpr int64_t kTokenGrain = 64;
 
 // One role's slice of the layer: its LoRAs, router rows and shared-gate row, stacked as the rows
@@ -84,9 +83,6 @@ void check_layer_inputs(const at::Tensor& x, const at::Tensor& weight, const std
                     "router_weight must be [", spec.num_experts_total, ", ", d_in, "], got ", router_weight.sizes());
   TORCH_CHECK_VALUE(shared_gate_weight.size(0) == spec.num_roles && shared_gate_weight.size(1) == d_in,
                     "shared_gate_weight must be [", spec.num_roles, ", ", d_in, "], got ", shared_gate_weight.sizes());
-  for (int64_t r = 0; r < spec.num_roles; ++r)
-    TORCH_CHECK_VALUE(spec.num_experts[r] <= kMaxExpertsPerRole, "role ", r, " has ", spec.num_experts[r],
-                      " experts; the CPU kernel supports at most ", kMaxExpertsPerRole);
   check_role_ids(role_ids, x.size(0), spec.num_roles, x);
 }
 
@@ -97,48 +93,34 @@ std::vector<Batch> plan_role_batches(const at::Tensor& roles) {
   return plan_batches(key, hi, roles.options());
 }
 
-// Route the batch's tokens from their logits (columns lora_width.. of `ext`), write the routing
-// outputs, and build the gated shrink `gated` [n, lora_width] and the saved slots.
+// Route the batch's tokens from their logits (columns lora_width.. of `ext`) with the per-token
+// body every route kernel shares (kernels::route_token), write the routing outputs and the shared
+// gate's logit (for backward), and build the gated shrink `gated` [n, lora_width] and the saved slots.
 template <typename scalar_t>
-void route_and_gate(const Batch& b, const RoleBlock& blk, const at::Tensor& ext, double scaling, int64_t k_max,
-                    int64_t e_total, int64_t rank, int32_t* index, scalar_t* weight, float* probs, float* shared_gate,
-                    scalar_t* shrink, at::Tensor& gated) {
+void route_and_gate(const Batch& b, const RoleBlock& blk, const kernels::RoleTables& tables, const at::Tensor& ext,
+                    double scaling, int64_t k_max, int64_t e_total, int64_t rank, int32_t* index, scalar_t* weight,
+                    float* probs, float* shared_logit, scalar_t* shrink, at::Tensor& gated) {
   using acc_t = at::opmath_type<scalar_t>;
   const scalar_t* h = ext.data_ptr<scalar_t>();
   scalar_t* g = gated.data_ptr<scalar_t>();
   const int64_t width = blk.width, lw = blk.lora_width;
-  const int e = static_cast<int>(blk.experts), k = static_cast<int>(blk.top_k);
+  const int e = static_cast<int>(blk.experts);
   at::parallel_for(0, b.size(), kTokenGrain, [&](int64_t begin, int64_t end) {
-    float logits[kMaxExpertsPerRole], role_probs[kMaxExpertsPerRole];
-    int selected[kMaxExpertsPerRole];
+    std::vector<float> logits(e_total), gate_fp32(k_max);
     std::vector<acc_t> gate(blk.num_loras);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t t = b.token(i);
       const scalar_t* row = h + i * width;
+      for (int q = 0; q < e; ++q) logits[blk.router_start + q] = static_cast<float>(row[lw + q]);
+      shared_logit[t] = blk.gated ? static_cast<float>(row[lw + e]) : 0.0f;
+      kernels::route_token(tables, static_cast<int>(blk.role), logits.data(), shared_logit[t], index + t * k_max,
+                           gate_fp32.data(), probs + t * e_total);
+      // The gates as stored in x's dtype, which is what the reference multiplies by.
       std::fill(gate.begin(), gate.end(), acc_t(0));
-      int64_t slot = 0;
-      float s = 1.0f;
-      if (blk.shared) {
-        if (blk.gated) s = kernels::sigmoid(static_cast<float>(row[lw + e]));
-        index[t * k_max] = static_cast<int32_t>(blk.lora_start);
-        weight[t * k_max] = static_cast<scalar_t>(s);
-        gate[0] = static_cast<acc_t>(static_cast<scalar_t>(s));  // the gate as stored, as the reference uses it
-        ++slot;
-      }
-      shared_gate[t] = s;
-      if (e > 0) {
-        for (int q = 0; q < e; ++q) logits[q] = static_cast<float>(row[lw + q]);
-        kernels::softmax(logits, e, role_probs);
-        for (int q = 0; q < e; ++q) probs[t * e_total + blk.router_start + q] = role_probs[q];
-        kernels::top_k_desc(logits, e, k, selected);
-        const float inv_mass = k > 0 ? 1.0f / kernels::selected_mass(role_probs, selected, k) : 0.0f;
-        const int64_t first_routed = blk.shared ? 1 : 0;
-        for (int q = 0; q < k; ++q, ++slot) {
-          const scalar_t w = static_cast<scalar_t>(role_probs[selected[q]] * inv_mass);
-          index[t * k_max + slot] = static_cast<int32_t>(blk.lora_start + first_routed + selected[q]);
-          weight[t * k_max + slot] = w;
-          gate[first_routed + selected[q]] += static_cast<acc_t>(w);
-        }
+      for (int64_t q = 0; q < k_max; ++q) {
+        weight[t * k_max + q] = static_cast<scalar_t>(gate_fp32[q]);
+        if (index[t * k_max + q] >= 0)
+          gate[index[t * k_max + q] - blk.lora_start] += static_cast<acc_t>(weight[t * k_max + q]);
       }
       for (int64_t q = 0; q < k_max; ++q) {  // saved shrink per slot, zeros in empty slots
         scalar_t* dst = shrink + (t * k_max + q) * rank;
@@ -172,13 +154,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   at::Tensor lora_weight = new_output({n, k_max}, x.options());
   at::Tensor router_probs = new_output({n, e_total}, x.options().dtype(at::kFloat));
   at::Tensor shrink = new_output({n, k_max, rank}, x.options());
-  at::Tensor shared_gate = new_output({n}, x.options().dtype(at::kFloat));
+  at::Tensor shared_gate_logit = new_output({n}, x.options().dtype(at::kFloat));
+  const kernels::RoleTables tables = spec.tables();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "mor_linear_cpu", [&] {
     int32_t* index_p = lora_index.data_ptr<int32_t>();
     scalar_t* weight_p = lora_weight.data_ptr<scalar_t>();
     float* probs_p = router_probs.data_ptr<float>();
-    float* shared_p = shared_gate.data_ptr<float>();
+    float* shared_p = shared_gate_logit.data_ptr<float>();
     scalar_t* shrink_p = shrink.data_ptr<scalar_t>();
     // Defaults for every token (role -1 keeps them): empty slots, zero probabilities and shrink.
     at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
@@ -198,12 +181,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       const RoleBlock& blk = it->second;
       const at::Tensor ext = at::mm(b.take(xc), blk.rows.t()).contiguous();  // [n, W*r + E + gated]
       at::Tensor gated = at::empty({b.size(), blk.lora_width}, x.options());
-      route_and_gate<scalar_t>(b, blk, ext, scaling, k_max, e_total, rank, index_p, weight_p, probs_p, shared_p,
+      route_and_gate<scalar_t>(b, blk, tables, ext, scaling, k_max, e_total, rank, index_p, weight_p, probs_p, shared_p,
                                shrink_p, gated);
       b.addmm_into(y, gated, blk.b_cols.t());
     }
   });
-  return {y, lora_index, lora_weight, router_probs, shrink, shared_gate};
+  return {y, lora_index, lora_weight, router_probs, shrink, shared_gate_logit};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linear_backward_cpu(
@@ -211,7 +194,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
     const at::Tensor& x, const at::Tensor& weight, const at::Tensor& lora_A, const at::Tensor& lora_B,
     const at::Tensor& router_weight, const at::Tensor& shared_gate_weight, const at::Tensor& role_ids,
     const at::Tensor& lora_index, const at::Tensor& lora_weight, const at::Tensor& router_probs,
-    const at::Tensor& shrink, const at::Tensor& shared_gate, at::IntArrayRef num_experts, at::IntArrayRef top_k,
+    const at::Tensor& shrink, const at::Tensor& shared_gate_logit, at::IntArrayRef num_experts, at::IntArrayRef top_k,
     at::IntArrayRef has_shared, bool sigmoid_gate, double scaling) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, sigmoid_gate);
   check_layer_inputs(x, weight, std::nullopt, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, spec);
@@ -227,7 +210,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
   expect(lora_weight, "lora_weight", {n, k_max});
   expect(router_probs, "router_probs", {n, e_total});
   expect(shrink, "shrink", {n, k_max, rank});
-  expect(shared_gate, "shared_gate", {n});
+  expect(shared_gate_logit, "shared_gate_logit", {n});
 
   const at::Tensor xc = x.contiguous(), roles = role_ids.contiguous(), a = lora_A.contiguous();
   const at::Tensor gy = grad_y.to(x.scalar_type()).contiguous();
@@ -237,7 +220,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
   const at::Tensor gw_in = grad_lora_weight.to(at::kFloat).contiguous();
   const at::Tensor gp_in = grad_router_probs.to(at::kFloat).contiguous();
   const at::Tensor probs = router_probs.to(at::kFloat).contiguous();
-  const at::Tensor s_fp32 = shared_gate.to(at::kFloat).contiguous();
+  const at::Tensor shared_logits = shared_gate_logit.to(at::kFloat).contiguous();
+  const kernels::RoleTables tables = spec.tables();
   const at::ScalarType acc_type = at::toOpMathType(x.scalar_type());
 
   at::Tensor grad_x = at::mm(gy, weight);
@@ -252,7 +236,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
     const float* gw_p = gw_in.data_ptr<float>();
     const float* gp_p = gp_in.data_ptr<float>();
     const float* probs_p = probs.data_ptr<float>();
-    const float* s_p = s_fp32.data_ptr<float>();
+    const float* shared_logit_p = shared_logits.data_ptr<float>();
     for (const Batch& b : plan_role_batches(roles)) {
       auto it = blocks.find(b.key);
       if (it == blocks.end()) {
@@ -270,15 +254,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
       scalar_t* g_out = gated.data_ptr<scalar_t>();
       scalar_t* ge = grad_ext.data_ptr<scalar_t>();
       const int64_t lw = blk.lora_width, width = blk.width;
-      const int e = static_cast<int>(blk.experts), k = static_cast<int>(blk.top_k);
+      const int e = static_cast<int>(blk.experts);
       at::parallel_for(0, b.size(), kTokenGrain, [&](int64_t begin, int64_t end) {
         std::vector<acc_t> acc_g(lw), acc_dh(lw);
-        float grad_slot[kMaxExpertsPerRole + 1], grad_logits[kMaxExpertsPerRole];
-        int selected[kMaxExpertsPerRole];
+        std::vector<float> grad_slot(k_max), grad_logits(e_total);
         for (int64_t i = begin; i < end; ++i) {
           const int64_t t = b.token(i);
           std::fill(acc_g.begin(), acc_g.end(), acc_t(0));
           std::fill(acc_dh.begin(), acc_dh.end(), acc_t(0));
+          std::fill(grad_slot.begin(), grad_slot.end(), 0.0f);
           const int64_t used = (blk.shared ? 1 : 0) + blk.top_k;
           for (int64_t q = 0; q < used; ++q) {  // the LoRA path: dL/dw, dL/dshrink, and the gated shrink again
             const int64_t col = (index_p[t * k_max + q] - blk.lora_start) * rank;
@@ -299,20 +283,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
             g_out[i * lw + j] = static_cast<scalar_t>(acc_g[j]);
             ge[i * width + j] = static_cast<scalar_t>(acc_dh[j]);
           }
-          // The routing path, as in route_backward: routed gates through top-k renormalisation and
-          // softmax to the router logits, the shared gate through its sigmoid.
-          const int64_t first = blk.shared ? 1 : 0;
-          if (e > 0) {
-            for (int q = 0; q < k; ++q) selected[q] = static_cast<int>(index_p[t * k_max + first + q] - blk.lora_start - first);
-            const float* p_row = probs_p + t * e_total + blk.router_start;
-            kernels::route_token_backward(p_row, e, selected, grad_slot + first, k, gp_p + t * e_total + blk.router_start,
-                                          grad_logits);
-            for (int q = 0; q < e; ++q) ge[i * width + lw + q] = static_cast<scalar_t>(grad_logits[q]);
-          }
-          if (blk.gated) {
-            const float s = s_p[t];
-            ge[i * width + lw + e] = static_cast<scalar_t>(grad_slot[0] * s * (1.0f - s));
-          }
+          // The routing path, with route_backward's per-token body: routed gates through top-k
+          // renormalisation and softmax to the router logits, the shared gate through its sigmoid.
+          const float grad_shared = kernels::route_token_backward_all(
+              tables, static_cast<int>(blk.role), probs_p + t * e_total, index_p + t * k_max, grad_slot.data(),
+              gp_p + t * e_total, shared_logit_p[t], grad_logits.data());
+          for (int q = 0; q < e; ++q) ge[i * width + lw + q] = static_cast<scalar_t>(grad_logits[blk.router_start + q]);
+          if (blk.gated) ge[i * width + lw + e] = static_cast<scalar_t>(grad_shared);
         }
       });
       // One GEMM each gives grad_A of the role's LoRAs and grad of its router and gate rows; one adds
