@@ -139,7 +139,7 @@ def make_params(spec: MoRSpec, lead: Sequence[int], d_in: int, d_out: int, seed:
 def cotangent(like: torch.Tensor, seed: int) -> torch.Tensor:
     """A fixed random output gradient, exactly representable in every tested dtype (fp64 result)."""
     gen = torch.Generator().manual_seed(seed)
-    return torch.randn(like.shape, generator=gen, dtype=torch.float64).to(torch.bfloat16).double()
+    return torch.randn(like.shape, generator=gen, dtype=torch.float64).to(torch.bfloat16).double().to(like.device)
 
 
 # ------------------------------------------------------------------------------------------ backends

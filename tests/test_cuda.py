@@ -58,7 +58,8 @@ def test_route_matches_reference(spec_name, dtype, n):
     grads = torch.autograd.grad((got.lora_weight * gw).sum() + (got.router_probs * gp).sum(), leaves)
     ref_leaves = [t.detach().clone().requires_grad_() for t in (x, rw, sg)]
     ref = reference.route(*ref_leaves, roles, spec)
-    ref_grads = torch.autograd.grad((ref[1] * gw).sum() + (ref[2] * gp).sum(), ref_leaves)
+    ref_grads = torch.autograd.grad((ref[1] * gw).sum() + (ref[2] * gp).sum(), ref_leaves, allow_unused=True)
+    ref_grads = [torch.zeros_like(t) if g is None else g for g, t in zip(ref_grads, ref_leaves)]
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a.float(), b.float(), **({"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32
                                                            else {"atol": 5e-2, "rtol": 5e-2}))
@@ -125,9 +126,9 @@ def test_orthogonal_loss_layers_matches_reference(spec_name):
     ref_leaves = [t.detach().double().requires_grad_() for t in a + b]
     want = torch.stack([reference.orthogonal_loss(x, y, spec) for x, y in zip(ref_leaves[:3], ref_leaves[3:])]).mean()
     ref_grads = torch.autograd.grad(want, ref_leaves)
-    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got.double(), want.double(), rtol=1e-4, atol=1e-5)
     for g_, w in zip(grads, ref_grads):
-        torch.testing.assert_close(g_.double(), w, rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(g_.double(), w.double(), rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.parametrize("spec_name", list(SPECS))
@@ -141,5 +142,190 @@ def test_load_balance_loss_matches_reference(spec_name):
     ref_probs = routing.router_probs.detach().double().requires_grad_()
     want = reference.load_balance_loss(ref_probs, routing.lora_index, roles, spec)
     (rg,) = torch.autograd.grad(want, ref_probs)
-    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(g.double(), rg, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(got.double(), want.double(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g.double(), rg.double(), rtol=1e-5, atol=1e-7)
+
+
+# =========================================================================================== grouped LoRA, mor_linear
+# The same cases as the CPU kernels' tests (tests/test_ops.py), on the GPU: compiled CUDA kernels
+# against the reference run on the same device in the same dtype and the fp64 reference on CPU
+# (flash-attention's 2x error rule, tests/op_utils.py), outputs and every gradient.
+import op_utils  # noqa: E402
+import test_ops  # noqa: E402
+from op_utils import Run, compare_runs, make_params, run_with_grads  # noqa: E402
+
+
+def _cuda(inputs: dict) -> dict:
+    return {k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+
+
+def _cpu(run: Run) -> Run:
+    return Run([o.cpu() for o in run.outputs], {k: v.cpu() for k, v in run.grads.items()})
+
+
+def compare_on_cuda(fn, inputs, diff, dtype, names) -> Run:
+    truth = run_with_grads(fn, inputs, diff, "reference", torch.float64)
+    ref = _cpu(run_with_grads(fn, _cuda(inputs), diff, "reference", dtype))
+    comp = _cpu(run_with_grads(fn, _cuda(inputs), diff, "compiled", dtype))
+    compare_runs(comp, ref, truth, dtype, names)
+    return comp
+
+
+@pytest.mark.parametrize("op", ["grouped_lora", "mor_linear", "load_balance_loss", "orthogonal_loss_layers"])
+def test_cuda_kernels_are_registered(op):
+    assert uses_compiled(torch.zeros(1, device="cuda"), op), mor_ext.describe_backend()
+
+
+GROUPED_SHAPES = {"t1": ((1,), 33, 17), "small": ((5, 9), 33, 17), "wide": ((3001,), 256, 384)}
+
+
+@pytest.mark.parametrize("dtype,index_dtype", [(torch.float32, torch.int32), (torch.float32, torch.int64),
+                                               (torch.bfloat16, torch.int32), (torch.float16, torch.int64)], ids=str)
+@pytest.mark.parametrize("shape", list(GROUPED_SHAPES))
+@pytest.mark.parametrize("case", test_ops.SLOT_CASES)
+def test_cuda_grouped_lora(case, shape, dtype, index_dtype):
+    spec = op_utils.SPECS["moragent"]
+    lead, d_in, d_out = GROUPED_SHAPES[shape]
+    p = make_params(spec, lead, d_in, d_out, seed=11, dtype=dtype)
+    n = p.x[..., 0].numel()
+    index, weight = test_ops.make_slots(case, n, spec.num_loras, seed=11, dtype=dtype)
+    inputs = dict(x=p.x, lora_A=p.lora_A, lora_B=p.lora_B, lora_index=index.to(index_dtype).view(*lead, -1),
+                  lora_weight=weight.view(*lead, -1))
+    compare_on_cuda(test_ops.grouped_fn(0.75), inputs, test_ops.GROUPED_DIFF, dtype, ["delta"])
+
+
+@pytest.mark.parametrize("with_weight,with_bias", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_cuda_fused_lora_linear(dtype, with_weight, with_bias):
+    spec = op_utils.SPECS["mixed"]
+    p = make_params(spec, (40,), 33, 17, seed=13, dtype=dtype)
+    index, weight = test_ops.make_slots("gaps", 40, spec.num_loras, seed=13, dtype=dtype)
+    index = index.cuda()
+
+    def fn(x, lora_A, lora_B, lora_weight, weight=None, bias=None):
+        return (mor_ext.ops.lora_linear(x, lora_A, lora_B, index.to(x.device), lora_weight, 1.5, weight, bias),)
+
+    inputs = dict(x=p.x, lora_A=p.lora_A, lora_B=p.lora_B, lora_weight=weight)
+    diff = list(test_ops.GROUPED_DIFF)
+    if with_weight:
+        inputs["weight"], diff = p.weight, diff + ["weight"]
+    if with_bias:
+        inputs["bias"], diff = p.bias, diff + ["bias"]
+    compare_on_cuda(fn, inputs, diff, dtype, ["out"])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("pattern", op_utils.ROLE_PATTERNS)
+@pytest.mark.parametrize("spec_name", ["moragent", "moragent_nogate", "mixed", "routed_only", "decoupled"])
+def test_cuda_mor_linear(spec_name, pattern, dtype):
+    spec = op_utils.SPECS[spec_name]
+    inputs, diff = test_ops.mor_inputs(spec, (4, 16), pattern, dtype, seed=22)
+    compare_on_cuda(test_ops.mor_linear_fn(spec, scaling=0.5), inputs, diff, dtype, test_ops.MOR_NAMES)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("lead,d_in,d_out", [((1,), 256, 384), ((2, 1500), 256, 384), ((4099,), 96, 4)])
+def test_cuda_mor_linear_shapes(lead, d_in, d_out, dtype):
+    """Decode (T=1), agent-style role spans at training size, and a ragged odd shape."""
+    spec = op_utils.SPECS["moragent"]
+    p = make_params(spec, lead, d_in, d_out, seed=24, dtype=dtype)
+    inputs = dict(x=p.x, weight=p.weight, bias=p.bias, lora_A=p.lora_A, lora_B=p.lora_B,
+                  router_weight=p.router_weight, shared_gate_weight=p.shared_gate_weight,
+                  role_ids=op_utils.make_role_ids("spans", lead, spec.num_roles, 24, span=300))
+    compare_on_cuda(test_ops.mor_linear_fn(spec), inputs, list(test_ops.MOR_DIFF), dtype, test_ops.MOR_NAMES)
+
+
+@pytest.mark.parametrize("spec_name,pattern,lead", [("moragent", "spans", (80,)), ("mixed", "random", (3, 17)),
+                                                    ("mixed", "no_role", (9,)), ("decoupled", "spans", (2, 40))])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_cuda_poisoned_outputs_are_all_written(spec_name, pattern, lead, dtype, monkeypatch):
+    """MOR_EXT_POISON=1 fills every fresh output with NaN / -7 before the kernels run."""
+    spec = op_utils.SPECS[spec_name]
+    inputs, _ = test_ops.mor_inputs(spec, lead, pattern, dtype, seed=60, span=40)
+    inputs = _cuda(inputs)
+    monkeypatch.setenv("MOR_EXT_POISON", "0")
+    clean = test_ops.compiled_forward_backward(spec, inputs)
+    monkeypatch.setenv("MOR_EXT_POISON", "1")
+    poisoned = test_ops.compiled_forward_backward(spec, inputs)
+    for i, (a, b) in enumerate(zip(clean, poisoned)):
+        assert not b.isnan().any() if b.is_floating_point() else not (b == -7).any(), f"result {i}"
+        assert torch.equal(a, b), f"result {i} depends on the poison"
+
+
+def _opcheck_inputs(spec_name):
+    spec, p, roles, flags, gated, index, weight, probs = test_ops.opcheck_inputs(spec_name)
+    p = op_utils.Params(**{k: getattr(p, k).cuda() for k in vars(p)})
+    return spec, p, roles.cuda(), flags, gated, index.cuda(), weight.cuda(), probs.cuda()
+
+
+@pytest.mark.parametrize("spec_name", test_ops.OPCHECK_SPECS)
+def test_cuda_opcheck_grouped_lora_and_mor_linear(spec_name):
+    grad = test_ops.grad
+    ops = torch.ops.mor_ext
+    spec, p, roles, flags, gated, index, weight, probs = _opcheck_inputs(spec_name)
+    torch.library.opcheck(ops.grouped_lora.default,
+                          (grad(p.x), grad(p.lora_A), grad(p.lora_B), index, grad(weight), 0.5, p.weight, p.bias))
+    _, shrink = ops.grouped_lora(p.x, p.lora_A, p.lora_B, index, weight, 0.5, None, None)
+    grad_out = torch.randn(p.x.shape[0], p.weight.shape[0], device="cuda")
+    torch.library.opcheck(ops.grouped_lora_backward.default,
+                          (grad_out, p.x, p.lora_A, p.lora_B, index, weight, shrink, 0.5, p.weight))
+    args = (p.x, p.weight, p.bias, p.lora_A, p.lora_B, p.router_weight, p.shared_gate_weight, roles, *flags, gated, 0.5)
+    torch.library.opcheck(ops.mor_linear.default, args)
+    y, index, weight, probs, shrink, shared_gate_logit = ops.mor_linear(*args)
+    torch.library.opcheck(ops.mor_linear_backward.default, (
+        torch.randn_like(y), torch.randn_like(weight), torch.randn_like(probs), p.x, p.weight, p.lora_A, p.lora_B,
+        p.router_weight, p.shared_gate_weight, roles, index, weight, probs, shrink, shared_gate_logit, *flags, gated,
+        0.5))
+
+
+def test_cuda_mor_linear_op_matches_cpu_kernel():
+    """Same spec, same fp32 inputs: the CUDA and CPU fused ops agree on routing, output and gradients."""
+    spec, p, roles, flags, gated, _, _, _ = test_ops.opcheck_inputs("moragent", n=300)
+    grad = test_ops.grad
+    results = []
+    for device in ("cpu", "cuda"):
+        leaves = [grad(t.to(device)) for t in (p.x, p.weight, p.bias, p.lora_A, p.lora_B, p.router_weight,
+                                               p.shared_gate_weight)]
+        y, index, weight, probs, _, _ = torch.ops.mor_ext.mor_linear(*leaves, roles.to(device), *flags, gated, 0.5)
+        gen = torch.Generator().manual_seed(55)
+        loss = (y * torch.randn(y.shape, generator=gen).to(device)).sum() + weight.square().sum() \
+            + (probs * torch.randn(probs.shape, generator=gen).to(device)).sum()
+        results.append([t.cpu() for t in (y, index, weight, probs, *torch.autograd.grad(loss, leaves))])
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_cuda_torch_compile_mor_linear():
+    spec, inputs = test_ops.compile_inputs()
+    inputs = _cuda(inputs)
+
+    def layer(*args):
+        return F.mor_linear(*args, spec, return_routing=True)
+
+    torch._dynamo.reset()
+    eager = test_ops.run_mor_linear(layer, spec, inputs)
+    compiled = test_ops.run_mor_linear(torch.compile(layer, backend="aot_eager", fullgraph=True), spec, inputs)
+    for a, b in zip(eager, compiled):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_cuda_patched_model_trains_like_cpu(tiny_model_factory):
+    """A patched tiny Llama: loss (CE + aux + orth) and every adapter gradient match between devices."""
+    results = []
+    for device in ("cpu", "cuda"):
+        model = tiny_model_factory("llama", seed=3)
+        mor_ext.patch(model)
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        for _, param in named:
+            torch.nn.init.normal_(param, std=0.05)  # B starts at zero: give every path a gradient
+        model.to(device)
+        gen = torch.Generator().manual_seed(4)
+        ids = torch.randint(3, 120, (2, 24), generator=gen).to(device)
+        roles = torch.tensor([0] * 8 + [1] * 8 + [2] * 8).repeat(2, 1).to(device)
+        out = model(input_ids=ids, role_ids=roles, labels=ids)
+        grads = torch.autograd.grad(out.loss, [p for _, p in named])
+        results.append((out.loss.item(), {n: g.cpu() for (n, _), g in zip(named, grads)}))
+    (loss_cpu, g_cpu), (loss_gpu, g_gpu) = results
+    assert abs(loss_cpu - loss_gpu) < 1e-4 * max(1.0, abs(loss_cpu))
+    for name in g_cpu:
+        torch.testing.assert_close(g_gpu[name], g_cpu[name], rtol=2e-3, atol=2e-4, msg=name)

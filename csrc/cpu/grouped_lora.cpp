@@ -21,6 +21,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "../input_checks.h"
+#include "../kernels/gating.h"
 #include "cpu_utils.h"
 #include "token_batches.h"
 
@@ -28,29 +30,6 @@ namespace mor_ext::cpu {
 namespace {
 
 constexpr int64_t kTokenGrain = 64;
-
-void check_grouped_inputs(const at::Tensor& x, const at::Tensor& lora_A, const at::Tensor& lora_B,
-                          const at::Tensor& lora_index, const at::Tensor& lora_weight) {
-  check_float_tensor(x, "x", 2);
-  check_float_tensor(lora_A, "lora_A", 3);
-  check_float_tensor(lora_B, "lora_B", 3);
-  check_float_tensor(lora_weight, "lora_weight", 2);
-  check_same(lora_A, "lora_A", x);
-  check_same(lora_B, "lora_B", x);
-  check_same(lora_weight, "lora_weight", x);
-  const int64_t n = x.size(0), d_in = x.size(1), num_loras = lora_A.size(0), rank = lora_A.size(1);
-  TORCH_CHECK_VALUE(lora_A.size(2) == d_in, "lora_A must be [L, r, d_in] with d_in=", d_in, ", got ", lora_A.sizes());
-  TORCH_CHECK_VALUE(lora_B.size(0) == num_loras && lora_B.size(2) == rank, "lora_B must be [L=", num_loras,
-                    ", d_out, r=", rank, "], got ", lora_B.sizes());
-  TORCH_CHECK_TYPE(lora_index.scalar_type() == at::kInt || lora_index.scalar_type() == at::kLong,
-                   "lora_index must be int32 or int64, got ", lora_index.scalar_type());
-  TORCH_CHECK_VALUE(lora_index.dim() == 2 && lora_index.size(0) == n, "lora_index must be [N=", n, ", K], got ",
-                    lora_index.sizes());
-  TORCH_CHECK_VALUE(lora_weight.sizes() == lora_index.sizes(), "lora_weight ", lora_weight.sizes(),
-                    " must match lora_index ", lora_index.sizes());
-  TORCH_CHECK_VALUE(lora_index.device() == x.device(), "lora_index is on ", lora_index.device(), " but x is on ",
-                    x.device());
-}
 
 // lora_index as contiguous int32, with every entry checked to lie in [-1, L).
 at::Tensor checked_index(const at::Tensor& lora_index, int64_t num_loras) {
@@ -82,34 +61,29 @@ std::vector<Batch> plan_slot_batches(const at::Tensor& index) {
 // Writes, for each token of the batch and each of its slots, the slot's shrink (its LoRA's r
 // columns of `shrink_block`) into `shrink_slots`, and the gated block `gated = shrink_block * gate`
 // where gate = scaling * (sum of the token's weights for that LoRA), zero for LoRAs not picked.
+// The per-element math is kernels/gating.h, which the CUDA kernels run too.
 template <typename scalar_t>
 void gate_block(const Batch& b, const int32_t* index, const scalar_t* weight, int64_t k, int64_t rank, double scaling,
                 const at::Tensor& shrink_block, at::Tensor& gated, scalar_t* shrink_slots) {
-  const int64_t n = b.size(), width = shrink_block.size(1);
+  const int64_t n = b.size(), width = shrink_block.size(1), loras = width / rank;
   const int64_t* rows = b.rows.defined() ? b.rows.data_ptr<int64_t>() : nullptr;
   const scalar_t* h = shrink_block.data_ptr<scalar_t>();
   scalar_t* g = gated.data_ptr<scalar_t>();
   using acc_t = at::opmath_type<scalar_t>;  // float for float/bf16/half, double for double
+  const acc_t scale = static_cast<acc_t>(scaling);
   at::parallel_for(0, n, kTokenGrain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(width);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t t = rows ? rows[i] : b.begin + i;
-      std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t s = 0; s < k; ++s) {
         const int32_t l = index[t * k + s];
         scalar_t* slot = shrink_slots + (t * k + s) * rank;
-        if (l < 0) {
-          for (int64_t j = 0; j < rank; ++j) slot[j] = scalar_t(0);
-          continue;
-        }
-        const int64_t col = (l - b.key) * rank;
-        const acc_t w = static_cast<acc_t>(scaling) * static_cast<acc_t>(weight[t * k + s]);
-        for (int64_t j = 0; j < rank; ++j) {
-          slot[j] = h[i * width + col + j];
-          acc[col + j] += w * static_cast<acc_t>(h[i * width + col + j]);
-        }
+        for (int64_t j = 0; j < rank; ++j) slot[j] = l < 0 ? scalar_t(0) : h[i * width + (l - b.key) * rank + j];
       }
-      for (int64_t j = 0; j < width; ++j) g[i * width + j] = static_cast<scalar_t>(acc[j]);
+      for (int64_t c = 0; c < loras; ++c) {
+        const acc_t gate = scale * kernels::lora_gate<acc_t>(index + t * k, weight + t * k, k, b.key + c);
+        for (int64_t j = 0; j < rank; ++j)
+          g[i * width + c * rank + j] = static_cast<scalar_t>(gate * static_cast<acc_t>(h[i * width + c * rank + j]));
+      }
     }
   });
 }
@@ -121,39 +95,29 @@ void gate_block_backward(const Batch& b, const int32_t* index, const scalar_t* w
                          int64_t k, int64_t rank, double scaling, const at::Tensor& grad_gated, at::Tensor& gated,
                          at::Tensor& grad_shrink, at::opmath_type<scalar_t>* grad_weight) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t n = b.size(), width = grad_gated.size(1);
+  const int64_t n = b.size(), width = grad_gated.size(1), loras = width / rank;
   const int64_t* rows = b.rows.defined() ? b.rows.data_ptr<int64_t>() : nullptr;
   const scalar_t* dg = grad_gated.data_ptr<scalar_t>();
   scalar_t* g = gated.data_ptr<scalar_t>();
   scalar_t* dh = grad_shrink.data_ptr<scalar_t>();
+  const acc_t scale = static_cast<acc_t>(scaling);
   at::parallel_for(0, n, kTokenGrain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc_g(width), acc_dh(width);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t t = rows ? rows[i] : b.begin + i;
-      std::fill(acc_g.begin(), acc_g.end(), 0.0f);
-      std::fill(acc_dh.begin(), acc_dh.end(), 0.0f);
-      for (int64_t s = 0; s < k; ++s) {
-        const int32_t l = index[t * k + s];
-        if (l < 0) {
-          grad_weight[t * k + s] = acc_t(0);
-          continue;
-        }
-        const int64_t col = (l - b.key) * rank;
-        const acc_t w = static_cast<acc_t>(scaling) * static_cast<acc_t>(weight[t * k + s]);
-        const scalar_t* slot = shrink_slots + (t * k + s) * rank;
-        acc_t dot = 0;
+      const int32_t* idx = index + t * k;
+      const scalar_t* w = weight + t * k;
+      const scalar_t* slots = shrink_slots + t * k * rank;
+      for (int64_t s = 0; s < k; ++s)
+        grad_weight[t * k + s] =
+            idx[s] < 0 ? acc_t(0)
+                       : kernels::slot_weight_grad(dg + i * width + (idx[s] - b.key) * rank, slots + s * rank, rank, scale);
+      for (int64_t c = 0; c < loras; ++c) {
+        const acc_t gate = scale * kernels::lora_gate<acc_t>(idx, w, k, b.key + c);
         for (int64_t j = 0; j < rank; ++j) {
-          const acc_t d = static_cast<acc_t>(dg[i * width + col + j]);
-          const acc_t h = static_cast<acc_t>(slot[j]);
-          dot += d * h;
-          acc_g[col + j] += w * h;
-          acc_dh[col + j] += w * d;
+          const int64_t col = c * rank + j;
+          g[i * width + col] = static_cast<scalar_t>(kernels::gated_from_slots(idx, w, slots, k, rank, b.key + c, j, scale));
+          dh[i * width + col] = static_cast<scalar_t>(gate * static_cast<acc_t>(dg[i * width + col]));
         }
-        grad_weight[t * k + s] = static_cast<acc_t>(scaling) * dot;
-      }
-      for (int64_t j = 0; j < width; ++j) {
-        g[i * width + j] = static_cast<scalar_t>(acc_g[j]);
-        dh[i * width + j] = static_cast<scalar_t>(acc_dh[j]);
       }
     }
   });

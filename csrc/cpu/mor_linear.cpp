@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "../kernels/routing.h"
+#include "../input_checks.h"
 #include "../spec_table.h"
 #include "cpu_utils.h"
 #include "token_batches.h"
@@ -57,33 +58,6 @@ RoleBlock make_block(const SpecTable& spec, int64_t rho, const at::Tensor& lora_
   b.rows = at::cat(parts);
   b.b_cols = lora_B.narrow(0, b.lora_start, b.num_loras).permute({1, 0, 2}).reshape({d_out, b.lora_width}).contiguous();
   return b;
-}
-
-void check_layer_inputs(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                        const at::Tensor& lora_A, const at::Tensor& lora_B, const at::Tensor& router_weight,
-                        const at::Tensor& shared_gate_weight, const at::Tensor& role_ids, const SpecTable& spec) {
-  check_float_tensor(x, "x", 2);
-  for (auto [t, name, dim] : {std::tuple{&weight, "weight", 2}, {&lora_A, "lora_A", 3}, {&lora_B, "lora_B", 3},
-                              {&router_weight, "router_weight", 2}, {&shared_gate_weight, "shared_gate_weight", 2}}) {
-    check_float_tensor(*t, name, dim);
-    check_same(*t, name, x);
-  }
-  const int64_t d_in = x.size(1), d_out = weight.size(0);
-  TORCH_CHECK_VALUE(weight.size(1) == d_in, "weight must be [d_out, d_in=", d_in, "], got ", weight.sizes());
-  if (bias.has_value() && bias->defined()) {
-    check_same(*bias, "bias", x);
-    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == d_out, "bias must be [", d_out, "], got ", bias->sizes());
-  }
-  TORCH_CHECK_VALUE(lora_A.size(0) == spec.num_loras && lora_A.size(2) == d_in, "lora_A must be [L=",
-                    spec.num_loras, ", r, d_in=", d_in, "], got ", lora_A.sizes());
-  TORCH_CHECK_VALUE(lora_B.size(0) == spec.num_loras && lora_B.size(1) == d_out && lora_B.size(2) == lora_A.size(1),
-                    "lora_B must be [L=", spec.num_loras, ", d_out=", d_out, ", r=", lora_A.size(1), "], got ",
-                    lora_B.sizes());
-  TORCH_CHECK_VALUE(router_weight.size(0) == spec.num_experts_total && router_weight.size(1) == d_in,
-                    "router_weight must be [", spec.num_experts_total, ", ", d_in, "], got ", router_weight.sizes());
-  TORCH_CHECK_VALUE(shared_gate_weight.size(0) == spec.num_roles && shared_gate_weight.size(1) == d_in,
-                    "shared_gate_weight must be [", spec.num_roles, ", ", d_in, "], got ", shared_gate_weight.sizes());
-  check_role_ids(role_ids, x.size(0), spec.num_roles, x);
 }
 
 std::vector<Batch> plan_role_batches(const at::Tensor& roles) {
@@ -200,17 +174,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
   check_layer_inputs(x, weight, std::nullopt, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, spec);
   const int64_t n = x.size(0), k_max = spec.k_max, e_total = spec.num_experts_total, rank = lora_A.size(1),
                 d_in = x.size(1), d_out = weight.size(0);
-  auto expect = [](const at::Tensor& t, const char* name, at::IntArrayRef sizes) {
-    TORCH_CHECK_VALUE(t.sizes() == sizes, name, " must be ", sizes, ", got ", t.sizes());
-  };
-  expect(grad_y, "grad_y", {n, d_out});
-  expect(grad_lora_weight, "grad_lora_weight", {n, k_max});
-  expect(grad_router_probs, "grad_router_probs", {n, e_total});
-  expect(lora_index, "lora_index", {n, k_max});
-  expect(lora_weight, "lora_weight", {n, k_max});
-  expect(router_probs, "router_probs", {n, e_total});
-  expect(shrink, "shrink", {n, k_max, rank});
-  expect(shared_gate_logit, "shared_gate_logit", {n});
+  check_saved_routing(grad_y, grad_lora_weight, grad_router_probs, lora_index, lora_weight, router_probs, shrink,
+                      shared_gate_logit, n, d_out, k_max, e_total, rank);
 
   const at::Tensor xc = x.contiguous(), roles = role_ids.contiguous(), a = lora_A.contiguous();
   const at::Tensor gy = grad_y.to(x.scalar_type()).contiguous();

@@ -12,41 +12,10 @@
 
 #include "../kernels/routing.h"
 #include "../spec_table.h"
+#include "route_kernels.cuh"
 
 namespace mor_ext::cuda {
 namespace {
-
-constexpr int kThreads = 256;
-
-__global__ void route_forward_kernel(kernels::RoleTables spec, int64_t n, const float* __restrict__ logits,
-                                     int64_t stride, const int64_t* __restrict__ roles, int32_t* __restrict__ index,
-                                     float* __restrict__ gate, float* __restrict__ probs) {
-  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (t >= n) return;
-  const int rho = static_cast<int>(roles[t]);
-  const float* row = logits + t * stride;
-  const float shared_logit = (spec.sigmoid_gate && rho >= 0 && spec.shared[rho]) ? row[spec.e_total + rho] : 0.0f;
-  kernels::route_token(spec, rho, row, shared_logit, index + t * spec.k_max, gate + t * spec.k_max,
-                       probs + t * spec.e_total);
-}
-
-__global__ void route_backward_kernel(kernels::RoleTables spec, int64_t n, const float* __restrict__ probs,
-                                      const int32_t* __restrict__ index, const float* __restrict__ grad_gate,
-                                      const float* __restrict__ grad_probs, const float* __restrict__ shared_logits,
-                                      const int64_t* __restrict__ roles, float* __restrict__ grad_logits,
-                                      int64_t stride) {
-  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (t >= n) return;
-  const int rho = static_cast<int>(roles[t]);
-  const bool gated = spec.sigmoid_gate && rho >= 0 && spec.shared[rho];
-  const float shared_logit = gated ? shared_logits[t * spec.num_roles + rho] : 0.0f;
-  const float g = kernels::route_token_backward_all(spec, rho, probs + t * spec.e_total, index + t * spec.k_max,
-                                                    grad_gate + t * spec.k_max, grad_probs + t * spec.e_total,
-                                                    shared_logit, grad_logits + t * stride);
-  if (stride > spec.e_total) {  // the shared-gate columns: zero but the token's own role
-    for (int r = 0; r < spec.num_roles; ++r) grad_logits[t * stride + spec.e_total + r] = (gated && r == rho) ? g : 0.0f;
-  }
-}
 
 void check_inputs(const at::Tensor& x, const at::Tensor& router_weight, const at::Tensor& shared_gate_weight,
                   const at::Tensor& role_ids, const SpecTable& spec) {
@@ -67,8 +36,6 @@ void check_inputs(const at::Tensor& x, const at::Tensor& router_weight, const at
   // need a sync per call); shape, dtype and device here.
   check_role_ids(role_ids, x.size(0), spec.num_roles, x);
 }
-
-int blocks_for(int64_t n) { return static_cast<int>((n + kThreads - 1) / kThreads); }
 
 }  // namespace
 
@@ -91,7 +58,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_cuda(const at::Tensor& x, c
   if (n > 0) {
     route_forward_kernel<<<blocks_for(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         spec.tables(), n, logits.data_ptr<float>(), logits.size(1), roles.data_ptr<int64_t>(), index.data_ptr<int32_t>(),
-        gate.data_ptr<float>(), probs.data_ptr<float>());
+        gate.data_ptr<float>(), probs.data_ptr<float>(), nullptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return {index, gate.to(x.scalar_type()), probs};
@@ -124,7 +91,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cuda(
   if (n > 0) {
     route_backward_kernel<<<blocks_for(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         spec.tables(), n, probs.data_ptr<float>(), index.data_ptr<int32_t>(), grad_gate.data_ptr<float>(),
-        grad_probs.data_ptr<float>(), shared_logits.data_ptr<float>(), roles.data_ptr<int64_t>(),
+        grad_probs.data_ptr<float>(), shared_logits.data_ptr<float>(), spec.num_roles, /*per_role=*/true,
+        roles.data_ptr<int64_t>(),
         grad_logits.data_ptr<float>(), stride);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }

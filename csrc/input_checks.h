@@ -1,0 +1,101 @@
+// Argument checks of the grouped-LoRA and fused-layer ops, shared by the CPU and CUDA kernels: shapes,
+// dtypes and devices only (nothing that reads tensor data, which would sync a GPU). Every message
+// names the tensor and the shape it should have.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <tuple>
+
+#include "cpu/cpu_utils.h"
+#include "spec_table.h"
+
+namespace mor_ext {
+
+using cpu::check_float_tensor;
+using cpu::check_same;
+
+inline void check_grouped_inputs(const at::Tensor& x, const at::Tensor& lora_A, const at::Tensor& lora_B,
+                          const at::Tensor& lora_index, const at::Tensor& lora_weight) {
+  check_float_tensor(x, "x", 2);
+  check_float_tensor(lora_A, "lora_A", 3);
+  check_float_tensor(lora_B, "lora_B", 3);
+  check_float_tensor(lora_weight, "lora_weight", 2);
+  check_same(lora_A, "lora_A", x);
+  check_same(lora_B, "lora_B", x);
+  check_same(lora_weight, "lora_weight", x);
+  const int64_t n = x.size(0), d_in = x.size(1), num_loras = lora_A.size(0), rank = lora_A.size(1);
+  TORCH_CHECK_VALUE(lora_A.size(2) == d_in, "lora_A must be [L, r, d_in] with d_in=", d_in, ", got ", lora_A.sizes());
+  TORCH_CHECK_VALUE(lora_B.size(0) == num_loras && lora_B.size(2) == rank, "lora_B must be [L=", num_loras,
+                    ", d_out, r=", rank, "], got ", lora_B.sizes());
+  TORCH_CHECK_TYPE(lora_index.scalar_type() == at::kInt || lora_index.scalar_type() == at::kLong,
+                   "lora_index must be int32 or int64, got ", lora_index.scalar_type());
+  TORCH_CHECK_VALUE(lora_index.dim() == 2 && lora_index.size(0) == n, "lora_index must be [N=", n, ", K], got ",
+                    lora_index.sizes());
+  TORCH_CHECK_VALUE(lora_weight.sizes() == lora_index.sizes(), "lora_weight ", lora_weight.sizes(),
+                    " must match lora_index ", lora_index.sizes());
+  TORCH_CHECK_VALUE(lora_index.device() == x.device(), "lora_index is on ", lora_index.device(), " but x is on ",
+                    x.device());
+}
+
+inline void check_layer_inputs(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                        const at::Tensor& lora_A, const at::Tensor& lora_B, const at::Tensor& router_weight,
+                        const at::Tensor& shared_gate_weight, const at::Tensor& role_ids, const SpecTable& spec) {
+  check_float_tensor(x, "x", 2);
+  for (auto [t, name, dim] : {std::tuple{&weight, "weight", 2}, {&lora_A, "lora_A", 3}, {&lora_B, "lora_B", 3},
+                              {&router_weight, "router_weight", 2}, {&shared_gate_weight, "shared_gate_weight", 2}}) {
+    check_float_tensor(*t, name, dim);
+    check_same(*t, name, x);
+  }
+  const int64_t d_in = x.size(1), d_out = weight.size(0);
+  TORCH_CHECK_VALUE(weight.size(1) == d_in, "weight must be [d_out, d_in=", d_in, "], got ", weight.sizes());
+  if (bias.has_value() && bias->defined()) {
+    check_same(*bias, "bias", x);
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == d_out, "bias must be [", d_out, "], got ", bias->sizes());
+  }
+  TORCH_CHECK_VALUE(lora_A.size(0) == spec.num_loras && lora_A.size(2) == d_in, "lora_A must be [L=",
+                    spec.num_loras, ", r, d_in=", d_in, "], got ", lora_A.sizes());
+  TORCH_CHECK_VALUE(lora_B.size(0) == spec.num_loras && lora_B.size(1) == d_out && lora_B.size(2) == lora_A.size(1),
+                    "lora_B must be [L=", spec.num_loras, ", d_out=", d_out, ", r=", lora_A.size(1), "], got ",
+                    lora_B.sizes());
+  TORCH_CHECK_VALUE(router_weight.size(0) == spec.num_experts_total && router_weight.size(1) == d_in,
+                    "router_weight must be [", spec.num_experts_total, ", ", d_in, "], got ", router_weight.sizes());
+  TORCH_CHECK_VALUE(shared_gate_weight.size(0) == spec.num_roles && shared_gate_weight.size(1) == d_in,
+                    "shared_gate_weight must be [", spec.num_roles, ", ", d_in, "], got ", shared_gate_weight.sizes());
+  check_role_ids(role_ids, x.size(0), spec.num_roles, x);
+}
+
+// The frozen linear of a fused op: weight [d_out, d_in] and optional bias [d_out], like x.
+inline void check_frozen_linear(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                int64_t d_out) {
+  check_float_tensor(weight, "weight", 2);
+  check_same(weight, "weight", x);
+  TORCH_CHECK_VALUE(weight.size(0) == d_out && weight.size(1) == x.size(1), "weight must be [", d_out, ", ",
+                    x.size(1), "], got ", weight.sizes());
+  if (bias.has_value() && bias->defined()) {
+    check_same(*bias, "bias", x);
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == d_out, "bias must be [", d_out, "], got ", bias->sizes());
+  }
+}
+
+// What mor_linear_backward gets back from the forward (and the incoming gradients): shapes only.
+inline void check_saved_routing(const at::Tensor& grad_y, const at::Tensor& grad_lora_weight,
+                                const at::Tensor& grad_router_probs, const at::Tensor& lora_index,
+                                const at::Tensor& lora_weight, const at::Tensor& router_probs,
+                                const at::Tensor& shrink, const at::Tensor& shared_gate_logit, int64_t n,
+                                int64_t d_out, int64_t k_max, int64_t e_total, int64_t rank) {
+  auto expect = [](const at::Tensor& t, const char* name, at::IntArrayRef sizes) {
+    TORCH_CHECK_VALUE(t.sizes() == sizes, name, " must be ", sizes, ", got ", t.sizes());
+  };
+  expect(grad_y, "grad_y", {n, d_out});
+  expect(grad_lora_weight, "grad_lora_weight", {n, k_max});
+  expect(grad_router_probs, "grad_router_probs", {n, e_total});
+  expect(lora_index, "lora_index", {n, k_max});
+  expect(lora_weight, "lora_weight", {n, k_max});
+  expect(router_probs, "router_probs", {n, e_total});
+  expect(shrink, "shrink", {n, k_max, rank});
+  expect(shared_gate_logit, "shared_gate_logit", {n});
+}
+
+}  // namespace mor_ext
