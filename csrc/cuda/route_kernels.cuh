@@ -25,7 +25,7 @@ __global__ void route_forward_kernel(kernels::RoleTables spec, int64_t n, const 
   if (t >= n) return;
   const int rho = static_cast<int>(roles[t]);
   const float* row = logits + t * stride;
-  const float shared_logit = (spec.sigmoid_gate && rho >= 0 && spec.shared[rho]) ? row[spec.e_total + rho] : 0.0f;
+  const float shared_logit = kernels::gated_shared(spec, rho) ? row[spec.e_total + rho] : 0.0f;
   kernels::route_token(spec, rho, row, shared_logit, index + t * spec.k_max, gate + t * spec.k_max,
                        probs + t * spec.e_total);
   if (shared_out != nullptr) shared_out[t] = shared_logit;
@@ -41,7 +41,7 @@ __global__ void route_backward_kernel(kernels::RoleTables spec, int64_t n, const
   const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (t >= n) return;
   const int rho = static_cast<int>(roles[t]);
-  const bool gated = spec.sigmoid_gate && rho >= 0 && spec.shared[rho];
+  const bool gated = kernels::gated_shared(spec, rho);
   const float shared_logit = gated ? shared_logits[t * shared_stride + (per_role ? rho : 0)] : 0.0f;
   const float g = kernels::route_token_backward_all(spec, rho, probs + t * spec.e_total, index + t * spec.k_max,
                                                     grad_gate + t * spec.k_max, grad_probs + t * spec.e_total,

@@ -86,6 +86,16 @@ struct RoleTables {
       lora_start[kMaxRoles] = {};
 };
 
+// Role ids outside 0..R-1 mean "no adapter" here. Bad ids are an error raised before any kernel
+// runs (functional.py, or once per model call); this only keeps a kernel from indexing the tables
+// out of bounds when the caller skipped that check.
+MOR_HD bool valid_role(const RoleTables& spec, int rho) { return rho >= 0 && rho < spec.num_roles; }
+
+// Has role `rho` a shared LoRA with a sigmoid gate (whose logit the routing reads)?
+MOR_HD bool gated_shared(const RoleTables& spec, int rho) {
+  return spec.sigmoid_gate && valid_role(spec, rho) && spec.shared[rho] != 0;
+}
+
 // Routes one token of role `rho` (-1: no adapter). `logits` are the E_total router logits of the
 // token (fp32); `shared_logit` its role's shared-gate logit (used when the role has a gated shared
 // LoRA). Writes all K_max slots (index -1 / gate 0 when unused) and all E_total probabilities
@@ -94,7 +104,7 @@ MOR_HD void route_token(const RoleTables& spec, int rho, const float* logits, fl
                         float* gate, float* probs) {
   for (int q = 0; q < spec.k_max; ++q) index[q] = -1, gate[q] = 0.0f;
   for (int e = 0; e < spec.e_total; ++e) probs[e] = 0.0f;
-  if (rho < 0) return;
+  if (!valid_role(spec, rho)) return;
   int slot = 0;
   if (spec.shared[rho]) {
     index[slot] = spec.lora_start[rho];
@@ -124,7 +134,7 @@ MOR_HD float route_token_backward_all(const RoleTables& spec, int rho, const flo
                                       const float* grad_gate, const float* grad_probs, float shared_logit,
                                       float* grad_logits) {
   for (int e = 0; e < spec.e_total; ++e) grad_logits[e] = 0.0f;
-  if (rho < 0) return 0.0f;
+  if (!valid_role(spec, rho)) return 0.0f;
   float grad_shared_logit = 0.0f;
   int slot = 0;
   if (spec.shared[rho]) {

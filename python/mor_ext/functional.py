@@ -7,7 +7,9 @@ and hands over to :mod:`mor_ext.ops` (compiled kernels, or the pure-PyTorch refe
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import contextlib
+import contextvars
+from typing import Iterator, NamedTuple
 
 import torch
 
@@ -16,6 +18,7 @@ from .spec import MoRSpec
 
 __all__ = [
     "Routing", "route", "grouped_lora", "mor_linear", "load_balance_loss", "orthogonal_loss", "orthogonal_loss_layers",
+    "ids_checked",
 ]
 
 
@@ -59,19 +62,48 @@ def _check_spec(spec: object) -> MoRSpec:
     return spec
 
 
+_IDS_CHECKED: contextvars.ContextVar[bool] = contextvars.ContextVar("mor_ext_ids_checked", default=False)
+
+
+@contextlib.contextmanager
+def ids_checked() -> Iterator[None]:
+    """Within this block the functions here trust that ``role_ids`` and ``lora_index`` hold valid
+    values and skip the range check, which on a GPU costs a device-to-host sync per call.
+
+    For callers that checked the ids once themselves: a patched model checks a call's ``role_ids``
+    once per forward, not once per layer. Shapes, dtypes and devices are still checked; out-of-range
+    ids then count as "no adapter" in the compiled kernels (the reference may raise an index error).
+    """
+    token = _IDS_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _IDS_CHECKED.reset(token)
+
+
 def _check_range(ids: torch.Tensor, name: str, upper: int, why: str) -> None:
     """Every entry of ``ids`` in ``-1 .. upper-1``, else a ValueError naming the first bad position.
 
-    One reduction on the happy path. Skipped while torch.compile traces (a data-dependent branch
-    would break the graph); the compiled kernels check the values again and raise ValueError.
+    One reduction on the happy path (a sync on GPU). Skipped inside :func:`ids_checked` and while
+    torch.compile traces (a data-dependent branch would break the graph); the CPU kernels check
+    the values again and raise ValueError.
     """
-    if ids.numel() == 0 or torch.compiler.is_compiling():
+    if ids.numel() == 0 or torch.compiler.is_compiling() or _IDS_CHECKED.get():
         return
     low, high = torch.aminmax(ids)
     if int(low) >= -1 and int(high) < upper:
         return
     where = tuple(int(i) for i in ((ids < -1) | (ids >= upper)).nonzero()[0].tolist())
     raise ValueError(f"{name}[{', '.join(map(str, where))}] = {int(ids[where])}, {why}")
+
+
+def check_role_ids(role_ids: torch.Tensor, spec: MoRSpec) -> None:
+    """ValueError naming the first entry of ``role_ids`` outside ``-1 .. R-1`` (one reduction)."""
+    _check_range(
+        role_ids, "role_ids", spec.num_roles,
+        f"but the spec has {spec.num_roles} roles {list(spec.role_names)} "
+        f"(valid ids: -1 .. {spec.num_roles - 1}; -1 = no adapter)",
+    )
 
 
 def _flat_role_ids(role_ids: torch.Tensor, x: torch.Tensor, spec: MoRSpec) -> torch.Tensor:
@@ -86,11 +118,7 @@ def _flat_role_ids(role_ids: torch.Tensor, x: torch.Tensor, spec: MoRSpec) -> to
         )
     if role_ids.device != x.device:
         raise ValueError(f"role_ids is on {role_ids.device} but x is on {x.device}")
-    _check_range(
-        role_ids, "role_ids", spec.num_roles,
-        f"but the spec has {spec.num_roles} roles {list(spec.role_names)} "
-        f"(valid ids: -1 .. {spec.num_roles - 1}; -1 = no adapter)",
-    )
+    check_role_ids(role_ids, spec)
     return role_ids.reshape(-1).to(torch.long)
 
 

@@ -81,7 +81,13 @@ class RoleContext:
         saved = (self.role_ids, self.role_ids_any, self.collect_stats, self.aux_losses, self.expert_counts,
                  self.role_counts, self._by_device)
         self.role_ids = role_ids
-        self.role_ids_any = role_ids is not None and bool((role_ids != -1).any())
+        # The call's ids are range-checked here, once, so the layers can skip the per-layer check
+        # (a device-to-host sync each on GPU): one sync per forward instead of one per layer.
+        self.role_ids_any = False
+        if role_ids is not None and role_ids.numel() > 0:
+            if not torch.compiler.is_compiling():
+                functional.check_role_ids(role_ids, self.spec)
+            self.role_ids_any = bool((role_ids != -1).any())
         self.collect_stats = collect_stats
         self.aux_losses, self.expert_counts, self.role_counts, self._by_device = [], [], [], {}
         if torch.is_grad_enabled():
@@ -91,6 +97,13 @@ class RoleContext:
     def end_call(self, saved: tuple) -> None:
         (self.role_ids, self.role_ids_any, self.collect_stats, self.aux_losses, self.expert_counts,
          self.role_counts, self._by_device) = saved
+
+
+def _count(ids: torch.Tensor, n: int) -> torch.Tensor:
+    """float32 ``[n]``: how often each of 0..n-1 occurs in ``ids`` (-1 entries are ignored)."""
+    flat = ids.reshape(-1).long() + 1
+    counts = torch.zeros(n + 1, dtype=torch.float32, device=ids.device)
+    return counts.index_add_(0, flat, torch.ones_like(flat, dtype=torch.float32))[1:]
 
 
 class MoRLinear(nn.Module):
@@ -182,6 +195,12 @@ class MoRLinear(nn.Module):
         roles = self._roles_for(x, role_ids, call)
         if roles is None:
             return self.base_layer(x)
+        if role_ids is None and not torch.compiler.is_compiling():  # ids checked once per call, or one valid role
+            with functional.ids_checked():
+                return self._forward_autocast(x, roles, call)
+        return self._forward_autocast(x, roles, call)
+
+    def _forward_autocast(self, x: torch.Tensor, roles: torch.Tensor, call: CallRoles) -> torch.Tensor:
         params = (self.weight, self.bias, self.lora_A, self.lora_B, self.router_weight, self.shared_gate_weight)
         device_type = x.device.type
         if torch.is_autocast_enabled(device_type):
@@ -243,11 +262,10 @@ class MoRLinear(nn.Module):
         ctx.aux_losses.append(aux)
         with torch.no_grad():
             spec = self.spec
-            per_lora = torch.bincount(routing.lora_index.reshape(-1).long() + 1, minlength=spec.num_loras + 1)[1:]
-            ctx.expert_counts.append(per_lora[self._routed_index(per_lora.device)].float())  # [E_total]
-            ctx.role_counts.append(
-                torch.bincount(roles.reshape(-1).long() + 1, minlength=spec.num_roles + 1)[1:].float()  # [R]
-            )
+            # Counts by index_add rather than bincount, which syncs on GPU to size its output.
+            per_lora = _count(routing.lora_index, spec.num_loras)
+            ctx.expert_counts.append(per_lora[self._routed_index(per_lora.device)])  # [E_total]
+            ctx.role_counts.append(_count(roles, spec.num_roles))  # [R]
 
     def _routed_index(self, device: torch.device) -> torch.Tensor:
         """LoRA index of each router column (``[E_total]``), cached per device."""
