@@ -2,17 +2,26 @@
 
 Times are medians of CUDA-event-timed repeats after warm-up, on random inputs. Ceilings measured in
 the same run: device-to-device copy bandwidth (bytes read + written) and a large bf16 GEMM.
+Sections: gating, orthogonal loss, one adapted layer (training and decode, time and memory) and a
+training step of a Llama-3.2-1B-shaped model. ``--only NAME[,NAME]`` runs some sections.
 """
 
 from __future__ import annotations
 
+import argparse
+import gc
+import os
 import statistics
 import sys
+import time
 
 import torch
 
 import mor_ext
 from mor_ext import functional as MF
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import layer_cases  # noqa: E402
 
 ROWS: list[tuple[str, str, str]] = []
 
@@ -117,13 +126,205 @@ def orthogonal() -> None:
     row("orth loss, forming d x d products", f"{ms_dense:.1f} ms", f"{ms_dense / ms:.0f}x slower (target >= 100x)")
 
 
+LAYER_SHAPE = layer_cases.Shape(tokens=8192, d_in=4096, d_out=4096, rank=16, dtype=torch.bfloat16)
+
+
+def layer_training() -> None:
+    """One adapted layer, forward + backward, T=8192, d_in=d_out=4096, r=16, MoRAgent, bf16, spans."""
+    inp = layer_cases.make_inputs(LAYER_SHAPE, device="cuda")
+    cases = {"base": "base F.linear (frozen)", "lora": "plain LoRA r=16", "official": "official all-experts",
+             "reference": "mor_ext reference", "mor": "mor_ext C++"}
+    ms = {}
+    for key, name in cases.items():
+        step = layer_cases.CASES[name](inp)
+
+        def run():
+            layer_cases.zero_grads(inp)
+            step()
+
+        ms[key] = timed(run, warmup=3, repeat=15)
+    tag = "T=8192 d=4096 bf16 fwd+bwd"
+    row(f"layer {tag}: frozen base", f"{ms['base'] * 1e3:.0f} us")
+    row(f"layer {tag}: plain LoRA r=16", f"{ms['lora'] * 1e3:.0f} us", f"{ms['lora'] / ms['base']:.2f}x base")
+    row(f"layer {tag}: MoR (CUDA)", f"{ms['mor'] * 1e3:.0f} us",
+        f"{ms['mor'] / ms['base']:.2f}x base (target <= 1.25x)")
+    row(f"layer {tag}: MoR reference path", f"{ms['reference'] * 1e3:.0f} us",
+        f"CUDA {ms['reference'] / ms['mor']:.1f}x faster (target >= 2x)")
+    row(f"layer {tag}: official all-experts", f"{ms['official'] * 1e3:.0f} us",
+        f"CUDA {ms['official'] / ms['mor']:.1f}x faster (target >= 5x)")
+
+
+def peak_extra_bytes(step) -> int:
+    """Peak memory above what is allocated before ``step()`` (grads freed first)."""
+    gc.collect()
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
+
+
+def layer_memory() -> None:
+    inp = layer_cases.make_inputs(LAYER_SHAPE, device="cuda")
+    k_max = inp.spec.k_max
+    extra = {}
+    for key, build in {"base": layer_cases.CASES["base F.linear (frozen)"],
+                       "lora": layer_cases.plain_lora(k_max * LAYER_SHAPE.rank),
+                       "mor": layer_cases.CASES["mor_ext C++"]}.items():
+        step = build(inp)
+        step()  # warm-up: cuBLAS workspaces and the like are not the layer's
+        layer_cases.zero_grads(inp)
+
+        def run():
+            layer_cases.zero_grads(inp)
+            step()
+
+        extra[key] = peak_extra_bytes(run)
+    mib = 2**20
+    row("layer peak memory, frozen base fwd+bwd", f"{extra['base'] / mib:.0f} MiB", "(y, grad_x, workspaces)")
+    row(f"layer peak memory, plain LoRA r={k_max * LAYER_SHAPE.rank} (K_max*r)", f"{extra['lora'] / mib:.0f} MiB",
+        f"{(extra['lora'] - extra['base']) / mib:.0f} MiB above base")
+    row("layer peak memory, MoR", f"{extra['mor'] / mib:.0f} MiB",
+        f"{(extra['mor'] - extra['base']) / mib:.0f} MiB above base; total {extra['mor'] / extra['lora']:.2f}x the "
+        f"LoRA's (target <= 1.2x)")
+
+
+def decode() -> None:
+    """Inference of one layer at decode sizes, eager launches (what generate() pays)."""
+    spec = mor_ext.MoRSpec.moragent(16)
+    d = 4096
+    g = torch.Generator(device="cuda").manual_seed(0)
+    w = (torch.randn(d, d, device="cuda", generator=g) * d**-0.5).bfloat16()
+    a = (torch.randn(spec.num_loras, 16, d, device="cuda", generator=g) * d**-0.5).bfloat16()
+    b = (torch.randn(spec.num_loras, d, 16, device="cuda", generator=g) * 0.01).bfloat16()
+    rw = (torch.randn(spec.num_experts_total, d, device="cuda", generator=g) * d**-0.5).bfloat16()
+    sg = (torch.randn(spec.num_roles, d, device="cuda", generator=g) * d**-0.5).bfloat16()
+    calls = 50
+    for t in (1, 8, 64):
+        x = torch.randn(t, d, device="cuda", generator=g).bfloat16()
+        roles = torch.full((t,), 1, device="cuda", dtype=torch.long)
+        with torch.no_grad():
+            def base():
+                for _ in range(calls):
+                    torch.nn.functional.linear(x, w)
+
+            def mor():
+                with MF.ids_checked():
+                    for _ in range(calls):
+                        MF.mor_linear(x, w, None, a, b, rw, sg, roles, spec)
+
+            ms_base, ms_mor = timed(base, repeat=10) / calls, timed(mor, repeat=10) / calls
+        row(f"decode T={t} d=4096 bf16: MoR layer", f"{ms_mor * 1e3:.1f} us",
+            f"base {ms_base * 1e3:.1f} us: {ms_mor / ms_base:.2f}x (target <= 1.5x)")
+
+
+def model_step() -> None:
+    """A training step (forward, backward, AdamW) of a Llama-3.2-1B-shaped model, random weights, bf16,
+    4 x 2048 tokens: MoR on all 7 projections vs a plain rank-16 LoRA (peft) vs no adapter (backward
+    through the frozen model to its input embeddings only)."""
+    import transformers
+
+    config = transformers.LlamaConfig(
+        vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+        num_key_value_heads=8, max_position_embeddings=4096, tie_word_embeddings=True, rope_theta=500000.0,
+    )
+    batch, seq = 4, 2048
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, config.vocab_size, (batch, seq), generator=g).cuda()
+    spans = layer_cases.role_ids_for(layer_cases.Shape(tokens=seq), 3, g)
+    roles = spans.repeat(batch, 1).cuda()
+
+    def build():
+        torch.manual_seed(0)
+        old = torch.get_default_dtype()
+        torch.set_default_dtype(torch.bfloat16)
+        try:
+            with torch.device("cuda"):
+                model = transformers.LlamaForCausalLM(config)
+        finally:
+            torch.set_default_dtype(old)
+        model.config.use_cache = False
+        return model.requires_grad_(False)
+
+    def measure(name, model, kwargs):
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-4) if params else None
+
+        def step():
+            out = model(input_ids=ids, labels=ids, **kwargs)
+            out.loss.backward()
+            if opt is not None:
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+        torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        ms = timed(step, warmup=3, repeat=8)
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        print(f"  {name}: {ms:.1f} ms/step, peak {peak:.1f} GiB ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+        return ms, peak, sum(p.numel() for p in params)
+
+    results = {}
+    model = build()
+    model.enable_input_require_grads()  # backward runs through every layer, as with an adapter
+    results["none"] = measure("no adapter", model, {})
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+
+    import peft
+
+    model = build()
+    lora = peft.LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=[
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    model = peft.get_peft_model(model, lora, autocast_adapter_dtype=False)  # adapters in bf16, like MoR's
+    results["lora"] = measure("plain LoRA r=16", model, {})
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+
+    model = build()
+    mor_ext.patch(model)
+    results["mor"] = measure("MoR", model, {"role_ids": roles})
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+
+    tag = "Llama-3.2-1B shape, 4x2048 tokens, bf16, train step"
+    for key, label in (("none", "no adapter"), ("lora", "plain LoRA r=16 (peft)"), ("mor", "MoR (mor_ext)")):
+        ms, peak, n = results[key]
+        note = f"peak {peak:.1f} GiB, {n / 1e6:.1f}M trainable"
+        if key == "mor":
+            note += f"; {ms / results['lora'][0]:.2f}x the LoRA step (target <= 1.15x)"
+        row(f"{tag}: {label}", f"{ms:.1f} ms", note)
+
+
+SECTIONS = {"gating": None, "orthogonal": orthogonal, "layer": layer_training, "memory": layer_memory,
+            "decode": decode, "model": model_step}
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="comma-separated sections: " + ", ".join(SECTIONS))
+    args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_gpu.py needs a CUDA GPU")
+    chosen = [s for s in args.only.split(",") if s] or list(SECTIONS)
+    unknown = set(chosen) - set(SECTIONS)
+    if unknown:
+        sys.exit(f"unknown sections {sorted(unknown)}; choose from {list(SECTIONS)}")
     print(mor_ext.describe_backend(), file=sys.stderr)
     copy_gbs = ceilings()
-    gating(copy_gbs)
-    orthogonal()
+    for name in chosen:
+        t0 = time.perf_counter()
+        try:
+            gating(copy_gbs) if name == "gating" else SECTIONS[name]()
+        except Exception as exc:  # one failing section must not lose the others' numbers
+            row(f"section {name}", "FAILED", f"{type(exc).__name__}: {exc}"[:200])
+        print(f"[{name}: {time.perf_counter() - t0:.0f} s]", file=sys.stderr, flush=True)
+        gc.collect()
+        torch.cuda.empty_cache()
     name = torch.cuda.get_device_name()
     print(f"\n| {name}, torch {torch.__version__} | value | note |\n|---|---:|---|")
     for r in ROWS:

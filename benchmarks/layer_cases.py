@@ -56,18 +56,18 @@ class LayerInputs:
     shared_gate_weight: torch.Tensor
 
 
-def make_inputs(shape: Shape, seed: int = 0) -> LayerInputs:
+def make_inputs(shape: Shape, seed: int = 0, device: str = "cpu") -> LayerInputs:
     g = torch.Generator().manual_seed(seed)
     spec = mor_ext.MoRSpec.moragent(shape.rank)
 
     def rand(*size, scale=1.0, grad=False):
-        t = (torch.randn(*size, generator=g) * scale).to(shape.dtype)
+        t = (torch.randn(*size, generator=g) * scale).to(device=device, dtype=shape.dtype)
         return t.requires_grad_(grad)
 
     return LayerInputs(
         x=rand(shape.tokens, shape.d_in, grad=True),
         weight=rand(shape.d_out, shape.d_in, scale=shape.d_in**-0.5),
-        role_ids=role_ids_for(shape, spec.num_roles, g),
+        role_ids=role_ids_for(shape, spec.num_roles, g).to(device),
         grad_out=rand(shape.tokens, shape.d_out),
         spec=spec,
         lora_A=rand(spec.num_loras, shape.rank, shape.d_in, scale=shape.d_in**-0.5, grad=True),
@@ -81,6 +81,21 @@ def _base(inp: LayerInputs) -> Callable[[], None]:
     def step():
         F.linear(inp.x, inp.weight).backward(inp.grad_out)
     return step
+
+
+def plain_lora(rank: int) -> Callable[[LayerInputs], Callable[[], None]]:
+    """A plain LoRA of any rank (e.g. K_max * r, for the memory comparison)."""
+    def build(inp: LayerInputs) -> Callable[[], None]:
+        g = torch.Generator().manual_seed(1)
+        d_out, d_in = inp.weight.shape
+        a = (torch.randn(rank, d_in, generator=g) * d_in**-0.5).to(inp.x).requires_grad_()
+        b = (torch.randn(d_out, rank, generator=g) * 0.01).to(inp.x).requires_grad_()
+
+        def step():
+            a.grad = b.grad = None
+            (F.linear(inp.x, inp.weight) + F.linear(F.linear(inp.x, a), b)).backward(inp.grad_out)
+        return step
+    return build
 
 
 def _plain_lora(inp: LayerInputs) -> Callable[[], None]:
