@@ -30,6 +30,7 @@
 #include <algorithm>
 #include <optional>
 #include <tuple>
+#include <type_traits>
 
 #include "../input_checks.h"
 #include "../kernels/gating.h"
@@ -244,26 +245,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const at::Tensor xc = x.contiguous(), roles = role_ids.contiguous();
 
   at::Tensor y = frozen_linear(xc, weight, bias);
-  const at::Tensor ext = at::mm(xc, layer_rows(lora_A, router_weight, shared_gate_weight, gated_any).t());
-  // Routing in fp32 from the logits as rounded to x's dtype, as the route op and the reference do.
-  const at::Tensor logits = ext.narrow(1, lr, ext.size(1) - lr).to(at::kFloat).contiguous();
+  // [shrink of every LoRA | router logits | shared-gate logits | zero padding] in one GEMM.
+  const at::Tensor ext = at::mm(xc, pad_rows(layer_rows(lora_A, router_weight, shared_gate_weight, gated_any)).t());
   at::Tensor lora_index = new_output({n, k_max}, x.options().dtype(at::kInt));
-  at::Tensor gate = new_output({n, k_max}, x.options().dtype(at::kFloat));
+  at::Tensor lora_weight = new_output({n, k_max}, x.options());
   at::Tensor router_probs = new_output({n, e_total}, x.options().dtype(at::kFloat));
   at::Tensor shared_gate_logit = new_output({n}, x.options().dtype(at::kFloat));
   at::Tensor slots = new_output({n, k_max, rank}, x.options());
   at::Tensor gated = new_output({n, lr}, x.options());
-  if (n > 0) {
-    route_forward_kernel<<<blocks_for(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        spec.tables(), n, logits.data_ptr<float>(), logits.size(1), roles.data_ptr<int64_t>(),
-        lora_index.data_ptr<int32_t>(), gate.data_ptr<float>(), router_probs.data_ptr<float>(),
-        shared_gate_logit.data_ptr<float>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-  const at::Tensor lora_weight = gate.to(x.scalar_type());  // the gates as x's dtype carries them
   dispatch_types(x, lora_index, [&]<typename scalar_t, typename index_t>() {
-    launch_gate_forward<scalar_t, index_t>(n, num_loras, rank, k_max, lora_index, lora_weight, scaling, ext, gated,
-                                           slots);
+    if constexpr (std::is_same_v<index_t, int32_t>) {
+      if (n > 0) {  // routing in fp32 from the logits as x's dtype holds them, as the route op does
+        route_forward_kernel<scalar_t><<<blocks_for(n, kRouteThreads), kRouteThreads, 0,
+                                         c10::cuda::getCurrentCUDAStream()>>>(
+            spec.tables(), n, ext.data_ptr<scalar_t>() + lr, ext.size(1), roles.data_ptr<int64_t>(),
+            lora_index.data_ptr<int32_t>(), lora_weight.data_ptr<scalar_t>(), router_probs.data_ptr<float>(),
+            shared_gate_logit.data_ptr<float>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
+      launch_gate_forward<scalar_t, int32_t>(n, num_loras, rank, k_max, lora_index, lora_weight, scaling, ext, gated,
+                                             slots);
+    }
   });
   y.addmm_(gated, b_columns(lora_B).t());
   return {y, lora_index, lora_weight, router_probs, slots, shared_gate_logit};
@@ -284,7 +286,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
                       shared_gate_logit, n, d_out, k_max, e_total, rank);
   const c10::cuda::CUDAGuard guard(x.device());
   const bool gated_any = spec.any_gated_shared();
-  const int64_t n_logits = e_total + (gated_any ? spec.num_roles : 0), width = lr + n_logits;
   const at::Tensor xc = x.contiguous(), roles = role_ids.contiguous();
   const at::Tensor gy = grad_y.to(x.scalar_type()).contiguous();
   const at::Tensor index = lora_index.to(at::kInt).contiguous();
@@ -294,27 +295,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
   const at::Tensor gp = grad_router_probs.to(at::kFloat).contiguous();
   const at::Tensor probs = router_probs.to(at::kFloat).contiguous();
   const at::Tensor shared_logit = shared_gate_logit.to(at::kFloat).contiguous();
-  const at::Tensor rows = layer_rows(lora_A, router_weight, shared_gate_weight, gated_any);
+  const at::Tensor rows = pad_rows(layer_rows(lora_A, router_weight, shared_gate_weight, gated_any));
+  const int64_t width = rows.size(0);
   const at::Tensor b_cols = b_columns(lora_B);
 
   const at::Tensor grad_gated = at::mm(gy, b_cols);  // [n, L*r]
   at::Tensor gated = new_output({n, lr}, x.options());
-  at::Tensor grad_ext = new_output({n, width}, x.options());  // [dL/dshrink | dL/dlogits]
+  // [dL/dshrink | dL/dlogits | zero padding]: every column written by the two kernels below.
+  at::Tensor grad_ext = new_output({n, width}, x.options());
   at::Tensor grad_w = new_output({n, k_max}, x.options().dtype(at::toOpMathType(x.scalar_type())));
   dispatch_types(x, index, [&]<typename scalar_t, typename index_t>() {
-    launch_gate_backward<scalar_t, index_t>(n, num_loras, rank, k_max, index, w, scaling, saved, grad_gated, gated,
-                                            grad_ext, grad_w, extra_gw.data_ptr<float>());
+    if constexpr (std::is_same_v<index_t, int32_t>) {
+      using acc_t = at::opmath_type<scalar_t>;
+      launch_gate_backward<scalar_t, int32_t>(n, num_loras, rank, k_max, index, w, scaling, saved, grad_gated, gated,
+                                              grad_ext, grad_w, extra_gw.data_ptr<float>());
+      if (n > 0 && width > lr) {  // routing path: gates and probabilities back to the logits
+        route_backward_kernel<acc_t, scalar_t><<<blocks_for(n, kRouteThreads), kRouteThreads, 0,
+                                                 c10::cuda::getCurrentCUDAStream()>>>(
+            spec.tables(), n, probs.data_ptr<float>(), index.data_ptr<int32_t>(), grad_w.data_ptr<acc_t>(),
+            gp.data_ptr<float>(), shared_logit.data_ptr<float>(), 1, /*per_role=*/false, roles.data_ptr<int64_t>(),
+            grad_ext.data_ptr<scalar_t>() + lr, width, width - lr);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
+    }
   });
-  if (n > 0 && n_logits > 0) {  // routing path: gates and probabilities back to the logits
-    const at::Tensor grad_gate = grad_w.to(at::kFloat).contiguous();
-    at::Tensor grad_logits = new_output({n, n_logits}, x.options().dtype(at::kFloat));
-    route_backward_kernel<<<blocks_for(n), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        spec.tables(), n, probs.data_ptr<float>(), index.data_ptr<int32_t>(), grad_gate.data_ptr<float>(),
-        gp.data_ptr<float>(), shared_logit.data_ptr<float>(), 1, /*per_role=*/false, roles.data_ptr<int64_t>(),
-        grad_logits.data_ptr<float>(), n_logits);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    grad_ext.narrow(1, lr, n_logits).copy_(grad_logits);
-  }
   // One GEMM adds the LoRAs' and the router's grad_x onto the frozen layer's; one gives the grads
   // of all A, router and shared-gate rows.
   at::Tensor grad_x = at::mm(gy, weight).addmm_(grad_ext, rows);

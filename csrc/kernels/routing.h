@@ -18,13 +18,15 @@ namespace mor_ext::kernels {
 
 MOR_HD float sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
 
-// probs[0..n) = softmax(logits[0..n)), max-subtracted, in fp32.
-MOR_HD void softmax(const float* logits, int n, float* probs) {
+// probs[0..n) = softmax(logits[0..n)), max-subtracted, in fp32. Logits of any float type (the CUDA
+// kernels read them as x's dtype straight from the GEMM's output).
+template <typename T>
+MOR_HD void softmax(const T* logits, int n, float* probs) {
   float m = -INFINITY;
-  for (int i = 0; i < n; ++i) m = fmaxf(m, logits[i]);
+  for (int i = 0; i < n; ++i) m = fmaxf(m, static_cast<float>(logits[i]));
   float sum = 0.0f;
   for (int i = 0; i < n; ++i) {
-    probs[i] = expf(logits[i] - m);
+    probs[i] = expf(static_cast<float>(logits[i]) - m);
     sum += probs[i];
   }
   const float inv = 1.0f / sum;
@@ -34,13 +36,14 @@ MOR_HD void softmax(const float* logits, int n, float* probs) {
 // out[0..k) = indices of the k largest logits, descending; ties go to the lower index (the order
 // the reference's stable sort gives). k <= n. Selection by logit, not probability, because softmax
 // is monotonic and the logits do not collapse to equal values where fp32 probabilities can.
-MOR_HD void top_k_desc(const float* logits, int n, int k, int* out) {
+template <typename T>
+MOR_HD void top_k_desc(const T* logits, int n, int k, int* out) {
   for (int s = 0; s < k; ++s) {
     int best = -1;
     for (int i = 0; i < n; ++i) {
       bool taken = false;
       for (int q = 0; q < s; ++q) taken |= (out[q] == i);
-      if (!taken && (best < 0 || logits[i] > logits[best])) best = i;
+      if (!taken && (best < 0 || static_cast<float>(logits[i]) > static_cast<float>(logits[best]))) best = i;
     }
     out[s] = best;
   }
@@ -100,7 +103,8 @@ MOR_HD bool gated_shared(const RoleTables& spec, int rho) {
 // token (fp32); `shared_logit` its role's shared-gate logit (used when the role has a gated shared
 // LoRA). Writes all K_max slots (index -1 / gate 0 when unused) and all E_total probabilities
 // (zero outside the role): shared slot first, then top-k in descending probability.
-MOR_HD void route_token(const RoleTables& spec, int rho, const float* logits, float shared_logit, int32_t* index,
+template <typename T>
+MOR_HD void route_token(const RoleTables& spec, int rho, const T* logits, float shared_logit, int32_t* index,
                         float* gate, float* probs) {
   for (int q = 0; q < spec.k_max; ++q) index[q] = -1, gate[q] = 0.0f;
   for (int e = 0; e < spec.e_total; ++e) probs[e] = 0.0f;
@@ -113,7 +117,7 @@ MOR_HD void route_token(const RoleTables& spec, int rho, const float* logits, fl
   }
   const int e = spec.num_experts[rho], k = spec.top_k[rho];
   if (e == 0) return;
-  const float* role_logits = logits + spec.router_start[rho];
+  const T* role_logits = logits + spec.router_start[rho];
   float* role_probs = probs + spec.router_start[rho];
   int selected[kMaxExperts];
   softmax(role_logits, e, role_probs);
@@ -127,20 +131,21 @@ MOR_HD void route_token(const RoleTables& spec, int rho, const float* logits, fl
 }
 
 // Backward of route_token for one token: from dL/dgate (grad_gate[K_max]) and dL/dprobs
-// (grad_probs[E_total]) to dL/dlogits (grad_logits[E_total], zero outside the role) and dL/d of the
-// shared-gate logit (returned; 0 when the role has no gated shared LoRA). `index` is the token's
-// lora_index row as route_token wrote it.
+// (grad_probs[E_total]) to dL/dlogits (grad_logits[E_total], zero outside the role; any output
+// type, computed in fp32) and dL/d of the shared-gate logit (returned; 0 when the role has no
+// gated shared LoRA). `index` is the token's lora_index row as route_token wrote it.
+template <typename G, typename Out>
 MOR_HD float route_token_backward_all(const RoleTables& spec, int rho, const float* probs, const int32_t* index,
-                                      const float* grad_gate, const float* grad_probs, float shared_logit,
-                                      float* grad_logits) {
-  for (int e = 0; e < spec.e_total; ++e) grad_logits[e] = 0.0f;
+                                      const G* grad_gate, const float* grad_probs, float shared_logit,
+                                      Out* grad_logits) {
+  for (int e = 0; e < spec.e_total; ++e) grad_logits[e] = Out(0);
   if (!valid_role(spec, rho)) return 0.0f;
   float grad_shared_logit = 0.0f;
   int slot = 0;
   if (spec.shared[rho]) {
     if (spec.sigmoid_gate) {
       const float s = sigmoid(shared_logit);
-      grad_shared_logit = grad_gate[0] * s * (1.0f - s);
+      grad_shared_logit = static_cast<float>(grad_gate[0]) * s * (1.0f - s);
     }
     ++slot;
   }
@@ -148,9 +153,14 @@ MOR_HD float route_token_backward_all(const RoleTables& spec, int rho, const flo
   if (e == 0) return grad_shared_logit;
   const int first_routed = spec.lora_start[rho] + spec.shared[rho];
   int selected[kMaxExperts];
-  for (int q = 0; q < k; ++q) selected[q] = index[slot + q] - first_routed;
+  float gate_grad[kMaxExperts], role_grad[kMaxExperts];
+  for (int q = 0; q < k; ++q) {
+    selected[q] = index[slot + q] - first_routed;
+    gate_grad[q] = static_cast<float>(grad_gate[slot + q]);
+  }
   const int col = spec.router_start[rho];
-  route_token_backward(probs + col, e, selected, grad_gate + slot, k, grad_probs + col, grad_logits + col);
+  route_token_backward(probs + col, e, selected, gate_grad, k, grad_probs + col, role_grad);
+  for (int j = 0; j < e; ++j) grad_logits[col + j] = static_cast<Out>(role_grad[j]);
   return grad_shared_logit;
 }
 
