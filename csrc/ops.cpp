@@ -60,6 +60,11 @@ TORCH_LIBRARY(mor_ext, m) {
   m.def(
       "orthogonal_products(Tensor[] lora_A, Tensor[] lora_B, int[] num_experts, int[] top_k, int[] has_shared) "
       "-> Tensor");
+  // The gradients of orthogonal_loss_layers computed from those products (what the CUDA backward
+  // runs; on CPU, its per-thread steps in loops, for the tests).
+  m.def(
+      "orthogonal_grads(Tensor grad, Tensor[] lora_A, Tensor[] lora_B, int[] num_experts, int[] top_k, "
+      "int[] has_shared) -> (Tensor[] grad_lora_A, Tensor[] grad_lora_B)");
   m.def("orthogonal_loss(Tensor lora_A, Tensor lora_B, int[] num_experts, int[] top_k, int[] has_shared) -> Tensor");
   m.def(
       "orthogonal_loss_backward(Tensor grad, Tensor lora_A, Tensor lora_B, int[] num_experts, int[] top_k, "

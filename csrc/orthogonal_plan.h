@@ -7,8 +7,11 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <cstring>
 #include <vector>
 
+#include "kernels/orthogonal_grads.h"
 #include "kernels/products.h"
 #include "spec_table.h"
 
@@ -20,6 +23,19 @@ struct OrthogonalPlan {
   std::vector<int64_t> gram_first, gram_second;  // pairs of Gram items of one role, first < second
   int64_t rank = 0;
 };
+
+// A host table as an int64 tensor on `device`; for a GPU, staged through pinned memory and copied
+// without a host sync (the caching host allocator keeps the buffer until the copy has run).
+inline at::Tensor to_device_async(const int64_t* data, int64_t rows, int64_t cols, const at::Device& device) {
+  const bool gpu = !device.is_cpu();
+  at::Tensor host = at::empty({rows, cols}, at::TensorOptions().dtype(at::kLong).pinned_memory(gpu));
+  if (rows * cols > 0) std::memcpy(host.data_ptr<int64_t>(), data, rows * cols * sizeof(int64_t));
+  return gpu ? host.to(device, /*non_blocking=*/true) : host;
+}
+
+inline at::Tensor to_device_async(const std::vector<int64_t>& v, const at::Device& device) {
+  return to_device_async(v.data(), static_cast<int64_t>(v.size()), 1, device).view({-1});
+}
 
 inline void check_layer_lists(at::TensorList lora_A, at::TensorList lora_B, const SpecTable& spec) {
   TORCH_CHECK_VALUE(lora_A.size() == lora_B.size(), "lora_A and lora_B must list the same layers, got ",
@@ -70,11 +86,75 @@ inline OrthogonalPlan plan_orthogonal(at::TensorList lora_A, at::TensorList lora
   return plan;
 }
 
+// The gradient work list (kernels/orthogonal_grads.h) for outputs grad_a / grad_b (one per layer,
+// contiguous, shaped like lora_A / lora_B): one item per LoRA and matrix, with the terms that
+// reference the products of `plan` (same layer/role/pair order as plan_orthogonal). LoRAs outside
+// every role with two or more routed LoRAs get items without terms: zero gradients.
+struct OrthogonalGradPlan {
+  std::vector<kernels::GradItem> items;
+  std::vector<kernels::GradTerm> terms;
+  int64_t max_cols = 0;
+};
+
+inline OrthogonalGradPlan plan_orthogonal_grads(at::TensorList lora_A, at::TensorList lora_B, const SpecTable& spec,
+                                                const std::vector<at::Tensor>& grad_a,
+                                                const std::vector<at::Tensor>& grad_b) {
+  OrthogonalGradPlan g;
+  const int64_t r = lora_A[0].size(1), elem = lora_A[0].element_size();
+  int64_t product = 0;  // index of the next product, in plan_orthogonal's order
+  for (size_t l = 0; l < lora_A.size(); ++l) {
+    const int64_t num_loras = lora_A[l].size(0), d_in = lora_A[l].size(2), d_out = lora_B[l].size(1);
+    const auto a0 = reinterpret_cast<int64_t>(lora_A[l].data_ptr());
+    const auto b0 = reinterpret_cast<int64_t>(lora_B[l].data_ptr());
+    const auto ga0 = reinterpret_cast<int64_t>(grad_a[l].data_ptr());
+    const auto gb0 = reinterpret_cast<int64_t>(grad_b[l].data_ptr());
+    auto a_item = [&](int64_t lora) {  // grad A_lora: r x d_in, row-major
+      return kernels::GradItem{ga0 + lora * r * d_in * elem, d_in, 1, d_in, static_cast<int64_t>(g.terms.size()), 0};
+    };
+    auto b_item = [&](int64_t lora) {  // (grad B_lora)^T: element (p, k) = grad B_lora[k, p]
+      return kernels::GradItem{gb0 + lora * d_out * r * elem, 1, r, d_out, static_cast<int64_t>(g.terms.size()), 0};
+    };
+    std::vector<bool> covered(num_loras, false);
+    for (int64_t rho = 0; rho < spec.num_roles; ++rho) {
+      const int64_t e = spec.num_experts[rho], first = spec.lora_start[rho] + spec.shared[rho];
+      if (e < 2) continue;
+      const int64_t cross0 = product, gram0 = product + e * (e - 1) / 2;
+      auto cross = [&](int64_t i, int64_t j) {  // product index of A_i A_j^T, i < j
+        return cross0 + i * e - i * (i + 1) / 2 + (j - i - 1);
+      };
+      for (int64_t i = 0; i < e; ++i) {
+        kernels::GradItem item = a_item(first + i);
+        for (int64_t j = 0; j < e; ++j) {
+          if (j == i) continue;
+          g.terms.push_back({cross(std::min(i, j), std::max(i, j)), j < i ? 1 : 0, a0 + (first + j) * r * d_in * elem,
+                             d_in, 1});
+        }
+        item.term_count = static_cast<int64_t>(g.terms.size()) - item.term_begin;
+        g.items.push_back(item);
+        item = b_item(first + i);
+        for (int64_t j = 0; j < e; ++j) {
+          if (j == i) continue;
+          g.terms.push_back({gram0 + j, 0, b0 + (first + i) * d_out * r * elem, 1, r});
+        }
+        item.term_count = static_cast<int64_t>(g.terms.size()) - item.term_begin;
+        g.items.push_back(item);
+        covered[first + i] = true;
+      }
+      product = gram0 + e;
+    }
+    for (int64_t lora = 0; lora < num_loras; ++lora) {
+      if (covered[lora]) continue;
+      g.items.push_back(a_item(lora));
+      g.items.push_back(b_item(lora));
+    }
+    g.max_cols = std::max({g.max_cols, d_in, d_out});
+  }
+  return g;
+}
+
 // loss from the products [n_items, r, r] (fp32), on the products' device.
 inline at::Tensor combine_orthogonal(const at::Tensor& products, const OrthogonalPlan& plan) {
-  const auto index = [&](const std::vector<int64_t>& v) {
-    return at::tensor(v, at::TensorOptions().dtype(at::kLong)).to(products.device());
-  };
+  const auto index = [&](const std::vector<int64_t>& v) { return to_device_async(v, products.device()); };
   const at::Tensor flat = products.reshape({products.size(0), -1});
   at::Tensor loss = at::zeros({}, products.options());
   if (!plan.cross.empty()) loss = loss + flat.index_select(0, index(plan.cross)).square().sum();

@@ -1245,6 +1245,23 @@ def test_orthogonal_products_kernel_bodies_on_cpu(spec_name, dtype):
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("spec_name", ["moragent", "mixed", "decoupled", "single_role"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_orthogonal_grads_kernel_bodies_on_cpu(spec_name, dtype):
+    """orthogonal_grads on CPU runs the CUDA backward kernel's per-thread steps (term coefficients from
+    the products, accumulation, strided stores): it must equal the ATen backward, zeros included."""
+    spec = SPECS[spec_name]
+    a, b = layer_stack(spec, LAYER_SHAPES, dtype)
+    grad_out = torch.tensor(0.7)
+    got_a, got_b = torch.ops.mor_ext.orthogonal_grads(grad_out, a, b, *_flags(spec))
+    want_a, want_b = torch.ops.mor_ext.orthogonal_loss_layers_backward(grad_out, a, b, *_flags(spec))
+    tol = {"rtol": 1e-4, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 1e-3}
+    for got, want in zip(got_a + got_b, want_a + want_b):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        torch.testing.assert_close(got.float(), want.float(), **tol)
+    torch.library.opcheck(torch.ops.mor_ext.orthogonal_grads.default, (grad_out, a, b, *_flags(spec)))
+
+
 @pytest.mark.parametrize("backend_name", BACKENDS)
 @pytest.mark.parametrize("spec_name", ["moragent", "mixed"])
 def test_orthogonal_loss_layers_matches_per_layer(backend_name, spec_name):

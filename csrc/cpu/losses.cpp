@@ -98,16 +98,6 @@ at::Tensor load_balance_loss_backward_aten(const at::Tensor& grad, const at::Ten
 
 namespace {
 
-void check_lora_pair(const at::Tensor& lora_A, const at::Tensor& lora_B, const SpecTable& spec) {
-  check_float_tensor(lora_A, "lora_A", 3);
-  check_float_tensor(lora_B, "lora_B", 3);
-  check_same(lora_B, "lora_B", lora_A);
-  TORCH_CHECK_VALUE(lora_A.size(0) == spec.num_loras && lora_B.size(0) == spec.num_loras, "lora_A and lora_B need ",
-                    spec.num_loras, " LoRAs for this spec, got ", lora_A.sizes(), " and ", lora_B.sizes());
-  TORCH_CHECK_VALUE(lora_B.size(2) == lora_A.size(1), "lora_B rank ", lora_B.size(2), " != lora_A rank ",
-                    lora_A.size(1));
-}
-
 // Per role with >= 2 routed LoRAs, the fp32 blocks the loss is built from.
 struct OrthBlock {
   int64_t first, experts;
@@ -233,10 +223,43 @@ at::Tensor orthogonal_products_cpu(at::TensorList lora_A, at::TensorList lora_B,
   return out;
 }
 
+// The CUDA gradient kernel's steps (kernels/orthogonal_grads.h) in loops, from the products as
+// orthogonal_products_cpu computes them: what the tests check the CUDA backward's bodies with.
+std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> orthogonal_grads_cpu(
+    const at::Tensor& grad, at::TensorList lora_A, at::TensorList lora_B, at::IntArrayRef num_experts,
+    at::IntArrayRef top_k, at::IntArrayRef has_shared) {
+  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
+  const at::Tensor products = orthogonal_products_cpu(lora_A, lora_B, num_experts, top_k, has_shared).contiguous();
+  std::vector<at::Tensor> grad_a, grad_b;
+  for (size_t l = 0; l < lora_A.size(); ++l) {
+    grad_a.push_back(new_output(lora_A[l].sizes(), lora_A[l].options()));
+    grad_b.push_back(new_output(lora_B[l].sizes(), lora_B[l].options()));
+  }
+  const OrthogonalGradPlan plan = plan_orthogonal_grads(lora_A, lora_B, spec, grad_a, grad_b);
+  const int r = static_cast<int>(lora_A[0].size(1));
+  const float scale = 2.0f * grad.to(at::kFloat).item<float>();
+  const float* prod = products.data_ptr<float>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, lora_A[0].scalar_type(), "orthogonal_grads_cpu", [&] {
+    std::vector<float> coef(r * r);
+    for (const kernels::GradItem& item : plan.items)
+      for (int64_t k = 0; k < item.cols; ++k) {
+        float acc[kernels::kMaxRank] = {};
+        for (int64_t t = item.term_begin; t < item.term_begin + item.term_count; ++t) {
+          const kernels::GradTerm& term = plan.terms[t];
+          for (int idx = 0; idx < r * r; ++idx) coef[idx] = kernels::term_coef(prod, term, r, idx / r, idx % r);
+          kernels::accumulate_term<scalar_t>(term, coef.data(), r, k, acc);
+        }
+        kernels::store_column<scalar_t>(item, r, k, scale, acc);
+      }
+  });
+  return {grad_a, grad_b};
+}
+
 TORCH_LIBRARY_IMPL(mor_ext, CPU, m) {
   m.impl("orthogonal_loss_layers", &orthogonal_loss_layers_aten);
   m.impl("orthogonal_loss_layers_backward", &orthogonal_loss_layers_backward_aten);
   m.impl("orthogonal_products", &orthogonal_products_cpu);
+  m.impl("orthogonal_grads", &orthogonal_grads_cpu);
   m.impl("load_balance_loss", &load_balance_loss_aten);
   m.impl("load_balance_loss_backward", &load_balance_loss_backward_aten);
   m.impl("orthogonal_loss", &orthogonal_loss_aten);

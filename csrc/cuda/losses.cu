@@ -4,9 +4,10 @@
 // one block per product (A_i A_j^T or B_i^T B_i), r*r threads, the inner dimension (d_in or d_out)
 // streamed through shared memory in tiles (kernels/products.h holds the per-thread steps, which
 // the CPU build runs in loops for the tests). orthogonal_loss_layers = those products + a few ATen
-// reductions. The backward, and the per-layer op, reuse the ATen implementation (csrc/cpu/losses.cpp),
-// which is device-generic: a dedicated backward kernel is future work. The load-balance loss uses
-// the device-generic ATen implementation too (a few reductions, no host sync).
+// reductions. Its backward recomputes the products (one launch) and writes every gradient of every
+// layer in one more launch (kernels/orthogonal_grads.h: one block per LoRA matrix and column tile).
+// The per-layer orthogonal_loss op is the same with one layer. The load-balance loss uses the
+// device-generic ATen implementation (a few reductions, no host sync).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
@@ -15,6 +16,8 @@
 #include <torch/library.h>
 
 #include "../cpu/losses.h"
+#include "../cpu/cpu_utils.h"
+#include "../kernels/orthogonal_grads.h"
 #include "../kernels/products.h"
 #include "../orthogonal_plan.h"
 #include "../spec_table.h"
@@ -52,15 +55,65 @@ at::Tensor run_products(at::TensorList lora_A, const OrthogonalPlan& plan) {
   at::Tensor out = at::empty({n, r, r}, like.options().dtype(at::kFloat));
   if (n == 0) return out;
   // The item table travels as int64 [n, kItemFields]; the kernel reads it as ProductItem structs.
-  at::Tensor table = at::from_blob(const_cast<kernels::ProductItem*>(plan.items.data()), {n, kernels::kItemFields},
-                                   at::TensorOptions().dtype(at::kLong))
-                         .to(like.device(), /*non_blocking=*/false, /*copy=*/true);
+  const at::Tensor table = to_device_async(reinterpret_cast<const int64_t*>(plan.items.data()), n,
+                                           kernels::kItemFields, like.device());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, like.scalar_type(), "orthogonal_products_cuda", [&] {
     products_kernel<scalar_t><<<static_cast<unsigned>(n), r * r, 0, c10::cuda::getCurrentCUDAStream()>>>(
         reinterpret_cast<const kernels::ProductItem*>(table.data_ptr<int64_t>()), r, out.data_ptr<float>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
+}
+
+template <typename T>
+__global__ void grads_kernel(const kernels::GradItem* __restrict__ items, const kernels::GradTerm* __restrict__ terms,
+                             const float* __restrict__ products, int r, const float* __restrict__ grad, float factor) {
+  __shared__ float coef[kernels::kMaxRank * kernels::kMaxRank];
+  const kernels::GradItem item = items[blockIdx.x];
+  const int64_t col0 = static_cast<int64_t>(blockIdx.y) * kernels::kGradCols;
+  if (col0 >= item.cols) return;  // the whole block: no thread skips a barrier
+  const int64_t k = col0 + threadIdx.x;
+  float acc[kernels::kMaxRank] = {};
+  for (int64_t t = item.term_begin; t < item.term_begin + item.term_count; ++t) {
+    const kernels::GradTerm term = terms[t];
+    for (int idx = threadIdx.x; idx < r * r; idx += blockDim.x) coef[idx] = kernels::term_coef(products, term, r, idx / r, idx % r);
+    __syncthreads();
+    if (k < item.cols) kernels::accumulate_term<T>(term, coef, r, k, acc);
+    __syncthreads();
+  }
+  if (k < item.cols) kernels::store_column<T>(item, r, k, factor * grad[0], acc);
+}
+
+// Gradients of sum over layers of the loss, scaled by `grad` (a device scalar: read in the
+// kernel, so no host sync).
+std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> run_grads(const at::Tensor& grad, at::TensorList lora_A,
+                                                                       at::TensorList lora_B, const SpecTable& spec,
+                                                                       const OrthogonalPlan& plan) {
+  const at::Tensor products = run_products(lora_A, plan);
+  std::vector<at::Tensor> grad_a, grad_b;
+  for (size_t l = 0; l < lora_A.size(); ++l) {  // every element is written by the kernel
+    grad_a.push_back(cpu::new_output(lora_A[l].sizes(), lora_A[l].options()));
+    grad_b.push_back(cpu::new_output(lora_B[l].sizes(), lora_B[l].options()));
+  }
+  const OrthogonalGradPlan gplan = plan_orthogonal_grads(lora_A, lora_B, spec, grad_a, grad_b);
+  const int64_t n = static_cast<int64_t>(gplan.items.size());
+  if (n == 0) return {grad_a, grad_b};
+  const at::Device device = lora_A[0].device();
+  const at::Tensor items = to_device_async(reinterpret_cast<const int64_t*>(gplan.items.data()), n,
+                                           kernels::kGradItemFields, device);
+  const at::Tensor terms = to_device_async(reinterpret_cast<const int64_t*>(gplan.terms.data()),
+                                           static_cast<int64_t>(gplan.terms.size()), kernels::kGradTermFields, device);
+  const at::Tensor g = grad.to(device, at::kFloat).contiguous();
+  const dim3 grid(static_cast<unsigned>(n),
+                  static_cast<unsigned>((gplan.max_cols + kernels::kGradCols - 1) / kernels::kGradCols));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, lora_A[0].scalar_type(), "orthogonal_grads_cuda", [&] {
+    grads_kernel<scalar_t><<<grid, kernels::kGradCols, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        reinterpret_cast<const kernels::GradItem*>(items.data_ptr<int64_t>()),
+        reinterpret_cast<const kernels::GradTerm*>(terms.data_ptr<int64_t>()), products.data_ptr<float>(),
+        static_cast<int>(plan.rank), g.data_ptr<float>(), 2.0f);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {grad_a, grad_b};
 }
 
 }  // namespace
@@ -81,12 +134,40 @@ at::Tensor orthogonal_loss_layers_cuda(at::TensorList lora_A, at::TensorList lor
   return combine_orthogonal(run_products(lora_A, plan), plan);
 }
 
+std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> orthogonal_grads_cuda(
+    const at::Tensor& grad, at::TensorList lora_A, at::TensorList lora_B, at::IntArrayRef num_experts,
+    at::IntArrayRef top_k, at::IntArrayRef has_shared) {
+  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
+  const OrthogonalPlan plan = plan_orthogonal(lora_A, lora_B, spec);
+  const c10::cuda::CUDAGuard guard(lora_A[0].device());
+  return run_grads(grad, lora_A, lora_B, spec, plan);
+}
+
+// The per-layer op: the same kernels with one layer (contiguous copies if need be).
+at::Tensor orthogonal_loss_cuda(const at::Tensor& lora_A, const at::Tensor& lora_B, at::IntArrayRef num_experts,
+                                at::IntArrayRef top_k, at::IntArrayRef has_shared) {
+  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
+  cpu::check_lora_pair(lora_A, lora_B, spec);
+  return orthogonal_loss_layers_cuda({lora_A.contiguous()}, {lora_B.contiguous()}, num_experts, top_k, has_shared);
+}
+
+std::tuple<at::Tensor, at::Tensor> orthogonal_loss_backward_cuda(const at::Tensor& grad, const at::Tensor& lora_A,
+                                                                 const at::Tensor& lora_B, at::IntArrayRef num_experts,
+                                                                 at::IntArrayRef top_k, at::IntArrayRef has_shared) {
+  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
+  cpu::check_lora_pair(lora_A, lora_B, spec);
+  auto [ga, gb] = orthogonal_grads_cuda(grad, {lora_A.contiguous()}, {lora_B.contiguous()}, num_experts, top_k,
+                                        has_shared);
+  return {ga[0], gb[0]};
+}
+
 TORCH_LIBRARY_IMPL(mor_ext, CUDA, m) {
   m.impl("orthogonal_products", &orthogonal_products_cuda);
   m.impl("orthogonal_loss_layers", &orthogonal_loss_layers_cuda);
-  m.impl("orthogonal_loss_layers_backward", &cpu::orthogonal_loss_layers_backward_aten);
-  m.impl("orthogonal_loss", &cpu::orthogonal_loss_aten);
-  m.impl("orthogonal_loss_backward", &cpu::orthogonal_loss_backward_aten);
+  m.impl("orthogonal_loss_layers_backward", &orthogonal_grads_cuda);
+  m.impl("orthogonal_grads", &orthogonal_grads_cuda);
+  m.impl("orthogonal_loss", &orthogonal_loss_cuda);
+  m.impl("orthogonal_loss_backward", &orthogonal_loss_backward_cuda);
   m.impl("load_balance_loss", &cpu::load_balance_loss_aten);
   m.impl("load_balance_loss_backward", &cpu::load_balance_loss_backward_aten);
 }

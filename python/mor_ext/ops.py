@@ -239,6 +239,10 @@ def _register() -> None:
     def _(grad, lora_A, lora_B, num_experts, top_k, has_shared):
         return [torch.empty_like(a) for a in lora_A], [torch.empty_like(b) for b in lora_B]
 
+    @torch.library.register_fake("mor_ext::orthogonal_grads")
+    def _(grad, lora_A, lora_B, num_experts, top_k, has_shared):
+        return [torch.empty_like(a) for a in lora_A], [torch.empty_like(b) for b in lora_B]
+
     @torch.library.register_fake("mor_ext::orthogonal_products")
     def _(lora_A, lora_B, num_experts, top_k, has_shared):
         n = 0

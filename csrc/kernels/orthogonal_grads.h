@@ -1,0 +1,61 @@
+// Gradients of the orthogonal loss from its r x r products, for all layers in one launch (spec §4):
+//   dL/dA_i = 2 g sum_{j != i} (A_i A_j^T) A_j        (A_i: r x d_in)
+//   dL/dB_i = 2 g B_i sum_{j != i} B_j^T B_j          (B_i: d_out x r)
+// over the routed LoRAs i, j of one role; every other LoRA's gradient is zero. Both are
+//   O[p, k] = scale * sum_terms sum_q C_t[p, q] X_t[q, k]
+// with r x r coefficients C_t taken from the forward's products (kernels/products.h) and r x D
+// operands X_t: A_j as is, or B_i^T (element (q, k) = B_i[k, q]; C_t = (B_j^T B_j)^T = B_j^T B_j).
+//
+// One CUDA block handles one output item and a tile of its D columns; one thread per column holds
+// the r accumulators. The functions below are that thread's steps; the CPU build runs them in
+// loops (orthogonal_grads_cpu) so that the tests check them without a GPU.
+#pragma once
+
+#include <cstdint>
+
+#include "products.h"  // MOR_HD, kMaxRank
+
+namespace mor_ext::kernels {
+
+// One output matrix (an A_i or a B_i^T gradient), element (p, k) at out[p * out_row + k * out_col],
+// and its terms [term_begin, term_begin + term_count) of the term table. Pointers as integers, so a
+// table travels to the device as an int64 tensor.
+struct GradItem {
+  int64_t out, out_row, out_col, cols, term_begin, term_count;
+};
+// One term: coefficients products[coef] (transposed when `transposed`), operand element (q, k) at
+// x[q * x_row + k * x_col].
+struct GradTerm {
+  int64_t coef, transposed, x, x_row, x_col;
+};
+constexpr int kGradItemFields = sizeof(GradItem) / sizeof(int64_t);
+constexpr int kGradTermFields = sizeof(GradTerm) / sizeof(int64_t);
+constexpr int kGradCols = 128;  // output columns per CUDA block (one per thread)
+
+// C_t[p, q] from the products table [n, r, r] (fp32).
+MOR_HD float term_coef(const float* products, const GradTerm& term, int r, int p, int q) {
+  const float* c = products + term.coef * r * r;
+  return term.transposed ? c[q * r + p] : c[p * r + q];
+}
+
+// acc[p] += sum_q coef[p][q] * X[q, k] for one term and one column k; coef is the term's r x r
+// coefficients already laid out row-major (C_t[p, q] at coef[p * r + q], e.g. in shared memory).
+template <typename T>
+MOR_HD void accumulate_term(const GradTerm& term, const float* coef, int r, int64_t k, float* acc) {
+  const T* x = reinterpret_cast<const T*>(term.x);
+  float column[kMaxRank];
+  for (int q = 0; q < r; ++q) column[q] = static_cast<float>(x[q * term.x_row + k * term.x_col]);
+  for (int p = 0; p < r; ++p) {
+    float s = 0.0f;
+    for (int q = 0; q < r; ++q) s += coef[p * r + q] * column[q];
+    acc[p] += s;
+  }
+}
+
+template <typename T>
+MOR_HD void store_column(const GradItem& item, int r, int64_t k, float scale, const float* acc) {
+  T* out = reinterpret_cast<T*>(item.out);
+  for (int p = 0; p < r; ++p) out[p * item.out_row + k * item.out_col] = static_cast<T>(scale * acc[p]);
+}
+
+}  // namespace mor_ext::kernels
