@@ -300,6 +300,15 @@ def model_step() -> None:
     model = build()
     mor_ext.patch(model)
     results["mor"] = measure("MoR", model, {"role_ids": roles})
+    if os.environ.get("MOR_BENCH_PROFILE"):  # where a MoR step's time goes, by op (stderr)
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            out = model(input_ids=ids, labels=ids, role_ids=roles)
+            out.loss.backward()
+            torch.cuda.synchronize()
+        for key in ("self_cuda_time_total", "cpu_time_total"):
+            print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60), file=sys.stderr)
     del model
     gc.collect()
     torch.cuda.empty_cache()

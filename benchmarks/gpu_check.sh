@@ -51,7 +51,7 @@ fi
 step bench 240 "$PY" benchmarks/bench_gpu.py
 # The CPU suite last (it checks this torch version; the numbers above matter more), a few threads
 # per worker so that workers do not fight over cores.
-step cpu_tests 70 env OMP_NUM_THREADS=2 "$PY" -m pytest tests -q -m "not integration and not cuda" \
+[[ -n "${GPU_CHECK_SKIP_CPU:-}" ]] || step cpu_tests 70 env OMP_NUM_THREADS=2 "$PY" -m pytest tests -q -m "not integration and not cuda" \
   -p no:cacheprovider -n 8 "${timeout_flag[@]}"
 
 
