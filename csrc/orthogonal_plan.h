@@ -8,9 +8,9 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
+#include "device_tables.h"
 #include "kernels/orthogonal_grads.h"
 #include "kernels/products.h"
 #include "spec_table.h"
@@ -23,19 +23,6 @@ struct OrthogonalPlan {
   std::vector<int64_t> gram_first, gram_second;  // pairs of Gram items of one role, first < second
   int64_t rank = 0;
 };
-
-// A host table as an int64 tensor on `device`; for a GPU, staged through pinned memory and copied
-// without a host sync (the caching host allocator keeps the buffer until the copy has run).
-inline at::Tensor to_device_async(const int64_t* data, int64_t rows, int64_t cols, const at::Device& device) {
-  const bool gpu = !device.is_cpu();
-  at::Tensor host = at::empty({rows, cols}, at::TensorOptions().dtype(at::kLong).pinned_memory(gpu));
-  if (rows * cols > 0) std::memcpy(host.data_ptr<int64_t>(), data, rows * cols * sizeof(int64_t));
-  return gpu ? host.to(device, /*non_blocking=*/true) : host;
-}
-
-inline at::Tensor to_device_async(const std::vector<int64_t>& v, const at::Device& device) {
-  return to_device_async(v.data(), static_cast<int64_t>(v.size()), 1, device).view({-1});
-}
 
 inline void check_layer_lists(at::TensorList lora_A, at::TensorList lora_B, const SpecTable& spec) {
   TORCH_CHECK_VALUE(lora_A.size() == lora_B.size(), "lora_A and lora_B must list the same layers, got ",
@@ -155,8 +142,9 @@ inline OrthogonalGradPlan plan_orthogonal_grads(at::TensorList lora_A, at::Tenso
 // loss from the products [n_items, r, r] (fp32), on the products' device.
 inline at::Tensor combine_orthogonal(const at::Tensor& products, const OrthogonalPlan& plan) {
   const auto index = [&](const std::vector<int64_t>& v) { return to_device_async(v, products.device()); };
-  const at::Tensor flat = products.reshape({products.size(0), -1});
   at::Tensor loss = at::zeros({}, products.options());
+  if (products.size(0) == 0) return loss;  // no role with two or more routed LoRAs
+  const at::Tensor flat = products.reshape({products.size(0), -1});
   if (!plan.cross.empty()) loss = loss + flat.index_select(0, index(plan.cross)).square().sum();
   if (!plan.gram_first.empty())
     loss = loss + (flat.index_select(0, index(plan.gram_first)) * flat.index_select(0, index(plan.gram_second))).sum();

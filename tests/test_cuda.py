@@ -341,9 +341,11 @@ def test_cuda_orthogonal_grads_match_cpu(spec_name, dtype):
     got_a, got_b = torch.ops.mor_ext.orthogonal_loss_layers_backward(g, a, b, *_flags(spec))
     want_a, want_b = torch.ops.mor_ext.orthogonal_loss_layers_backward(
         g.cpu(), [t.cpu() for t in a], [t.cpu() for t in b], *_flags(spec))
-    tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 3e-2, "atol": 2e-3}
     for got, want in zip(got_a + got_b, want_a + want_b):
         assert got.dtype == want.dtype
+        # Sums over d_in / d_out in another order: absolute error relative to the gradient's scale.
+        scale = max(1.0, want.abs().max().item())
+        tol = {"rtol": 1e-4, "atol": 1e-4 * scale} if dtype == torch.float32 else {"rtol": 3e-2, "atol": 2e-3 * scale}
         torch.testing.assert_close(got.cpu().float(), want.float(), **tol)
 
 

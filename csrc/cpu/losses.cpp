@@ -12,6 +12,7 @@
 
 #include <vector>
 
+#include "../device_tables.h"
 #include "../orthogonal_plan.h"
 #include "../spec_table.h"
 #include "losses.h"
@@ -28,18 +29,19 @@ struct ColumnTables {
 };
 
 ColumnTables column_tables(const SpecTable& spec, const at::Device& device) {
-  std::vector<int64_t> role, of_lora(spec.num_loras + 1, spec.num_experts_total);
-  std::vector<float> experts;
+  // One int64 table [role | experts | of_lora], one host-to-device copy without a sync.
+  const int64_t e_total = spec.num_experts_total;
+  std::vector<int64_t> table(2 * e_total + spec.num_loras + 1, e_total);
   for (int64_t rho = 0; rho < spec.num_roles; ++rho)
     for (int64_t i = 0; i < spec.num_experts[rho]; ++i) {
-      role.push_back(rho);
-      experts.push_back(static_cast<float>(spec.num_experts[rho]));
-      of_lora[spec.lora_start[rho] + spec.shared[rho] + i + 1] = spec.router_start[rho] + i;
+      const int64_t col = spec.router_start[rho] + i;
+      table[col] = rho;
+      table[e_total + col] = spec.num_experts[rho];
+      table[2 * e_total + spec.lora_start[rho] + spec.shared[rho] + i + 1] = col;
     }
-  const auto on = [&](auto& v, at::ScalarType t) {
-    return at::tensor(v, at::TensorOptions().dtype(t)).to(device);
-  };
-  return {on(role, at::kLong), on(experts, at::kFloat), on(of_lora, at::kLong)};
+  const at::Tensor t = to_device_async(table, device);
+  return {t.narrow(0, 0, e_total), t.narrow(0, e_total, e_total).to(at::kFloat),
+          t.narrow(0, 2 * e_total, spec.num_loras + 1)};
 }
 
 // coef[col] = E_rho * f_col / |T_rho| (the gradient of aux w.r.t. each token's p[col]) for roles
@@ -56,18 +58,19 @@ std::pair<at::Tensor, at::Tensor> balance_terms(const at::Tensor& router_probs, 
   const ColumnTables cols = column_tables(spec, router_probs.device());
   const auto f32 = router_probs.options().dtype(at::kFloat);
   const at::Tensor in_role = cols.role.unsqueeze(0) == role_ids.unsqueeze(1);  // [N, E_total]
-  const at::Tensor tokens = at::zeros({spec.num_roles + 1}, f32)
-                                .index_add_(0, role_ids + 1, at::ones({n}, f32))
-                                .narrow(0, 1, spec.num_roles);  // |T_rho|
+  // Counts as sums of comparisons, not index_add: on a GPU, thousands of atomic adds into three
+  // bins serialise.
+  const auto i64 = router_probs.options().dtype(at::kLong);
+  const at::Tensor tokens = (role_ids.unsqueeze(1) == at::arange(spec.num_roles, i64)).sum(0).to(at::kFloat);  // |T_rho|
   // A slot counts for column c when its LoRA is column c's expert and the token has c's role.
   const at::Tensor slot_col = cols.of_lora.index_select(0, (lora_index.to(at::kLong) + 1).reshape(-1))
                                   .view({n, lora_index.size(1)});  // [N, K], E_total = no column
   const at::Tensor slot_role = at::cat({cols.role, cols.role.new_full({1}, -2)}).index_select(0, slot_col.reshape(-1))
                                    .view_as(slot_col);
-  const at::Tensor counted = (slot_role == role_ids.unsqueeze(1)).to(at::kFloat);
-  const at::Tensor dispatched = at::zeros({e_total + 1}, f32)
-                                    .index_add_(0, slot_col.reshape(-1), counted.reshape(-1))
-                                    .narrow(0, 0, e_total);
+  const at::Tensor counted = slot_role == role_ids.unsqueeze(1);  // [N, K]
+  const at::Tensor dispatched = ((slot_col.unsqueeze(2) == at::arange(e_total, i64)) & counted.unsqueeze(2))
+                                    .sum(at::IntArrayRef{0, 1})
+                                    .to(at::kFloat);  // [E_total]
   const at::Tensor n_col = tokens.index_select(0, cols.role);
   const at::Tensor active = (cols.experts >= 2) & (n_col > 0);
   const at::Tensor coef = at::where(active, cols.experts * dispatched / n_col.clamp_min(1).square(),
@@ -202,7 +205,7 @@ at::Tensor orthogonal_products_cpu(at::TensorList lora_A, at::TensorList lora_B,
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, lora_A[0].scalar_type(), "orthogonal_products_cpu", [&] {
     // The CUDA kernel's steps, in loops: per item (a block), per tile, load every slot, then let
     // every (p, q) thread accumulate.
-    std::vector<float> tile_u(r * kernels::kTile), tile_v(r * kernels::kTile), acc(r * r);
+    std::vector<float> tile_u(r * kernels::kTileStride), tile_v(r * kernels::kTileStride), acc(r * r);
     for (int64_t i = 0; i < n; ++i) {
       const kernels::ProductItem& item = plan.items[i];
       std::fill(acc.begin(), acc.end(), 0.0f);
@@ -211,8 +214,8 @@ at::Tensor orthogonal_products_cpu(at::TensorList lora_A, at::TensorList lora_B,
           int p, k;
           bool inside;
           kernels::tile_slot(idx, k0, item.inner, &p, &k, &inside);
-          tile_u[idx] = inside ? kernels::load_u<scalar_t>(item, p, k0 + k) : 0.0f;
-          tile_v[idx] = inside ? kernels::load_v<scalar_t>(item, p, k0 + k) : 0.0f;
+          tile_u[kernels::tile_offset(p, k)] = inside ? kernels::load_u<scalar_t>(item, p, k0 + k) : 0.0f;
+          tile_v[kernels::tile_offset(p, k)] = inside ? kernels::load_v<scalar_t>(item, p, k0 + k) : 0.0f;
         }
         for (int p = 0; p < r; ++p)
           for (int q = 0; q < r; ++q) acc[p * r + q] = kernels::accumulate_tile(tile_u.data(), tile_v.data(), p, q, acc[p * r + q]);

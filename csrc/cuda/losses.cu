@@ -27,8 +27,8 @@ namespace {
 
 template <typename T>
 __global__ void products_kernel(const kernels::ProductItem* __restrict__ items, int r, float* __restrict__ out) {
-  __shared__ float tile_u[kernels::kMaxRank * kernels::kTile];
-  __shared__ float tile_v[kernels::kMaxRank * kernels::kTile];
+  __shared__ float tile_u[kernels::kMaxRank * kernels::kTileStride];
+  __shared__ float tile_v[kernels::kMaxRank * kernels::kTileStride];
   const kernels::ProductItem item = items[blockIdx.x];
   const int tid = threadIdx.x, p = tid / r, q = tid % r;
   float acc = 0.0f;
@@ -37,8 +37,8 @@ __global__ void products_kernel(const kernels::ProductItem* __restrict__ items, 
       int row, k;
       bool inside;
       kernels::tile_slot(idx, k0, item.inner, &row, &k, &inside);
-      tile_u[idx] = inside ? kernels::load_u<T>(item, row, k0 + k) : 0.0f;
-      tile_v[idx] = inside ? kernels::load_v<T>(item, row, k0 + k) : 0.0f;
+      tile_u[kernels::tile_offset(row, k)] = inside ? kernels::load_u<T>(item, row, k0 + k) : 0.0f;
+      tile_v[kernels::tile_offset(row, k)] = inside ? kernels::load_v<T>(item, row, k0 + k) : 0.0f;
     }
     __syncthreads();
     acc = kernels::accumulate_tile(tile_u, tile_v, p, q, acc);

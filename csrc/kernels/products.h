@@ -13,7 +13,10 @@
 
 namespace mor_ext::kernels {
 
-constexpr int kTile = 32;      // inner-dimension elements per shared-memory tile
+constexpr int kTile = 128;     // inner-dimension elements per shared-memory tile
+// Row stride of a tile in shared memory: one more than kTile, so that the 16 or 32 rows a warp reads
+// at one k fall in different banks (a stride of kTile would put them all in one bank).
+constexpr int kTileStride = kTile + 1;
 constexpr int kMaxRank = 32;   // r*r <= 1024 threads per block
 
 // One product: U is r x K with element (p, k) at u[p * u_row + k * u_col]; V likewise. Product i
@@ -44,9 +47,12 @@ MOR_HD float load_v(const ProductItem& item, int q, int64_t k) {
   return static_cast<float>(reinterpret_cast<const T*>(item.v)[q * item.v_row + k * item.v_col]);
 }
 
+// Where tile element (p, k) lives in shared memory.
+MOR_HD int tile_offset(int p, int k) { return p * kTileStride + k; }
+
 // Thread (p, q) accumulates one tile: acc += sum_k tile_u[p][k] * tile_v[q][k].
 MOR_HD float accumulate_tile(const float* tile_u, const float* tile_v, int p, int q, float acc) {
-  for (int k = 0; k < kTile; ++k) acc += tile_u[p * kTile + k] * tile_v[q * kTile + k];
+  for (int k = 0; k < kTile; ++k) acc += tile_u[tile_offset(p, k)] * tile_v[tile_offset(q, k)];
   return acc;
 }
 

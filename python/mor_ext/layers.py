@@ -101,9 +101,8 @@ class RoleContext:
 
 def _count(ids: torch.Tensor, n: int) -> torch.Tensor:
     """float32 ``[n]``: how often each of 0..n-1 occurs in ``ids`` (-1 entries are ignored)."""
-    flat = ids.reshape(-1).long() + 1
-    counts = torch.zeros(n + 1, dtype=torch.float32, device=ids.device)
-    return counts.index_add_(0, flat, torch.ones_like(flat, dtype=torch.float32))[1:]
+    # A sum of comparisons: index_add would serialise thousands of GPU atomics into a few bins.
+    return (ids.reshape(-1, 1) == torch.arange(n, device=ids.device)).sum(0, dtype=torch.float32)
 
 
 class MoRLinear(nn.Module):
@@ -262,7 +261,7 @@ class MoRLinear(nn.Module):
         ctx.aux_losses.append(aux)
         with torch.no_grad():
             spec = self.spec
-            # Counts by index_add rather than bincount, which syncs on GPU to size its output.
+            # Counts without bincount, which syncs on GPU to size its output.
             per_lora = _count(routing.lora_index, spec.num_loras)
             ctx.expert_counts.append(per_lora[self._routed_index(per_lora.device)])  # [E_total]
             ctx.role_counts.append(_count(roles, spec.num_roles))  # [R]
