@@ -144,6 +144,17 @@ def layer_training() -> None:
             step()
 
         ms[key] = timed(run, warmup=3, repeat=15)
+    if os.environ.get("MOR_BENCH_PROFILE"):  # the MoR layer's kernels, by GPU time (stderr)
+        from torch.profiler import ProfilerActivity, profile
+
+        step = layer_cases.CASES["mor_ext C++"](inp)
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                layer_cases.zero_grads(inp)
+                step()
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=20, max_name_column_width=70),
+              file=sys.stderr)
     tag = "T=8192 d=4096 bf16 fwd+bwd"
     row(f"layer {tag}: frozen base", f"{ms['base'] * 1e3:.0f} us")
     row(f"layer {tag}: plain LoRA r=16", f"{ms['lora'] * 1e3:.0f} us", f"{ms['lora'] / ms['base']:.2f}x base")

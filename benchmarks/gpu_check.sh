@@ -39,6 +39,12 @@ if ! step errors 60 "$PY" -c "$errors_py" && command -v cuda-gdb > /dev/null; th
   { echo "--- cuda-gdb"; timeout 120 cuda-gdb -batch -ex run -ex bt -ex "info sharedlibrary" --args "$PY" -c "$errors_py"
     echo "--- ldd"; ldd "$("$PY" -c 'import mor_ext._C as c; print(c.__file__)')"; } >> "$out/errors.log" 2>&1
 fi
+# The CPU suite's validation tests (C++ errors on purpose), in one plain pytest process.
+if ! step validate 90 "$PY" -m pytest tests/test_ops.py -q -p no:cacheprovider -k "validate or bad_input or out_of_range" \
+    && command -v cuda-gdb > /dev/null; then
+  { echo "--- cuda-gdb"; timeout 120 cuda-gdb -batch -ex run -ex bt --args "$PY" -m pytest tests/test_ops.py -q -x \
+      -p no:cacheprovider -k "validate or bad_input or out_of_range"; } >> "$out/validate.log" 2>&1
+fi
 timeout_flag=()
 "$PY" -c "import pytest_timeout" 2> /dev/null && timeout_flag=(-p timeout --timeout=90)
 step cuda_tests 200 "$PY" -m pytest tests/test_cuda.py -q -rs -p no:cacheprovider "${timeout_flag[@]}" --durations=8
@@ -56,6 +62,6 @@ step bench 240 "$PY" benchmarks/bench_gpu.py
 
 
 echo; cat "$out/env.log"; echo
-for name in errors cuda_tests cpu_tests memcheck; do [[ -f "$out/$name.log" ]] && echo "$name: $(tail -1 "$out/$name.log")"; done
+for name in errors validate cuda_tests cpu_tests memcheck; do [[ -f "$out/$name.log" ]] && echo "$name: $(tail -1 "$out/$name.log")"; done
 echo; echo "| step | result | time |"; echo "|---|---|---:|"; printf '%s\n' "${summary[@]}"
 echo; grep '^|' "$out/bench.log" || tail -20 "$out/bench.log"

@@ -221,12 +221,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grouped_lora_backward
 
 namespace {
 
-// All rows of the layer's one shrink GEMM: the L*r LoRA A rows, the E_total router rows and, when
-// any role has a gated shared LoRA, the R shared-gate rows ([L*r + E_total (+ R), d_in]; a small copy).
+// All rows of the layer's one shrink GEMM: the L*r LoRA A rows, the E_total router rows, when any
+// role has a gated shared LoRA the R shared-gate rows, then zero rows up to an aligned width
+// ([padded(L*r + E_total (+ R)), d_in]; one small copy).
 at::Tensor layer_rows(const at::Tensor& lora_A, const at::Tensor& router_weight, const at::Tensor& shared_gate_weight,
                       bool gated) {
-  const at::Tensor a_rows = lora_A.contiguous().view({lora_A.size(0) * lora_A.size(1), lora_A.size(2)});
-  return gated ? at::cat({a_rows, router_weight, shared_gate_weight}) : at::cat({a_rows, router_weight});
+  const at::Tensor a_rows = lora_A.reshape({lora_A.size(0) * lora_A.size(1), lora_A.size(2)});
+  return gated ? stack_rows_padded({a_rows, router_weight, shared_gate_weight})
+               : stack_rows_padded({a_rows, router_weight});
 }
 
 }  // namespace
@@ -246,7 +248,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 
   at::Tensor y = frozen_linear(xc, weight, bias);
   // [shrink of every LoRA | router logits | shared-gate logits | zero padding] in one GEMM.
-  const at::Tensor ext = at::mm(xc, pad_rows(layer_rows(lora_A, router_weight, shared_gate_weight, gated_any)).t());
+  const at::Tensor ext = at::mm(xc, layer_rows(lora_A, router_weight, shared_gate_weight, gated_any).t());
   at::Tensor lora_index = new_output({n, k_max}, x.options().dtype(at::kInt));
   at::Tensor lora_weight = new_output({n, k_max}, x.options());
   at::Tensor router_probs = new_output({n, e_total}, x.options().dtype(at::kFloat));
@@ -295,7 +297,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
   const at::Tensor gp = grad_router_probs.to(at::kFloat).contiguous();
   const at::Tensor probs = router_probs.to(at::kFloat).contiguous();
   const at::Tensor shared_logit = shared_gate_logit.to(at::kFloat).contiguous();
-  const at::Tensor rows = pad_rows(layer_rows(lora_A, router_weight, shared_gate_weight, gated_any));
+  const at::Tensor rows = layer_rows(lora_A, router_weight, shared_gate_weight, gated_any);
   const int64_t width = rows.size(0);
   const at::Tensor b_cols = b_columns(lora_B);
 

@@ -52,7 +52,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_cuda(const at::Tensor& x, c
   const int64_t n = x.size(0);
   // One GEMM (width padded for cuBLAS) for router and shared-gate logits in x's dtype; the kernel
   // reads them in place and routes in fp32, as the reference does.
-  const at::Tensor rows = pad_rows(router_and_gate_rows(router_weight, shared_gate_weight, spec.any_gated_shared()));
+  const at::Tensor rows = spec.any_gated_shared() ? stack_rows_padded({router_weight, shared_gate_weight})
+                                                  : stack_rows_padded({router_weight});
   const at::Tensor logits = at::mm(x.contiguous(), rows.t());
   const at::Tensor roles = role_ids.contiguous();
   at::Tensor index = cpu::new_output({n, spec.k_max}, x.options().dtype(at::kInt));
@@ -86,7 +87,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cuda(
                       "], got ", t->sizes());
   const bool gated = spec.any_gated_shared();
   const at::Tensor xc = x.contiguous();
-  const at::Tensor rows = pad_rows(router_and_gate_rows(router_weight, shared_gate_weight, gated));
+  const at::Tensor rows =
+      gated ? stack_rows_padded({router_weight, shared_gate_weight}) : stack_rows_padded({router_weight});
   const int64_t width = rows.size(0);
   const at::Tensor shared_logits =
       gated ? at::mm(xc, shared_gate_weight.t()).to(at::kFloat).contiguous() : at::empty({0}, x.options().dtype(at::kFloat));

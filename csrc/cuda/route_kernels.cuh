@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "../kernels/routing.h"
 
@@ -24,10 +25,13 @@ inline int blocks_for(int64_t n, int threads = kThreads) { return static_cast<in
 constexpr int64_t kColumnAlign = 16;
 inline int64_t padded(int64_t columns) { return (columns + kColumnAlign - 1) / kColumnAlign * kColumnAlign; }
 
-// rows [m, d] with zero rows appended up to padded(m), so GEMMs with it have an aligned width.
-inline at::Tensor pad_rows(const at::Tensor& rows) {
-  const int64_t m = rows.size(0), p = padded(m);
-  return p == m ? rows : at::cat({rows, at::zeros({p - m, rows.size(1)}, rows.options())});
+// The row blocks stacked into one matrix [padded(m), d] (zero rows at the end), in one copy, so that
+// GEMMs with it have an aligned width.
+inline at::Tensor stack_rows_padded(std::vector<at::Tensor> parts) {
+  int64_t m = 0;
+  for (const at::Tensor& p : parts) m += p.size(0);
+  if (padded(m) > m) parts.push_back(at::zeros({padded(m) - m, parts[0].size(1)}, parts[0].options()));
+  return parts.size() == 1 ? parts[0] : at::cat(parts);
 }
 
 // logits: [n, stride] in x's dtype (the GEMM's output, read in place): the E_total router logits,

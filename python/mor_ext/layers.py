@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import functional
+from . import functional, ops
 from .spec import MoRSpec
 
 __all__ = ["MoRLinear", "RoleContext"]
@@ -221,6 +221,21 @@ class MoRLinear(nn.Module):
             y = F.linear(x, weight, bias) + functional.grouped_lora(
                 self.lora_dropout(x), lora_A, lora_B, routing.lora_index, routing.lora_weight, self.scaling
             )
+        elif x.dtype == weight.dtype and ops.uses_compiled(x, "mor_linear"):
+            # The layer's own parameters need no Python-side validation (the compiled op checks shapes,
+            # dtypes and devices again, and the call's role ids were checked once per call): skipping
+            # functional.* saves its checks on every layer of every step.
+            lead, d_in = x.shape[:-1], x.shape[-1]
+            flat_roles = roles.reshape(-1).long()
+            y, index, gate, probs = ops.mor_linear(
+                x.reshape(-1, d_in), weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, flat_roles,
+                self.spec, self.scaling,
+            )
+            if call.collect_stats:
+                aux = ops.load_balance_loss(probs, index, flat_roles, self.spec)
+                if not call.replay:
+                    self._record_stats(aux, functional.Routing(index, gate, probs), flat_roles)
+            return y.view(*lead, y.shape[-1])
         else:
             y, routing = functional.mor_linear(
                 x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, roles, self.spec,
