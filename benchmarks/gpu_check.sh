@@ -21,13 +21,23 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $out/NAM
   return $rc
 }
 
-{ nvidia-smi -L; "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; nvcc --version | tail -1; } > "$out/env.log" 2>&1
+# The image's default g++ (/opt/gcc, 13.3) was seen (2026-11-26, H100) to give an extension with its
+# own copy of libstdc++'s stream code: formatting an integer into a C++ error message then crashed
+# in a locale facet of the other copy. Prefer the system compiler when there is one.
+if [[ -z "${CXX:-}" && -x /usr/bin/g++ ]]; then export CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++; fi
+{ nvidia-smi -L; "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; nvcc --version | tail -1
+  echo "c++: ${CXX:-$(command -v c++)} ($("${CXX:-c++}" --version | head -1))"; } > "$out/env.log" 2>&1
 # sm_90 only (the lent H100/H200): half the compile time of the default 8.0;9.0+PTX.
 if ! step build 240 env MOR_EXT_CUDA=ON CMAKE_BUILD_PARALLEL_LEVEL=16 "$PY" -m pip install --no-build-isolation \
     --no-deps --no-index -v --config-settings=cmake.define.MOR_EXT_CUDA_ARCHITECTURES=9.0 .; then
   tail -40 "$out/build.log"; printf '%s\n' "${summary[@]}"; exit 1
 fi
 "$PY" -c "import mor_ext; print(mor_ext.describe_backend())" >> "$out/env.log" 2>&1
+so=$("$PY" -c 'import mor_ext._C as c; print(c.__file__)')
+if nm -C --defined-only "$so" 2> /dev/null | grep -q "std::basic_ostream<char, std::char_traits<char> >& std::basic_ostream<char, std::char_traits<char> >::_M_insert<long>"; then
+  echo "WARNING: $so defines libstdc++'s stream code itself (libstdc++ linked statically?): C++ error messages with numbers may crash" >> "$out/env.log"
+fi
+{ echo "ldd:"; ldd "$so"; } >> "$out/env.log" 2>&1
 # C++ errors must reach Python as exceptions (a toolchain mismatch can turn every TORCH_CHECK into a
 # crash); on a crash, cuda-gdb (which also debugs host code) records where.
 errors_py='import torch, mor_ext
