@@ -34,7 +34,7 @@ if ! step build 240 env MOR_EXT_CUDA=ON CMAKE_BUILD_PARALLEL_LEVEL=16 "$PY" -m p
 fi
 "$PY" -c "import mor_ext; print(mor_ext.describe_backend())" >> "$out/env.log" 2>&1
 so=$("$PY" -c 'import mor_ext._C as c; print(c.__file__)')
-if nm -C --defined-only "$so" 2> /dev/null | grep -q "std::basic_ostream<char, std::char_traits<char> >& std::basic_ostream<char, std::char_traits<char> >::_M_insert<long>"; then
+if { nm -C --defined-only "$so"; nm -D -C --defined-only "$so"; } 2> /dev/null | grep -q "std::basic_ostream<char, std::char_traits<char> >& std::basic_ostream<char, std::char_traits<char> >::_M_insert<long>"; then
   echo "WARNING: $so defines libstdc++'s stream code itself (libstdc++ linked statically?): C++ error messages with numbers may crash" >> "$out/env.log"
 fi
 { echo "ldd:"; ldd "$so"; } >> "$out/env.log" 2>&1
