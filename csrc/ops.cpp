@@ -50,6 +50,13 @@ TORCH_LIBRARY(mor_ext, m) {
   m.def(
       "load_balance_loss_backward(Tensor grad, Tensor router_probs, Tensor lora_index, Tensor role_ids, "
       "int[] num_experts, int[] top_k, int[] has_shared) -> Tensor");
+  // Over the layers of one model call (sum over layers; they share the call's role ids).
+  m.def(
+      "load_balance_loss_layers(Tensor[] router_probs, Tensor[] lora_index, Tensor role_ids, int[] num_experts, "
+      "int[] top_k, int[] has_shared) -> Tensor");
+  m.def(
+      "load_balance_loss_layers_backward(Tensor grad, Tensor[] router_probs, Tensor[] lora_index, Tensor role_ids, "
+      "int[] num_experts, int[] top_k, int[] has_shared) -> Tensor[]");
   // Over many layers at once (sum over layers), and the r x r products it is built from.
   m.def(
       "orthogonal_loss_layers(Tensor[] lora_A, Tensor[] lora_B, int[] num_experts, int[] top_k, int[] has_shared) "

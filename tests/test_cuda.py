@@ -366,3 +366,21 @@ def test_cuda_orthogonal_loss_per_layer_and_opcheck(spec_name):
     torch.library.opcheck(torch.ops.mor_ext.orthogonal_loss.default, (leaves[0], leaves[1], *flags))
     torch.library.opcheck(torch.ops.mor_ext.orthogonal_loss_layers_backward.default,
                           (torch.tensor(0.7, device="cuda"), [a], [b], *flags))
+
+
+@pytest.mark.parametrize("spec_name", list(SPECS))
+def test_cuda_load_balance_loss_layers_matches_cpu(spec_name):
+    spec = SPECS[spec_name]
+    x, rw, sg, roles = inputs(spec, 3000, 64, torch.float32)
+    probs, index = [], []
+    for layer in range(3):
+        routing = F.route(x * (1 + layer), rw, sg, roles, spec)
+        probs.append(routing.router_probs.detach().requires_grad_())
+        index.append(routing.lora_index)
+    got = F.load_balance_loss_layers(probs, index, roles, spec)
+    cpu_probs = [p.detach().cpu().requires_grad_() for p in probs]
+    want = F.load_balance_loss_layers(cpu_probs, [i.cpu() for i in index], roles.cpu(), spec)
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-6)
+    if want.requires_grad:
+        for g, w in zip(torch.autograd.grad(got, probs), torch.autograd.grad(want, cpu_probs)):
+            torch.testing.assert_close(g.cpu(), w, rtol=1e-5, atol=1e-7)

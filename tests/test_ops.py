@@ -467,6 +467,58 @@ def test_load_balance_loss(spec_name, pattern, dtype):
     assert comp.outputs[0].dtype == torch.float32 and comp.outputs[0].shape == ()
 
 
+@pytest.mark.parametrize("backend_name", ["reference", "compiled"])
+@pytest.mark.parametrize("pattern", ["random", "spans", "missing_role"])
+@pytest.mark.parametrize("spec_name", ["moragent", "mixed", "routed_only"])
+def test_load_balance_loss_layers_is_the_mean_of_per_layer_losses(spec_name, pattern, backend_name):
+    """One op for many layers (a patched model's aux loss) = the per-layer op, value and gradients."""
+    spec = SPECS[spec_name]
+    lead = (3, 17)
+    roles = make_role_ids(pattern, lead, spec.num_roles, seed=31)
+    probs, index = [], []
+    for layer in range(4):
+        p = make_params(spec, lead, D_IN, D_OUT, seed=31 + layer)
+        with backend("reference"):
+            routing = F.route(p.x, p.router_weight, p.shared_gate_weight, roles, spec)
+        probs.append(routing.router_probs.detach())
+        index.append(routing.lora_index)
+    leaves = [t.clone().requires_grad_() for t in probs]
+    def grads_of(loss, wrt):  # a spec/pattern with no role that has >= 2 experts and tokens: constant 0
+        if not loss.requires_grad:
+            return [None] * len(wrt)
+        return torch.autograd.grad(loss, wrt, allow_unused=True)
+
+    with backend(backend_name):
+        got = F.load_balance_loss_layers(leaves, index, roles, spec)
+        grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads_of(got, leaves), leaves)]
+    ref_leaves = [t.double().requires_grad_() for t in probs]
+    with backend("reference"):
+        want = torch.stack([F.load_balance_loss(p, i, roles, spec) for p, i in zip(ref_leaves, index)]).mean()
+    want_grads = grads_of(want, ref_leaves)
+    torch.testing.assert_close(got.double(), want.double(), rtol=1e-6, atol=1e-7)
+    for g, w, t in zip(grads, want_grads, ref_leaves):
+        torch.testing.assert_close(g.double(), torch.zeros_like(t) if w is None else w.double(), rtol=1e-6, atol=1e-8)
+    with backend(backend_name):
+        total = F.load_balance_loss_layers(probs, index, roles, spec, reduction="sum")
+    torch.testing.assert_close(total, got.detach() * len(probs))
+
+
+def test_load_balance_loss_layers_opcheck_and_bad_input():
+    spec, p, roles, flags, gated, index, weight, probs = opcheck_inputs("moragent")
+    torch.library.opcheck(ops.load_balance_loss_layers.default, ([grad(probs), grad(probs * 0.5)], [index, index],
+                                                                 roles, *flags[:3]))
+    torch.library.opcheck(ops.load_balance_loss_layers_backward.default,
+                          (torch.tensor(1.5), [probs, probs], [index, index], roles, *flags[:3]))
+    with pytest.raises(ValueError, match="at least one layer"):
+        F.load_balance_loss_layers([], [], roles, spec)
+    with pytest.raises(ValueError, match=r"lora_index\[1\] must have shape"):
+        F.load_balance_loss_layers([probs, probs], [index, index[:, :1]], roles, spec)
+    with pytest.raises(ValueError, match="reduction"):
+        F.load_balance_loss_layers([probs], [index], roles, spec, reduction="max")
+    with pytest.raises(ValueError, match="one lora_index per router_probs"):
+        ops.load_balance_loss_layers([probs, probs], [index], roles, *flags[:3])
+
+
 def test_load_balance_loss_gradient_is_dispatch_fraction():
     """f carries no gradient, P does: d aux / d p[t, i] = E_rho * f_i / |T_rho| for t in role rho."""
     spec = SPECS["moragent"]

@@ -44,38 +44,61 @@ ColumnTables column_tables(const SpecTable& spec, const at::Device& device) {
           t.narrow(0, 2 * e_total, spec.num_loras + 1)};
 }
 
-// coef[col] = E_rho * f_col / |T_rho| (the gradient of aux w.r.t. each token's p[col]) for roles
-// with >= 2 experts and some tokens, else 0; and the mask of each token's own role's columns.
-// ATen ops only, no host sync: the same code serves CPU and CUDA tensors.
-std::pair<at::Tensor, at::Tensor> balance_terms(const at::Tensor& router_probs, const at::Tensor& lora_index,
-                                                const at::Tensor& role_ids, const SpecTable& spec) {
+// For layers sharing one set of tokens (role ids [N]) and lora_index [Lg, N, K]: coef [Lg, E_total],
+// coef[l, col] = E_rho * f_col / |T_rho| (the gradient of layer l's aux w.r.t. each token's p[col]) for
+// roles with >= 2 experts and some tokens, else 0; and in_role [N, E_total], the mask of each token's
+// own role's columns. ATen ops only, no host sync: the same code serves CPU and CUDA tensors.
+std::pair<at::Tensor, at::Tensor> balance_terms(const at::Tensor& lora_index, const at::Tensor& role_ids,
+                                                const SpecTable& spec) {
   const int64_t n = role_ids.size(0), e_total = spec.num_experts_total;
-  TORCH_CHECK_VALUE(router_probs.dim() == 2 && router_probs.size(0) == n && router_probs.size(1) == e_total,
-                    "router_probs must be [", n, ", ", e_total, "], got ", router_probs.sizes());
-  TORCH_CHECK_VALUE(lora_index.dim() == 2 && lora_index.size(0) == n, "lora_index must be [", n, ", K], got ",
-                    lora_index.sizes());
-  check_role_ids(role_ids, n, spec.num_roles, router_probs);
-  const ColumnTables cols = column_tables(spec, router_probs.device());
-  const auto f32 = router_probs.options().dtype(at::kFloat);
+  const ColumnTables cols = column_tables(spec, lora_index.device());
+  const auto i64 = lora_index.options().dtype(at::kLong);
   const at::Tensor in_role = cols.role.unsqueeze(0) == role_ids.unsqueeze(1);  // [N, E_total]
   // Counts as sums of comparisons, not index_add: on a GPU, thousands of atomic adds into three
   // bins serialise.
-  const auto i64 = router_probs.options().dtype(at::kLong);
   const at::Tensor tokens = (role_ids.unsqueeze(1) == at::arange(spec.num_roles, i64)).sum(0).to(at::kFloat);  // |T_rho|
   // A slot counts for column c when its LoRA is column c's expert and the token has c's role.
   const at::Tensor slot_col = cols.of_lora.index_select(0, (lora_index.to(at::kLong) + 1).reshape(-1))
-                                  .view({n, lora_index.size(1)});  // [N, K], E_total = no column
+                                  .view(lora_index.sizes());  // [Lg, N, K], E_total = no column
   const at::Tensor slot_role = at::cat({cols.role, cols.role.new_full({1}, -2)}).index_select(0, slot_col.reshape(-1))
                                    .view_as(slot_col);
-  const at::Tensor counted = slot_role == role_ids.unsqueeze(1);  // [N, K]
-  const at::Tensor dispatched = ((slot_col.unsqueeze(2) == at::arange(e_total, i64)) & counted.unsqueeze(2))
-                                    .sum(at::IntArrayRef{0, 1})
-                                    .to(at::kFloat);  // [E_total]
+  const at::Tensor counted = slot_role == role_ids.view({1, n, 1});  // [Lg, N, K]
+  const at::Tensor dispatched = ((slot_col.unsqueeze(3) == at::arange(e_total, i64)) & counted.unsqueeze(3))
+                                    .sum(at::IntArrayRef{1, 2})
+                                    .to(at::kFloat);  // [Lg, E_total]
   const at::Tensor n_col = tokens.index_select(0, cols.role);
   const at::Tensor active = (cols.experts >= 2) & (n_col > 0);
   const at::Tensor coef = at::where(active, cols.experts * dispatched / n_col.clamp_min(1).square(),
                                     at::zeros_like(n_col));
   return {coef, in_role};
+}
+
+void check_balance_inputs(const at::Tensor& router_probs, const at::Tensor& lora_index, const at::Tensor& role_ids,
+                          const SpecTable& spec) {
+  const int64_t n = role_ids.size(0), e_total = spec.num_experts_total;
+  TORCH_CHECK_VALUE(router_probs.dim() == 2 && router_probs.size(0) == n && router_probs.size(1) == e_total,
+                    "router_probs must be [", n, ", ", e_total, "], got ", router_probs.sizes());
+  TORCH_CHECK_VALUE(lora_index.dim() == 2 && lora_index.size(0) == n, "lora_index must be [", n, ", K], got ",
+                    lora_index.sizes());
+  TORCH_CHECK_VALUE(lora_index.device() == router_probs.device(), "lora_index is on ", lora_index.device(),
+                    " but router_probs is on ", router_probs.device());
+  check_role_ids(role_ids, n, spec.num_roles, router_probs);
+}
+
+// The layers' router_probs stacked [Lg, N, E_total] (fp32) and lora_index [Lg, N, K], checked.
+std::pair<at::Tensor, at::Tensor> stack_layers(at::TensorList router_probs, at::TensorList lora_index,
+                                               const at::Tensor& role_ids, const SpecTable& spec) {
+  TORCH_CHECK_VALUE(!router_probs.empty() && router_probs.size() == lora_index.size(),
+                    "load_balance_loss_layers needs one lora_index per router_probs and at least one layer, got ",
+                    router_probs.size(), " and ", lora_index.size());
+  for (size_t l = 0; l < router_probs.size(); ++l) {
+    check_balance_inputs(router_probs[l], lora_index[l], role_ids, spec);
+    TORCH_CHECK_VALUE(lora_index[l].size(1) == lora_index[0].size(1), "layer ", l, ": lora_index has ",
+                      lora_index[l].size(1), " slots, layer 0 has ", lora_index[0].size(1));
+  }
+  std::vector<at::Tensor> index;
+  for (const at::Tensor& t : lora_index) index.push_back(t.to(at::kLong));
+  return {at::stack(router_probs).to(at::kFloat), at::stack(index)};
 }
 
 }  // namespace
@@ -84,10 +107,11 @@ at::Tensor load_balance_loss_aten(const at::Tensor& router_probs, const at::Tens
                                   const at::Tensor& role_ids, at::IntArrayRef num_experts, at::IntArrayRef top_k,
                                   at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
-  const auto [coef, in_role] = balance_terms(router_probs, lora_index, role_ids, spec);
+  check_balance_inputs(router_probs, lora_index, role_ids, spec);
+  const auto [coef, in_role] = balance_terms(lora_index.unsqueeze(0), role_ids, spec);
   // aux = sum_rho E_rho sum_i f_i P_i = sum_col coef[col] * (sum of p[t, col] over the column's tokens)
   const at::Tensor prob_sum = (router_probs.to(at::kFloat) * in_role).sum(0);
-  return (coef * prob_sum).sum();
+  return (coef[0] * prob_sum).sum();
 }
 
 at::Tensor load_balance_loss_backward_aten(const at::Tensor& grad, const at::Tensor& router_probs,
@@ -95,8 +119,36 @@ at::Tensor load_balance_loss_backward_aten(const at::Tensor& grad, const at::Ten
                                            at::IntArrayRef num_experts, at::IntArrayRef top_k,
                                            at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
-  const auto [coef, in_role] = balance_terms(router_probs, lora_index, role_ids, spec);
-  return (grad.to(at::kFloat) * coef).unsqueeze(0) * in_role;
+  check_balance_inputs(router_probs, lora_index, role_ids, spec);
+  const auto [coef, in_role] = balance_terms(lora_index.unsqueeze(0), role_ids, spec);
+  return (grad.to(at::kFloat) * coef[0]).unsqueeze(0) * in_role;
+}
+
+// Sum over layers that share one call's tokens: every layer's terms in one set of ops (a patched
+// model computes its aux loss with one call instead of one per adapted layer).
+at::Tensor load_balance_loss_layers_aten(at::TensorList router_probs, at::TensorList lora_index,
+                                        const at::Tensor& role_ids, at::IntArrayRef num_experts, at::IntArrayRef top_k,
+                                        at::IntArrayRef has_shared) {
+  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
+  const auto [probs, index] = stack_layers(router_probs, lora_index, role_ids, spec);
+  const auto [coef, in_role] = balance_terms(index, role_ids, spec);
+  return (coef * (probs * in_role.unsqueeze(0)).sum(1)).sum();
+}
+
+std::vector<at::Tensor> load_balance_loss_layers_backward_aten(const at::Tensor& grad, at::TensorList router_probs,
+                                                               at::TensorList lora_index, const at::Tensor& role_ids,
+                                                               at::IntArrayRef num_experts, at::IntArrayRef top_k,
+                                                               at::IntArrayRef has_shared) {
+  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
+  stack_layers(router_probs, lora_index, role_ids, spec);  // the checks
+  std::vector<at::Tensor> index;
+  for (const at::Tensor& t : lora_index) index.push_back(t.to(at::kLong));
+  const auto [coef, in_role] = balance_terms(at::stack(index), role_ids, spec);
+  const at::Tensor scaled = coef * grad.to(at::kFloat);  // [Lg, E_total]
+  const at::Tensor mask = in_role.to(at::kFloat);
+  std::vector<at::Tensor> grads;
+  for (int64_t l = 0; l < scaled.size(0); ++l) grads.push_back(mask * scaled[l]);
+  return grads;
 }
 
 namespace {
@@ -265,6 +317,8 @@ TORCH_LIBRARY_IMPL(mor_ext, CPU, m) {
   m.impl("orthogonal_grads", &orthogonal_grads_cpu);
   m.impl("load_balance_loss", &load_balance_loss_aten);
   m.impl("load_balance_loss_backward", &load_balance_loss_backward_aten);
+  m.impl("load_balance_loss_layers", &load_balance_loss_layers_aten);
+  m.impl("load_balance_loss_layers_backward", &load_balance_loss_layers_backward_aten);
   m.impl("orthogonal_loss", &orthogonal_loss_aten);
   m.impl("orthogonal_loss_backward", &orthogonal_loss_backward_aten);
 }

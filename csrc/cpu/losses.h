@@ -31,6 +31,14 @@ at::Tensor load_balance_loss_backward_aten(const at::Tensor& grad, const at::Ten
                                            at::IntArrayRef num_experts, at::IntArrayRef top_k,
                                            at::IntArrayRef has_shared);
 
+at::Tensor load_balance_loss_layers_aten(at::TensorList router_probs, at::TensorList lora_index,
+                                        const at::Tensor& role_ids, at::IntArrayRef num_experts, at::IntArrayRef top_k,
+                                        at::IntArrayRef has_shared);
+std::vector<at::Tensor> load_balance_loss_layers_backward_aten(const at::Tensor& grad, at::TensorList router_probs,
+                                                               at::TensorList lora_index, const at::Tensor& role_ids,
+                                                               at::IntArrayRef num_experts, at::IntArrayRef top_k,
+                                                               at::IntArrayRef has_shared);
+
 at::Tensor orthogonal_loss_aten(const at::Tensor& lora_A, const at::Tensor& lora_B, at::IntArrayRef num_experts,
                                 at::IntArrayRef top_k, at::IntArrayRef has_shared);
 std::tuple<at::Tensor, at::Tensor> orthogonal_loss_backward_aten(const at::Tensor& grad, const at::Tensor& lora_A,

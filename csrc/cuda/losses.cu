@@ -170,6 +170,8 @@ TORCH_LIBRARY_IMPL(mor_ext, CUDA, m) {
   m.impl("orthogonal_loss_backward", &orthogonal_loss_backward_cuda);
   m.impl("load_balance_loss", &cpu::load_balance_loss_aten);
   m.impl("load_balance_loss_backward", &cpu::load_balance_loss_backward_aten);
+  m.impl("load_balance_loss_layers", &cpu::load_balance_loss_layers_aten);
+  m.impl("load_balance_loss_layers_backward", &cpu::load_balance_loss_layers_backward_aten);
 }
 
 }  // namespace mor_ext::cuda

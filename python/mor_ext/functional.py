@@ -17,8 +17,8 @@ from . import ops
 from .spec import MoRSpec
 
 __all__ = [
-    "Routing", "route", "grouped_lora", "mor_linear", "load_balance_loss", "orthogonal_loss", "orthogonal_loss_layers",
-    "ids_checked",
+    "Routing", "route", "grouped_lora", "mor_linear", "load_balance_loss", "load_balance_loss_layers",
+    "orthogonal_loss", "orthogonal_loss_layers", "ids_checked",
 ]
 
 
@@ -295,6 +295,48 @@ def load_balance_loss(
         router_probs.reshape(n, spec.num_experts_total).float(), lora_index.reshape(n, lora_index.shape[-1]),
         roles, spec,
     )
+
+
+def load_balance_loss_layers(
+    router_probs: list[torch.Tensor],  # per layer [..., E_total] float32
+    lora_index: list[torch.Tensor],  # per layer [..., K]
+    role_ids: torch.Tensor,  # [...], shared by every layer (one model call's tokens)
+    spec: MoRSpec,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """:func:`load_balance_loss` of many layers that see the same tokens, in one op (``reduction``
+    "mean", the model value of the spec, or "sum"): a patched model's aux loss costs one call per
+    forward instead of one per adapted layer."""
+    spec = _check_spec(spec)
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    router_probs, lora_index = list(router_probs), list(lora_index)
+    if not router_probs or len(router_probs) != len(lora_index):
+        raise ValueError(f"need one lora_index per router_probs and at least one layer, got {len(router_probs)} "
+                         f"and {len(lora_index)}")
+    e_total = spec.num_experts_total
+    lead = router_probs[0].shape[:-1]
+    roles = _flat_role_ids(role_ids, router_probs[0], spec)
+    n = roles.shape[0]
+    probs_flat, index_flat = [], []
+    for i, (p, idx) in enumerate(zip(router_probs, lora_index)):
+        _check_float(p, f"router_probs[{i}]")
+        if tuple(p.shape) != tuple(lead) + (e_total,):
+            raise ValueError(f"router_probs[{i}] must have shape {list(lead)} + [E_total={e_total}], got {list(p.shape)}")
+        _check_tensor(idx, f"lora_index[{i}]")
+        if idx.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"lora_index[{i}] must be int32 or int64, got {idx.dtype}")
+        if tuple(idx.shape[:-1]) != tuple(lead) or idx.shape[-1] != lora_index[0].shape[-1]:
+            raise ValueError(f"lora_index[{i}] must have shape {list(lead)} + [K={lora_index[0].shape[-1]}], "
+                             f"got {list(idx.shape)}")
+        if p.device != roles.device or idx.device != roles.device:
+            raise ValueError(f"layer {i}: router_probs, lora_index and role_ids must share one device")
+        _check_range(idx, f"lora_index[{i}]", spec.num_loras,
+                     f"but the spec has {spec.num_loras} LoRAs (valid: -1 .. {spec.num_loras - 1})")
+        probs_flat.append(p.reshape(n, e_total).float())
+        index_flat.append(idx.reshape(n, idx.shape[-1]))
+    total = ops.load_balance_loss_layers(probs_flat, index_flat, roles, spec)
+    return total / len(router_probs) if reduction == "mean" else total
 
 
 def orthogonal_loss(lora_A: torch.Tensor, lora_B: torch.Tensor, spec: MoRSpec) -> torch.Tensor:

@@ -49,9 +49,10 @@ class RoleContext:
         self.role_ids: torch.Tensor | None = None  # [batch, seq] int64
         self.role_ids_any: bool = False  # whether any id != -1 (computed once per call, not per layer)
         self.collect_stats: bool = False
-        self.aux_losses: list[torch.Tensor] = []  # per layer, scalar float32 with grad
-        self.expert_counts: list[torch.Tensor] = []  # per layer, [E_total] tokens dispatched to each expert
-        self.role_counts: list[torch.Tensor] = []  # per layer, [R] tokens of each role
+        # Per adapted layer run in the call, when stats are collected: (router_probs [N, E_total] fp32,
+        # lora_index [N, K], role ids [N]); the model's loss turns them into the load-balance loss
+        # and the router load with one op for all layers (patching._add_losses).
+        self.routings: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         # Gradient checkpointing re-runs layers inside backward, after the model call has returned and
         # cleared `role_ids`; the roles of the last call made with grad enabled are kept for that replay.
         self._replay: CallRoles | None = None
@@ -78,8 +79,7 @@ class RoleContext:
 
     def begin_call(self, role_ids: torch.Tensor | None, collect_stats: bool) -> tuple:
         """Install one model call's roles; returns what :meth:`end_call` restores (calls may nest)."""
-        saved = (self.role_ids, self.role_ids_any, self.collect_stats, self.aux_losses, self.expert_counts,
-                 self.role_counts, self._by_device)
+        saved = (self.role_ids, self.role_ids_any, self.collect_stats, self.routings, self._by_device)
         self.role_ids = role_ids
         # The call's ids are range-checked here, once, so the layers can skip the per-layer check
         # (a device-to-host sync each on GPU): one sync per forward instead of one per layer.
@@ -89,20 +89,13 @@ class RoleContext:
                 functional.check_role_ids(role_ids, self.spec)
             self.role_ids_any = bool((role_ids != -1).any())
         self.collect_stats = collect_stats
-        self.aux_losses, self.expert_counts, self.role_counts, self._by_device = [], [], [], {}
+        self.routings, self._by_device = [], {}
         if torch.is_grad_enabled():
             self._replay = self.current()._replace(replay=True)
         return saved
 
     def end_call(self, saved: tuple) -> None:
-        (self.role_ids, self.role_ids_any, self.collect_stats, self.aux_losses, self.expert_counts,
-         self.role_counts, self._by_device) = saved
-
-
-def _count(ids: torch.Tensor, n: int) -> torch.Tensor:
-    """float32 ``[n]``: how often each of 0..n-1 occurs in ``ids`` (-1 entries are ignored)."""
-    # A sum of comparisons: index_add would serialise thousands of GPU atomics into a few bins.
-    return (ids.reshape(-1, 1) == torch.arange(n, device=ids.device)).sum(0, dtype=torch.float32)
+        (self.role_ids, self.role_ids_any, self.collect_stats, self.routings, self._by_device) = saved
 
 
 class MoRLinear(nn.Module):
@@ -154,7 +147,6 @@ class MoRLinear(nn.Module):
         self.lora_B = nn.Parameter(torch.empty(spec.num_loras, d_out, spec.rank, **factory))  # [L, d_out, r]
         self.router_weight = nn.Parameter(torch.empty(spec.num_experts_total, d_in, **factory))  # [E_total, d_in]
         self.shared_gate_weight = nn.Parameter(torch.empty(spec.num_roles, d_in, **factory))  # [R, d_in]
-        self._routed_lora_index: dict[torch.device, torch.Tensor] = {}
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -231,20 +223,18 @@ class MoRLinear(nn.Module):
                 x.reshape(-1, d_in), weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, flat_roles,
                 self.spec, self.scaling,
             )
-            if call.collect_stats:
-                aux = ops.load_balance_loss(probs, index, flat_roles, self.spec)
-                if not call.replay:
-                    self._record_stats(aux, functional.Routing(index, gate, probs), flat_roles)
+            if call.collect_stats and not call.replay:
+                self.role_context.routings.append((probs, index, flat_roles))
             return y.view(*lead, y.shape[-1])
         else:
             y, routing = functional.mor_linear(
                 x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, roles, self.spec,
                 self.scaling, return_routing=True,
             )
-        if call.collect_stats:
-            aux = functional.load_balance_loss(routing.router_probs, routing.lora_index, roles, self.spec)
-            if not call.replay:
-                self._record_stats(aux, routing, roles)
+        if call.collect_stats and not call.replay:
+            spec = self.spec
+            self.role_context.routings.append((routing.router_probs.reshape(-1, spec.num_experts_total),
+                                               routing.lora_index.reshape(-1, spec.k_max), roles.reshape(-1).long()))
         return y
 
     def _roles_for(self, x: torch.Tensor, role_ids: torch.Tensor | None, call: CallRoles) -> torch.Tensor | None:
@@ -270,25 +260,6 @@ class MoRLinear(nn.Module):
             # Some models flatten [batch, seq] before a projection; the token order is unchanged.
             roles = roles.reshape(lead)
         return roles
-
-    def _record_stats(self, aux: torch.Tensor, routing: functional.Routing, roles: torch.Tensor) -> None:
-        ctx = self.role_context
-        ctx.aux_losses.append(aux)
-        with torch.no_grad():
-            spec = self.spec
-            # Counts without bincount, which syncs on GPU to size its output.
-            per_lora = _count(routing.lora_index, spec.num_loras)
-            ctx.expert_counts.append(per_lora[self._routed_index(per_lora.device)])  # [E_total]
-            ctx.role_counts.append(_count(roles, spec.num_roles))  # [R]
-
-    def _routed_index(self, device: torch.device) -> torch.Tensor:
-        """LoRA index of each router column (``[E_total]``), cached per device."""
-        index = self._routed_lora_index.get(device)
-        if index is None:
-            loras = [i for rho in range(self.spec.num_roles) for i in self.spec.routed_loras(rho)]
-            index = torch.tensor(loras, dtype=torch.long, device=device)
-            self._routed_lora_index[device] = index
-        return index
 
     def extra_repr(self) -> str:
         roles = ", ".join(

@@ -41,7 +41,8 @@ def compiled_available() -> bool:
 
 
 # The forward ops the dispatch below chooses between; each backward op lives beside its forward.
-OP_NAMES = ("route", "grouped_lora", "mor_linear", "load_balance_loss", "orthogonal_loss", "orthogonal_loss_layers")
+OP_NAMES = ("route", "grouped_lora", "mor_linear", "load_balance_loss", "load_balance_loss_layers", "orthogonal_loss",
+            "orthogonal_loss_layers")
 _kernel_cache: dict[str, tuple[str, ...]] | None = None
 
 
@@ -155,6 +156,14 @@ def load_balance_loss(router_probs, lora_index, role_ids, spec: MoRSpec):
     return reference.load_balance_loss(router_probs, lora_index, role_ids, spec)
 
 
+def load_balance_loss_layers(router_probs: list, lora_index: list, role_ids, spec: MoRSpec):
+    """Sum over layers that share one call's tokens (``role_ids [N]``): one op for all of them."""
+    if uses_compiled(router_probs[0], "load_balance_loss_layers"):
+        return torch.ops.mor_ext.load_balance_loss_layers(list(router_probs), list(lora_index), role_ids,
+                                                          *_flags(spec))
+    return torch.stack([reference.load_balance_loss(p, i, role_ids, spec) for p, i in zip(router_probs, lora_index)]).sum()
+
+
 def orthogonal_loss(lora_A, lora_B, spec: MoRSpec):
     if uses_compiled(lora_A, "orthogonal_loss"):
         return torch.ops.mor_ext.orthogonal_loss(lora_A, lora_B, *_flags(spec))
@@ -226,6 +235,14 @@ def _register() -> None:
     @torch.library.register_fake("mor_ext::load_balance_loss_backward")
     def _(grad, router_probs, lora_index, role_ids, num_experts, top_k, has_shared):
         return torch.empty_like(router_probs, dtype=torch.float32)
+
+    @torch.library.register_fake("mor_ext::load_balance_loss_layers")
+    def _(router_probs, lora_index, role_ids, num_experts, top_k, has_shared):
+        return router_probs[0].new_empty((), dtype=torch.float32)
+
+    @torch.library.register_fake("mor_ext::load_balance_loss_layers_backward")
+    def _(grad, router_probs, lora_index, role_ids, num_experts, top_k, has_shared):
+        return [torch.empty_like(p, dtype=torch.float32) for p in router_probs]
 
     @torch.library.register_fake("mor_ext::orthogonal_loss")
     def _(lora_A, lora_B, num_experts, top_k, has_shared):
@@ -329,6 +346,22 @@ def _register() -> None:
         return g, None, None, None, None, None
 
     torch.library.register_autograd("mor_ext::load_balance_loss", balance_backward, setup_context=balance_setup)
+
+    def balance_layers_setup(ctx, inputs, output):
+        router_probs, lora_index, role_ids, *spec_args = inputs
+        ctx.spec_args = spec_args
+        ctx.layers = len(router_probs)
+        ctx.save_for_backward(*router_probs, *lora_index, role_ids)
+
+    def balance_layers_backward(ctx, grad):
+        saved = ctx.saved_tensors
+        probs, index, role_ids = list(saved[: ctx.layers]), list(saved[ctx.layers : 2 * ctx.layers]), saved[-1]
+        grads = lib.load_balance_loss_layers_backward(grad, probs, index, role_ids, *ctx.spec_args)
+        return grads, [None] * ctx.layers, None, None, None, None
+
+    torch.library.register_autograd(
+        "mor_ext::load_balance_loss_layers", balance_layers_backward, setup_context=balance_layers_setup
+    )
 
     def orth_setup(ctx, inputs, output):
         lora_A, lora_B, *spec_args = inputs

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn as nn
 
-from . import functional
+from . import functional, ops
 from .config import MoRConfig, default_target_modules
 from .layers import MoRLinear, RoleContext
 
@@ -167,12 +167,12 @@ def _mor_forward(self: nn.Module, *args: Any, role_ids: torch.Tensor | None = No
     saved = ctx.begin_call(role_ids, collect)
     try:
         out = state.original_forward(*args, **kwargs)
-        aux_losses, expert_counts, role_counts = ctx.aux_losses, ctx.expert_counts, ctx.role_counts
+        routings = ctx.routings
     finally:
         ctx.end_call(saved)
     if not collect:
         return out
-    return _add_losses(self, out, config, aux_losses, expert_counts, role_counts, labels is not None)
+    return _add_losses(self, out, config, routings, labels is not None)
 
 
 def _check_role_ids(role_ids: Any, args: tuple, kwargs: dict) -> torch.Tensor:
@@ -203,9 +203,7 @@ def _add_losses(
     model: nn.Module,
     out: Any,
     config: MoRConfig,
-    aux_losses: list[torch.Tensor],
-    expert_counts: list[torch.Tensor],
-    role_counts: list[torch.Tensor],
+    routings: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     has_labels: bool,
 ) -> Any:
     """``loss = ce + aux_loss_coef * aux + orth_loss_coef * orth``; each term reported on ``out``."""
@@ -218,18 +216,12 @@ def _add_losses(
     device = ce.device if ce is not None else next(iter(model.parameters())).device
 
     # Model values are means over adapted layers (spec section 4), so the coefficients do not scale with depth.
-    aux = (
-        torch.stack([a.to(device) for a in aux_losses]).mean()
-        if aux_losses
-        else torch.zeros((), dtype=torch.float32, device=device)
-    )
+    groups = _routing_groups(routings)
     with torch.enable_grad() if add else torch.no_grad():
+        aux = _load_balance_loss(config, groups, len(routings), device)
         orth = _orthogonal_loss(model, config, device)
 
-    if add:
-        loss = ce + config.aux_loss_coef * aux + config.orth_loss_coef * orth
-    else:
-        loss, aux = ce, aux.detach()
+    loss = ce + config.aux_loss_coef * aux + config.orth_loss_coef * orth if add else ce
     if is_tuple:
         # A tuple output (return_dict=False) has no room for the extra terms; only the loss changes.
         return (loss, *out[1:]) if has_labels else out
@@ -240,7 +232,7 @@ def _add_losses(
         out["ce_loss"] = ce
     out["aux_loss"] = aux
     out["orth_loss"] = orth
-    out["router_load"] = _router_load(config, expert_counts, role_counts, device)
+    out["router_load"] = _router_load(config, groups, device)
     return out
 
 
@@ -258,16 +250,46 @@ def _orthogonal_loss(model: nn.Module, config: MoRConfig, device: torch.device) 
     return total / sum(len(layers) for layers in groups.values())
 
 
-def _router_load(
-    config: MoRConfig, expert_counts: list[torch.Tensor], role_counts: list[torch.Tensor], device: torch.device
-) -> dict[str, list[float]]:
+RoutingGroup = tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]  # role ids, probs, indices
+
+
+def _routing_groups(routings: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[RoutingGroup]:
+    """The layers' routings grouped by the role-id tensor they saw (all layers of a call on one device
+    share one), so that each group's loss and counts take one op."""
+    groups: dict[tuple, RoutingGroup] = {}
+    for probs, index, roles in routings:
+        key = (roles.device, roles.data_ptr(), roles.numel(), roles.stride(0))
+        group = groups.setdefault(key, (roles, [], []))
+        group[1].append(probs)
+        group[2].append(index)
+    return list(groups.values())
+
+
+def _load_balance_loss(config: MoRConfig, groups: list[RoutingGroup], layers: int, device: torch.device) -> torch.Tensor:
+    """Mean over adapted layers of the load-balance loss: one op per group of layers."""
+    if not layers:
+        return torch.zeros((), dtype=torch.float32, device=device)
+    # The ids were checked once for the call, the indices come from the kernels: no per-group checks.
+    total = sum(ops.load_balance_loss_layers(probs, index, roles, config.spec).to(device)
+                for roles, probs, index in groups)
+    return total / layers
+
+
+def _router_load(config: MoRConfig, groups: list[RoutingGroup], device: torch.device) -> dict[str, list[float]]:
     """Role name -> fraction of the role's tokens dispatched to each of its routed LoRAs, averaged over
     layers (each role's fractions sum to its top_k). Roles without tokens or routed LoRAs are left out."""
-    if not expert_counts:
+    if not groups:
         return {}
     spec = config.spec
-    counts = torch.stack([c.to(device) for c in expert_counts]).sum(0)  # [E_total], summed over layers
-    tokens = torch.stack([c.to(device) for c in role_counts]).sum(0)  # [R], summed over layers
+    routed = [i for rho in range(spec.num_roles) for i in spec.routed_loras(rho)]  # LoRA of each router column
+    counts = torch.zeros(spec.num_experts_total, device=device)
+    tokens = torch.zeros(spec.num_roles, device=device)
+    with torch.no_grad():
+        for roles, _, index in groups:
+            # bincount syncs on a GPU to size its output; so does the .tolist() below, once per call.
+            per_lora = torch.bincount(torch.stack(index).reshape(-1).long() + 1, minlength=spec.num_loras + 1)[1:]
+            counts += per_lora[torch.tensor(routed, dtype=torch.long, device=per_lora.device)].to(device)
+            tokens += (torch.bincount(roles + 1, minlength=spec.num_roles + 1)[1:] * len(index)).to(device)
     # One device-to-host copy for the whole table.
     values = torch.cat([counts, tokens]).tolist()
     counts_list, tokens_list = values[: spec.num_experts_total], values[spec.num_experts_total :]
