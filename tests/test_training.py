@@ -107,12 +107,22 @@ def test_mor_training_loss_falls_and_logs_every_term(workdir):
     assert mor_ext.is_patched(model)
 
 
+def test_time_budget_stops_after_the_step_in_progress(workdir):
+    result = train(_config(workdir, "budget", max_steps=50, max_minutes=1e-6))
+    assert result.global_step == 1
+    assert (result.adapter_dir / "mor_config.json").is_file()
+    with pytest.raises(ValueError, match="max_minutes"):
+        _config(workdir, "bad", max_minutes=0)
+
+
 def test_checkpoints_hold_a_loadable_adapter_and_resume_continues(workdir):
     from mor_ext.models import load_model
 
     full = train(_config(workdir, "ckpt", max_steps=4, save_steps=2, optim="sgd", lr_scheduler="constant"))
     checkpoint = full.out_dir / "checkpoint-2"
     assert (checkpoint / CHECKPOINT_ADAPTER_DIR / "mor_config.json").is_file()
+    # the adapter and optimiser state, not the frozen base weights
+    assert not list(checkpoint.glob("model*.safetensors")) and not list(checkpoint.glob("pytorch_model*"))
     model, _ = load_model(workdir / "model")
     mor_ext.load_adapter(model, checkpoint / CHECKPOINT_ADAPTER_DIR)
 

@@ -96,6 +96,9 @@ def _add_train_parser(sub) -> None:
     train.add_argument("--packing", action="store_true", help="pack several trajectories per row")
     train.add_argument("--eval-fraction", type=float, default=0.0)
     train.add_argument("--max-steps", type=int, default=-1, help="overrides --epochs when > 0")
+    train.add_argument("--max-minutes", type=float, default=None,
+                       help="stop after this many minutes of training (the step in progress finishes; "
+                            "evaluation and saving still run): a time budget for comparing methods")
     train.add_argument("--epochs", type=float, default=1.0)
     train.add_argument("--lr", type=float, default=2e-4)
     train.add_argument("--batch-size", type=int, default=1, help="per device")

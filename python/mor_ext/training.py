@@ -45,7 +45,7 @@ from typing import Any, Literal, Sequence
 
 import torch
 
-from .adapters import save_adapter
+from .adapters import load_adapter, save_adapter
 from .config import MoRConfig
 from .data.tokenize import EncodedExample, PackedExample, RoleTokenizer, collate, pack
 from .spec import MoRSpec, RoleSpec
@@ -87,6 +87,7 @@ class TrainConfig:
     packing: bool = False
     eval_fraction: float = 0.0
     max_steps: int = -1
+    max_minutes: float | None = None  # stop after this much training wall time (after the step in progress)
     epochs: float = 1.0
     lr: float = 2e-4
     batch_size: int = 1  # per device
@@ -124,6 +125,8 @@ class TrainConfig:
             raise ValueError(f"save_steps must be >= 1 (or None to save only at the end), got {self.save_steps}")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise ValueError("set max_steps > 0 or epochs > 0")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"max_minutes must be > 0 (or None for no time limit), got {self.max_minutes}")
 
 
 @dataclasses.dataclass
@@ -252,6 +255,27 @@ def _trainer_class():
             self._sums: dict[str, float] = {}
             self._count = 0
 
+        def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+            # A MoR checkpoint holds the adapter, not the frozen base weights (SmolLM2: ~0.3 GB of
+            # adapter and optimiser state instead of 1.6 GB): the base model is reloaded from its source.
+            model = self.accelerator.unwrap_model(self.model)
+            if getattr(model, "mor_config", None) is None:
+                return super()._save(output_dir, state_dict)
+            from transformers.trainer import TRAINING_ARGS_NAME
+
+            output_dir = Path(output_dir or self.args.output_dir)
+            output_dir.mkdir(parents=True, exist_ok=True)
+            save_adapter(model, output_dir / CHECKPOINT_ADAPTER_DIR, metadata={"global_step": self.state.global_step})
+            torch.save(self.args, output_dir / TRAINING_ARGS_NAME)
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            target = self.accelerator.unwrap_model(model if model is not None else self.model)
+            adapter = Path(resume_from_checkpoint) / CHECKPOINT_ADAPTER_DIR
+            if getattr(target, "mor_config", None) is not None and adapter.is_dir():
+                load_adapter(target, adapter)  # checks names, shapes and the spec; loads in place
+                return
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+
         def _get_train_sampler(self, train_dataset=None):
             if not self.shuffle:
                 dataset = self.train_dataset if train_dataset is None else train_dataset
@@ -314,19 +338,24 @@ def _trainer_class():
     return _MoRTrainer
 
 
-def _adapter_callback():
+def _time_budget_callback(minutes: float):
     from transformers import TrainerCallback
 
-    class _SaveAdapterCallback(TrainerCallback):
-        """Writes the MoR adapter into every checkpoint directory, beside the Trainer's files."""
+    class _TimeBudget(TrainerCallback):
+        """Stops training once ``minutes`` of training wall time have passed (after the step in
+        progress); the final evaluation and the adapter save still run. A fair budget for comparing
+        methods whose steps cost different amounts of time."""
 
-        def on_save(self, args, state, control, model=None, **kwargs):
-            if state.is_world_process_zero and model is not None and getattr(model, "mor_config", None) is not None:
-                checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-                save_adapter(model, checkpoint / CHECKPOINT_ADAPTER_DIR, metadata={"global_step": state.global_step})
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.perf_counter() - self.started >= 60.0 * minutes:
+                logger.info("mor_ext: time budget of %.1f minutes reached at step %d", minutes, state.global_step)
+                control.should_training_stop = True
             return control
 
-    return _SaveAdapterCallback()
+    return _TimeBudget()
 
 
 def MoRTrainer(*args: Any, **kwargs: Any):
@@ -444,7 +473,8 @@ def train(config: TrainConfig) -> TrainResult:
     trainer = MoRTrainer(
         model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
         data_collator=RoleDataCollator(tokenizer.pad_token_id, with_role_ids=config.method == "mor"),
-        callbacks=[_adapter_callback()], shuffle=config.shuffle,
+        shuffle=config.shuffle,
+        callbacks=[_time_budget_callback(config.max_minutes)] if config.max_minutes is not None else None,
     )
     resume = config.resume if config.resume not in (None, False, "") else None
     output = trainer.train(resume_from_checkpoint=resume)
