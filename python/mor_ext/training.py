@@ -446,6 +446,8 @@ def _training_arguments(config: TrainConfig, has_eval: bool):
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
+    if not torch.cuda.is_available() and config.bf16:
+        kwargs.update(use_cpu=True)  # transformers allows CPU bf16 (autocast) only when told it is on CPU
     if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # torchrun on CPU: without use_cpu, accelerate sees two processes but no distributed type and trains
         # each process on its own shard without syncing gradients.
