@@ -220,6 +220,28 @@ def test_add_aux_losses_false_gives_plain_ce(tiny_model, small_spec, input_ids):
     assert out.aux_loss > 0 and out.orth_loss > 0
 
 
+def test_aux_loss_is_one_op_for_all_layers_and_equals_the_per_layer_mean(tiny_model, small_spec, input_ids,
+                                                                         monkeypatch):
+    """The load-balance loss of a model call: one batched op per forward (not one per layer), equal to
+    the mean of each layer's own loss."""
+    model = patched(tiny_model, small_spec)
+    perturb_lora_B(model)
+    calls, per_layer = [], []
+    batched = mor_ext.ops.load_balance_loss_layers
+
+    def counting(router_probs, lora_index, role_ids, spec):
+        calls.append(len(router_probs))
+        per_layer.extend(mor_ext.functional.load_balance_loss(p, i, role_ids, spec)
+                         for p, i in zip(router_probs, lora_index))
+        return batched(router_probs, lora_index, role_ids, spec)
+
+    monkeypatch.setattr(mor_ext.ops, "load_balance_loss_layers", counting)
+    out = model(input_ids=input_ids, role_ids=MIXED_ROLES, labels=input_ids)
+    layers = len(list(mor_ext.mor_layers(model)))
+    assert calls == [layers]
+    torch.testing.assert_close(out.aux_loss, torch.stack(per_layer).mean())
+
+
 def test_no_labels_in_eval_adds_nothing(tiny_model, small_spec, input_ids):
     model = patched(tiny_model, small_spec)
     out = model(input_ids=input_ids, role_ids=MIXED_ROLES)
