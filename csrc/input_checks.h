@@ -16,6 +16,25 @@ namespace mor_ext {
 using cpu::check_float_tensor;
 using cpu::check_same;
 
+// The route op's inputs: x [N, d_in], router_weight [E_total, d_in], shared_gate_weight [R, d_in],
+// role_ids [N] (values checked on CPU only: on a GPU that would need a sync; functional.py checks them).
+inline void check_route_inputs(const at::Tensor& x, const at::Tensor& router_weight, const at::Tensor& shared_gate_weight,
+                        const at::Tensor& role_ids, const SpecTable& spec) {
+  check_float_tensor(x, "x", 2);
+  check_float_tensor(router_weight, "router_weight", 2);
+  check_float_tensor(shared_gate_weight, "shared_gate_weight", 2);
+  check_same(router_weight, "router_weight", x);
+  check_same(shared_gate_weight, "shared_gate_weight", x);
+  const int64_t d_in = x.size(1);
+  TORCH_CHECK_VALUE(router_weight.size(0) == spec.num_experts_total && router_weight.size(1) == d_in,
+                    "router_weight must have shape [", spec.num_experts_total, ", ", d_in, "], got ",
+                    router_weight.sizes());
+  TORCH_CHECK_VALUE(shared_gate_weight.size(0) == spec.num_roles && shared_gate_weight.size(1) == d_in,
+                    "shared_gate_weight must have shape [", spec.num_roles, ", ", d_in, "], got ",
+                    shared_gate_weight.sizes());
+  check_role_ids(role_ids, x.size(0), spec.num_roles, x);
+}
+
 inline void check_grouped_inputs(const at::Tensor& x, const at::Tensor& lora_A, const at::Tensor& lora_B,
                           const at::Tensor& lora_index, const at::Tensor& lora_weight) {
   check_float_tensor(x, "x", 2);
@@ -66,6 +85,15 @@ inline void check_layer_inputs(const at::Tensor& x, const at::Tensor& weight, co
   check_role_ids(role_ids, x.size(0), spec.num_roles, x);
 }
 
+// grouped_lora_backward's gradient and saved shrink.
+inline void check_grouped_backward(const at::Tensor& grad_out, const at::Tensor& shrink, int64_t n, int64_t d_out,
+                                   int64_t k, int64_t rank) {
+  TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef({n, d_out}), "grad_out must be [", n, ", ", d_out, "], got ",
+                    grad_out.sizes());
+  TORCH_CHECK_VALUE(shrink.sizes() == at::IntArrayRef({n, k, rank}), "shrink must be [", n, ", ", k, ", ", rank,
+                    "], got ", shrink.sizes());
+}
+
 // The frozen linear of a fused op: weight [d_out, d_in] and optional bias [d_out], like x.
 inline void check_frozen_linear(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                 int64_t d_out) {
@@ -97,5 +125,26 @@ inline void check_saved_routing(const at::Tensor& grad_y, const at::Tensor& grad
   expect(shrink, "shrink", {n, k_max, rank});
   expect(shared_gate_logit, "shared_gate_logit", {n});
 }
+
+// mor_linear_backward's incoming gradients and saved forward outputs in the layouts the kernels
+// read: x's dtype for the data the LoRA path multiplies, int32 slots, fp32 for the routing.
+struct LayerBackwardInputs {
+  at::Tensor grad_y, index, lora_weight, shrink, extra_grad_weight, grad_probs, probs, shared_logit;
+
+  static LayerBackwardInputs from(const at::Tensor& x, const at::Tensor& grad_y, const at::Tensor& grad_lora_weight,
+                                  const at::Tensor& grad_router_probs, const at::Tensor& lora_index,
+                                  const at::Tensor& lora_weight, const at::Tensor& router_probs,
+                                  const at::Tensor& shrink, const at::Tensor& shared_gate_logit) {
+    const auto dt = x.scalar_type();
+    return {grad_y.to(dt).contiguous(),
+            lora_index.to(at::kInt).contiguous(),
+            lora_weight.to(dt).contiguous(),
+            shrink.to(dt).contiguous(),
+            grad_lora_weight.to(at::kFloat).contiguous(),
+            grad_router_probs.to(at::kFloat).contiguous(),
+            router_probs.to(at::kFloat).contiguous(),
+            shared_gate_logit.to(at::kFloat).contiguous()};
+  }
+};
 
 }  // namespace mor_ext

@@ -5,7 +5,6 @@ Tests that need the BFCL data skip unless bfcl-eval is installed (``pip install 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 
@@ -26,10 +25,6 @@ from mor_ext.data.decontamination import (
 from mor_ext.data.synthetic import generate
 from mor_ext.data.tools import TOOLS
 from mor_ext.data.trajectory import Tool, Trajectory, Turn
-
-needs_bfcl = pytest.mark.skipif(importlib.util.find_spec("bfcl_eval") is None,
-                                reason="bfcl-eval is not installed; install it with: pip install --no-deps bfcl-eval")
-
 
 def trajectory(query: str, tool_name: str = "country_capital_city", tid: str = "planted") -> Trajectory:
     tool = Tool(tool_name, "A tool.", {"type": "object", "properties": {}, "required": []})
@@ -68,7 +63,7 @@ def test_missing_bfcl_says_how_to_install(monkeypatch):
         load_bfcl_index()
 
 
-@needs_bfcl
+@pytest.mark.bfcl
 def test_index_reads_bfcl_without_importing_it(index):
     assert len(index.names) > 1000 and len(index.questions) > 1000 and index.files > 10
     assert "calculatetrianglearea" in index.names
@@ -76,14 +71,14 @@ def test_index_reads_bfcl_without_importing_it(index):
     assert load_bfcl_index() is index  # cached
 
 
-@needs_bfcl
+@pytest.mark.bfcl
 def test_tool_library_is_clean(index):
     report = check([], index, tools=[s.tool for s in TOOLS.values()])
     assert report.clean, report.summary()
     assert report.tool_names == len(TOOLS)
 
 
-@needs_bfcl
+@pytest.mark.bfcl
 def test_generated_data_is_clean(index):
     data = generate(500, seed=0)  # runs assert_clean itself
     report = check(data, index)
@@ -91,7 +86,7 @@ def test_generated_data_is_clean(index):
     assert report.trajectories == 500
 
 
-@needs_bfcl
+@pytest.mark.bfcl
 @pytest.mark.parametrize("name", ["calculate_triangle_area", "math.calculate_triangle_area", "Calculate-Triangle-Area",
                                   "mytools.calculate_triangle_area", "math_factorial", "factorial"])
 def test_planted_tool_name_is_detected(index, name):
@@ -100,7 +95,7 @@ def test_planted_tool_name_is_detected(index, name):
     assert report.name_hits[0].where == "planted"
 
 
-@needs_bfcl
+@pytest.mark.bfcl
 def test_planted_call_name_and_library_name_are_detected(index):
     from mor_ext.data.trajectory import ToolCall
     traj = trajectory("Hello there.")
@@ -110,7 +105,7 @@ def test_planted_call_name_and_library_name_are_detected(index):
     assert {h.name for h in report.name_hits} == {"math.factorial", "spotify.play"}
 
 
-@needs_bfcl
+@pytest.mark.bfcl
 def test_planted_query_copied_from_bfcl_is_detected(index):
     question = first_bfcl_question(min_words=NGRAM_N + 2)
     planted = "Hey, quick one: " + question.upper().replace(".", "!!") + " Thanks."
@@ -119,7 +114,7 @@ def test_planted_query_copied_from_bfcl_is_detected(index):
     assert report.query_hits[0].ngram in " ".join(normalize_words(question))
 
 
-@needs_bfcl
+@pytest.mark.bfcl
 def test_planted_short_question_is_detected_by_exact_match(index):
     short = "What is my first name?"  # a question of BFCL's memory category
     assert len(normalize_words(short)) < NGRAM_N
@@ -128,7 +123,7 @@ def test_planted_short_question_is_detected_by_exact_match(index):
     assert check([trajectory("What is my first name, please, if you recall?")], index).clean
 
 
-@needs_bfcl
+@pytest.mark.bfcl
 def test_assert_clean_lists_offenders(index):
     question = first_bfcl_question(min_words=NGRAM_N)
     bad = [trajectory(question, tool_name="calculate_triangle_area", tid="bad-1")]
@@ -140,7 +135,7 @@ def test_assert_clean_lists_offenders(index):
     assert assert_clean([trajectory("Which city is the capital of Peru?")], index).clean
 
 
-@needs_bfcl
+@pytest.mark.bfcl
 def test_generator_refuses_contaminated_data(monkeypatch):
     question = first_bfcl_question(min_words=NGRAM_N)
     planted = (((question.replace("{", "{{").replace("}", "}}"),), "a copied question", False, ("An answer.",)),)

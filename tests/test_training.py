@@ -8,7 +8,6 @@ BPE tokenizer trained here on the synthetic trajectories (ChatML template), so `
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -34,10 +33,8 @@ from mor_ext.training import (
     train,
 )
 
-# Training data goes through the BFCL decontamination check, which needs the BFCL data (CI and
-# setup_env.sh install it; a bare machine such as a lent GPU box may not have it).
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("bfcl_eval") is None,
-                                reason="bfcl-eval is not installed: pip install --no-deps bfcl-eval")
+# Training data goes through the BFCL decontamination check, which needs the BFCL data.
+pytestmark = pytest.mark.bfcl
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>'"

@@ -138,12 +138,8 @@ std::tuple<at::Tensor, at::Tensor> grouped_lora_cpu(const at::Tensor& x, const a
 
   at::Tensor out;
   if (weight.has_value() && weight->defined()) {
-    check_same(*weight, "weight", x);
-    TORCH_CHECK_VALUE(weight->dim() == 2 && weight->size(0) == d_out && weight->size(1) == d_in,
-                      "weight must be [", d_out, ", ", d_in, "], got ", weight->sizes());
+    check_frozen_linear(x, *weight, bias, d_out);
     if (bias.has_value() && bias->defined()) {
-      check_same(*bias, "bias", x);
-      TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == d_out, "bias must be [", d_out, "], got ", bias->sizes());
       out = at::addmm(*bias, xc, weight->t());
     } else {
       out = at::mm(xc, weight->t());
@@ -187,10 +183,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grouped_lora_backward
   check_grouped_inputs(x, lora_A, lora_B, lora_index, lora_weight);
   const int64_t n = x.size(0), num_loras = lora_A.size(0), rank = lora_A.size(1), d_in = x.size(1),
                 d_out = lora_B.size(1), k = lora_index.size(1);
-  TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef({n, d_out}), "grad_out must be [", n, ", ", d_out, "], got ",
-                    grad_out.sizes());
-  TORCH_CHECK_VALUE(shrink.sizes() == at::IntArrayRef({n, k, rank}), "shrink must be [", n, ", ", k, ", ", rank,
-                    "], got ", shrink.sizes());
+  check_grouped_backward(grad_out, shrink, n, d_out, k, rank);
   const at::Tensor index = checked_index(lora_index, num_loras);
   const at::Tensor xc = x.contiguous(), gy = grad_out.to(x.scalar_type()).contiguous(), a = lora_A.contiguous(),
                    w = lora_weight.contiguous(), saved = shrink.to(x.scalar_type()).contiguous();

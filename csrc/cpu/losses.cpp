@@ -85,9 +85,9 @@ void check_balance_inputs(const at::Tensor& router_probs, const at::Tensor& lora
   check_role_ids(role_ids, n, spec.num_roles, router_probs);
 }
 
-// The layers' router_probs stacked [Lg, N, E_total] (fp32) and lora_index [Lg, N, K], checked.
-std::pair<at::Tensor, at::Tensor> stack_layers(at::TensorList router_probs, at::TensorList lora_index,
-                                               const at::Tensor& role_ids, const SpecTable& spec) {
+// The layers' lora_index stacked [Lg, N, K] (int64), after checking every layer's inputs.
+at::Tensor checked_layer_index(at::TensorList router_probs, at::TensorList lora_index, const at::Tensor& role_ids,
+                               const SpecTable& spec) {
   TORCH_CHECK_VALUE(!router_probs.empty() && router_probs.size() == lora_index.size(),
                     "load_balance_loss_layers needs one lora_index per router_probs and at least one layer, got ",
                     router_probs.size(), " and ", lora_index.size());
@@ -98,7 +98,7 @@ std::pair<at::Tensor, at::Tensor> stack_layers(at::TensorList router_probs, at::
   }
   std::vector<at::Tensor> index;
   for (const at::Tensor& t : lora_index) index.push_back(t.to(at::kLong));
-  return {at::stack(router_probs).to(at::kFloat), at::stack(index)};
+  return at::stack(index);
 }
 
 }  // namespace
@@ -130,8 +130,8 @@ at::Tensor load_balance_loss_layers_aten(at::TensorList router_probs, at::Tensor
                                         const at::Tensor& role_ids, at::IntArrayRef num_experts, at::IntArrayRef top_k,
                                         at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
-  const auto [probs, index] = stack_layers(router_probs, lora_index, role_ids, spec);
-  const auto [coef, in_role] = balance_terms(index, role_ids, spec);
+  const auto [coef, in_role] = balance_terms(checked_layer_index(router_probs, lora_index, role_ids, spec), role_ids, spec);
+  const at::Tensor probs = at::stack(router_probs).to(at::kFloat);  // [Lg, N, E_total]
   return (coef * (probs * in_role.unsqueeze(0)).sum(1)).sum();
 }
 
@@ -140,10 +140,8 @@ std::vector<at::Tensor> load_balance_loss_layers_backward_aten(const at::Tensor&
                                                                at::IntArrayRef num_experts, at::IntArrayRef top_k,
                                                                at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
-  stack_layers(router_probs, lora_index, role_ids, spec);  // the checks
-  std::vector<at::Tensor> index;
-  for (const at::Tensor& t : lora_index) index.push_back(t.to(at::kLong));
-  const auto [coef, in_role] = balance_terms(at::stack(index), role_ids, spec);
+  // Only the index and role ids matter here: the gradient is linear in the probabilities.
+  const auto [coef, in_role] = balance_terms(checked_layer_index(router_probs, lora_index, role_ids, spec), role_ids, spec);
   const at::Tensor scaled = coef * grad.to(at::kFloat);  // [Lg, E_total]
   const at::Tensor mask = in_role.to(at::kFloat);
   std::vector<at::Tensor> grads;

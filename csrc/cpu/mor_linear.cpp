@@ -178,14 +178,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
                       shared_gate_logit, n, d_out, k_max, e_total, rank);
 
   const at::Tensor xc = x.contiguous(), roles = role_ids.contiguous(), a = lora_A.contiguous();
-  const at::Tensor gy = grad_y.to(x.scalar_type()).contiguous();
-  const at::Tensor index = lora_index.to(at::kInt).contiguous();
-  const at::Tensor w = lora_weight.to(x.scalar_type()).contiguous();
-  const at::Tensor saved = shrink.to(x.scalar_type()).contiguous();
-  const at::Tensor gw_in = grad_lora_weight.to(at::kFloat).contiguous();
-  const at::Tensor gp_in = grad_router_probs.to(at::kFloat).contiguous();
-  const at::Tensor probs = router_probs.to(at::kFloat).contiguous();
-  const at::Tensor shared_logits = shared_gate_logit.to(at::kFloat).contiguous();
+  const auto& [gy, index, w, saved, gw_in, gp_in, probs, shared_logits] = LayerBackwardInputs::from(
+      x, grad_y, grad_lora_weight, grad_router_probs, lora_index, lora_weight, router_probs, shrink, shared_gate_logit);
   const kernels::RoleTables tables = spec.tables();
   const at::ScalarType acc_type = at::toOpMathType(x.scalar_type());
 

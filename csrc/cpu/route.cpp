@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include "../kernels/routing.h"
+#include "../input_checks.h"
 #include "../spec_table.h"
 #include "cpu_utils.h"
 
@@ -15,23 +16,6 @@ namespace mor_ext::cpu {
 namespace {
 
 constexpr int64_t kTokenGrain = 256;
-
-void check_route_inputs(const at::Tensor& x, const at::Tensor& router_weight, const at::Tensor& shared_gate_weight,
-                        const at::Tensor& role_ids, const SpecTable& spec) {
-  check_float_tensor(x, "x", 2);
-  check_float_tensor(router_weight, "router_weight", 2);
-  check_float_tensor(shared_gate_weight, "shared_gate_weight", 2);
-  check_same(router_weight, "router_weight", x);
-  check_same(shared_gate_weight, "shared_gate_weight", x);
-  const int64_t d_in = x.size(1);
-  TORCH_CHECK_VALUE(router_weight.size(0) == spec.num_experts_total && router_weight.size(1) == d_in,
-                    "router_weight must have shape [", spec.num_experts_total, ", ", d_in, "], got ",
-                    router_weight.sizes());
-  TORCH_CHECK_VALUE(shared_gate_weight.size(0) == spec.num_roles && shared_gate_weight.size(1) == d_in,
-                    "shared_gate_weight must have shape [", spec.num_roles, ", ", d_in, "], got ",
-                    shared_gate_weight.sizes());
-  check_role_ids(role_ids, x.size(0), spec.num_roles, x);
-}
 
 // fp32 logits [N, rows] = x @ w^T in x's dtype, then widened (the reference does the same).
 at::Tensor logits_fp32(const at::Tensor& x, const at::Tensor& w) {

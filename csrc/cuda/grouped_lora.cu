@@ -194,10 +194,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grouped_lora_backward
   check_grouped_inputs(x, lora_A, lora_B, lora_index, lora_weight);
   const int64_t n = x.size(0), num_loras = lora_A.size(0), rank = lora_A.size(1), d_in = x.size(1),
                 d_out = lora_B.size(1), k = lora_index.size(1);
-  TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef({n, d_out}), "grad_out must be [", n, ", ", d_out, "], got ",
-                    grad_out.sizes());
-  TORCH_CHECK_VALUE(shrink.sizes() == at::IntArrayRef({n, k, rank}), "shrink must be [", n, ", ", k, ", ", rank,
-                    "], got ", shrink.sizes());
+  check_grouped_backward(grad_out, shrink, n, d_out, k, rank);
   const bool has_weight = weight.has_value() && weight->defined();
   if (has_weight) check_frozen_linear(x, *weight, std::nullopt, d_out);
   const c10::cuda::CUDAGuard guard(x.device());
@@ -289,14 +286,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
   const c10::cuda::CUDAGuard guard(x.device());
   const bool gated_any = spec.any_gated_shared();
   const at::Tensor xc = x.contiguous(), roles = role_ids.contiguous();
-  const at::Tensor gy = grad_y.to(x.scalar_type()).contiguous();
-  const at::Tensor index = lora_index.to(at::kInt).contiguous();
-  const at::Tensor w = lora_weight.to(x.scalar_type()).contiguous();
-  const at::Tensor saved = shrink.to(x.scalar_type()).contiguous();
-  const at::Tensor extra_gw = grad_lora_weight.to(at::kFloat).contiguous();
-  const at::Tensor gp = grad_router_probs.to(at::kFloat).contiguous();
-  const at::Tensor probs = router_probs.to(at::kFloat).contiguous();
-  const at::Tensor shared_logit = shared_gate_logit.to(at::kFloat).contiguous();
+  const auto& [gy, index, w, saved, extra_gw, gp, probs, shared_logit] = LayerBackwardInputs::from(
+      x, grad_y, grad_lora_weight, grad_router_probs, lora_index, lora_weight, router_probs, shrink, shared_gate_logit);
   const at::Tensor rows = layer_rows(lora_A, router_weight, shared_gate_weight, gated_any);
   const int64_t width = rows.size(0);
   const at::Tensor b_cols = b_columns(lora_B);

@@ -13,41 +13,18 @@
 
 #include "../cpu/cpu_utils.h"
 #include "../kernels/routing.h"
+#include "../input_checks.h"
 #include "../spec_table.h"
 #include "route_kernels.cuh"
 
 namespace mor_ext::cuda {
-namespace {
-
-void check_inputs(const at::Tensor& x, const at::Tensor& router_weight, const at::Tensor& shared_gate_weight,
-                  const at::Tensor& role_ids, const SpecTable& spec) {
-  TORCH_CHECK_VALUE(x.dim() == 2, "x must be 2-D [N, d_in], got ", x.sizes());
-  for (const auto& [t, name] : {std::pair{&router_weight, "router_weight"}, {&shared_gate_weight, "shared_gate_weight"}}) {
-    TORCH_CHECK_TYPE(t->scalar_type() == x.scalar_type(), name, " has dtype ", t->scalar_type(), " but x has ",
-                     x.scalar_type());
-    TORCH_CHECK_VALUE(t->device() == x.device(), name, " is on ", t->device(), " but x is on ", x.device());
-  }
-  TORCH_CHECK_VALUE(router_weight.dim() == 2 && router_weight.size(0) == spec.num_experts_total &&
-                        router_weight.size(1) == x.size(1),
-                    "router_weight must be [", spec.num_experts_total, ", ", x.size(1), "], got ", router_weight.sizes());
-  TORCH_CHECK_VALUE(shared_gate_weight.dim() == 2 && shared_gate_weight.size(0) == spec.num_roles &&
-                        shared_gate_weight.size(1) == x.size(1),
-                    "shared_gate_weight must be [", spec.num_roles, ", ", x.size(1), "], got ",
-                    shared_gate_weight.sizes());
-  // Range of the role ids: checked by functional.py before the launch (a device-side check would
-  // need a sync per call); shape, dtype and device here.
-  check_role_ids(role_ids, x.size(0), spec.num_roles, x);
-}
-
-}  // namespace
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> route_cuda(const at::Tensor& x, const at::Tensor& router_weight,
                                                           const at::Tensor& shared_gate_weight,
                                                           const at::Tensor& role_ids, at::IntArrayRef num_experts,
                                                           at::IntArrayRef top_k, at::IntArrayRef has_shared,
                                                           bool sigmoid_gate) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, sigmoid_gate);
-  check_inputs(x, router_weight, shared_gate_weight, role_ids, spec);
+  check_route_inputs(x, router_weight, shared_gate_weight, role_ids, spec);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t n = x.size(0);
   // One GEMM (width padded for cuBLAS) for router and shared-gate logits in x's dtype; the kernel
@@ -77,7 +54,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cuda(
     const at::Tensor& lora_index, const at::Tensor& router_probs, at::IntArrayRef num_experts, at::IntArrayRef top_k,
     at::IntArrayRef has_shared, bool sigmoid_gate) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, sigmoid_gate);
-  check_inputs(x, router_weight, shared_gate_weight, role_ids, spec);
+  check_route_inputs(x, router_weight, shared_gate_weight, role_ids, spec);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t n = x.size(0), e_total = spec.num_experts_total, k_max = spec.k_max;
   for (const auto& [t, name, cols] : {std::tuple{&grad_lora_weight, "grad_lora_weight", k_max},
