@@ -444,6 +444,30 @@ def test_mor_linear_run_and_gather_paths(spec_name, pattern, lead, path, dtype):
         assert planned_grouped_path(comp.outputs[1]) == path
 
 
+# The CPU kernels spread batches over threads (token_batches.h: plan_work), cutting long ones into
+# chunks; results must not depend on the thread count beyond rounding.
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("pattern", ["one_role", "spans", "random"])
+@pytest.mark.parametrize("op", ["mor_linear", "grouped_lora"])
+def test_cpu_kernels_agree_across_thread_counts(op, pattern, threads):
+    spec = SPECS["moragent"]
+    inputs, diff = mor_inputs(spec, (1100,), pattern, torch.float32, seed=24, span=150)
+    if op == "grouped_lora":
+        index, weight, *_ = F.route(inputs["x"], inputs["router_weight"], inputs["shared_gate_weight"],
+                                    inputs["role_ids"], spec)
+        inputs = dict(x=inputs["x"], lora_A=inputs["lora_A"], lora_B=inputs["lora_B"], lora_index=index,
+                      lora_weight=weight.detach())
+        fn, names, diff = grouped_fn(0.5), ["delta"], ["x", "lora_A", "lora_B", "lora_weight"]
+    else:
+        fn, names = mor_linear_fn(spec, scaling=0.5), MOR_NAMES
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        compare_backends(fn, inputs, diff, torch.float32, names)
+    finally:
+        torch.set_num_threads(before)
+
+
 # =========================================================================================== losses
 def balance_fn(spec):
     def fn(router_probs, lora_index, role_ids):

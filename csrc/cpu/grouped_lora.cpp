@@ -163,7 +163,8 @@ std::tuple<at::Tensor, at::Tensor> grouped_lora_cpu(const at::Tensor& x, const a
       for (int64_t s = 0; s < k; ++s) any |= ip[t * k + s] >= 0;
       if (!any) std::fill(sp + t * k * rank, sp + (t + 1) * k * rank, scalar_t(0));
     }
-    for (const Batch& b : batches) {
+    b_cols.prepare(batches);
+    run_work(plan_work(batches), [&](const Batch& b, int64_t) {
       const int64_t width = (b.hi - b.key + 1) * rank;
       const at::Tensor xb = b.take(xc);
       const at::Tensor shrink_block = at::mm(xb, a_rows.narrow(0, b.key * rank, width).t()).contiguous();
@@ -171,7 +172,7 @@ std::tuple<at::Tensor, at::Tensor> grouped_lora_cpu(const at::Tensor& x, const a
       gate_block<scalar_t>(b, index.data_ptr<int32_t>(), w.data_ptr<scalar_t>(), k, rank, scaling, shrink_block,
                            gated, shrink.data_ptr<scalar_t>());
       b.addmm_into(out, gated, b_cols.get(b.key, b.hi).t());
-    }
+    });
   });
   return {out, shrink};
 }
@@ -199,8 +200,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grouped_lora_backward
     const std::vector<Batch> batches = plan_slot_batches(index);
     BlockColumnsOfB b_cols(lora_B);
     const at::Tensor a_rows = a.view({num_loras * rank, d_in});
+    b_cols.prepare(batches);
+    const WorkPlan plan = plan_work(batches);
+    // Worker 0 accumulates into the outputs, the others into their own buffers, summed in order below:
+    // the blocks of different batches overlap.
+    std::vector<std::pair<at::Tensor, at::Tensor>> partial(plan.size(), {grad_a_rows, grad_b_cols});
+    for (int64_t wk = 1; wk < plan.size(); ++wk) partial[wk] = {at::zeros_like(grad_a_rows), at::zeros_like(grad_b_cols)};
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "grouped_lora_backward_cpu", [&] {
-      for (const Batch& b : batches) {
+      run_work(plan, [&](const Batch& b, int64_t worker) {
         const int64_t width = (b.hi - b.key + 1) * rank;
         const at::Tensor gyb = b.take(gy);
         const at::Tensor xb = b.take(xc);
@@ -209,8 +216,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grouped_lora_backward
         gate_block_backward<scalar_t>(b, index.data_ptr<int32_t>(), w.data_ptr<scalar_t>(),
                                       saved.data_ptr<scalar_t>(), k, rank, scaling, grad_gated, gated, grad_shrink,
                                       grad_weight.data_ptr<at::opmath_type<scalar_t>>());
-        auto grad_b_block = grad_b_cols.narrow(1, b.key * rank, width);
-        auto grad_a_block = grad_a_rows.narrow(0, b.key * rank, width);
+        auto grad_b_block = partial[worker].second.narrow(1, b.key * rank, width);
+        auto grad_a_block = partial[worker].first.narrow(0, b.key * rank, width);
         if (x.scalar_type() == acc_type) {
           grad_b_block.addmm_(gyb.t(), gated);
           grad_a_block.addmm_(grad_shrink.t(), xb);
@@ -219,8 +226,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grouped_lora_backward
           grad_a_block.add_(at::mm(grad_shrink.t(), xb));
         }
         b.addmm_into(grad_x, grad_shrink, a_rows.narrow(0, b.key * rank, width));
-      }
+      });
     });
+    for (int64_t wk = 1; wk < plan.size(); ++wk) {
+      grad_a_rows.add_(partial[wk].first);
+      grad_b_cols.add_(partial[wk].second);
+    }
   }
   at::Tensor grad_a = grad_a_rows.view({num_loras, rank, d_in}).to(x.scalar_type());
   at::Tensor grad_b = grad_b_cols.view({d_out, num_loras, rank}).permute({1, 0, 2}).contiguous().to(x.scalar_type());

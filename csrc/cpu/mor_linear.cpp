@@ -26,6 +26,9 @@ namespace mor_ext::cpu {
 namespace {
 
 constexpr int64_t kTokenGrain = 64;
+// MKL's fp32 GEMM with an output width of 85 runs ~12% slower than with 96 on the dev machine's
+// AVX-512 (16 floats a vector): the shrink GEMM computes a few zero columns instead.
+constexpr int64_t kRowAlign = 16;
 
 // One role's slice of the layer: its LoRAs, router rows and shared-gate row, stacked as the rows
 // of one matrix so that a single GEMM computes shrink and logits together.
@@ -35,6 +38,7 @@ struct RoleBlock {
   int64_t lora_width = 0;              // num_loras * r: the shrink columns
   int64_t width = 0;                   // lora_width + experts + gated: all columns of the GEMM
   at::Tensor rows;                     // [width, d_in]: A rows, router rows, shared-gate row
+  at::Tensor padded_rows;              // rows and zero rows up to a multiple of kRowAlign, for the shrink GEMM
   at::Tensor b_cols;                   // [d_out, lora_width]
 };
 
@@ -55,9 +59,23 @@ RoleBlock make_block(const SpecTable& spec, int64_t rho, const at::Tensor& lora_
   std::vector<at::Tensor> parts = {lora_A.narrow(0, b.lora_start, b.num_loras).reshape({b.lora_width, d_in}),
                                    router_weight.narrow(0, b.router_start, b.experts)};
   if (b.gated) parts.push_back(shared_gate_weight.narrow(0, rho, 1));
-  b.rows = at::cat(parts);
+  const int64_t pad = (kRowAlign - b.width % kRowAlign) % kRowAlign;
+  if (pad > 0) parts.push_back(at::zeros({pad, d_in}, lora_A.options()));
+  b.padded_rows = at::cat(parts);
+  b.rows = b.padded_rows.narrow(0, 0, b.width);
   b.b_cols = lora_B.narrow(0, b.lora_start, b.num_loras).permute({1, 0, 2}).reshape({d_out, b.lora_width}).contiguous();
   return b;
+}
+
+// The blocks of the roles that have tokens, built before the batches run in parallel.
+std::map<int64_t, RoleBlock> make_blocks(const SpecTable& spec, const std::vector<Batch>& batches,
+                                         const at::Tensor& lora_A, const at::Tensor& lora_B,
+                                         const at::Tensor& router_weight, const at::Tensor& shared_gate_weight) {
+  std::map<int64_t, RoleBlock> blocks;
+  for (const Batch& b : batches)
+    if (blocks.find(b.key) == blocks.end())
+      blocks.emplace(b.key, make_block(spec, b.key, lora_A, lora_B, router_weight, shared_gate_weight));
+  return blocks;
 }
 
 std::vector<Batch> plan_role_batches(const at::Tensor& roles) {
@@ -77,7 +95,7 @@ void route_and_gate(const Batch& b, const RoleBlock& blk, const kernels::RoleTab
   using acc_t = at::opmath_type<scalar_t>;
   const scalar_t* h = ext.data_ptr<scalar_t>();
   scalar_t* g = gated.data_ptr<scalar_t>();
-  const int64_t width = blk.width, lw = blk.lora_width;
+  const int64_t width = ext.size(1), lw = blk.lora_width;
   const int e = static_cast<int>(blk.experts);
   at::parallel_for(0, b.size(), kTokenGrain, [&](int64_t begin, int64_t end) {
     std::vector<float> logits(e_total), gate_fp32(k_max);
@@ -147,18 +165,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         shared_p[t] = 0.0f;
       }
     });
-    std::map<int64_t, RoleBlock> blocks;
-    for (const Batch& b : plan_role_batches(roles)) {
-      auto it = blocks.find(b.key);
-      if (it == blocks.end())
-        it = blocks.emplace(b.key, make_block(spec, b.key, a, lora_B, router_weight, shared_gate_weight)).first;
-      const RoleBlock& blk = it->second;
-      const at::Tensor ext = at::mm(b.take(xc), blk.rows.t()).contiguous();  // [n, W*r + E + gated]
+    const std::vector<Batch> batches = plan_role_batches(roles);
+    const std::map<int64_t, RoleBlock> blocks = make_blocks(spec, batches, a, lora_B, router_weight, shared_gate_weight);
+    run_work(plan_work(batches), [&](const Batch& b, int64_t) {
+      const RoleBlock& blk = blocks.at(b.key);
+      const at::Tensor ext = at::mm(b.take(xc), blk.padded_rows.t());  // [n, W*r + E + gated + pad]
       at::Tensor gated = at::empty({b.size(), blk.lora_width}, x.options());
       route_and_gate<scalar_t>(b, blk, tables, ext, scaling, k_max, e_total, rank, index_p, weight_p, probs_p, shared_p,
                                shrink_p, gated);
       b.addmm_into(y, gated, blk.b_cols.t());
-    }
+    });
   });
   return {y, lora_index, lora_weight, router_probs, shrink, shared_gate_logit};
 }
@@ -184,8 +200,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
   const at::ScalarType acc_type = at::toOpMathType(x.scalar_type());
 
   at::Tensor grad_x = at::mm(gy, weight);
-  std::map<int64_t, RoleBlock> blocks;
-  std::map<int64_t, std::pair<at::Tensor, at::Tensor>> grads;  // role -> (grad of rows, grad of b_cols)
+  const std::vector<Batch> batches = plan_role_batches(roles);
+  const std::map<int64_t, RoleBlock> blocks = make_blocks(spec, batches, a, lora_B, router_weight, shared_gate_weight);
+  const WorkPlan plan = plan_work(batches);
+  // Per worker, role -> (grad of rows, grad of b_cols), in the accumulation dtype; a worker's first
+  // batch of a role writes them, later ones add.
+  std::vector<std::map<int64_t, std::pair<at::Tensor, at::Tensor>>> grads(plan.size());
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "mor_linear_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -196,15 +216,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
     const float* gp_p = gp_in.data_ptr<float>();
     const float* probs_p = probs.data_ptr<float>();
     const float* shared_logit_p = shared_logits.data_ptr<float>();
-    for (const Batch& b : plan_role_batches(roles)) {
-      auto it = blocks.find(b.key);
-      if (it == blocks.end()) {
-        it = blocks.emplace(b.key, make_block(spec, b.key, a, lora_B, router_weight, shared_gate_weight)).first;
-        grads.emplace(b.key, std::make_pair(at::zeros({it->second.width, d_in}, x.options().dtype(acc_type)),
-                                            at::zeros({d_out, it->second.lora_width}, x.options().dtype(acc_type))));
-      }
-      const RoleBlock& blk = it->second;
-      auto& [grad_rows, grad_b_cols] = grads.at(b.key);
+    run_work(plan, [&](const Batch& b, int64_t worker) {
+      const RoleBlock& blk = blocks.at(b.key);
       const at::Tensor gyb = b.take(gy), xb = b.take(xc);
       const at::Tensor grad_gated = at::mm(gyb, blk.b_cols).contiguous();  // [n, lora_width]
       at::Tensor gated = at::empty({b.size(), blk.lora_width}, x.options());
@@ -253,15 +266,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
       });
       // One GEMM each gives grad_A of the role's LoRAs and grad of its router and gate rows; one adds
       // the LoRA's and the router's grad_x onto the frozen layer's, in place.
-      if (acc_type == x.scalar_type()) {
-        grad_rows.addmm_(grad_ext.t(), xb);
-        grad_b_cols.addmm_(gyb.t(), gated);
+      auto found = grads[worker].find(b.key);
+      if (found == grads[worker].end()) {
+        grads[worker].emplace(b.key, std::make_pair(at::mm(grad_ext.t(), xb).to(acc_type), at::mm(gyb.t(), gated).to(acc_type)));
+      } else if (acc_type == x.scalar_type()) {
+        found->second.first.addmm_(grad_ext.t(), xb);
+        found->second.second.addmm_(gyb.t(), gated);
       } else {
-        grad_rows.add_(at::mm(grad_ext.t(), xb));
-        grad_b_cols.add_(at::mm(gyb.t(), gated));
+        found->second.first.add_(at::mm(grad_ext.t(), xb));
+        found->second.second.add_(at::mm(gyb.t(), gated));
       }
       b.addmm_into(grad_x, grad_ext, blk.rows);
-    }
+    });
   });
 
   at::Tensor grad_a = at::zeros_like(lora_A, lora_A.options().dtype(acc_type));
@@ -269,7 +285,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
   at::Tensor grad_router = at::zeros_like(router_weight, router_weight.options().dtype(acc_type));
   at::Tensor grad_shared = at::zeros_like(shared_gate_weight, shared_gate_weight.options().dtype(acc_type));
   for (auto& [rho, blk] : blocks) {
-    const auto& [grad_rows, grad_b_cols] = grads.at(rho);
+    at::Tensor grad_rows, grad_b_cols;  // summed over workers, in worker order
+    for (auto& per_worker : grads) {
+      auto found = per_worker.find(rho);
+      if (found == per_worker.end()) continue;
+      if (!grad_rows.defined()) {
+        std::tie(grad_rows, grad_b_cols) = found->second;
+      } else {
+        grad_rows.add_(found->second.first);
+        grad_b_cols.add_(found->second.second);
+      }
+    }
     grad_a.narrow(0, blk.lora_start, blk.num_loras).copy_(grad_rows.narrow(0, 0, blk.lora_width).view({blk.num_loras, rank, d_in}));
     grad_router.narrow(0, blk.router_start, blk.experts).copy_(grad_rows.narrow(0, blk.lora_width, blk.experts));
     if (blk.gated) grad_shared.narrow(0, rho, 1).copy_(grad_rows.narrow(0, blk.lora_width + blk.experts, 1));
