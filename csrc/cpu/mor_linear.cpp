@@ -30,20 +30,44 @@ constexpr int64_t kTokenGrain = 64;
 // AVX-512 (16 floats a vector): the shrink GEMM computes a few zero columns instead.
 constexpr int64_t kRowAlign = 16;
 
-// One role's slice of the layer: its LoRAs, router rows and shared-gate row, stacked as the rows
-// of one matrix so that a single GEMM computes shrink and logits together.
+// Calls with fewer tokens (decode) skip the stacked copies of a role's A rows and B columns: at
+// T=1, d=576 copying them took longer than the GEMMs they feed. Views and a few more small GEMMs
+// do the same work there.
+constexpr int64_t kStackMinTokens = 128;
+
+// One role's slice of the layer: its LoRAs, router rows and shared-gate row. `stacked` blocks also
+// hold them as the rows of one matrix, so that a single GEMM computes shrink and logits together,
+// and the role's B as the columns of one matrix, for one expand GEMM.
 struct RoleBlock {
   int64_t role = 0, lora_start = 0, num_loras = 0, experts = 0, top_k = 0, router_start = 0;
   bool shared = false, gated = false;  // gated: has a shared LoRA with a sigmoid gate
   int64_t lora_width = 0;              // num_loras * r: the shrink columns
   int64_t width = 0;                   // lora_width + experts + gated: all columns of the GEMM
+  at::Tensor lora_rows, router_rows, gate_row;  // views: [lora_width | experts | 1 (gated), d_in]
+  at::Tensor lora_B;                   // view: [num_loras, d_out, r]
+  bool stacked = false;
   at::Tensor rows;                     // [width, d_in]: A rows, router rows, shared-gate row
   at::Tensor padded_rows;              // rows and zero rows up to a multiple of kRowAlign, for the shrink GEMM
   at::Tensor b_cols;                   // [d_out, lora_width]
+
+  // [n, width]: the shrink of the role's LoRAs, then its router logits and shared-gate logit.
+  at::Tensor shrink_and_logits(const at::Tensor& xb) const {
+    if (stacked) return at::mm(xb, padded_rows.t());
+    std::vector<at::Tensor> parts = {at::mm(xb, lora_rows.t()), at::mm(xb, router_rows.t())};
+    if (gated) parts.push_back(at::mm(xb, gate_row.t()));
+    return at::cat(parts, 1);
+  }
+
+  // y[batch] += gated @ B^T, gated [n, lora_width].
+  void expand_into(const Batch& b, at::Tensor& y, const at::Tensor& gated) const {
+    if (stacked) return b.addmm_into(y, gated, b_cols.t());
+    const int64_t rank = lora_B.size(2);
+    for (int64_t l = 0; l < num_loras; ++l) b.addmm_into(y, gated.narrow(1, l * rank, rank), lora_B[l].t());
+  }
 };
 
 RoleBlock make_block(const SpecTable& spec, int64_t rho, const at::Tensor& lora_A, const at::Tensor& lora_B,
-                     const at::Tensor& router_weight, const at::Tensor& shared_gate_weight) {
+                     const at::Tensor& router_weight, const at::Tensor& shared_gate_weight, bool stacked) {
   RoleBlock b;
   const int64_t rank = lora_A.size(1), d_in = lora_A.size(2), d_out = lora_B.size(1);
   b.role = rho;
@@ -56,25 +80,31 @@ RoleBlock make_block(const SpecTable& spec, int64_t rho, const at::Tensor& lora_
   b.gated = b.shared && spec.sigmoid_gate;
   b.lora_width = b.num_loras * rank;
   b.width = b.lora_width + b.experts + (b.gated ? 1 : 0);
-  std::vector<at::Tensor> parts = {lora_A.narrow(0, b.lora_start, b.num_loras).reshape({b.lora_width, d_in}),
-                                   router_weight.narrow(0, b.router_start, b.experts)};
-  if (b.gated) parts.push_back(shared_gate_weight.narrow(0, rho, 1));
+  b.lora_rows = lora_A.narrow(0, b.lora_start, b.num_loras).reshape({b.lora_width, d_in});
+  b.router_rows = router_weight.narrow(0, b.router_start, b.experts);
+  if (b.gated) b.gate_row = shared_gate_weight.narrow(0, rho, 1);
+  b.lora_B = lora_B.narrow(0, b.lora_start, b.num_loras);
+  b.stacked = stacked;
+  if (!stacked) return b;
+  std::vector<at::Tensor> parts = {b.lora_rows, b.router_rows};
+  if (b.gated) parts.push_back(b.gate_row);
   const int64_t pad = (kRowAlign - b.width % kRowAlign) % kRowAlign;
   if (pad > 0) parts.push_back(at::zeros({pad, d_in}, lora_A.options()));
   b.padded_rows = at::cat(parts);
   b.rows = b.padded_rows.narrow(0, 0, b.width);
-  b.b_cols = lora_B.narrow(0, b.lora_start, b.num_loras).permute({1, 0, 2}).reshape({d_out, b.lora_width}).contiguous();
+  b.b_cols = b.lora_B.permute({1, 0, 2}).reshape({d_out, b.lora_width}).contiguous();
   return b;
 }
 
 // The blocks of the roles that have tokens, built before the batches run in parallel.
 std::map<int64_t, RoleBlock> make_blocks(const SpecTable& spec, const std::vector<Batch>& batches,
                                          const at::Tensor& lora_A, const at::Tensor& lora_B,
-                                         const at::Tensor& router_weight, const at::Tensor& shared_gate_weight) {
+                                         const at::Tensor& router_weight, const at::Tensor& shared_gate_weight,
+                                         bool stacked) {
   std::map<int64_t, RoleBlock> blocks;
   for (const Batch& b : batches)
     if (blocks.find(b.key) == blocks.end())
-      blocks.emplace(b.key, make_block(spec, b.key, lora_A, lora_B, router_weight, shared_gate_weight));
+      blocks.emplace(b.key, make_block(spec, b.key, lora_A, lora_B, router_weight, shared_gate_weight, stacked));
   return blocks;
 }
 
@@ -166,14 +196,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       }
     });
     const std::vector<Batch> batches = plan_role_batches(roles);
-    const std::map<int64_t, RoleBlock> blocks = make_blocks(spec, batches, a, lora_B, router_weight, shared_gate_weight);
+    const std::map<int64_t, RoleBlock> blocks =
+        make_blocks(spec, batches, a, lora_B, router_weight, shared_gate_weight, n >= kStackMinTokens);
     run_work(plan_work(batches), [&](const Batch& b, int64_t) {
       const RoleBlock& blk = blocks.at(b.key);
-      const at::Tensor ext = at::mm(b.take(xc), blk.padded_rows.t());  // [n, W*r + E + gated + pad]
+      const at::Tensor ext = blk.shrink_and_logits(b.take(xc));  // [n, W*r + E + gated (+ pad)]
       at::Tensor gated = at::empty({b.size(), blk.lora_width}, x.options());
       route_and_gate<scalar_t>(b, blk, tables, ext, scaling, k_max, e_total, rank, index_p, weight_p, probs_p, shared_p,
                                shrink_p, gated);
-      b.addmm_into(y, gated, blk.b_cols.t());
+      blk.expand_into(b, y, gated);
     });
   });
   return {y, lora_index, lora_weight, router_probs, shrink, shared_gate_logit};
@@ -201,7 +232,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
 
   at::Tensor grad_x = at::mm(gy, weight);
   const std::vector<Batch> batches = plan_role_batches(roles);
-  const std::map<int64_t, RoleBlock> blocks = make_blocks(spec, batches, a, lora_B, router_weight, shared_gate_weight);
+  const std::map<int64_t, RoleBlock> blocks =
+      make_blocks(spec, batches, a, lora_B, router_weight, shared_gate_weight, /*stacked=*/true);
   const WorkPlan plan = plan_work(batches);
   // Per worker, role -> (grad of rows, grad of b_cols), in the accumulation dtype; a worker's first
   // batch of a role writes them, later ones add.

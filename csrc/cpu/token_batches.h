@@ -73,6 +73,12 @@ inline std::vector<Batch> plan_batches(const std::vector<int64_t>& key, const st
     }
   }
   if (runs.empty() || active >= kMinMeanRun * static_cast<int64_t>(runs.size())) return runs;
+  {  // One run per key (e.g. a single decode token) is already what gathering would give.
+    std::vector<int64_t> keys;
+    for (const Batch& r : runs) keys.push_back(r.key);
+    std::sort(keys.begin(), keys.end());
+    if (std::adjacent_find(keys.begin(), keys.end()) == keys.end()) return runs;
+  }
 
   std::map<int64_t, std::pair<std::vector<int64_t>, int64_t>> members;  // key -> (tokens, max hi)
   for (int64_t t = 0; t < n; ++t) {

@@ -310,30 +310,8 @@ def _register() -> None:
 
     torch.library.register_autograd("mor_ext::grouped_lora", grouped_backward, setup_context=grouped_setup)
 
-    def layer_setup(ctx, inputs, output):
-        x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, *spec_args = inputs
-        _, lora_index, lora_weight, router_probs, shrink, shared_gate_logit = output
-        ctx.spec_args = spec_args
-        ctx.has_bias = bias is not None
-        ctx.save_for_backward(x, weight, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, lora_index,
-                              lora_weight, router_probs, shrink, shared_gate_logit)
-
-    def layer_backward(ctx, grad_y, _gi, grad_weight, grad_probs, _gs, _gg):
-        (x, weight, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, lora_index, lora_weight,
-         router_probs, shrink, shared_gate_logit) = ctx.saved_tensors
-        grad_y = _zeros_if_none(grad_y, x.new_empty(x.shape[0], weight.shape[0]))
-        grad_weight = _zeros_if_none(grad_weight, lora_weight)
-        grad_probs = _zeros_if_none(grad_probs, router_probs)
-        gx, ga, gb, grw, gsw = lib.mor_linear_backward(
-            grad_y, grad_weight, grad_probs, x, weight, lora_A, lora_B, router_weight, shared_gate_weight, role_ids,
-            lora_index, lora_weight, router_probs, shrink, shared_gate_logit, *ctx.spec_args,
-        )
-        # The frozen base weight and bias get gradients only if someone asked for them.
-        g_base = grad_y.t().mm(x) if ctx.needs_input_grad[1] else None
-        g_bias = grad_y.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return (gx, g_base, g_bias, ga, gb, grw, gsw) + (None,) * 6
-
-    torch.library.register_autograd("mor_ext::mor_linear", layer_backward, setup_context=layer_setup)
+    # mor_ext::mor_linear's autograd is in C++ (csrc/autograd.cpp): it runs on every adapted
+    # projection, and a Python wrapper there cost more host time than the op itself.
 
     def balance_setup(ctx, inputs, output):
         router_probs, lora_index, role_ids, *spec_args = inputs
