@@ -21,6 +21,7 @@ import mor_ext
 from mor_ext import functional as MF
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_model  # noqa: E402
 import layer_cases  # noqa: E402
 
 ROWS: list[tuple[str, str, str]] = []
@@ -244,93 +245,11 @@ def decode() -> None:
 
 
 def model_step() -> None:
-    """A training step (forward, backward, AdamW) of a Llama-3.2-1B-shaped model, random weights, bf16,
-    4 x 2048 tokens: MoR on all 7 projections vs a plain rank-16 LoRA (peft) vs no adapter (backward
-    through the frozen model to its input embeddings only)."""
-    import transformers
-
-    config = transformers.LlamaConfig(
-        vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-        num_key_value_heads=8, max_position_embeddings=4096, tie_word_embeddings=True, rope_theta=500000.0,
-    )
-    batch, seq = 4, 2048
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, config.vocab_size, (batch, seq), generator=g).cuda()
-    spans = layer_cases.role_ids_for(layer_cases.Shape(tokens=seq), 3, g)
-    roles = spans.repeat(batch, 1).cuda()
-
-    def build():
-        torch.manual_seed(0)
-        old = torch.get_default_dtype()
-        torch.set_default_dtype(torch.bfloat16)
-        try:
-            with torch.device("cuda"):
-                model = transformers.LlamaForCausalLM(config)
-        finally:
-            torch.set_default_dtype(old)
-        model.config.use_cache = False
-        return model.requires_grad_(False)
-
-    def measure(name, model, kwargs):
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=1e-4) if params else None
-
-        def step():
-            out = model(input_ids=ids, labels=ids, **kwargs)
-            out.loss.backward()
-            if opt is not None:
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-
-        torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        ms = timed(step, warmup=3, repeat=8)
-        peak = torch.cuda.max_memory_allocated() / 2**30
-        print(f"  {name}: {ms:.1f} ms/step, peak {peak:.1f} GiB ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-        return ms, peak, sum(p.numel() for p in params)
-
-    results = {}
-    model = build()
-    model.enable_input_require_grads()  # backward runs through every layer, as with an adapter
-    results["none"] = measure("no adapter", model, {})
-    del model
-    gc.collect()
-    torch.cuda.empty_cache()
-
-    import peft
-
-    model = build()
-    lora = peft.LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=[
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    model = peft.get_peft_model(model, lora, autocast_adapter_dtype=False)  # adapters in bf16, like MoR's
-    results["lora"] = measure("plain LoRA r=16", model, {})
-    del model
-    gc.collect()
-    torch.cuda.empty_cache()
-
-    model = build()
-    mor_ext.patch(model)
-    results["mor"] = measure("MoR", model, {"role_ids": roles})
-    if os.environ.get("MOR_BENCH_PROFILE"):  # where a MoR step's time goes, by op (stderr)
-        from torch.profiler import ProfilerActivity, profile
-
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            out = model(input_ids=ids, labels=ids, role_ids=roles)
-            out.loss.backward()
-            torch.cuda.synchronize()
-        for key in ("self_cuda_time_total", "cpu_time_total"):
-            print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60), file=sys.stderr)
-    del model
-    gc.collect()
-    torch.cuda.empty_cache()
-
-    tag = "Llama-3.2-1B shape, 4x2048 tokens, bf16, train step"
-    for key, label in (("none", "no adapter"), ("lora", "plain LoRA r=16 (peft)"), ("mor", "MoR (mor_ext)")):
-        ms, peak, n = results[key]
-        note = f"peak {peak:.1f} GiB, {n / 1e6:.1f}M trainable"
-        if key == "mor":
-            note += f"; {ms / results['lora'][0]:.2f}x the LoRA step (target <= 1.15x)"
-        row(f"{tag}: {label}", f"{ms:.1f} ms", note)
+    """A training step of a Llama-3.2-1B-shaped model (bench_model.py's llama1b preset): MoR vs a
+    plain rank-16 LoRA (peft) vs no adapter."""
+    results = bench_model.compare_train_steps("llama1b", "cuda", profile=bool(os.environ.get("MOR_BENCH_PROFILE")))
+    for r in bench_model.result_rows("llama1b", results):
+        row(*r)
 
 
 SECTIONS = {"gating": None, "orthogonal": orthogonal, "layer": layer_training, "memory": layer_memory,

@@ -501,7 +501,10 @@ def test_official_model_logits(tiny_model_factory, input_ids, tmp_path):
     role_ids = official_mask_to_role_ids(mask_box["mask"])
     for path in (tmp_path / "official.bin", tmp_path / "official.safetensors"):
         model = load_official_checkpoint(tiny_model_factory("qwen2"), path)
-        torch.testing.assert_close(_logits(model, input_ids, role_ids), want, atol=1e-5, rtol=1e-5)
+        # fp32 rounding only: the two formulations sum the LoRAs in different orders (the official
+        # one over a [T, 14, d_out] tensor, mor_ext's decode-sized path one LoRA GEMM at a time), and a
+        # layout error would be off by the size of the logits, not 1e-4.
+        torch.testing.assert_close(_logits(model, input_ids, role_ids), want, atol=1e-4, rtol=1e-4)
 
 
 def test_official_into_patched_model(tiny_model_factory, input_ids):

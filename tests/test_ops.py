@@ -821,6 +821,37 @@ def test_opcheck_losses(spec_name):
     torch.library.opcheck(ops.orthogonal_loss_backward.default, (torch.tensor(1.5), p.lora_A, p.lora_B, *flags))
 
 
+# =========================================================================================== autocast
+def test_every_op_has_an_autocast_kernel():
+    """csrc/autocast.cpp lists the ops by name: a new op missing from it would let autocast into its kernels."""
+    names = [n for n in torch._C._dispatch_get_registrations_for_dispatch_key("CPU") if n.startswith("mor_ext::")]
+    assert len(names) >= len(mor_ext.ops.OP_NAMES)
+    for name in names:
+        for key in ("AutocastCPU", "AutocastCUDA"):
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(name, key), (name, key)
+
+
+def test_ops_under_autocast_run_in_their_inputs_dtype():
+    """Under CPU autocast (bf16) the fp32 ops give exactly their fp32 results, forward and backward:
+    autocast must not reach the GEMMs inside the kernels."""
+    spec, p, roles, flags, gated, _, _, _ = opcheck_inputs("moragent", n=300)
+    leaves = [grad(t) for t in (p.x, p.weight, p.lora_A, p.lora_B, p.router_weight, p.shared_gate_weight)]
+
+    def run():
+        x, w, a, b, rw, sg = leaves
+        y, *_ = ops.mor_linear(x, w, None, a, b, rw, sg, roles, *flags, gated, 0.5)
+        orth = ops.orthogonal_loss_layers([a, a], [b, b], *flags)
+        loss = (y * y).sum() + orth
+        return [y, orth, *torch.autograd.grad(loss, [x, a, b, rw, sg])]
+
+    plain = run()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = run()
+    for got, want in zip(cast, plain):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 # =========================================================================================== poisoned outputs
 def compiled_forward_backward(spec, inputs):
     """Everything the compiled backend computes for one layer: outputs and every gradient."""

@@ -3,11 +3,12 @@
 // load_balance_loss: counting and averaging over tokens with ATen ops and no host sync, so the same
 // code serves CPU and CUDA tensors.
 // orthogonal_loss: only r x r products per role (A_blk A_blk^T and the Gram matrices B_i^T B_i);
-// a d_out x d_out or d_in x d_in matrix is never formed. Written with ATen ops only, so the same
-// functions serve CUDA tensors (registered in csrc/cuda/orthogonal_loss.cu); *_layers sum over many
-// layers, and orthogonal_products_cpu runs the CUDA kernel's per-thread bodies for the tests.
+// a d_out x d_out or d_in x d_in matrix is never formed; *_layers sum over many layers, and
+// orthogonal_products_cpu / orthogonal_grads_cpu run the CUDA kernels' per-thread bodies for the tests.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include <vector>
@@ -151,34 +152,117 @@ std::vector<at::Tensor> load_balance_loss_layers_backward_aten(const at::Tensor&
 
 namespace {
 
-// Per role with >= 2 routed LoRAs, the fp32 blocks the loss is built from.
-struct OrthBlock {
-  int64_t first, experts;
-  at::Tensor a_rows;  // [E*r, d_in]
-  at::Tensor cross;   // [E*r, E*r] = a_rows a_rows^T, its diagonal r x r blocks zeroed
-  at::Tensor b;       // [E, d_out, r]
-  at::Tensor gram;    // [E, r, r] = B_i^T B_i
+// The orthogonal loss on the CPU: per layer and per role with >= 2 routed LoRAs, one GEMM for the
+// cross products A_i A_j^T (the [E*r, E*r] matrix of A_blk A_blk^T, its diagonal blocks masked
+// out), one batched GEMM for the Gram matrices B_i^T B_i and one small GEMM for their pairwise
+// products; a handful of ATen calls per role, layers spread over threads (the ops are small: a
+// SmolLM2-sized model has 210 adapted layers, and per-op overhead dominated before).
+struct OrthRole {
+  int64_t first, experts;  // the role's first routed LoRA and their count
 };
 
-std::vector<OrthBlock> orth_blocks(const at::Tensor& lora_A, const at::Tensor& lora_B, const SpecTable& spec) {
-  std::vector<OrthBlock> blocks;
+std::vector<OrthRole> orth_roles(const SpecTable& spec) {
+  std::vector<OrthRole> roles;
+  for (int64_t rho = 0; rho < spec.num_roles; ++rho)
+    if (spec.num_experts[rho] >= 2) roles.push_back({spec.lora_start[rho] + spec.shared[rho], spec.num_experts[rho]});
+  return roles;
+}
+
+// 1 off the diagonal r x r blocks of an [E*r, E*r] matrix, 0 on them, times `scale`.
+at::Tensor off_block_mask(int64_t experts, int64_t rank, double scale) {
+  const at::Tensor off = (1.0 - at::eye(experts, at::kFloat)) * scale;
+  return off.view({experts, 1, experts, 1}).expand({experts, rank, experts, rank}).reshape({experts * rank, experts * rank});
+}
+
+// 1 off the diagonal of an [E, E] matrix, times `scale`.
+at::Tensor off_diagonal(int64_t experts, double scale) { return (1.0 - at::eye(experts, at::kFloat)) * scale; }
+
+double layer_orthogonal_loss(const at::Tensor& lora_A, const at::Tensor& lora_B, const std::vector<OrthRole>& roles) {
   const int64_t rank = lora_A.size(1), d_in = lora_A.size(2);
-  for (int64_t rho = 0; rho < spec.num_roles; ++rho) {
-    const int64_t e = spec.num_experts[rho];
-    if (e < 2) continue;
-    OrthBlock blk;
-    blk.first = spec.lora_start[rho] + spec.shared[rho];
-    blk.experts = e;
-    blk.a_rows = lora_A.narrow(0, blk.first, e).to(at::kFloat).reshape({e * rank, d_in});
-    blk.cross = at::mm(blk.a_rows, blk.a_rows.t());
-    // Zero the diagonal blocks A_i A_i^T: only pairs i != j count.
-    auto blocks4 = blk.cross.view({e, rank, e, rank});
-    for (int64_t i = 0; i < e; ++i) blocks4.select(0, i).select(1, i).zero_();
-    blk.b = lora_B.narrow(0, blk.first, e).to(at::kFloat);
-    blk.gram = at::bmm(blk.b.transpose(1, 2), blk.b);
-    blocks.push_back(std::move(blk));
+  double total = 0.0;
+  for (const OrthRole& role : roles) {
+    const int64_t e = role.experts;
+    const at::Tensor a = lora_A.narrow(0, role.first, e).reshape({e * rank, d_in}).to(at::kFloat);
+    const at::Tensor cross = at::mm(a, a.t()).mul_(off_block_mask(e, rank, 1.0)).view(-1);
+    // sum_{i<j} ||A_i A_j^T||^2 = (sum over off-diagonal blocks) / 2
+    total += 0.5 * at::dot(cross, cross).item<double>();
+    // sum_{i<j} <G_i, G_j> from the E x E matrix of pairwise products: the shorter
+    // (||sum G||^2 - sum ||G_i||^2) / 2 cancels catastrophically when the B_i are nearly orthogonal.
+    const at::Tensor b = lora_B.narrow(0, role.first, e).to(at::kFloat);
+    const at::Tensor gram = at::bmm(b.transpose(1, 2), b).view({e, rank * rank});
+    const at::Tensor pairs = at::mm(gram, gram.t());
+    const auto p = pairs.accessor<float, 2>();
+    for (int64_t i = 0; i < e; ++i)
+      for (int64_t j = i + 1; j < e; ++j) total += p[i][j];
   }
-  return blocks;
+  return total;
+}
+
+// grad_a, grad_b (zero outside the roles' routed LoRAs) of `scale` times one layer's loss.
+void layer_orthogonal_grads(const at::Tensor& lora_A, const at::Tensor& lora_B, const std::vector<OrthRole>& roles,
+                            double scale, at::Tensor& grad_a, at::Tensor& grad_b) {
+  const int64_t rank = lora_A.size(1), d_in = lora_A.size(2);
+  for (const OrthRole& role : roles) {
+    const int64_t e = role.experts;
+    // d/dA_i = 2 sum_{j != i} (A_i A_j^T) A_j
+    const at::Tensor a = lora_A.narrow(0, role.first, e).reshape({e * rank, d_in}).to(at::kFloat);
+    const at::Tensor cross = at::mm(a, a.t()).mul_(off_block_mask(e, rank, 2.0 * scale));
+    grad_a.narrow(0, role.first, e).view({e * rank, d_in}).copy_(at::mm(cross, a));
+    // d/dB_i = 2 B_i (sum_{j != i} G_j); the sum as a product with (1 - I), not sum - G_i, for the
+    // same reason as in the loss.
+    const at::Tensor b = lora_B.narrow(0, role.first, e).to(at::kFloat);
+    const at::Tensor gram = at::bmm(b.transpose(1, 2), b).view({e, rank * rank});
+    const at::Tensor others = at::mm(off_diagonal(e, 2.0 * scale), gram).view({e, rank, rank});
+    grad_b.narrow(0, role.first, e).copy_(at::bmm(b, others));
+  }
+}
+
+// f(l) for every layer, layers spread over threads with the caller's thread-local state.
+template <typename F>
+void for_each_layer(int64_t layers, const F& f) {
+  if (layers < 2 || at::in_parallel_region() || at::get_num_threads() < 2) {
+    for (int64_t l = 0; l < layers; ++l) f(l);
+    return;
+  }
+  const at::ThreadLocalState state;
+  at::parallel_for(0, layers, 1, [&](int64_t begin, int64_t end) {
+    at::ThreadLocalStateGuard guard(state);
+    for (int64_t l = begin; l < end; ++l) f(l);
+  });
+}
+
+at::Tensor layers_loss(at::TensorList lora_A, at::TensorList lora_B, const SpecTable& spec) {
+  const std::vector<OrthRole> roles = orth_roles(spec);
+  std::vector<double> losses(lora_A.size(), 0.0);
+  for_each_layer(static_cast<int64_t>(lora_A.size()),
+                 [&](int64_t l) { losses[l] = layer_orthogonal_loss(lora_A[l], lora_B[l], roles); });
+  double total = 0.0;
+  for (double v : losses) total += v;  // in layer order: the same sum for any thread count
+  return at::scalar_tensor(total, lora_A[0].options().dtype(at::kFloat));
+}
+
+std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> layers_grads(const at::Tensor& grad,
+                                                                         at::TensorList lora_A,
+                                                                         at::TensorList lora_B, const SpecTable& spec) {
+  const std::vector<OrthRole> roles = orth_roles(spec);
+  const double scale = grad.item<double>();
+  // The gradients are as large as the adapter: write each element once (zeros only where no role's
+  // routed LoRAs are, i.e. the shared LoRAs), not zero-fill first.
+  const int64_t num_loras = lora_A[0].size(0);
+  std::vector<bool> routed(num_loras, false);
+  for (const OrthRole& role : roles) std::fill(routed.begin() + role.first, routed.begin() + role.first + role.experts, true);
+  std::vector<at::Tensor> grad_a(lora_A.size()), grad_b(lora_B.size());
+  for_each_layer(static_cast<int64_t>(lora_A.size()), [&](int64_t l) {
+    grad_a[l] = at::empty_like(lora_A[l]);
+    grad_b[l] = at::empty_like(lora_B[l]);
+    for (int64_t i = 0; i < num_loras; ++i) {
+      if (routed[i]) continue;
+      grad_a[l][i].zero_();
+      grad_b[l][i].zero_();
+    }
+    layer_orthogonal_grads(lora_A[l], lora_B[l], roles, scale, grad_a[l], grad_b[l]);
+  });
+  return {grad_a, grad_b};
 }
 
 }  // namespace
@@ -187,16 +271,7 @@ at::Tensor orthogonal_loss_aten(const at::Tensor& lora_A, const at::Tensor& lora
                                at::IntArrayRef top_k, at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
   check_lora_pair(lora_A, lora_B, spec);
-  at::Tensor total = at::zeros({}, lora_A.options().dtype(at::kFloat));
-  for (const OrthBlock& blk : orth_blocks(lora_A, lora_B, spec)) {
-    // sum_{i<j} ||A_i A_j^T||^2 = (sum over off-diagonal blocks) / 2
-    total += blk.cross.square().sum() * 0.5;
-    // sum_{i<j} <G_i, G_j> from the E x E matrix of pairwise products: the shorter
-    // (||sum G||^2 - sum ||G_i||^2) / 2 cancels catastrophically when the B_i are nearly orthogonal.
-    const at::Tensor g = blk.gram.reshape({blk.experts, -1});
-    total += at::mm(g, g.t()).triu(1).sum();
-  }
-  return total;
+  return layers_loss({lora_A}, {lora_B}, spec);
 }
 
 std::tuple<at::Tensor, at::Tensor> orthogonal_loss_backward_aten(const at::Tensor& grad, const at::Tensor& lora_A,
@@ -204,43 +279,23 @@ std::tuple<at::Tensor, at::Tensor> orthogonal_loss_backward_aten(const at::Tenso
                                                                at::IntArrayRef top_k, at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
   check_lora_pair(lora_A, lora_B, spec);
-  const at::Tensor g = grad.to(at::kFloat);
-  at::Tensor grad_a = at::zeros_like(lora_A);
-  at::Tensor grad_b = at::zeros_like(lora_B);
-  const int64_t rank = lora_A.size(1), d_in = lora_A.size(2);
-  for (const OrthBlock& blk : orth_blocks(lora_A, lora_B, spec)) {
-    // d/dA_i = 2 sum_{j != i} (A_i A_j^T) A_j ;  d/dB_i = 2 B_i (sum_{j != i} G_j)
-    const at::Tensor ga = at::mm(blk.cross, blk.a_rows).mul_(g * 2.0);
-    grad_a.narrow(0, blk.first, blk.experts).copy_(ga.view({blk.experts, rank, d_in}));
-    // sum_{j != i} G_j as a product with (1 - I), not sum - G_i, for the same reason as above.
-    const at::Tensor off_diagonal = at::ones({blk.experts, blk.experts}, blk.gram.options()) -
-                                    at::eye(blk.experts, blk.gram.options());
-    const at::Tensor others = at::mm(off_diagonal, blk.gram.reshape({blk.experts, -1})).view_as(blk.gram);
-    grad_b.narrow(0, blk.first, blk.experts).copy_(at::bmm(blk.b, others).mul_(g * 2.0));
-  }
-  return {grad_a, grad_b};
+  auto [grad_a, grad_b] = layers_grads(grad, {lora_A}, {lora_B}, spec);
+  return {grad_a[0], grad_b[0]};
 }
 
 at::Tensor orthogonal_loss_layers_aten(at::TensorList lora_A, at::TensorList lora_B, at::IntArrayRef num_experts,
                                       at::IntArrayRef top_k, at::IntArrayRef has_shared) {
-  check_layer_lists(lora_A, lora_B, SpecTable::from(num_experts, top_k, has_shared, true));
-  at::Tensor total = at::zeros({}, lora_A[0].options().dtype(at::kFloat));
-  for (size_t l = 0; l < lora_A.size(); ++l)
-    total += orthogonal_loss_aten(lora_A[l], lora_B[l], num_experts, top_k, has_shared);
-  return total;
+  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
+  check_layer_lists(lora_A, lora_B, spec);
+  return layers_loss(lora_A, lora_B, spec);
 }
 
 std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> orthogonal_loss_layers_backward_aten(
     const at::Tensor& grad, at::TensorList lora_A, at::TensorList lora_B, at::IntArrayRef num_experts,
     at::IntArrayRef top_k, at::IntArrayRef has_shared) {
-  check_layer_lists(lora_A, lora_B, SpecTable::from(num_experts, top_k, has_shared, true));
-  std::vector<at::Tensor> grad_a, grad_b;
-  for (size_t l = 0; l < lora_A.size(); ++l) {
-    auto [ga, gb] = orthogonal_loss_backward_aten(grad, lora_A[l], lora_B[l], num_experts, top_k, has_shared);
-    grad_a.push_back(std::move(ga));
-    grad_b.push_back(std::move(gb));
-  }
-  return {grad_a, grad_b};
+  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
+  check_layer_lists(lora_A, lora_B, spec);
+  return layers_grads(grad, lora_A, lora_B, spec);
 }
 
 at::Tensor orthogonal_products_cpu(at::TensorList lora_A, at::TensorList lora_B, at::IntArrayRef num_experts,
