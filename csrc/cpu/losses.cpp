@@ -159,23 +159,22 @@ namespace {
 // SmolLM2-sized model has 210 adapted layers, and per-op overhead dominated before).
 struct OrthRole {
   int64_t first, experts;  // the role's first routed LoRA and their count
+  at::Tensor off_diagonal;  // [E, E]: scale off the diagonal, 0 on it
+  at::Tensor off_blocks;    // [E*r, E*r]: scale off the diagonal r x r blocks, 0 on them
 };
 
-std::vector<OrthRole> orth_roles(const SpecTable& spec) {
+// The roles with >= 2 routed LoRAs, and their masks (built once per call, not per layer).
+std::vector<OrthRole> orth_roles(const SpecTable& spec, int64_t rank, double scale) {
   std::vector<OrthRole> roles;
-  for (int64_t rho = 0; rho < spec.num_roles; ++rho)
-    if (spec.num_experts[rho] >= 2) roles.push_back({spec.lora_start[rho] + spec.shared[rho], spec.num_experts[rho]});
+  for (int64_t rho = 0; rho < spec.num_roles; ++rho) {
+    const int64_t e = spec.num_experts[rho];
+    if (e < 2) continue;
+    const at::Tensor off = (1.0 - at::eye(e, at::kFloat)) * scale;
+    roles.push_back({spec.lora_start[rho] + spec.shared[rho], e, off,
+                     off.view({e, 1, e, 1}).expand({e, rank, e, rank}).reshape({e * rank, e * rank})});
+  }
   return roles;
 }
-
-// 1 off the diagonal r x r blocks of an [E*r, E*r] matrix, 0 on them, times `scale`.
-at::Tensor off_block_mask(int64_t experts, int64_t rank, double scale) {
-  const at::Tensor off = (1.0 - at::eye(experts, at::kFloat)) * scale;
-  return off.view({experts, 1, experts, 1}).expand({experts, rank, experts, rank}).reshape({experts * rank, experts * rank});
-}
-
-// 1 off the diagonal of an [E, E] matrix, times `scale`.
-at::Tensor off_diagonal(int64_t experts, double scale) { return (1.0 - at::eye(experts, at::kFloat)) * scale; }
 
 double layer_orthogonal_loss(const at::Tensor& lora_A, const at::Tensor& lora_B, const std::vector<OrthRole>& roles) {
   const int64_t rank = lora_A.size(1), d_in = lora_A.size(2);
@@ -183,7 +182,7 @@ double layer_orthogonal_loss(const at::Tensor& lora_A, const at::Tensor& lora_B,
   for (const OrthRole& role : roles) {
     const int64_t e = role.experts;
     const at::Tensor a = lora_A.narrow(0, role.first, e).reshape({e * rank, d_in}).to(at::kFloat);
-    const at::Tensor cross = at::mm(a, a.t()).mul_(off_block_mask(e, rank, 1.0)).view(-1);
+    const at::Tensor cross = at::mm(a, a.t()).mul_(role.off_blocks).view(-1);
     // sum_{i<j} ||A_i A_j^T||^2 = (sum over off-diagonal blocks) / 2
     total += 0.5 * at::dot(cross, cross).item<double>();
     // sum_{i<j} <G_i, G_j> from the E x E matrix of pairwise products: the shorter
@@ -198,21 +197,21 @@ double layer_orthogonal_loss(const at::Tensor& lora_A, const at::Tensor& lora_B,
   return total;
 }
 
-// grad_a, grad_b (zero outside the roles' routed LoRAs) of `scale` times one layer's loss.
+// grad_a, grad_b of the roles' routed LoRAs, for masks scaled by 2 * dL/dloss.
 void layer_orthogonal_grads(const at::Tensor& lora_A, const at::Tensor& lora_B, const std::vector<OrthRole>& roles,
-                            double scale, at::Tensor& grad_a, at::Tensor& grad_b) {
+                            at::Tensor& grad_a, at::Tensor& grad_b) {
   const int64_t rank = lora_A.size(1), d_in = lora_A.size(2);
   for (const OrthRole& role : roles) {
     const int64_t e = role.experts;
     // d/dA_i = 2 sum_{j != i} (A_i A_j^T) A_j
     const at::Tensor a = lora_A.narrow(0, role.first, e).reshape({e * rank, d_in}).to(at::kFloat);
-    const at::Tensor cross = at::mm(a, a.t()).mul_(off_block_mask(e, rank, 2.0 * scale));
+    const at::Tensor cross = at::mm(a, a.t()).mul_(role.off_blocks);
     grad_a.narrow(0, role.first, e).view({e * rank, d_in}).copy_(at::mm(cross, a));
     // d/dB_i = 2 B_i (sum_{j != i} G_j); the sum as a product with (1 - I), not sum - G_i, for the
     // same reason as in the loss.
     const at::Tensor b = lora_B.narrow(0, role.first, e).to(at::kFloat);
     const at::Tensor gram = at::bmm(b.transpose(1, 2), b).view({e, rank * rank});
-    const at::Tensor others = at::mm(off_diagonal(e, 2.0 * scale), gram).view({e, rank, rank});
+    const at::Tensor others = at::mm(role.off_diagonal, gram).view({e, rank, rank});
     grad_b.narrow(0, role.first, e).copy_(at::bmm(b, others));
   }
 }
@@ -232,7 +231,7 @@ void for_each_layer(int64_t layers, const F& f) {
 }
 
 at::Tensor layers_loss(at::TensorList lora_A, at::TensorList lora_B, const SpecTable& spec) {
-  const std::vector<OrthRole> roles = orth_roles(spec);
+  const std::vector<OrthRole> roles = orth_roles(spec, lora_A[0].size(1), 1.0);
   std::vector<double> losses(lora_A.size(), 0.0);
   for_each_layer(static_cast<int64_t>(lora_A.size()),
                  [&](int64_t l) { losses[l] = layer_orthogonal_loss(lora_A[l], lora_B[l], roles); });
@@ -244,8 +243,7 @@ at::Tensor layers_loss(at::TensorList lora_A, at::TensorList lora_B, const SpecT
 std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> layers_grads(const at::Tensor& grad,
                                                                          at::TensorList lora_A,
                                                                          at::TensorList lora_B, const SpecTable& spec) {
-  const std::vector<OrthRole> roles = orth_roles(spec);
-  const double scale = grad.item<double>();
+  const std::vector<OrthRole> roles = orth_roles(spec, lora_A[0].size(1), 2.0 * grad.item<double>());
   // The gradients are as large as the adapter: write each element once (zeros only where no role's
   // routed LoRAs are, i.e. the shared LoRAs), not zero-fill first.
   const int64_t num_loras = lora_A[0].size(0);
@@ -260,7 +258,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> layers_grads(const 
       grad_a[l][i].zero_();
       grad_b[l][i].zero_();
     }
-    layer_orthogonal_grads(lora_A[l], lora_B[l], roles, scale, grad_a[l], grad_b[l]);
+    layer_orthogonal_grads(lora_A[l], lora_B[l], roles, grad_a[l], grad_b[l]);
   });
   return {grad_a, grad_b};
 }
