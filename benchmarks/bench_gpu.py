@@ -2,7 +2,8 @@
 
 Times are medians of CUDA-event-timed repeats after warm-up, on random inputs. Ceilings measured in
 the same run: device-to-device copy bandwidth (bytes read + written) and a large bf16 GEMM.
-Sections: gating, orthogonal loss, one adapted layer (training and decode, time and memory) and a
+Sections: gating, orthogonal loss, one adapted layer (training and decode, time and memory), the
+host overhead of a tiny model's train step (bench_model.py --preset tiny) and a
 training step of a Llama-3.2-1B-shaped model. ``--only NAME[,NAME]`` runs some sections.
 """
 
@@ -252,8 +253,14 @@ def model_step() -> None:
         row(*r)
 
 
+def host_overhead() -> None:
+    """The tiny preset of bench_model.py on the GPU: a step's host time per adapter, no real compute."""
+    for r in bench_model.result_rows("tiny", bench_model.compare_train_steps("tiny", "cuda")):
+        row(*r)
+
+
 SECTIONS = {"gating": None, "orthogonal": orthogonal, "layer": layer_training, "memory": layer_memory,
-            "decode": decode, "model": model_step}
+            "decode": decode, "host": host_overhead, "model": model_step}
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ constexpr const char* kOps[] = {
     "load_balance_loss", "load_balance_loss_backward", "load_balance_loss_layers",
     "load_balance_loss_layers_backward", "orthogonal_loss", "orthogonal_loss_backward",
     "orthogonal_loss_layers", "orthogonal_loss_layers_backward", "orthogonal_products",
-    "orthogonal_grads",
+    "orthogonal_grads", "mor_linear_decode",
 };
 
 void register_all(torch::Library& m) {

@@ -37,6 +37,14 @@ TORCH_LIBRARY(mor_ext, m) {
       "Tensor shared_gate_weight, Tensor role_ids, int[] num_experts, int[] top_k, int[] has_shared, "
       "bool sigmoid_gate, float scaling) -> (Tensor y, Tensor lora_index, Tensor lora_weight, Tensor router_probs, "
       "Tensor shrink, Tensor shared_gate_logit)");
+  // mor_linear computed the way its decode path does (csrc/kernels/decode.h): on CUDA the kernels
+  // mor_linear runs for a few tokens, on CPU their per-token bodies in loops, for the tests.
+  // Forward only.
+  m.def(
+      "mor_linear_decode(Tensor x, Tensor weight, Tensor? bias, Tensor lora_A, Tensor lora_B, Tensor router_weight, "
+      "Tensor shared_gate_weight, Tensor role_ids, int[] num_experts, int[] top_k, int[] has_shared, "
+      "bool sigmoid_gate, float scaling) -> (Tensor y, Tensor lora_index, Tensor lora_weight, Tensor router_probs, "
+      "Tensor shrink, Tensor shared_gate_logit)");
   m.def(
       "mor_linear_backward(Tensor grad_y, Tensor grad_lora_weight, Tensor grad_router_probs, Tensor x, "
       "Tensor weight, Tensor lora_A, Tensor lora_B, Tensor router_weight, Tensor shared_gate_weight, "

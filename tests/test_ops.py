@@ -444,6 +444,47 @@ def test_mor_linear_run_and_gather_paths(spec_name, pattern, lead, path, dtype):
         assert planned_grouped_path(comp.outputs[1]) == path
 
 
+# mor_linear_decode on CPU runs the CUDA decode kernels' per-token bodies (kernels/decode.h) in loops.
+def decode_fn(spec, scaling=0.5):
+    reference_fn = mor_linear_fn(spec, scaling)
+
+    def fn(x, weight, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, bias=None):
+        if mor_ext.ops.get_backend() != "compiled":
+            return reference_fn(x, weight, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, bias)
+        y, index, gate, probs, _, _ = torch.ops.mor_ext.mor_linear_decode(
+            x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, *_flags(spec),
+            spec.shared_gate == "sigmoid", scaling)
+        return y, index, gate, probs
+
+    return fn
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("lead", [(1,), (7,), (37,)], ids=lead_id)
+@pytest.mark.parametrize("pattern", ROLE_PATTERNS)
+@pytest.mark.parametrize("spec_name", SPECS)
+def test_decode_kernel_bodies_on_cpu(spec_name, pattern, lead, dtype, monkeypatch):
+    monkeypatch.setenv("MOR_EXT_POISON", "1")  # every output element must be written
+    spec = SPECS[spec_name]
+    inputs, _ = mor_inputs(spec, lead, pattern, dtype, seed=26, bias=lead != (7,))
+    compare_backends(decode_fn(spec), inputs, [], dtype, MOR_NAMES)
+
+
+def test_decode_op_saves_what_the_backward_needs():
+    """The decode path's saved shrink and shared-gate logits equal the GEMM path's, so mor_linear's
+    backward works on either."""
+    spec, p, roles, flags, gated, _, _, _ = opcheck_inputs("moragent", n=6)
+    args = (p.x, p.weight, p.bias, p.lora_A, p.lora_B, p.router_weight, p.shared_gate_weight, roles, *flags, gated, 0.5)
+    got = ops.mor_linear_decode(*args)
+    want = ops.mor_linear(*args)
+    for g, w in zip(got, want):
+        if g.is_floating_point():
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+        else:
+            assert torch.equal(g, w)
+    torch.library.opcheck(ops.mor_linear_decode.default, args, test_utils=("test_schema", "test_faketensor"))
+
+
 # The CPU kernels spread batches over threads (token_batches.h: plan_work), cutting long ones into
 # chunks; results must not depend on the thread count beyond rounding.
 @pytest.mark.parametrize("threads", [1, 2, 3])

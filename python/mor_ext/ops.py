@@ -210,6 +210,7 @@ def _register() -> None:
         return torch.empty_like(x), torch.empty_like(lora_A), torch.empty_like(lora_B), torch.empty_like(lora_weight)
 
     @torch.library.register_fake("mor_ext::mor_linear")
+    @torch.library.register_fake("mor_ext::mor_linear_decode")
     def _(x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, num_experts, top_k,
           has_shared, sigmoid_gate, scaling):
         n, k_max = x.shape[0], max(k + s for k, s in zip(top_k, has_shared))

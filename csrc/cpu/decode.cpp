@@ -1,0 +1,74 @@
+// CPU kernel of mor_ext::mor_linear_decode: the CUDA decode path's per-token bodies
+// (kernels/decode.h) in loops, so that the CPU tests check the code a GPU block runs. Not a fast
+// path: on the dev CPU, MKL's GEMMs beat these loops at every size (mor_linear's CPU kernel has its
+// own small-batch path).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "../input_checks.h"
+#include "../kernels/decode.h"
+#include "../spec_table.h"
+#include "cpu_utils.h"
+
+namespace mor_ext::cpu {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linear_decode_cpu(
+    const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias, const at::Tensor& lora_A,
+    const at::Tensor& lora_B, const at::Tensor& router_weight, const at::Tensor& shared_gate_weight,
+    const at::Tensor& role_ids, at::IntArrayRef num_experts, at::IntArrayRef top_k, at::IntArrayRef has_shared,
+    bool sigmoid_gate, double scaling) {
+  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, sigmoid_gate);
+  check_layer_inputs(x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, spec);
+  const int64_t n = x.size(0), d_in = x.size(1), d_out = weight.size(0), k = spec.k_max,
+                e_total = spec.num_experts_total, rank = lora_A.size(1);
+  const at::Tensor xc = x.contiguous(), roles = role_ids.contiguous(), a = lora_A.contiguous(),
+                   b = lora_B.contiguous(), rw = router_weight.contiguous(), gw = shared_gate_weight.contiguous();
+  at::Tensor y = ((bias.has_value() && bias->defined()) ? at::addmm(*bias, xc, weight.t()) : at::mm(xc, weight.t()))
+                     .contiguous();
+  at::Tensor lora_index = new_output({n, k}, x.options().dtype(at::kInt));
+  at::Tensor lora_weight = new_output({n, k}, x.options());
+  at::Tensor router_probs = new_output({n, e_total}, x.options().dtype(at::kFloat));
+  at::Tensor shrink = new_output({n, k, rank}, x.options());
+  at::Tensor shared_gate_logit = new_output({n}, x.options().dtype(at::kFloat));
+  const kernels::RoleTables tables = spec.tables();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "mor_linear_decode_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t *xp = xc.data_ptr<scalar_t>(), *ap = a.data_ptr<scalar_t>(), *bp = b.data_ptr<scalar_t>(),
+                   *rp = rw.data_ptr<scalar_t>(), *gp = gw.data_ptr<scalar_t>();
+    const int64_t* role_p = roles.data_ptr<int64_t>();
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    std::vector<scalar_t> ext, logits(e_total);
+    std::vector<acc_t> slot_gated(k * rank);
+    std::vector<float> gate_tmp(k);
+    for (int64_t t = 0; t < n; ++t) {  // a GPU block per token
+      const int rho = static_cast<int>(role_p[t]);
+      const kernels::DecodeRows rows = kernels::decode_rows(tables, rho, rank);
+      ext.assign(rows.count(), scalar_t(0));
+      for (int64_t i = 0; i < rows.count(); ++i) {  // a warp per row
+        const scalar_t* row = kernels::decode_row(tables, rho, rank, d_in, rows, i, ap, rp, gp);
+        acc_t sum = acc_t(0);
+        for (int64_t j = 0; j < d_in; ++j) sum += static_cast<acc_t>(xp[t * d_in + j]) * static_cast<acc_t>(row[j]);
+        ext[i] = static_cast<scalar_t>(sum);
+      }
+      kernels::token_slots(tables, rho, rank, rows, ext.data(), logits.data(), static_cast<acc_t>(scaling),
+                           lora_index.data_ptr<int32_t>() + t * k, lora_weight.data_ptr<scalar_t>() + t * k,
+                           router_probs.data_ptr<float>() + t * e_total, shared_gate_logit.data_ptr<float>() + t,
+                           shrink.data_ptr<scalar_t>() + t * k * rank, slot_gated.data(), gate_tmp.data());
+      for (int64_t o = 0; o < d_out; ++o) {  // a thread per output
+        const acc_t delta = kernels::expand_output<acc_t>(bp, d_out, rank, lora_index.data_ptr<int32_t>() + t * k,
+                                                          slot_gated.data(), k, o);
+        yp[t * d_out + o] = static_cast<scalar_t>(static_cast<acc_t>(yp[t * d_out + o]) + delta);
+      }
+    }
+  });
+  return {y, lora_index, lora_weight, router_probs, shrink, shared_gate_logit};
+}
+
+TORCH_LIBRARY_IMPL(mor_ext, CPU, m) { m.impl("mor_linear_decode", &mor_linear_decode_cpu); }
+
+}  // namespace mor_ext::cpu
