@@ -171,9 +171,12 @@ def compare_on_cuda(fn, inputs, diff, dtype, names) -> Run:
     return comp
 
 
-@pytest.mark.parametrize("op", ["grouped_lora", "mor_linear", "load_balance_loss", "orthogonal_loss_layers"])
+@pytest.mark.parametrize("op", ["grouped_lora", "mor_linear", "mor_linear_decode", "load_balance_loss",
+                                "orthogonal_loss_layers"])
 def test_cuda_kernels_are_registered(op):
-    assert uses_compiled(torch.zeros(1, device="cuda"), op), mor_ext.describe_backend()
+    if op in mor_ext.ops.OP_NAMES:
+        assert uses_compiled(torch.zeros(1, device="cuda"), op), mor_ext.describe_backend()
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(f"mor_ext::{op}", "CUDA")
 
 
 GROUPED_SHAPES = {"t1": ((1,), 33, 17), "small": ((5, 9), 33, 17), "wide": ((3001,), 256, 384)}
@@ -233,6 +236,32 @@ def test_cuda_mor_linear_shapes(lead, d_in, d_out, dtype):
                   router_weight=p.router_weight, shared_gate_weight=p.shared_gate_weight,
                   role_ids=op_utils.make_role_ids("spans", lead, spec.num_roles, 24, span=300))
     compare_on_cuda(test_ops.mor_linear_fn(spec), inputs, list(test_ops.MOR_DIFF), dtype, test_ops.MOR_NAMES)
+
+
+# mor_linear takes the decode kernels (csrc/cuda/decode.cu) for at most 64 tokens: the tests above
+# with (4, 16), (1,) and (3, 17) tokens run them; (80,), (2, 1500) and (4099,) run the GEMM path.
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("n", [1, 8, 64, 65, 300])
+@pytest.mark.parametrize("spec_name", ["moragent", "mixed", "decoupled"])
+def test_cuda_decode_kernels(spec_name, n, dtype):
+    """The decode op on CUDA against the reference (index exact, floats by the 2x rule), at sizes on
+    both sides of mor_linear's switch; on CPU the same op runs the kernels' bodies (test_ops)."""
+    spec = op_utils.SPECS[spec_name]
+    inputs, _ = test_ops.mor_inputs(spec, (n,), "random", dtype, seed=27)
+    compare_on_cuda(test_ops.decode_fn(spec), inputs, [], dtype, test_ops.MOR_NAMES)
+
+
+def test_cuda_decode_path_and_gemm_path_agree():
+    """At 64 tokens (decode kernels) and 65 (GEMM path) mor_linear gives the same per-token results."""
+    spec, p, roles, flags, gated, _, _, _ = test_ops.opcheck_inputs("moragent", n=65)
+    args = [t.cuda() for t in (p.x, p.weight, p.bias, p.lora_A, p.lora_B, p.router_weight, p.shared_gate_weight)]
+    full = torch.ops.mor_ext.mor_linear(*args, roles.cuda(), *flags, gated, 0.5)
+    head = torch.ops.mor_ext.mor_linear(args[0][:64], *args[1:], roles[:64].cuda(), *flags, gated, 0.5)
+    for a, b in zip(full, head):
+        if a.is_floating_point():
+            torch.testing.assert_close(a[:64], b, rtol=1e-5, atol=1e-5)
+        else:
+            assert torch.equal(a[:64], b)
 
 
 @pytest.mark.parametrize("spec_name,pattern,lead", [("moragent", "spans", (80,)), ("mixed", "random", (3, 17)),

@@ -35,6 +35,7 @@
 #include "../input_checks.h"
 #include "../kernels/gating.h"
 #include "../spec_table.h"
+#include "decode.cuh"
 #include "route_kernels.cuh"
 
 namespace mor_ext::cuda {
@@ -240,6 +241,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t n = x.size(0), k_max = spec.k_max, e_total = spec.num_experts_total, num_loras = spec.num_loras,
                 rank = lora_A.size(1), lr = num_loras * rank;
+  if (n > 0 && n <= kDecodeMaxTokens)
+    return mor_linear_decode_path(x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, spec,
+                                  scaling);
   const bool gated_any = spec.any_gated_shared();
   const at::Tensor xc = x.contiguous(), roles = role_ids.contiguous();
 

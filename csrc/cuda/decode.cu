@@ -1,0 +1,156 @@
+// CUDA decode path of mor_ext::mor_linear (and the mor_linear_decode op): for a few tokens, two
+// kernels after the frozen layer's GEMM instead of the GEMM path's eight small launches.
+//
+//   decode_route_kernel   one block per token: its warps dot x with the token's role rows (A rows,
+//                         router rows, shared-gate row; read in place, nothing stacked), then one
+//                         thread routes the token and writes its slots (kernels::token_slots);
+//   decode_expand_kernel  one thread per (token, output): y += sum over the token's slots of
+//                         B[l, o, :] . gated (kernels::expand_output), reading the canonical B.
+//
+// Per-token and per-output bodies are kernels/decode.h, which csrc/cpu/decode.cpp runs in loops
+// for the CPU tests. Everything is on the stream, no host sync: CUDA-graph capturable.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <optional>
+#include <tuple>
+
+#include "../input_checks.h"
+#include "../kernels/decode.h"
+#include "../spec_table.h"
+#include "decode.cuh"
+
+namespace mor_ext::cuda {
+namespace {
+
+using cpu::new_output;
+
+constexpr int kDecodeThreads = 256;  // 8 warps per token
+constexpr int kWarp = 32;
+
+template <typename acc_t>
+__device__ __forceinline__ acc_t warp_sum(acc_t v) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// Dynamic shared memory: ext [max_rows] then logits [e_total], both scalar_t.
+template <typename scalar_t>
+__global__ void decode_route_kernel(kernels::RoleTables spec, int64_t d_in, int64_t rank,
+                                    at::opmath_type<scalar_t> scaling, int64_t max_rows,
+                                    const scalar_t* __restrict__ x, const int64_t* __restrict__ roles,
+                                    const scalar_t* __restrict__ lora_A, const scalar_t* __restrict__ router_weight,
+                                    const scalar_t* __restrict__ shared_gate_weight, int32_t* __restrict__ index,
+                                    scalar_t* __restrict__ weight, float* __restrict__ probs,
+                                    float* __restrict__ shared_logit, scalar_t* __restrict__ slots,
+                                    at::opmath_type<scalar_t>* __restrict__ slot_gated) {
+  using acc_t = at::opmath_type<scalar_t>;
+  extern __shared__ unsigned char smem_raw[];
+  scalar_t* ext = reinterpret_cast<scalar_t*>(smem_raw);
+  scalar_t* logits = ext + max_rows;
+  const int64_t t = blockIdx.x;
+  const int rho = static_cast<int>(roles[t]);
+  const kernels::DecodeRows rows = kernels::decode_rows(spec, rho, rank);
+  const scalar_t* xt = x + t * d_in;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, warps = blockDim.x / kWarp;
+  for (int64_t i = warp; i < rows.count(); i += warps) {
+    const scalar_t* row = kernels::decode_row(spec, rho, rank, d_in, rows, i, lora_A, router_weight, shared_gate_weight);
+    acc_t sum = acc_t(0);
+    for (int64_t j = lane; j < d_in; j += kWarp) sum += static_cast<acc_t>(xt[j]) * static_cast<acc_t>(row[j]);
+    sum = warp_sum(sum);
+    if (lane == 0) ext[i] = static_cast<scalar_t>(sum);  // rounded as a GEMM's output is
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const int64_t k = spec.k_max;
+    float gate_tmp[kernels::kMaxExperts + 1];
+    kernels::token_slots(spec, rho, rank, rows, ext, logits, scaling, index + t * k, weight + t * k,
+                         probs + t * spec.e_total, shared_logit + t, slots + t * k * rank, slot_gated + t * k * rank,
+                         gate_tmp);
+  }
+}
+
+template <typename scalar_t>
+__global__ void decode_expand_kernel(int64_t d_out, int64_t rank, int64_t k, const scalar_t* __restrict__ lora_B,
+                                     const int32_t* __restrict__ index,
+                                     const at::opmath_type<scalar_t>* __restrict__ slot_gated,
+                                     scalar_t* __restrict__ y) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t t = blockIdx.y, o = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (o >= d_out) return;
+  const acc_t delta = kernels::expand_output<acc_t>(lora_B, d_out, rank, index + t * k, slot_gated + t * k * rank, k, o);
+  y[t * d_out + o] = static_cast<scalar_t>(static_cast<acc_t>(y[t * d_out + o]) + delta);
+}
+
+}  // namespace
+
+MorLinearOutputs mor_linear_decode_path(const at::Tensor& x, const at::Tensor& weight,
+                                        const std::optional<at::Tensor>& bias, const at::Tensor& lora_A,
+                                        const at::Tensor& lora_B, const at::Tensor& router_weight,
+                                        const at::Tensor& shared_gate_weight, const at::Tensor& role_ids,
+                                        const SpecTable& spec, double scaling) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t n = x.size(0), d_in = x.size(1), d_out = weight.size(0), k = spec.k_max,
+                e_total = spec.num_experts_total, rank = lora_A.size(1);
+  const at::Tensor xc = x.contiguous(), roles = role_ids.contiguous(), a = lora_A.contiguous(),
+                   b = lora_B.contiguous(), rw = router_weight.contiguous(), gw = shared_gate_weight.contiguous();
+  at::Tensor y = ((bias.has_value() && bias->defined()) ? at::addmm(*bias, xc, weight.t()) : at::mm(xc, weight.t()))
+                     .contiguous();
+  at::Tensor lora_index = new_output({n, k}, x.options().dtype(at::kInt));
+  at::Tensor lora_weight = new_output({n, k}, x.options());
+  at::Tensor router_probs = new_output({n, e_total}, x.options().dtype(at::kFloat));
+  at::Tensor slots = new_output({n, k, rank}, x.options());
+  at::Tensor shared_gate_logit = new_output({n}, x.options().dtype(at::kFloat));
+  if (n == 0) return {y, lora_index, lora_weight, router_probs, slots, shared_gate_logit};
+  at::Tensor slot_gated = at::empty({n, k, rank}, x.options().dtype(at::toOpMathType(x.scalar_type())));
+
+  // The most rows any role dots with x: its LoRAs' A rows, router rows and shared-gate row.
+  int64_t max_rows = 0;
+  for (int64_t rho = 0; rho < spec.num_roles; ++rho)
+    max_rows = std::max<int64_t>(max_rows, (spec.num_experts[rho] + spec.shared[rho]) * rank + spec.num_experts[rho] + 1);
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "mor_linear_decode_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const size_t smem = static_cast<size_t>(max_rows + e_total) * sizeof(scalar_t);
+    decode_route_kernel<scalar_t><<<static_cast<unsigned>(n), kDecodeThreads, smem, stream>>>(
+        spec.tables(), d_in, rank, static_cast<acc_t>(scaling), max_rows, xc.data_ptr<scalar_t>(),
+        roles.data_ptr<int64_t>(), a.data_ptr<scalar_t>(), rw.data_ptr<scalar_t>(), gw.data_ptr<scalar_t>(),
+        lora_index.data_ptr<int32_t>(), lora_weight.data_ptr<scalar_t>(), router_probs.data_ptr<float>(),
+        shared_gate_logit.data_ptr<float>(), slots.data_ptr<scalar_t>(), slot_gated.data_ptr<acc_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const dim3 grid(static_cast<unsigned>((d_out + kDecodeThreads - 1) / kDecodeThreads), static_cast<unsigned>(n));
+    decode_expand_kernel<scalar_t><<<grid, kDecodeThreads, 0, stream>>>(
+        d_out, rank, k, b.data_ptr<scalar_t>(), lora_index.data_ptr<int32_t>(), slot_gated.data_ptr<acc_t>(),
+        y.data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {y, lora_index, lora_weight, router_probs, slots, shared_gate_logit};
+}
+
+namespace {
+
+MorLinearOutputs mor_linear_decode_cuda(const at::Tensor& x, const at::Tensor& weight,
+                                        const std::optional<at::Tensor>& bias, const at::Tensor& lora_A,
+                                        const at::Tensor& lora_B, const at::Tensor& router_weight,
+                                        const at::Tensor& shared_gate_weight, const at::Tensor& role_ids,
+                                        at::IntArrayRef num_experts, at::IntArrayRef top_k, at::IntArrayRef has_shared,
+                                        bool sigmoid_gate, double scaling) {
+  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, sigmoid_gate);
+  check_layer_inputs(x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, spec);
+  TORCH_CHECK_VALUE(x.size(0) <= 65535, "mor_linear_decode is for decode-sized calls (at most 65535 tokens), got ",
+                    x.size(0));
+  return mor_linear_decode_path(x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, spec,
+                                scaling);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mor_ext, CUDA, m) { m.impl("mor_linear_decode", &mor_linear_decode_cuda); }
+
+}  // namespace mor_ext::cuda
