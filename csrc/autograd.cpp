@@ -1,11 +1,12 @@
-// Autograd for mor_ext::mor_linear, in C++.
+// Autograd for the per-layer ops (mor_linear, route, grouped_lora), in C++.
 //
-// Why not torch.library.register_autograd in Python: mor_linear runs once per adapted projection
-// (7 per transformer block), and the Python wrapper (argument defaults, setup_context, the backward
+// Why not torch.library.register_autograd in Python: these run once per adapted projection (7 per
+// transformer block), and the Python wrapper (argument defaults, setup_context, the backward
 // closure) cost ~330 us per layer per training step on the dev CPU, more than the whole op at
-// decode sizes and, on an H100, most of a training step's host time. Here the op's Autograd kernel
-// is a torch::autograd::Function, as torchvision registers its ops; the backward is the
-// mor_linear_backward op, so torch.compile traces both through their fake kernels.
+// decode sizes and, on an H100, most of a training step's host time. Here each op's Autograd kernel
+// is a torch::autograd::Function, as torchvision registers its ops; each backward is itself an op
+// (mor_linear_backward, ...), so torch.compile traces both through their fake kernels. The losses,
+// called once per step, keep their Python autograd in ops.py.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
@@ -25,33 +26,23 @@ using Tensor = at::Tensor;
 using Tensors6 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 using Tensors5 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 
-const c10::TypedOperatorHandle<Tensors6(const Tensor&, const Tensor&, const std::optional<Tensor>&, const Tensor&,
-                                        const Tensor&, const Tensor&, const Tensor&, const Tensor&, at::IntArrayRef,
-                                        at::IntArrayRef, at::IntArrayRef, bool, double)>&
-mor_linear_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("mor_ext::mor_linear", "")
-                             .typed<Tensors6(const Tensor&, const Tensor&, const std::optional<Tensor>&,
-                                             const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                             const Tensor&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, bool,
-                                             double)>();
-  return op;
+template <typename Signature>
+c10::TypedOperatorHandle<Signature> find_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
 }
 
-const c10::TypedOperatorHandle<Tensors5(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                        const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                        const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                        at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, bool, double)>&
-mor_linear_backward_op() {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("mor_ext::mor_linear_backward", "")
-          .typed<Tensors5(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                          const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                          const Tensor&, const Tensor&, const Tensor&, at::IntArrayRef, at::IntArrayRef,
-                          at::IntArrayRef, bool, double)>();
-  return op;
-}
+using IntList = at::IntArrayRef;
+using Tensors3 = std::tuple<Tensor, Tensor, Tensor>;
+using Tensors2 = std::tuple<Tensor, Tensor>;
+using Tensors4 = std::tuple<Tensor, Tensor, Tensor, Tensor>;
+
+// ------------------------------------------------------------------------------------------ mor_linear
+using MoRLinearSig = Tensors6(const Tensor&, const Tensor&, const std::optional<Tensor>&, const Tensor&, const Tensor&,
+                              const Tensor&, const Tensor&, const Tensor&, IntList, IntList, IntList, bool, double);
+using MoRLinearBackwardSig = Tensors5(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                      const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                      const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                      IntList, IntList, IntList, bool, double);
 
 class MoRLinearFunction : public torch::autograd::Function<MoRLinearFunction> {
  public:
@@ -61,8 +52,9 @@ class MoRLinearFunction : public torch::autograd::Function<MoRLinearFunction> {
                                std::vector<int64_t> num_experts, std::vector<int64_t> top_k,
                                std::vector<int64_t> has_shared, bool sigmoid_gate, double scaling) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
+    static const auto op = find_op<MoRLinearSig>("mor_ext::mor_linear");
     auto [y, lora_index, lora_weight, router_probs, shrink, shared_gate_logit] =
-        mor_linear_op().call(x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids,
+        op.call(x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids,
                              num_experts, top_k, has_shared, sigmoid_gate, scaling);
     const bool has_bias = bias.has_value() && bias->defined();
     ctx->saved_data["num_experts"] = num_experts;
@@ -90,7 +82,8 @@ class MoRLinearFunction : public torch::autograd::Function<MoRLinearFunction> {
     const auto num_experts = ctx->saved_data["num_experts"].toIntVector();
     const auto top_k = ctx->saved_data["top_k"].toIntVector();
     const auto has_shared = ctx->saved_data["has_shared"].toIntVector();
-    auto [grad_x, grad_A, grad_B, grad_router, grad_gate] = mor_linear_backward_op().call(
+    static const auto backward_op = find_op<MoRLinearBackwardSig>("mor_ext::mor_linear_backward");
+    auto [grad_x, grad_A, grad_B, grad_router, grad_gate] = backward_op.call(
         grad_y, grad_weight, grad_probs, x, weight, lora_A, lora_B, router_weight, shared_gate_weight, role_ids,
         lora_index, lora_weight, router_probs, shrink, shared_gate_logit, num_experts, top_k, has_shared,
         ctx->saved_data["sigmoid_gate"].toBool(), ctx->saved_data["scaling"].toDouble());
@@ -115,8 +108,106 @@ Tensors6 mor_linear_autograd(const Tensor& x, const Tensor& weight, const std::o
   return {out[0], out[1], out[2], out[3], out[4], out[5]};
 }
 
+// ------------------------------------------------------------------------------------------ route
+using RouteSig = Tensors3(const Tensor&, const Tensor&, const Tensor&, const Tensor&, IntList, IntList, IntList, bool);
+using RouteBackwardSig = Tensors3(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                  const Tensor&, const Tensor&, const Tensor&, IntList, IntList, IntList, bool);
+
+class RouteFunction : public torch::autograd::Function<RouteFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& router_weight,
+                               const Tensor& shared_gate_weight, const Tensor& role_ids,
+                               std::vector<int64_t> num_experts, std::vector<int64_t> top_k,
+                               std::vector<int64_t> has_shared, bool sigmoid_gate) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    static const auto op = find_op<RouteSig>("mor_ext::route");
+    auto [lora_index, lora_weight, router_probs] = op.call(
+        x, router_weight, shared_gate_weight, role_ids, num_experts, top_k, has_shared, sigmoid_gate);
+    ctx->saved_data["num_experts"] = num_experts;
+    ctx->saved_data["top_k"] = top_k;
+    ctx->saved_data["has_shared"] = has_shared;
+    ctx->saved_data["sigmoid_gate"] = sigmoid_gate;
+    ctx->save_for_backward({x, router_weight, shared_gate_weight, role_ids, lora_index, router_probs});
+    ctx->mark_non_differentiable({lora_index});
+    return {lora_index, lora_weight, router_probs};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const Tensor &x = saved[0], &lora_index = saved[4], &router_probs = saved[5];
+    const Tensor grad_weight = grads[1].defined() ? grads[1] : at::zeros(lora_index.sizes(), x.options());
+    const Tensor grad_probs = grads[2].defined() ? grads[2] : at::zeros_like(router_probs);
+    static const auto backward_op = find_op<RouteBackwardSig>("mor_ext::route_backward");
+    auto [grad_x, grad_router, grad_gate] = backward_op.call(
+        grad_weight, grad_probs, x, saved[1], saved[2], saved[3], lora_index, router_probs,
+        ctx->saved_data["num_experts"].toIntVector(), ctx->saved_data["top_k"].toIntVector(),
+        ctx->saved_data["has_shared"].toIntVector(), ctx->saved_data["sigmoid_gate"].toBool());
+    return {grad_x, grad_router, grad_gate, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+Tensors3 route_autograd(const Tensor& x, const Tensor& router_weight, const Tensor& shared_gate_weight,
+                        const Tensor& role_ids, IntList num_experts, IntList top_k, IntList has_shared,
+                        bool sigmoid_gate) {
+  const variable_list out = RouteFunction::apply(x, router_weight, shared_gate_weight, role_ids, num_experts.vec(),
+                                                 top_k.vec(), has_shared.vec(), sigmoid_gate);
+  return {out[0], out[1], out[2]};
+}
+
+// ------------------------------------------------------------------------------------------ grouped_lora
+using GroupedSig = Tensors2(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, double,
+                            const std::optional<Tensor>&, const std::optional<Tensor>&);
+using GroupedBackwardSig = Tensors4(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                    const Tensor&, const Tensor&, double, const std::optional<Tensor>&);
+
+class GroupedLoraFunction : public torch::autograd::Function<GroupedLoraFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& lora_A, const Tensor& lora_B,
+                               const Tensor& lora_index, const Tensor& lora_weight, double scaling,
+                               const std::optional<Tensor>& weight, const std::optional<Tensor>& bias) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    static const auto op = find_op<GroupedSig>("mor_ext::grouped_lora");
+    auto [out, shrink] = op.call(x, lora_A, lora_B, lora_index, lora_weight, scaling, weight, bias);
+    const bool has_weight = weight.has_value() && weight->defined();
+    ctx->saved_data["scaling"] = scaling;
+    ctx->saved_data["has_weight"] = has_weight;
+    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    ctx->save_for_backward({x, lora_A, lora_B, lora_index, lora_weight, shrink, has_weight ? *weight : Tensor()});
+    ctx->mark_non_differentiable({shrink});
+    return {out, shrink};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const Tensor& x = saved[0];
+    const bool has_weight = ctx->saved_data["has_weight"].toBool(), has_bias = ctx->saved_data["has_bias"].toBool();
+    const std::optional<Tensor> weight = has_weight ? std::optional<Tensor>(saved[6]) : std::nullopt;
+    const Tensor grad_out = grads[0].defined() ? grads[0] : at::zeros({x.size(0), saved[2].size(1)}, x.options());
+    static const auto backward_op = find_op<GroupedBackwardSig>("mor_ext::grouped_lora_backward");
+    auto [grad_x, grad_A, grad_B, grad_w] = backward_op.call(grad_out, x, saved[1], saved[2], saved[3], saved[4], saved[5],
+                                                      ctx->saved_data["scaling"].toDouble(), weight);
+    // The frozen weight and bias get gradients only if someone asked for them. Edges count the tensor
+    // inputs present: x, lora_A, lora_B, lora_index, lora_weight (0-4), then weight and bias when given.
+    const Tensor grad_base = has_weight && ctx->needs_input_grad(5) ? grad_out.t().mm(x) : Tensor();
+    const Tensor grad_bias = has_bias && ctx->needs_input_grad(has_weight ? 6 : 5) ? grad_out.sum(0) : Tensor();
+    return {grad_x, grad_A, grad_B, Tensor(), grad_w, Tensor(), grad_base, grad_bias};
+  }
+};
+
+Tensors2 grouped_lora_autograd(const Tensor& x, const Tensor& lora_A, const Tensor& lora_B, const Tensor& lora_index,
+                               const Tensor& lora_weight, double scaling, const std::optional<Tensor>& weight,
+                               const std::optional<Tensor>& bias) {
+  const variable_list out =
+      GroupedLoraFunction::apply(x, lora_A, lora_B, lora_index, lora_weight, scaling, weight, bias);
+  return {out[0], out[1]};
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(mor_ext, Autograd, m) { m.impl("mor_linear", &mor_linear_autograd); }
+TORCH_LIBRARY_IMPL(mor_ext, Autograd, m) {
+  m.impl("mor_linear", &mor_linear_autograd);
+  m.impl("route", &route_autograd);
+  m.impl("grouped_lora", &grouped_lora_autograd);
+}
 
 }  // namespace mor_ext

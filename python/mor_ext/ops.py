@@ -178,10 +178,6 @@ def orthogonal_loss_layers(lora_As: list, lora_Bs: list, spec: MoRSpec):
 
 
 # --------------------------------------------------------------------------------------------- registrations
-def _zeros_if_none(grad, like, dtype=None):
-    return torch.zeros_like(like, dtype=dtype) if grad is None else grad
-
-
 def _register() -> None:
     lib = torch.ops.mor_ext
 
@@ -274,46 +270,9 @@ def _register() -> None:
     def _(grad, lora_A, lora_B, num_experts, top_k, has_shared):
         return torch.empty_like(lora_A), torch.empty_like(lora_B)
 
-    # ---- autograd: each backward is itself a custom op
-    def route_setup(ctx, inputs, output):
-        x, router_weight, shared_gate_weight, role_ids, *spec_args = inputs
-        lora_index, _, router_probs = output
-        ctx.spec_args = spec_args
-        ctx.save_for_backward(x, router_weight, shared_gate_weight, role_ids, lora_index, router_probs)
-
-    def route_backward(ctx, grad_index, grad_weight, grad_probs):
-        x, router_weight, shared_gate_weight, role_ids, lora_index, router_probs = ctx.saved_tensors
-        grad_weight = _zeros_if_none(grad_weight, lora_index, dtype=x.dtype)
-        grad_probs = _zeros_if_none(grad_probs, router_probs)
-        gx, grw, gsw = lib.route_backward(
-            grad_weight, grad_probs, x, router_weight, shared_gate_weight, role_ids, lora_index, router_probs,
-            *ctx.spec_args,
-        )
-        return gx, grw, gsw, None, None, None, None, None
-
-    torch.library.register_autograd("mor_ext::route", route_backward, setup_context=route_setup)
-
-    def grouped_setup(ctx, inputs, output):
-        x, lora_A, lora_B, lora_index, lora_weight, scaling, weight, bias = inputs
-        ctx.scaling = scaling
-        ctx.has_bias = bias is not None
-        ctx.save_for_backward(x, lora_A, lora_B, lora_index, lora_weight, output[1], weight)
-
-    def grouped_backward(ctx, grad_out, _grad_shrink):
-        x, lora_A, lora_B, lora_index, lora_weight, shrink, weight = ctx.saved_tensors
-        gx, ga, gb, gw = lib.grouped_lora_backward(
-            grad_out, x, lora_A, lora_B, lora_index, lora_weight, shrink, ctx.scaling, weight
-        )
-        # The frozen base weight and bias get gradients only if someone asked for them.
-        g_weight = grad_out.t().mm(x) if weight is not None and ctx.needs_input_grad[6] else None
-        g_bias = grad_out.sum(0) if ctx.has_bias and ctx.needs_input_grad[7] else None
-        return gx, ga, gb, None, gw, None, g_weight, g_bias
-
-    torch.library.register_autograd("mor_ext::grouped_lora", grouped_backward, setup_context=grouped_setup)
-
-    # mor_ext::mor_linear's autograd is in C++ (csrc/autograd.cpp): it runs on every adapted
-    # projection, and a Python wrapper there cost more host time than the op itself.
-
+    # ---- autograd: each backward is itself a custom op. mor_linear, route and grouped_lora have
+    # theirs in C++ (csrc/autograd.cpp): they run on every adapted projection, and a Python wrapper
+    # there cost more host time than the op itself. The losses, once per step, stay here.
     def balance_setup(ctx, inputs, output):
         router_probs, lora_index, role_ids, *spec_args = inputs
         ctx.spec_args = spec_args
