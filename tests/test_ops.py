@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
+import tempfile
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -442,6 +445,48 @@ def test_mor_linear_run_and_gather_paths(spec_name, pattern, lead, path, dtype):
     comp, _, _ = compare_backends(mor_linear_fn(spec), inputs, diff, dtype, MOR_NAMES)
     if path is not None:
         assert planned_grouped_path(comp.outputs[1]) == path
+
+
+# fp32 calls of <= 4 tokens take the AVX-512 decode path where the CPU has it (csrc/cpu/decode_avx512.cpp).
+@pytest.mark.parametrize("lead", [(2,), (4,), (2, 2), (5,)], ids=lead_id)
+@pytest.mark.parametrize("pattern", ROLE_PATTERNS)
+@pytest.mark.parametrize("spec_name", SPECS)
+def test_mor_linear_decode_sizes(spec_name, pattern, lead):
+    spec = SPECS[spec_name]
+    inputs, diff = mor_inputs(spec, lead, pattern, torch.float32, seed=28, span=1)
+    compare_backends(mor_linear_fn(spec, scaling=0.5), inputs, diff, torch.float32, MOR_NAMES)
+
+
+@pytest.mark.skipif(not (sys.platform == "linux" and "avx512f" in Path("/proc/cpuinfo").read_text()),
+                    reason="the AVX-512 decode path needs a CPU with AVX-512F")
+def test_decode_path_switch_gives_the_same_results():
+    """ATEN_CPU_CAPABILITY=avx2 turns the AVX-512 decode path off (as it keeps torch below AVX-512):
+    both paths give the same routing and, to fp32 rounding, the same output."""
+    code = textwrap.dedent("""
+        import torch, mor_ext
+        from mor_ext.ops import _flags
+        spec = mor_ext.MoRSpec.moragent(16)
+        g = torch.Generator().manual_seed(3)
+        x, w = torch.randn(3, 300, generator=g), torch.randn(24, 300, generator=g)
+        a, b = torch.randn(14, 16, 300, generator=g), torch.randn(14, 24, 16, generator=g)
+        rw, sg = torch.randn(11, 300, generator=g), torch.randn(3, 300, generator=g)
+        out = torch.ops.mor_ext.mor_linear(x, w, None, a, b, rw, sg, torch.tensor([0, 2, -1]), *_flags(spec), True, 0.5)
+        torch.save([t for t in out[:4]], "out.pt")
+    """)
+    results = []
+    for cap in ("avx512", "avx2"):
+        tmp_dir = Path(tempfile.mkdtemp())
+        env = {**os.environ, "ATEN_CPU_CAPABILITY": cap}
+        subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp_dir)
+        results.append(torch.load(tmp_dir / "out.pt"))
+    for got, want in zip(*results):
+        if got.is_floating_point():
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        else:
+            assert torch.equal(got, want)
+    # Different code ran: the paths sum 300-term dot products in different orders, so bit-identical
+    # outputs would mean the switch did nothing (this machine has AVX-512; see the skip above).
+    assert not torch.equal(results[0][0], results[1][0])
 
 
 # mor_linear_decode on CPU runs the CUDA decode kernels' per-token bodies (kernels/decode.h) in loops.

@@ -20,6 +20,7 @@
 #include "../input_checks.h"
 #include "../spec_table.h"
 #include "cpu_utils.h"
+#include "decode_avx512.h"
 #include "token_batches.h"
 
 namespace mor_ext::cpu {
@@ -178,6 +179,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   at::Tensor shrink = new_output({n, k_max, rank}, x.options());
   at::Tensor shared_gate_logit = new_output({n}, x.options().dtype(at::kFloat));
   const kernels::RoleTables tables = spec.tables();
+  if (x.scalar_type() == at::kFloat && n <= kDecodeMaxTokens && decode_avx512_available()) {
+    decode_avx512_f32(spec, xc, roles, a, lora_B.contiguous(), router_weight.contiguous(),
+                      shared_gate_weight.contiguous(), scaling, y, lora_index, lora_weight, router_probs, shrink,
+                      shared_gate_logit);
+    return {y, lora_index, lora_weight, router_probs, shrink, shared_gate_logit};
+  }
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "mor_linear_cpu", [&] {
     int32_t* index_p = lora_index.data_ptr<int32_t>();
