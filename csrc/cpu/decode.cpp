@@ -1,7 +1,7 @@
 // CPU kernel of mor_ext::mor_linear_decode: the CUDA decode path's per-token bodies
-// (kernels/decode.h) in loops, so that the CPU tests check the code a GPU block runs. Not a fast
-// path: on the dev CPU, MKL's GEMMs beat these loops at every size (mor_linear's CPU kernel has its
-// own small-batch path).
+// (kernels/decode.h) in plain loops, so that the CPU tests check the code a GPU block runs. Not a
+// fast path: mor_linear's CPU kernel runs the same bodies with AVX-512 dot products for a few fp32
+// tokens (decode_avx512.cpp) and GEMMs otherwise.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
