@@ -12,10 +12,11 @@
 //   2. one elementwise kernel (mor_linear: after the per-token routing kernel) writes the gated
 //      matrix G [N, L*r] = scaling * (token's weight for LoRA l) * shrink, zero for LoRAs a token did
 //      not pick, and the per-slot shrink [N, K, r] saved for backward;
-//   3. y += G @ B_all (one addmm into the frozen layer's output: the add is fused into the GEMM).
+//   3. y = G @ B_all (+ bias), then the frozen GEMM adds x @ W^T onto it with beta = 1, so the add
+//      rides in the epilogue of the compute-bound GEMM (lora_then_frozen).
 //
 // Backward mirrors it: dG = dy @ B_all (one GEMM), one elementwise kernel writes dL/dshrink, dL/dw
-// and rebuilds G from the saved slots, then grad_x += dshrink @ A_all, grad_A = dshrink^T @ x,
+// and rebuilds G from the saved slots, then grad_x = dshrink @ A_all + dy @ W, grad_A = dshrink^T @ x,
 // grad_B = dy^T @ G. Never materialised: [N, L, d_out], or anything [N, d_in]-sized beyond grad_x.
 // The per-element math is kernels/gating.h and kernels/routing.h, which the CPU kernels run too.
 // No cuBLAS header is included (the build machines' toolkit lacks them): GEMMs go through ATen.
@@ -119,8 +120,14 @@ at::Tensor grad_b_from_columns(const at::Tensor& grad_cols, const at::Tensor& lo
   return grad_cols.view({lora_B.size(1), lora_B.size(0), lora_B.size(2)}).permute({1, 0, 2}).contiguous();
 }
 
-at::Tensor frozen_linear(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
-  return (bias.has_value() && bias->defined()) ? at::addmm(*bias, x, weight.t()) : at::mm(x, weight.t());
+// out = lora (+ bias) then out += x @ weight^T: the frozen GEMM goes last, with beta = 1. Adding the
+// thin LoRA GEMM onto the frozen layer's output instead (addmm_ after the frozen GEMM) is a
+// memory-bound kernel that reads and writes all of out; the frozen GEMM is compute-bound, so the
+// read of out in its epilogue hides under its math. Same sum, one pass over out fewer.
+at::Tensor lora_then_frozen(const at::Tensor& lhs, const at::Tensor& rhs, const at::Tensor& x,
+                            const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  at::Tensor out = (bias.has_value() && bias->defined()) ? at::addmm(*bias, lhs, rhs) : at::mm(lhs, rhs);
+  return out.addmm_(x, weight);
 }
 
 template <typename scalar_t, typename index_t>
@@ -184,7 +191,7 @@ std::tuple<at::Tensor, at::Tensor> grouped_lora_cuda(const at::Tensor& x, const 
     launch_gate_forward<scalar_t, index_t>(n, num_loras, rank, k, index, w, scaling, shrink_all, gated, slots);
   });
   const at::Tensor b_cols = b_columns(lora_B);
-  at::Tensor out = has_weight ? frozen_linear(xc, *weight, bias).addmm_(gated, b_cols.t()) : at::mm(gated, b_cols.t());
+  at::Tensor out = has_weight ? lora_then_frozen(gated, b_cols.t(), xc, weight->t(), bias) : at::mm(gated, b_cols.t());
   return {out, slots};
 }
 
@@ -211,7 +218,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grouped_lora_backward
     launch_gate_backward<scalar_t, index_t>(n, num_loras, rank, k, index, w, scaling, saved, grad_gated, gated,
                                             grad_shrink, grad_w, nullptr);
   });
-  at::Tensor grad_x = has_weight ? at::mm(gy, *weight).addmm_(grad_shrink, a_rows) : at::mm(grad_shrink, a_rows);
+  at::Tensor grad_x = has_weight ? lora_then_frozen(grad_shrink, a_rows, gy, *weight, std::nullopt)
+                                 : at::mm(grad_shrink, a_rows);
   at::Tensor grad_a = at::mm(grad_shrink.t(), xc).view({num_loras, rank, d_in});
   at::Tensor grad_b = grad_b_from_columns(at::mm(gy.t(), gated), lora_B);
   return {grad_x, grad_a, grad_b, grad_w.to(x.scalar_type())};
@@ -247,7 +255,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const bool gated_any = spec.any_gated_shared();
   const at::Tensor xc = x.contiguous(), roles = role_ids.contiguous();
 
-  at::Tensor y = frozen_linear(xc, weight, bias);
   // [shrink of every LoRA | router logits | shared-gate logits | zero padding] in one GEMM.
   const at::Tensor ext = at::mm(xc, layer_rows(lora_A, router_weight, shared_gate_weight, gated_any).t());
   at::Tensor lora_index = new_output({n, k_max}, x.options().dtype(at::kInt));
@@ -270,7 +277,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
                                              slots);
     }
   });
-  y.addmm_(gated, b_columns(lora_B).t());
+  at::Tensor y = lora_then_frozen(gated, b_columns(lora_B).t(), xc, weight.t(), bias);
   return {y, lora_index, lora_weight, router_probs, slots, shared_gate_logit};
 }
 
@@ -316,9 +323,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
       }
     }
   });
-  // One GEMM adds the LoRAs' and the router's grad_x onto the frozen layer's; one gives the grads
-  // of all A, router and shared-gate rows.
-  at::Tensor grad_x = at::mm(gy, weight).addmm_(grad_ext, rows);
+  // The LoRAs' and the router's grad_x, then the frozen layer's added onto it in its GEMM; one GEMM
+  // gives the grads of all A, router and shared-gate rows.
+  at::Tensor grad_x = lora_then_frozen(grad_ext, rows, gy, weight, std::nullopt);
   const at::Tensor grad_rows = at::mm(grad_ext.t(), xc);  // [width, d_in]
   at::Tensor grad_a = grad_rows.narrow(0, 0, lr).reshape({num_loras, rank, d_in}).clone();
   at::Tensor grad_router = grad_rows.narrow(0, lr, e_total).clone();
