@@ -274,6 +274,29 @@ def decode() -> None:
                 graphed[name] = timed(graph.replay, repeat=10) / calls
         row(f"decode T={t} d=4096 bf16: MoR layer, CUDA graph", f"{graphed['mor'] * 1e3:.1f} us",
             f"base {graphed['base'] * 1e3:.1f} us: {graphed['mor'] / graphed['base']:.2f}x (target <= 1.5x)")
+    # Where the decode kernels stop paying: mor_linear switches to them at <= 64 tokens
+    # (csrc/cuda/decode.cuh: kDecodeMaxTokens); both paths as CUDA graphs on either side.
+    flags = mor_ext.ops._flags(spec)
+    for t in (32, 64, 128, 256):
+        x = torch.randn(t, d, device="cuda", generator=g).bfloat16()
+        roles = torch.randint(0, 3, (t,), device="cuda", generator=g)
+        args = (x, w, None, a, b, rw, sg, roles, *flags, True, 1.0)
+        ms = {}
+        for name, op in (("decode", torch.ops.mor_ext.mor_linear_decode), ("layer", torch.ops.mor_ext.mor_linear)):
+            def run(op=op):
+                for _ in range(calls):
+                    op(*args)
+
+            with torch.no_grad():
+                run()
+                torch.cuda.synchronize()
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    run()
+                ms[name] = timed(graph.replay, repeat=10) / calls
+        label = "decode kernels" if t <= 64 else "GEMM path"
+        row(f"decode kernels vs mor_linear at T={t} (CUDA graph)", f"{ms['decode'] * 1e3:.1f} us",
+            f"mor_linear ({label}) {ms['layer'] * 1e3:.1f} us")
 
 
 def model_step() -> None:
