@@ -8,6 +8,7 @@ share; a layer called directly can also take ``role_ids`` as an argument.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import NamedTuple, Union
 
@@ -140,6 +141,7 @@ class MoRLinear(nn.Module):
         self.lora_dropout = nn.Dropout(lora_dropout) if lora_dropout > 0 else nn.Identity()
         # A plain attribute, not a submodule: one context is shared by every layer of a model.
         self.role_context = role_context if role_context is not None else RoleContext(spec)
+        self._kernel_args_cache: tuple | None = None  # (spec, scaling, ops.kernel_args(spec, scaling))
 
         d_in, d_out = base_layer.in_features, base_layer.out_features
         factory = {"dtype": weight.dtype, "device": weight.device}
@@ -186,12 +188,26 @@ class MoRLinear(nn.Module):
         roles = self._roles_for(x, role_ids, call)
         if roles is None:
             return self.base_layer(x)
-        if role_ids is None and not torch.compiler.is_compiling():  # ids checked once per call, or one valid role
-            with functional.ids_checked():
-                return self._forward_autocast(x, roles, call)
-        return self._forward_autocast(x, roles, call)
+        return self._forward_autocast(x, roles, call, ids_checked=role_ids is None)
 
-    def _forward_autocast(self, x: torch.Tensor, roles: torch.Tensor, call: CallRoles) -> torch.Tensor:
+    @staticmethod
+    def _functional_checks(ids_checked: bool):
+        """Context for the functional.* ops: the ids of a model call were checked once per call (or are
+        one valid active role), so the layers skip the per-layer check; ids passed in are checked."""
+        if ids_checked and not torch.compiler.is_compiling():
+            return functional.ids_checked()
+        return contextlib.nullcontext()
+
+    def _kernel_args(self) -> tuple:
+        cached = self._kernel_args_cache
+        if cached is None or cached[0] is not self.spec or cached[1] != self.scaling:
+            cached = (self.spec, self.scaling, ops.kernel_args(self.spec, self.scaling))
+            self._kernel_args_cache = cached
+        return cached[2]
+
+    def _forward_autocast(
+        self, x: torch.Tensor, roles: torch.Tensor, call: CallRoles, ids_checked: bool
+    ) -> torch.Tensor:
         params = (self.weight, self.bias, self.lora_A, self.lora_B, self.router_weight, self.shared_gate_weight)
         device_type = x.device.type
         if torch.is_autocast_enabled(device_type):
@@ -201,36 +217,40 @@ class MoRLinear(nn.Module):
             x = x.to(dtype)
             params = tuple(None if p is None else p.to(dtype) for p in params)
             with torch.autocast(device_type, enabled=False):
-                return self._forward(x, roles, call, *params)
-        return self._forward(x, roles, call, *params)
+                return self._forward(x, roles, call, ids_checked, *params)
+        return self._forward(x, roles, call, ids_checked, *params)
 
     def _forward(
-        self, x, roles, call, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight
+        self, x, roles, call, ids_checked, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight
     ) -> torch.Tensor:
         if self.training and isinstance(self.lora_dropout, nn.Dropout):
             # The router sees the undropped input (spec section 3); only the LoRA input is dropped.
-            routing = functional.route(x, router_weight, shared_gate_weight, roles, self.spec)
-            y = F.linear(x, weight, bias) + functional.grouped_lora(
-                self.lora_dropout(x), lora_A, lora_B, routing.lora_index, routing.lora_weight, self.scaling
-            )
+            with self._functional_checks(ids_checked):
+                routing = functional.route(x, router_weight, shared_gate_weight, roles, self.spec)
+                y = F.linear(x, weight, bias) + functional.grouped_lora(
+                    self.lora_dropout(x), lora_A, lora_B, routing.lora_index, routing.lora_weight, self.scaling
+                )
         elif x.dtype == weight.dtype and ops.uses_compiled(x, "mor_linear"):
             # The layer's own parameters need no Python-side validation (the compiled op checks shapes,
             # dtypes and devices again, and the call's role ids were checked once per call): skipping
             # functional.* saves its checks on every layer of every step.
             lead, d_in = x.shape[:-1], x.shape[-1]
-            flat_roles = roles.reshape(-1).long()
-            y, index, gate, probs = ops.mor_linear(
+            flat_roles = roles.reshape(-1)
+            if flat_roles.dtype != torch.long:
+                flat_roles = flat_roles.long()
+            y, index, gate, probs = ops.mor_linear_kernel(
                 x.reshape(-1, d_in), weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, flat_roles,
-                self.spec, self.scaling,
+                self._kernel_args(),
             )
             if call.collect_stats and not call.replay:
                 self.role_context.routings.append((probs, index, flat_roles))
             return y.view(*lead, y.shape[-1])
         else:
-            y, routing = functional.mor_linear(
-                x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, roles, self.spec,
-                self.scaling, return_routing=True,
-            )
+            with self._functional_checks(ids_checked):
+                y, routing = functional.mor_linear(
+                    x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, roles, self.spec,
+                    self.scaling, return_routing=True,
+                )
         if call.collect_stats and not call.replay:
             spec = self.spec
             self.role_context.routings.append((routing.router_probs.reshape(-1, spec.num_experts_total),

@@ -150,6 +150,20 @@ def mor_linear(x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weigh
     return y, index, gate, probs
 
 
+def kernel_args(spec: MoRSpec, scaling: float) -> tuple:
+    """The trailing arguments of the compiled ``mor_linear`` op for a spec and scaling (cache them)."""
+    return (*_flags(spec), spec.shared_gate == "sigmoid", float(scaling))
+
+
+def mor_linear_kernel(x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, args: tuple):
+    """The compiled op alone, for callers that checked ``uses_compiled`` and hold ``kernel_args``
+    (MoRLinear: it runs on every projection, so each skipped Python step counts)."""
+    y, index, gate, probs, _, _ = torch.ops.mor_ext.mor_linear(
+        x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, *args
+    )
+    return y, index, gate, probs
+
+
 def load_balance_loss(router_probs, lora_index, role_ids, spec: MoRSpec):
     if uses_compiled(router_probs, "load_balance_loss"):
         return torch.ops.mor_ext.load_balance_loss(router_probs, lora_index, role_ids, *_flags(spec))
