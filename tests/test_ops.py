@@ -74,7 +74,17 @@ def test_compiled_backend_is_in_use(op):
     with backend("reference"):
         assert not uses_compiled(torch.zeros(1), op)
     assert op in mor_ext.backend_info()["compiled_kernels"]["cpu"]
-    assert "cpu (all ops)" in mor_ext.describe_backend()
+    assert "cpu (all ops" in mor_ext.describe_backend()
+
+
+def test_backend_info_reports_the_cpu_decode_path():
+    avx512 = sys.platform == "linux" and "avx512f" in Path("/proc/cpuinfo").read_text()
+    assert mor_ext.backend_info()["cpu_decode_avx512"] is avx512
+    assert ("AVX-512 decode path" in mor_ext.describe_backend()) is avx512
+    code = "import mor_ext; print(mor_ext.backend_info()['cpu_decode_avx512'])"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 # =========================================================================================== routing checks
