@@ -18,6 +18,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <optional>
 #include <tuple>
 
@@ -31,13 +32,41 @@ namespace {
 
 using cpu::new_output;
 
-constexpr int kDecodeThreads = 256;  // 8 warps per token
+// 16 warps per token: at T=1 one block reads all of the role's rows (85 x d_in for MoRAgent), so
+// it needs many loads in flight. The expand kernel uses 256 threads per block.
+constexpr int kRouteBlock = 512;
+constexpr int kDecodeThreads = 256;
 constexpr int kWarp = 32;
 
 template <typename acc_t>
 __device__ __forceinline__ acc_t warp_sum(acc_t v) {
   for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
   return v;
+}
+
+// One lane's share of <x, row> over d_in: 16-byte vector loads where both pointers allow them, then
+// the scalar tail; the caller sums the lanes.
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ acc_t lane_dot(const scalar_t* __restrict__ x, const scalar_t* __restrict__ row,
+                                          int64_t d_in, int lane) {
+  constexpr int kVec = 16 / sizeof(scalar_t);
+  acc_t sum = acc_t(0);
+  int64_t done = 0;
+  if (reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(row) % 16 == 0) {
+    const int64_t vecs = d_in / kVec;
+    const uint4* xv = reinterpret_cast<const uint4*>(x);
+    const uint4* rv = reinterpret_cast<const uint4*>(row);
+    for (int64_t v = lane; v < vecs; v += kWarp) {
+      const uint4 xa = xv[v], ra = rv[v];
+      const scalar_t* xs = reinterpret_cast<const scalar_t*>(&xa);
+      const scalar_t* rs = reinterpret_cast<const scalar_t*>(&ra);
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) sum += static_cast<acc_t>(xs[e]) * static_cast<acc_t>(rs[e]);
+    }
+    done = vecs * kVec;
+  }
+  for (int64_t j = done + lane; j < d_in; j += kWarp) sum += static_cast<acc_t>(x[j]) * static_cast<acc_t>(row[j]);
+  return sum;
 }
 
 // Dynamic shared memory: ext [max_rows] then logits [e_total], both scalar_t.
@@ -61,9 +90,7 @@ __global__ void decode_route_kernel(kernels::RoleTables spec, int64_t d_in, int6
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, warps = blockDim.x / kWarp;
   for (int64_t i = warp; i < rows.count(); i += warps) {
     const scalar_t* row = kernels::decode_row(spec, rho, rank, d_in, rows, i, lora_A, router_weight, shared_gate_weight);
-    acc_t sum = acc_t(0);
-    for (int64_t j = lane; j < d_in; j += kWarp) sum += static_cast<acc_t>(xt[j]) * static_cast<acc_t>(row[j]);
-    sum = warp_sum(sum);
+    const acc_t sum = warp_sum(lane_dot<scalar_t, acc_t>(xt, row, d_in, lane));
     if (lane == 0) ext[i] = static_cast<scalar_t>(sum);  // rounded as a GEMM's output is
   }
   __syncthreads();
@@ -118,7 +145,7 @@ MorLinearOutputs mor_linear_decode_path(const at::Tensor& x, const at::Tensor& w
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "mor_linear_decode_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const size_t smem = static_cast<size_t>(max_rows + e_total) * sizeof(scalar_t);
-    decode_route_kernel<scalar_t><<<static_cast<unsigned>(n), kDecodeThreads, smem, stream>>>(
+    decode_route_kernel<scalar_t><<<static_cast<unsigned>(n), kRouteBlock, smem, stream>>>(
         spec.tables(), d_in, rank, static_cast<acc_t>(scaling), max_rows, xc.data_ptr<scalar_t>(),
         roles.data_ptr<int64_t>(), a.data_ptr<scalar_t>(), rw.data_ptr<scalar_t>(), gw.data_ptr<scalar_t>(),
         lora_index.data_ptr<int32_t>(), lora_weight.data_ptr<scalar_t>(), router_probs.data_ptr<float>(),
