@@ -44,27 +44,35 @@ namespace {
 
 using cpu::new_output;
 
-int64_t grid_for(int64_t total) { return std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 20); }
+
+// The gate kernels run on a 2-D grid: x over a token's columns, y (grid-stride) over tokens, so
+// neighbouring threads touch neighbouring columns (coalesced) and no thread divides a 64-bit flat
+// index (per element, that cost more than the memory traffic).
+constexpr int64_t kMaxGridY = 65535;
+
+inline dim3 gate_grid(int64_t n, int64_t per_token) {
+  return dim3(static_cast<unsigned>((per_token + kThreads - 1) / kThreads), static_cast<unsigned>(std::min(n, kMaxGridY)));
+}
 
 // Forward gate. Per token, columns [0, L*r) write G, columns [L*r, L*r + K*r) the saved slots.
 //   shrink_all: [n, >= L*r] with row stride `src_stride` (mor_linear's GEMM has routing columns after).
 template <typename scalar_t, typename index_t>
-__global__ void gate_forward_kernel(int64_t n, int64_t num_loras, int64_t rank, int64_t k,
-                                    const index_t* __restrict__ index, const scalar_t* __restrict__ weight,
-                                    at::opmath_type<scalar_t> scaling, const scalar_t* __restrict__ shrink_all,
-                                    int64_t src_stride, scalar_t* __restrict__ gated, scalar_t* __restrict__ slots) {
+__global__ void gate_forward_kernel(int64_t n, int num_loras, int rank, int k, const index_t* __restrict__ index,
+                                    const scalar_t* __restrict__ weight, at::opmath_type<scalar_t> scaling,
+                                    const scalar_t* __restrict__ shrink_all, int64_t src_stride,
+                                    scalar_t* __restrict__ gated, scalar_t* __restrict__ slots) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t lr = num_loras * rank, per_token = lr + k * rank;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n * per_token;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t t = i / per_token, c = i % per_token;
+  const int lr = num_loras * rank, per_token = lr + k * rank;
+  const int c = static_cast<int>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= per_token) return;
+  for (int64_t t = blockIdx.y; t < n; t += gridDim.y) {
     const index_t* idx = index + t * k;
     const scalar_t* row = shrink_all + t * src_stride;
     if (c < lr) {
       const acc_t gate = scaling * kernels::lora_gate<acc_t>(idx, weight + t * k, k, c / rank);
       gated[t * lr + c] = static_cast<scalar_t>(gate * static_cast<acc_t>(row[c]));
     } else {
-      const int64_t s = (c - lr) / rank, j = (c - lr) % rank;
+      const int s = (c - lr) / rank, j = (c - lr) % rank;
       const index_t l = idx[s];
       slots[(t * k + s) * rank + j] = kernels::valid_lora(l, num_loras) ? row[static_cast<int64_t>(l) * rank + j]
                                                                          : scalar_t(0);
@@ -78,28 +86,27 @@ __global__ void gate_forward_kernel(int64_t n, int64_t num_loras, int64_t rank, 
 // lora_weight output carries it) plus `extra_grad_weight` (fp32 [n, K], may be null: the gradient
 // that reaches lora_weight from outside, e.g. the load-balance loss; mor_linear only).
 template <typename scalar_t, typename index_t>
-__global__ void gate_backward_kernel(int64_t n, int64_t num_loras, int64_t rank, int64_t k,
-                                     const index_t* __restrict__ index, const scalar_t* __restrict__ weight,
-                                     at::opmath_type<scalar_t> scaling, const scalar_t* __restrict__ slots,
-                                     const scalar_t* __restrict__ grad_gated, scalar_t* __restrict__ gated,
-                                     scalar_t* __restrict__ grad_shrink, int64_t grad_stride,
-                                     at::opmath_type<scalar_t>* __restrict__ grad_weight,
+__global__ void gate_backward_kernel(int64_t n, int num_loras, int rank, int k, const index_t* __restrict__ index,
+                                     const scalar_t* __restrict__ weight, at::opmath_type<scalar_t> scaling,
+                                     const scalar_t* __restrict__ slots, const scalar_t* __restrict__ grad_gated,
+                                     scalar_t* __restrict__ gated, scalar_t* __restrict__ grad_shrink,
+                                     int64_t grad_stride, at::opmath_type<scalar_t>* __restrict__ grad_weight,
                                      const float* __restrict__ extra_grad_weight) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t lr = num_loras * rank, per_token = lr + k;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n * per_token;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t t = i / per_token, c = i % per_token;
+  const int lr = num_loras * rank, per_token = lr + k;
+  const int c = static_cast<int>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= per_token) return;
+  for (int64_t t = blockIdx.y; t < n; t += gridDim.y) {
     const index_t* idx = index + t * k;
     const scalar_t* w = weight + t * k;
     const scalar_t* tok_slots = slots + t * k * rank;
     if (c < lr) {
-      const int64_t l = c / rank, j = c % rank;
+      const int l = c / rank, j = c % rank;
       const acc_t gate = scaling * kernels::lora_gate<acc_t>(idx, w, k, l);
       gated[t * lr + c] = static_cast<scalar_t>(kernels::gated_from_slots(idx, w, tok_slots, k, rank, l, j, scaling));
       grad_shrink[t * grad_stride + c] = static_cast<scalar_t>(gate * static_cast<acc_t>(grad_gated[t * lr + c]));
     } else {
-      const int64_t s = c - lr;
+      const int s = c - lr;
       const index_t l = idx[s];
       acc_t g = kernels::valid_lora(l, num_loras)
                     ? static_cast<acc_t>(static_cast<scalar_t>(kernels::slot_weight_grad(
@@ -134,10 +141,11 @@ template <typename scalar_t, typename index_t>
 void launch_gate_forward(int64_t n, int64_t num_loras, int64_t rank, int64_t k, const at::Tensor& index,
                          const at::Tensor& weight, double scaling, const at::Tensor& shrink_all, at::Tensor& gated,
                          at::Tensor& slots) {
-  const int64_t total = n * (num_loras * rank + k * rank);
-  if (total == 0) return;
-  gate_forward_kernel<scalar_t, index_t><<<grid_for(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      n, num_loras, rank, k, index.data_ptr<index_t>(), weight.data_ptr<scalar_t>(),
+  if (n == 0) return;
+  gate_forward_kernel<scalar_t, index_t><<<gate_grid(n, (num_loras + k) * rank), kThreads, 0,
+                                           c10::cuda::getCurrentCUDAStream()>>>(
+      n, static_cast<int>(num_loras), static_cast<int>(rank), static_cast<int>(k), index.data_ptr<index_t>(),
+      weight.data_ptr<scalar_t>(),
       static_cast<at::opmath_type<scalar_t>>(scaling), shrink_all.data_ptr<scalar_t>(), shrink_all.stride(0),
       gated.data_ptr<scalar_t>(), slots.data_ptr<scalar_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -148,10 +156,11 @@ void launch_gate_backward(int64_t n, int64_t num_loras, int64_t rank, int64_t k,
                           const at::Tensor& weight, double scaling, const at::Tensor& slots,
                           const at::Tensor& grad_gated, at::Tensor& gated, at::Tensor& grad_shrink,
                           at::Tensor& grad_weight, const float* extra_grad_weight) {
-  const int64_t total = n * (num_loras * rank + k);
-  if (total == 0) return;
-  gate_backward_kernel<scalar_t, index_t><<<grid_for(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      n, num_loras, rank, k, index.data_ptr<index_t>(), weight.data_ptr<scalar_t>(),
+  if (n == 0) return;
+  gate_backward_kernel<scalar_t, index_t><<<gate_grid(n, num_loras * rank + k), kThreads, 0,
+                                            c10::cuda::getCurrentCUDAStream()>>>(
+      n, static_cast<int>(num_loras), static_cast<int>(rank), static_cast<int>(k), index.data_ptr<index_t>(),
+      weight.data_ptr<scalar_t>(),
       static_cast<at::opmath_type<scalar_t>>(scaling), slots.data_ptr<scalar_t>(), grad_gated.data_ptr<scalar_t>(),
       gated.data_ptr<scalar_t>(), grad_shrink.data_ptr<scalar_t>(), grad_shrink.stride(0),
       grad_weight.data_ptr<at::opmath_type<scalar_t>>(), extra_grad_weight);
