@@ -39,12 +39,15 @@ def test_cuda_route_kernel_is_registered():
     assert uses_compiled(torch.zeros(1, device="cuda"), "route"), mor_ext.describe_backend()
 
 
+# d_in=96 takes the fused kernel (d_in a multiple of 16 bytes' worth of elements, <= 16 logit rows),
+# d_in=97 the GEMM + routing kernel path (csrc/cuda/route.cu).
+@pytest.mark.parametrize("d_in", [96, 97])
 @pytest.mark.parametrize("spec_name", list(SPECS))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("n", [1, 37, 4099])
-def test_route_matches_reference(spec_name, dtype, n):
+def test_route_matches_reference(spec_name, dtype, n, d_in):
     spec = SPECS[spec_name]
-    x, rw, sg, roles = inputs(spec, n, 96, dtype)
+    x, rw, sg, roles = inputs(spec, n, d_in, dtype)
     leaves = [t.clone().requires_grad_() for t in (x, rw, sg)]
     got = F.route(*leaves, roles, spec)
     want = reference.route(*(t.detach().clone().requires_grad_() for t in (x, rw, sg)), roles, spec)

@@ -1,15 +1,20 @@
 // CUDA kernels of mor_ext::route and mor_ext::route_backward.
 //
-// The router and shared-gate logits come from one GEMM through ATen (cuBLAS underneath; this file
-// includes no cuBLAS header, which the toolkit on the build machines lacks). The per-token work, a
-// softmax and top-k over E <= a handful of experts, is one thread per token running the same
-// __host__ __device__ bodies as the CPU kernels (kernels/routing.h), which the CPU tests cover.
+// Forward: one fused kernel (logits and routing) when the logit rows fit it, else the router and
+// shared-gate logits from one GEMM through ATen (cuBLAS underneath; this file includes no cuBLAS
+// header, which the toolkit on the build machines lacks) and a routing kernel. The per-token work,
+// a softmax and top-k over E <= a handful of experts, runs the same __host__ __device__ bodies as
+// the CPU kernels (kernels/routing.h), which the CPU tests cover.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
 
 #include "../cpu/cpu_utils.h"
 #include "../kernels/routing.h"
@@ -18,6 +23,98 @@
 #include "route_kernels.cuh"
 
 namespace mor_ext::cuda {
+namespace {
+
+// The fused route forward: router and shared-gate logits and routing in one kernel, for up to
+// kFusedRows logit rows (E_total + R: 14 for MoRAgent). The GEMM path (stack the rows, a cuBLAS GEMM
+// of width 16, the routing kernel) reads x once too, but a GEMM of width 16 runs far from the copy
+// bandwidth and costs two more launches. Here each block stages a 32-vector chunk of every row in
+// shared memory, its 8 warps take 4 tokens each, every lane accumulates 4 x 16 partial dot products
+// from 16-byte loads of x, and after a butterfly sum lane j routes token j (kernels::route_token,
+// as the CPU kernels do). x is read once, the rows once per 32 tokens.
+constexpr int kFusedRows = 16;
+constexpr int kFusedTokensPerWarp = 4;
+constexpr int kFusedWarps = 8;
+constexpr int kFusedChunk = 32;  // 16-byte vectors of each row per chunk: one per lane
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kFusedWarps * 32)
+    route_fused_kernel(kernels::RoleTables spec, int64_t n, int64_t d_in, int rows_count,
+                       const scalar_t* __restrict__ x, const scalar_t* __restrict__ router_weight,
+                       const scalar_t* __restrict__ shared_gate_weight, const int64_t* __restrict__ roles,
+                       int32_t* __restrict__ index, scalar_t* __restrict__ weight, float* __restrict__ probs) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr int kVec = 16 / sizeof(scalar_t);
+  __shared__ uint4 rows_s[kFusedRows][kFusedChunk];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t vecs = d_in / kVec;
+  const int64_t per_block = kFusedWarps * kFusedTokensPerWarp;
+  for (int64_t base = static_cast<int64_t>(blockIdx.x) * per_block; base < n; base += gridDim.x * per_block) {
+    const int64_t t0 = base + warp * kFusedTokensPerWarp;
+    acc_t acc[kFusedTokensPerWarp][kFusedRows];
+#pragma unroll
+    for (int tk = 0; tk < kFusedTokensPerWarp; ++tk)
+#pragma unroll
+      for (int r = 0; r < kFusedRows; ++r) acc[tk][r] = acc_t(0);
+    for (int64_t c0 = 0; c0 < vecs; c0 += kFusedChunk) {
+      __syncthreads();  // every warp is done with the previous chunk
+      for (int i = threadIdx.x; i < kFusedRows * kFusedChunk; i += blockDim.x) {
+        const int r = i / kFusedChunk, v = i % kFusedChunk;
+        uint4 value = make_uint4(0u, 0u, 0u, 0u);
+        if (r < rows_count && c0 + v < vecs) {
+          const scalar_t* src = r < spec.e_total ? router_weight + r * d_in : shared_gate_weight + (r - spec.e_total) * d_in;
+          value = reinterpret_cast<const uint4*>(src)[c0 + v];
+        }
+        rows_s[r][v] = value;
+      }
+      __syncthreads();
+      const int64_t v = c0 + lane;
+      if (v >= vecs) continue;  // no barrier until the next chunk's first one
+      uint4 xv[kFusedTokensPerWarp];
+#pragma unroll
+      for (int tk = 0; tk < kFusedTokensPerWarp; ++tk)
+        xv[tk] = t0 + tk < n ? reinterpret_cast<const uint4*>(x + (t0 + tk) * d_in)[v] : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+      for (int r = 0; r < kFusedRows; ++r) {
+        const uint4 rv = rows_s[r][lane];
+        const scalar_t* rs = reinterpret_cast<const scalar_t*>(&rv);
+#pragma unroll
+        for (int tk = 0; tk < kFusedTokensPerWarp; ++tk) {
+          const scalar_t* xs = reinterpret_cast<const scalar_t*>(&xv[tk]);
+#pragma unroll
+          for (int e = 0; e < kVec; ++e) acc[tk][r] += static_cast<acc_t>(xs[e]) * static_cast<acc_t>(rs[e]);
+        }
+      }
+    }
+    // Butterfly sums: every lane ends with every token's logits.
+#pragma unroll
+    for (int tk = 0; tk < kFusedTokensPerWarp; ++tk)
+#pragma unroll
+      for (int r = 0; r < kFusedRows; ++r)
+#pragma unroll
+        for (int offset = 16; offset > 0; offset /= 2) acc[tk][r] += __shfl_xor_sync(0xffffffffu, acc[tk][r], offset);
+    scalar_t logits[kFusedRows];  // lane tk's token, rounded to x's dtype as the GEMM's output is
+#pragma unroll
+    for (int tk = 0; tk < kFusedTokensPerWarp; ++tk)
+      if (lane == tk)
+#pragma unroll
+        for (int r = 0; r < kFusedRows; ++r) logits[r] = static_cast<scalar_t>(acc[tk][r]);
+    const int64_t t = t0 + lane;
+    if (lane < kFusedTokensPerWarp && t < n) {
+      const int rho = static_cast<int>(roles[t]);
+      const float shared_logit =
+          kernels::gated_shared(spec, rho) ? static_cast<float>(logits[spec.e_total + rho]) : 0.0f;
+      float gate[kernels::kMaxExperts + 1];
+      kernels::route_token(spec, rho, logits, shared_logit, index + t * spec.k_max, gate, probs + t * spec.e_total);
+      for (int q = 0; q < spec.k_max; ++q) weight[t * spec.k_max + q] = static_cast<scalar_t>(gate[q]);
+    }
+  }
+}
+
+bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
+
+}  // namespace
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> route_cuda(const at::Tensor& x, const at::Tensor& router_weight,
                                                           const at::Tensor& shared_gate_weight,
                                                           const at::Tensor& role_ids, at::IntArrayRef num_experts,
@@ -27,16 +124,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_cuda(const at::Tensor& x, c
   check_route_inputs(x, router_weight, shared_gate_weight, role_ids, spec);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t n = x.size(0);
-  // One GEMM (width padded for cuBLAS) for router and shared-gate logits in x's dtype; the kernel
-  // reads them in place and routes in fp32, as the reference does.
-  const at::Tensor rows = spec.any_gated_shared() ? stack_rows_padded({router_weight, shared_gate_weight})
-                                                  : stack_rows_padded({router_weight});
-  const at::Tensor logits = at::mm(x.contiguous(), rows.t());
   const at::Tensor roles = role_ids.contiguous();
   at::Tensor index = cpu::new_output({n, spec.k_max}, x.options().dtype(at::kInt));
   at::Tensor weight = cpu::new_output({n, spec.k_max}, x.options());
   at::Tensor probs = cpu::new_output({n, spec.num_experts_total}, x.options().dtype(at::kFloat));
-  if (n > 0) {
+  if (n == 0) return {index, weight, probs};
+  const at::Tensor xc = x.contiguous(), rw = router_weight.contiguous(), sg = shared_gate_weight.contiguous();
+  const int rows_count = static_cast<int>(spec.num_experts_total + (spec.any_gated_shared() ? spec.num_roles : 0));
+  const int64_t vec = 16 / static_cast<int64_t>(x.element_size());
+  if (rows_count <= kFusedRows && x.size(1) % vec == 0 && aligned16(xc) && aligned16(rw) &&
+      (sg.numel() == 0 || aligned16(sg))) {
+    const int64_t per_block = kFusedWarps * kFusedTokensPerWarp;
+    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((n + per_block - 1) / per_block, int64_t(1) << 16));
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "route_fused_cuda", [&] {
+      route_fused_kernel<scalar_t><<<blocks, kFusedWarps * 32, 0, c10::cuda::getCurrentCUDAStream()>>>(
+          spec.tables(), n, x.size(1), rows_count, xc.data_ptr<scalar_t>(), rw.data_ptr<scalar_t>(),
+          sg.numel() ? sg.data_ptr<scalar_t>() : rw.data_ptr<scalar_t>(), roles.data_ptr<int64_t>(),
+          index.data_ptr<int32_t>(), weight.data_ptr<scalar_t>(), probs.data_ptr<float>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+    return {index, weight, probs};
+  }
+  // Otherwise one GEMM (width padded for cuBLAS) for router and shared-gate logits in x's dtype; the
+  // kernel reads them in place and routes in fp32, as the reference does.
+  const at::Tensor rows = spec.any_gated_shared() ? stack_rows_padded({router_weight, shared_gate_weight})
+                                                  : stack_rows_padded({router_weight});
+  const at::Tensor logits = at::mm(xc, rows.t());
+  {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "route_cuda", [&] {
       route_forward_kernel<scalar_t><<<blocks_for(n, kRouteThreads), kRouteThreads, 0,
                                        c10::cuda::getCurrentCUDAStream()>>>(
