@@ -1448,17 +1448,20 @@ def test_orthogonal_products_kernel_bodies_on_cpu(spec_name, dtype):
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("spec_name", ["moragent", "mixed", "decoupled", "single_role"])
+# Ranks 4, 8, 16 and 32 run the compile-time-rank instantiation of the bodies (kernels::with_rank),
+# 2 and 3 the run-time one.
+@pytest.mark.parametrize("spec_name", ["moragent", "mixed", "decoupled", "single_role", "r8", "r16", "r32"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_orthogonal_grads_kernel_bodies_on_cpu(spec_name, dtype):
     """orthogonal_grads on CPU runs the CUDA backward kernel's per-thread steps (term coefficients from
     the products, accumulation, strided stores): it must equal the ATen backward, zeros included."""
-    spec = SPECS[spec_name]
+    spec = SPECS[spec_name] if spec_name in SPECS else MoRSpec.moragent(rank=int(spec_name[1:]))
     a, b = layer_stack(spec, LAYER_SHAPES, dtype)
     grad_out = torch.tensor(0.7)
     got_a, got_b = torch.ops.mor_ext.orthogonal_grads(grad_out, a, b, *_flags(spec))
     want_a, want_b = torch.ops.mor_ext.orthogonal_loss_layers_backward(grad_out, a, b, *_flags(spec))
-    tol = {"rtol": 1e-4, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 1e-3}
+    # fp32 rounding grows with the rank (sums of r products summed in another order than the GEMMs')
+    tol = {"rtol": 1e-4, "atol": 1e-6 * spec.rank} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 1e-3}
     for got, want in zip(got_a + got_b, want_a + want_b):
         assert got.dtype == want.dtype and got.shape == want.shape
         torch.testing.assert_close(got.float(), want.float(), **tol)

@@ -346,17 +346,20 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> orthogonal_grads_cp
   const float scale = 2.0f * grad.to(at::kFloat).item<float>();
   const float* prod = products.data_ptr<float>();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, lora_A[0].scalar_type(), "orthogonal_grads_cpu", [&] {
-    std::vector<float> coef(r * r);
-    for (const kernels::GradItem& item : plan.items)
-      for (int64_t k = 0; k < item.cols; ++k) {
-        float acc[kernels::kMaxRank] = {};
-        for (int64_t t = item.term_begin; t < item.term_begin + item.term_count; ++t) {
-          const kernels::GradTerm& term = plan.terms[t];
-          for (int idx = 0; idx < r * r; ++idx) coef[idx] = kernels::term_coef(prod, term, r, idx / r, idx % r);
-          kernels::accumulate_term<scalar_t>(term, coef.data(), r, k, acc);
+    // The instantiation the CUDA kernel uses for this rank (compile-time rank for 4, 8, 16, 32).
+    kernels::with_rank(r, [&]<int R>() {
+      std::vector<float> coef(r * r);
+      for (const kernels::GradItem& item : plan.items)
+        for (int64_t k = 0; k < item.cols; ++k) {
+          float acc[kernels::kMaxRank] = {};
+          for (int64_t t = item.term_begin; t < item.term_begin + item.term_count; ++t) {
+            const kernels::GradTerm& term = plan.terms[t];
+            for (int idx = 0; idx < r * r; ++idx) coef[idx] = kernels::term_coef(prod, term, r, idx / r, idx % r);
+            kernels::accumulate_term<scalar_t, R>(term, coef.data(), r, k, acc);
+          }
+          kernels::store_column<scalar_t, R>(item, r, k, scale, acc);
         }
-        kernels::store_column<scalar_t>(item, r, k, scale, acc);
-      }
+    });
   });
   return {grad_a, grad_b};
 }

@@ -65,7 +65,7 @@ at::Tensor run_products(at::TensorList lora_A, const OrthogonalPlan& plan) {
   return out;
 }
 
-template <typename T>
+template <typename T, int R>
 __global__ void grads_kernel(const kernels::GradItem* __restrict__ items, const kernels::GradTerm* __restrict__ terms,
                              const float* __restrict__ products, int r, const float* __restrict__ grad, float factor) {
   __shared__ float coef[kernels::kMaxRank * kernels::kMaxRank];
@@ -78,10 +78,10 @@ __global__ void grads_kernel(const kernels::GradItem* __restrict__ items, const 
     const kernels::GradTerm term = terms[t];
     for (int idx = threadIdx.x; idx < r * r; idx += blockDim.x) coef[idx] = kernels::term_coef(products, term, r, idx / r, idx % r);
     __syncthreads();
-    if (k < item.cols) kernels::accumulate_term<T>(term, coef, r, k, acc);
+    if (k < item.cols) kernels::accumulate_term<T, R>(term, coef, r, k, acc);
     __syncthreads();
   }
-  if (k < item.cols) kernels::store_column<T>(item, r, k, factor * grad[0], acc);
+  if (k < item.cols) kernels::store_column<T, R>(item, r, k, factor * grad[0], acc);
 }
 
 // Gradients of sum over layers of the loss, scaled by `grad` (a device scalar: read in the
@@ -107,11 +107,13 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> run_grads(const at:
   const dim3 grid(static_cast<unsigned>(n),
                   static_cast<unsigned>((gplan.max_cols + kernels::kGradCols - 1) / kernels::kGradCols));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, lora_A[0].scalar_type(), "orthogonal_grads_cuda", [&] {
-    grads_kernel<scalar_t><<<grid, kernels::kGradCols, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        reinterpret_cast<const kernels::GradItem*>(items.data_ptr<int64_t>()),
-        reinterpret_cast<const kernels::GradTerm*>(terms.data_ptr<int64_t>()), products.data_ptr<float>(),
-        static_cast<int>(plan.rank), g.data_ptr<float>(), 2.0f);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    kernels::with_rank(static_cast<int>(plan.rank), [&]<int R>() {
+      grads_kernel<scalar_t, R><<<grid, kernels::kGradCols, 0, c10::cuda::getCurrentCUDAStream()>>>(
+          reinterpret_cast<const kernels::GradItem*>(items.data_ptr<int64_t>()),
+          reinterpret_cast<const kernels::GradTerm*>(terms.data_ptr<int64_t>()), products.data_ptr<float>(),
+          static_cast<int>(plan.rank), g.data_ptr<float>(), 2.0f);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   });
   return {grad_a, grad_b};
 }

@@ -38,24 +38,50 @@ MOR_HD float term_coef(const float* products, const GradTerm& term, int r, int p
   return term.transposed ? c[q * r + p] : c[p * r + q];
 }
 
+// The steps below take the rank as a template argument R (R > 0: the rank, known at compile time, so
+// a GPU thread's loops unroll and its r accumulators stay in registers instead of local memory) or
+// R = 0 (the rank `r` at run time). with_rank() picks the instantiation for a rank.
+template <int R>
+MOR_HD constexpr int rank_of(int r) {
+  return R > 0 ? R : r;
+}
+
 // acc[p] += sum_q coef[p][q] * X[q, k] for one term and one column k; coef is the term's r x r
 // coefficients already laid out row-major (C_t[p, q] at coef[p * r + q], e.g. in shared memory).
-template <typename T>
+template <typename T, int R = 0>
 MOR_HD void accumulate_term(const GradTerm& term, const float* coef, int r, int64_t k, float* acc) {
+  const int n = rank_of<R>(r);
   const T* x = reinterpret_cast<const T*>(term.x);
   float column[kMaxRank];
-  for (int q = 0; q < r; ++q) column[q] = static_cast<float>(x[q * term.x_row + k * term.x_col]);
-  for (int p = 0; p < r; ++p) {
+#pragma unroll
+  for (int q = 0; q < n; ++q) column[q] = static_cast<float>(x[q * term.x_row + k * term.x_col]);
+#pragma unroll
+  for (int p = 0; p < n; ++p) {
     float s = 0.0f;
-    for (int q = 0; q < r; ++q) s += coef[p * r + q] * column[q];
+#pragma unroll
+    for (int q = 0; q < n; ++q) s += coef[p * n + q] * column[q];
     acc[p] += s;
   }
 }
 
-template <typename T>
+template <typename T, int R = 0>
 MOR_HD void store_column(const GradItem& item, int r, int64_t k, float scale, const float* acc) {
+  const int n = rank_of<R>(r);
   T* out = reinterpret_cast<T*>(item.out);
-  for (int p = 0; p < r; ++p) out[p * item.out_row + k * item.out_col] = static_cast<T>(scale * acc[p]);
+#pragma unroll
+  for (int p = 0; p < n; ++p) out[p * item.out_row + k * item.out_col] = static_cast<T>(scale * acc[p]);
+}
+
+// fn.template operator()<R>() with R = r for the common ranks, else R = 0 (run-time rank).
+template <typename Fn>
+void with_rank(int r, Fn&& fn) {
+  switch (r) {
+    case 4: return fn.template operator()<4>();
+    case 8: return fn.template operator()<8>();
+    case 16: return fn.template operator()<16>();
+    case 32: return fn.template operator()<32>();
+    default: return fn.template operator()<0>();
+  }
 }
 
 }  // namespace mor_ext::kernels
