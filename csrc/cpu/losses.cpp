@@ -308,7 +308,11 @@ at::Tensor orthogonal_products_cpu(at::TensorList lora_A, at::TensorList lora_B,
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, lora_A[0].scalar_type(), "orthogonal_products_cpu", [&] {
     // The CUDA kernel's steps, in loops: per item (a block), per tile, load every slot, then let
     // every (p, q) thread accumulate.
-    std::vector<float> tile_u(r * kernels::kTileStride), tile_v(r * kernels::kTileStride), acc(r * r);
+    // 16-byte aligned, as the kernel's shared memory is (accumulate_tile reads four floats at once).
+    std::vector<kernels::Float4> u_storage(r * kernels::kTileStride / 4), v_storage(r * kernels::kTileStride / 4);
+    float* tile_u = reinterpret_cast<float*>(u_storage.data());
+    float* tile_v = reinterpret_cast<float*>(v_storage.data());
+    std::vector<float> acc(r * r);
     for (int64_t i = 0; i < n; ++i) {
       const kernels::ProductItem& item = plan.items[i];
       std::fill(acc.begin(), acc.end(), 0.0f);
@@ -321,7 +325,7 @@ at::Tensor orthogonal_products_cpu(at::TensorList lora_A, at::TensorList lora_B,
           tile_v[kernels::tile_offset(p, k)] = inside ? kernels::load_v<scalar_t>(item, p, k0 + k) : 0.0f;
         }
         for (int p = 0; p < r; ++p)
-          for (int q = 0; q < r; ++q) acc[p * r + q] = kernels::accumulate_tile(tile_u.data(), tile_v.data(), p, q, acc[p * r + q]);
+          for (int q = 0; q < r; ++q) acc[p * r + q] = kernels::accumulate_tile(tile_u, tile_v, p, q, acc[p * r + q]);
       }
       std::copy(acc.begin(), acc.end(), o + i * r * r);
     }

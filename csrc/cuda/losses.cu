@@ -27,8 +27,8 @@ namespace {
 
 template <typename T>
 __global__ void products_kernel(const kernels::ProductItem* __restrict__ items, int r, float* __restrict__ out) {
-  __shared__ float tile_u[kernels::kMaxRank * kernels::kTileStride];
-  __shared__ float tile_v[kernels::kMaxRank * kernels::kTileStride];
+  __shared__ alignas(16) float tile_u[kernels::kMaxRank * kernels::kTileStride];
+  __shared__ alignas(16) float tile_v[kernels::kMaxRank * kernels::kTileStride];
   const kernels::ProductItem item = items[blockIdx.x];
   const int tid = threadIdx.x, p = tid / r, q = tid % r;
   float acc = 0.0f;
