@@ -3,6 +3,7 @@
     python benchmarks/bench_layer.py                      # T=2048, d_in=d_out=2048, r=16, fp32
     python benchmarks/bench_layer.py --layout random      # roles drawn per token (gather path)
     python benchmarks/bench_layer.py --tokens 512 --d 1024 --dtype bfloat16
+    python benchmarks/bench_layer.py --floor              # also: the C++ path's GEMMs alone
 
 Times: all cases run in one process, interleaved round by round (base, LoRA, ..., C++, base, ...),
 so that drift in a shared or throttled CPU hits every case alike; each case's time is the median
@@ -26,7 +27,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from layer_cases import CASES, Shape, make_inputs, zero_grads  # noqa: E402
+from layer_cases import CASES, Shape, gemm_floor, make_inputs, zero_grads  # noqa: E402
 
 TARGETS = "targets: C++ <= 1.15x base; C++ >= 3x faster than official all-experts"
 
@@ -72,6 +73,8 @@ def main() -> None:
     ap.add_argument("--layout", default="spans", choices=["spans", "random"])
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--floor", action="store_true",
+                    help="also time the C++ path's GEMMs alone (layer_cases.gemm_floor) against the base layer")
     ap.add_argument("--case", help="run one case in this process and print JSON (used internally)")
     args = ap.parse_args()
     shape = Shape(args.tokens, args.d, args.d, args.rank, getattr(torch, args.dtype), args.layout)
@@ -103,6 +106,21 @@ def main() -> None:
     print(f"\nC++ path: {ratio[cpp]:.2f}x the frozen base layer, "
           f"{statistics.median(o / c for o, c in zip(times[official], times[cpp])):.1f}x faster than official all-experts")
     print(TARGETS)
+    if args.floor:
+        inputs = make_inputs(shape)
+        base, floor = CASES[base_name](inputs), gemm_floor(inputs)
+        ratios = []
+        for i in range(args.warmup + args.repeat):
+            t = []
+            for step in (base, floor, base):
+                zero_grads(inputs)
+                start = time.perf_counter()
+                step()
+                t.append(time.perf_counter() - start)
+            if i >= args.warmup:
+                ratios.append(t[1] / ((t[0] + t[2]) / 2))
+        print(f"the C++ path's GEMMs alone (no routing, copies or checks): {statistics.median(ratios):.2f}x base")
+
 
 if __name__ == "__main__":
     main()

@@ -149,6 +149,38 @@ def _mor(backend: str) -> Callable[[LayerInputs], Callable[[], None]]:
     return build
 
 
+def gemm_floor(inp: LayerInputs) -> Callable[[], None]:
+    """The C++ path's GEMMs alone, as it issues them (per span of a role: the shrink with the role's
+    rows padded to 96, the expand, and the backward's four thin GEMMs, around the frozen layer's two),
+    with no routing, copies or checks: the floor of that algorithm on this machine. Not a case: a
+    reference point for how much of the C++ path's time is the op's own (bench_layer.py --floor)."""
+    x, w, gy = inp.x.detach(), inp.weight, inp.grad_out
+    roles = inp.role_ids
+    change = torch.nonzero(roles[1:] != roles[:-1]).flatten() + 1
+    bounds = [0, *change.tolist(), roles.numel()]
+    spans = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if int(roles[a]) >= 0]
+    g = torch.Generator().manual_seed(2)
+    lora_width, width = 5 * inp.spec.rank, 5 * inp.spec.rank + 5
+    rows = torch.randn(96, x.shape[1], generator=g).to(x) * 0.02  # A rows + router + gate, padded
+    b_cols = torch.randn(w.shape[0], lora_width, generator=g).to(x) * 0.02
+    gated = torch.randn(x.shape[0], lora_width, generator=g).to(x)
+    grad_ext = torch.randn(x.shape[0], width, generator=g).to(x)
+
+    def step():
+        y = x @ w.t()
+        for a, b in spans:
+            torch.mm(x[a:b], rows.t())
+            y[a:b].addmm_(gated[a:b], b_cols.t())
+        grad_x = gy @ w
+        grad_rows, grad_b = torch.zeros(width, x.shape[1]).to(x), torch.zeros(w.shape[0], lora_width).to(x)
+        for a, b in spans:
+            torch.mm(gy[a:b], b_cols)
+            grad_b.addmm_(gy[a:b].t(), gated[a:b])
+            grad_rows.addmm_(grad_ext[a:b].t(), x[a:b])
+            grad_x[a:b].addmm_(grad_ext[a:b], rows[:width])
+    return step
+
+
 CASES: dict[str, Callable[[LayerInputs], Callable[[], None]]] = {
     "base F.linear (frozen)": _base,
     "plain LoRA r=16": _plain_lora,
