@@ -23,18 +23,18 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 using Tensor = at::Tensor;
-using Tensors6 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+using IntList = at::IntArrayRef;
+using Tensors2 = std::tuple<Tensor, Tensor>;
+using Tensors3 = std::tuple<Tensor, Tensor, Tensor>;
+using Tensors4 = std::tuple<Tensor, Tensor, Tensor, Tensor>;
 using Tensors5 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
+using Tensors6 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
+// The typed handle of one of our ops; each call site keeps its own in a function-local static.
 template <typename Signature>
 c10::TypedOperatorHandle<Signature> find_op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
 }
-
-using IntList = at::IntArrayRef;
-using Tensors3 = std::tuple<Tensor, Tensor, Tensor>;
-using Tensors2 = std::tuple<Tensor, Tensor>;
-using Tensors4 = std::tuple<Tensor, Tensor, Tensor, Tensor>;
 
 // ------------------------------------------------------------------------------------------ mor_linear
 using MoRLinearSig = Tensors6(const Tensor&, const Tensor&, const std::optional<Tensor>&, const Tensor&, const Tensor&,
@@ -54,8 +54,8 @@ class MoRLinearFunction : public torch::autograd::Function<MoRLinearFunction> {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     static const auto op = find_op<MoRLinearSig>("mor_ext::mor_linear");
     auto [y, lora_index, lora_weight, router_probs, shrink, shared_gate_logit] =
-        op.call(x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids,
-                             num_experts, top_k, has_shared, sigmoid_gate, scaling);
+        op.call(x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, num_experts, top_k,
+                has_shared, sigmoid_gate, scaling);
     const bool has_bias = bias.has_value() && bias->defined();
     ctx->saved_data["num_experts"] = num_experts;
     ctx->saved_data["top_k"] = top_k;
@@ -184,8 +184,8 @@ class GroupedLoraFunction : public torch::autograd::Function<GroupedLoraFunction
     const std::optional<Tensor> weight = has_weight ? std::optional<Tensor>(saved[6]) : std::nullopt;
     const Tensor grad_out = grads[0].defined() ? grads[0] : at::zeros({x.size(0), saved[2].size(1)}, x.options());
     static const auto backward_op = find_op<GroupedBackwardSig>("mor_ext::grouped_lora_backward");
-    auto [grad_x, grad_A, grad_B, grad_w] = backward_op.call(grad_out, x, saved[1], saved[2], saved[3], saved[4], saved[5],
-                                                      ctx->saved_data["scaling"].toDouble(), weight);
+    auto [grad_x, grad_A, grad_B, grad_w] = backward_op.call(grad_out, x, saved[1], saved[2], saved[3], saved[4],
+                                                             saved[5], ctx->saved_data["scaling"].toDouble(), weight);
     // The frozen weight and bias get gradients only if someone asked for them. Edges count the tensor
     // inputs present: x, lora_A, lora_B, lora_index, lora_weight (0-4), then weight and bias when given.
     const Tensor grad_base = has_weight && ctx->needs_input_grad(5) ? grad_out.t().mm(x) : Tensor();

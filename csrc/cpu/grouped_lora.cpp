@@ -205,7 +205,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grouped_lora_backward
     // Worker 0 accumulates into the outputs, the others into their own buffers, summed in order below:
     // the blocks of different batches overlap.
     std::vector<std::pair<at::Tensor, at::Tensor>> partial(plan.size(), {grad_a_rows, grad_b_cols});
-    for (int64_t wk = 1; wk < plan.size(); ++wk) partial[wk] = {at::zeros_like(grad_a_rows), at::zeros_like(grad_b_cols)};
+    for (int64_t wk = 1; wk < plan.size(); ++wk)
+      partial[wk] = {at::zeros_like(grad_a_rows), at::zeros_like(grad_b_cols)};
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "grouped_lora_backward_cpu", [&] {
       run_work(plan, [&](const Batch& b, int64_t worker) {
         const int64_t width = (b.hi - b.key + 1) * rank;

@@ -248,7 +248,8 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> layers_grads(const 
   // routed LoRAs are, i.e. the shared LoRAs), not zero-fill first.
   const int64_t num_loras = lora_A[0].size(0);
   std::vector<bool> routed(num_loras, false);
-  for (const OrthRole& role : roles) std::fill(routed.begin() + role.first, routed.begin() + role.first + role.experts, true);
+  for (const OrthRole& role : roles)
+    std::fill(routed.begin() + role.first, routed.begin() + role.first + role.experts, true);
   std::vector<at::Tensor> grad_a(lora_A.size()), grad_b(lora_B.size());
   for_each_layer(static_cast<int64_t>(lora_A.size()), [&](int64_t l) {
     grad_a[l] = at::empty_like(lora_A[l]);

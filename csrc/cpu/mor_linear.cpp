@@ -307,7 +307,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
       // the LoRA's and the router's grad_x onto the frozen layer's, in place.
       auto found = grads[worker].find(b.key);
       if (found == grads[worker].end()) {
-        grads[worker].emplace(b.key, std::make_pair(at::mm(grad_ext.t(), xb).to(acc_type), at::mm(gyb.t(), gated).to(acc_type)));
+        grads[worker].emplace(b.key, std::make_pair(at::mm(grad_ext.t(), xb).to(acc_type),
+                                                    at::mm(gyb.t(), gated).to(acc_type)));
       } else if (acc_type == x.scalar_type()) {
         found->second.first.addmm_(grad_ext.t(), xb);
         found->second.second.addmm_(gyb.t(), gated);
