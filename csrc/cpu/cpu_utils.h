@@ -6,6 +6,8 @@
 
 #include <cstdlib>
 #include <limits>
+#include <optional>
+#include <tuple>
 
 namespace mor_ext::cpu {
 
@@ -39,6 +41,31 @@ inline at::Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& opt
       t.fill_(-7);
   }
   return t;
+}
+
+// The outputs of mor_linear beside y, fresh for x's n tokens (poisoned under MOR_EXT_POISON):
+// lora_index [n, K] int32, lora_weight [n, K] in x's dtype, router_probs [n, E_total] fp32, the
+// saved per-slot shrink [n, K, r] in x's dtype and the shared-gate logit [n] fp32. Every kernel of
+// the op (CPU, CUDA, both decode paths) allocates them here.
+struct LayerRouting {
+  at::Tensor lora_index, lora_weight, router_probs, shrink, shared_gate_logit;
+
+  static LayerRouting fresh(const at::Tensor& x, int64_t k, int64_t e_total, int64_t rank) {
+    const int64_t n = x.size(0);
+    return {new_output({n, k}, x.options().dtype(at::kInt)), new_output({n, k}, x.options()),
+            new_output({n, e_total}, x.options().dtype(at::kFloat)), new_output({n, k, rank}, x.options()),
+            new_output({n}, x.options().dtype(at::kFloat))};
+  }
+
+  // The op's six outputs.
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> with(const at::Tensor& y) const {
+    return {y, lora_index, lora_weight, router_probs, shrink, shared_gate_logit};
+  }
+};
+
+// The frozen layer: x @ weight^T (+ bias), contiguous.
+inline at::Tensor frozen_linear(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  return (bias.has_value() && bias->defined()) ? at::addmm(*bias, x, weight.t()) : at::mm(x, weight.t());
 }
 
 }  // namespace mor_ext::cpu

@@ -27,13 +27,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
                 e_total = spec.num_experts_total, rank = lora_A.size(1);
   const at::Tensor xc = x.contiguous(), roles = role_ids.contiguous(), a = lora_A.contiguous(),
                    b = lora_B.contiguous(), rw = router_weight.contiguous(), gw = shared_gate_weight.contiguous();
-  at::Tensor y = ((bias.has_value() && bias->defined()) ? at::addmm(*bias, xc, weight.t()) : at::mm(xc, weight.t()))
-                     .contiguous();
-  at::Tensor lora_index = new_output({n, k}, x.options().dtype(at::kInt));
-  at::Tensor lora_weight = new_output({n, k}, x.options());
-  at::Tensor router_probs = new_output({n, e_total}, x.options().dtype(at::kFloat));
-  at::Tensor shrink = new_output({n, k, rank}, x.options());
-  at::Tensor shared_gate_logit = new_output({n}, x.options().dtype(at::kFloat));
+  at::Tensor y = frozen_linear(xc, weight, bias);
+  LayerRouting out = LayerRouting::fresh(x, k, e_total, rank);
+  auto& [lora_index, lora_weight, router_probs, shrink, shared_gate_logit] = out;
   const kernels::RoleTables tables = spec.tables();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "mor_linear_decode_cpu", [&] {
@@ -66,7 +62,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       }
     }
   });
-  return {y, lora_index, lora_weight, router_probs, shrink, shared_gate_logit};
+  return out.with(y);
 }
 
 TORCH_LIBRARY_IMPL(mor_ext, CPU, m) { m.impl("mor_linear_decode", &mor_linear_decode_cpu); }

@@ -139,11 +139,7 @@ std::tuple<at::Tensor, at::Tensor> grouped_lora_cpu(const at::Tensor& x, const a
   at::Tensor out;
   if (weight.has_value() && weight->defined()) {
     check_frozen_linear(x, *weight, bias, d_out);
-    if (bias.has_value() && bias->defined()) {
-      out = at::addmm(*bias, xc, weight->t());
-    } else {
-      out = at::mm(xc, weight->t());
-    }
+    out = frozen_linear(xc, *weight, bias);
   } else {
     out = at::zeros({n, d_out}, x.options());
   }

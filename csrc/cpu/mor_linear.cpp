@@ -172,18 +172,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const at::Tensor xc = x.contiguous(), roles = role_ids.contiguous();
   const at::Tensor a = lora_A.contiguous();
 
-  at::Tensor y = (bias.has_value() && bias->defined()) ? at::addmm(*bias, xc, weight.t()) : at::mm(xc, weight.t());
-  at::Tensor lora_index = new_output({n, k_max}, x.options().dtype(at::kInt));
-  at::Tensor lora_weight = new_output({n, k_max}, x.options());
-  at::Tensor router_probs = new_output({n, e_total}, x.options().dtype(at::kFloat));
-  at::Tensor shrink = new_output({n, k_max, rank}, x.options());
-  at::Tensor shared_gate_logit = new_output({n}, x.options().dtype(at::kFloat));
+  at::Tensor y = frozen_linear(xc, weight, bias);
+  LayerRouting out = LayerRouting::fresh(x, k_max, e_total, rank);
+  auto& [lora_index, lora_weight, router_probs, shrink, shared_gate_logit] = out;
   const kernels::RoleTables tables = spec.tables();
   if (x.scalar_type() == at::kFloat && n <= kDecodeMaxTokens && decode_avx512_available()) {
     decode_avx512_f32(spec, xc, roles, a, lora_B.contiguous(), router_weight.contiguous(),
                       shared_gate_weight.contiguous(), scaling, y, lora_index, lora_weight, router_probs, shrink,
                       shared_gate_logit);
-    return {y, lora_index, lora_weight, router_probs, shrink, shared_gate_logit};
+    return out.with(y);
   }
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "mor_linear_cpu", [&] {
@@ -214,7 +211,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       blk.expand_into(b, y, gated);
     });
   });
-  return {y, lora_index, lora_weight, router_probs, shrink, shared_gate_logit};
+  return out.with(y);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linear_backward_cpu(

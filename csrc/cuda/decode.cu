@@ -30,8 +30,6 @@
 namespace mor_ext::cuda {
 namespace {
 
-using cpu::new_output;
-
 // 16 warps per token: at T=1 one block reads all of the role's rows (85 x d_in for MoRAgent), so
 // it needs many loads in flight. The expand kernel uses 256 threads per block.
 constexpr int kRouteBlock = 512;
@@ -127,14 +125,10 @@ MorLinearOutputs mor_linear_decode_path(const at::Tensor& x, const at::Tensor& w
                 e_total = spec.num_experts_total, rank = lora_A.size(1);
   const at::Tensor xc = x.contiguous(), roles = role_ids.contiguous(), a = lora_A.contiguous(),
                    b = lora_B.contiguous(), rw = router_weight.contiguous(), gw = shared_gate_weight.contiguous();
-  at::Tensor y = ((bias.has_value() && bias->defined()) ? at::addmm(*bias, xc, weight.t()) : at::mm(xc, weight.t()))
-                     .contiguous();
-  at::Tensor lora_index = new_output({n, k}, x.options().dtype(at::kInt));
-  at::Tensor lora_weight = new_output({n, k}, x.options());
-  at::Tensor router_probs = new_output({n, e_total}, x.options().dtype(at::kFloat));
-  at::Tensor slots = new_output({n, k, rank}, x.options());
-  at::Tensor shared_gate_logit = new_output({n}, x.options().dtype(at::kFloat));
-  if (n == 0) return {y, lora_index, lora_weight, router_probs, slots, shared_gate_logit};
+  at::Tensor y = cpu::frozen_linear(xc, weight, bias);
+  cpu::LayerRouting out = cpu::LayerRouting::fresh(x, k, e_total, rank);
+  auto& [lora_index, lora_weight, router_probs, slots, shared_gate_logit] = out;
+  if (n == 0) return out.with(y);
   at::Tensor slot_gated = at::empty({n, k, rank}, x.options().dtype(at::toOpMathType(x.scalar_type())));
 
   // The most rows any role dots with x: its LoRAs' A rows, router rows and shared-gate row.
@@ -157,7 +151,7 @@ MorLinearOutputs mor_linear_decode_path(const at::Tensor& x, const at::Tensor& w
         y.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {y, lora_index, lora_weight, router_probs, slots, shared_gate_logit};
+  return out.with(y);
 }
 
 namespace {

@@ -266,11 +266,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 
   // [shrink of every LoRA | router logits | shared-gate logits | zero padding] in one GEMM.
   const at::Tensor ext = at::mm(xc, layer_rows(lora_A, router_weight, shared_gate_weight, gated_any).t());
-  at::Tensor lora_index = new_output({n, k_max}, x.options().dtype(at::kInt));
-  at::Tensor lora_weight = new_output({n, k_max}, x.options());
-  at::Tensor router_probs = new_output({n, e_total}, x.options().dtype(at::kFloat));
-  at::Tensor shared_gate_logit = new_output({n}, x.options().dtype(at::kFloat));
-  at::Tensor slots = new_output({n, k_max, rank}, x.options());
+  cpu::LayerRouting out = cpu::LayerRouting::fresh(x, k_max, e_total, rank);
+  auto& [lora_index, lora_weight, router_probs, slots, shared_gate_logit] = out;
   at::Tensor gated = new_output({n, lr}, x.options());
   dispatch_types(x, lora_index, [&]<typename scalar_t, typename index_t>() {
     if constexpr (std::is_same_v<index_t, int32_t>) {
@@ -286,8 +283,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
                                              slots);
     }
   });
-  at::Tensor y = lora_then_frozen(gated, b_columns(lora_B).t(), xc, weight.t(), bias);
-  return {y, lora_index, lora_weight, router_probs, slots, shared_gate_logit};
+  return out.with(lora_then_frozen(gated, b_columns(lora_B).t(), xc, weight.t(), bias));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linear_backward_cuda(
