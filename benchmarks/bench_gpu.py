@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import statistics
 import sys
 import time
 
@@ -30,18 +29,17 @@ ROWS: list[tuple[str, str, str]] = []
 
 def timed(fn, warmup: int = 5, repeat: int = 30) -> float:
     """Median milliseconds of ``fn()``, CUDA events around each call."""
-    for _ in range(warmup):
-        fn()
+    return bench_model.timed_ms(fn, "cuda", warmup, repeat)
+
+
+def graph_timed(fn, repeat: int = 30) -> float:
+    """Median milliseconds of one replay of ``fn()`` captured as a CUDA graph: the GPU time alone."""
+    fn()  # warm-up outside the capture (workspaces, lazy init)
     torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
         fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return timed(graph.replay, repeat=repeat)
 
 
 def profile_tables(fn, rows: int = 15) -> None:
@@ -95,12 +93,7 @@ def gating(copy_gbs: float) -> None:
     # ids checked once per model call, and as a CUDA graph replay (the GPU time alone).
     ms_checked = timed(route)
     ms = timed(route_ids_checked)
-    route_ids_checked()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        route_ids_checked()
-    ms_graph = timed(graph.replay)
+    ms_graph = graph_timed(route_ids_checked)
     for label, value in (("per-call id check", ms_checked), ("ids checked per model call", ms),
                          ("CUDA graph: kernels only", ms_graph)):
         gbs = floor_bytes / value / 1e6
@@ -264,14 +257,7 @@ def decode() -> None:
             eager = {name: timed(fn, repeat=10) / calls for name, fn in (("base", base), ("mor", mor))}
             row(f"decode T={t} d=4096 bf16: MoR layer, eager", f"{eager['mor'] * 1e3:.1f} us",
                 f"base {eager['base'] * 1e3:.1f} us: {eager['mor'] / eager['base']:.2f}x (launch-bound)")
-            graphed = {}
-            for name, fn in (("base", base), ("mor", mor)):
-                fn()  # warm-up outside the capture (workspaces, lazy init)
-                torch.cuda.synchronize()
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    fn()
-                graphed[name] = timed(graph.replay, repeat=10) / calls
+            graphed = {name: graph_timed(fn, repeat=10) / calls for name, fn in (("base", base), ("mor", mor))}
         row(f"decode T={t} d=4096 bf16: MoR layer, CUDA graph", f"{graphed['mor'] * 1e3:.1f} us",
             f"base {graphed['base'] * 1e3:.1f} us: {graphed['mor'] / graphed['base']:.2f}x (target <= 1.5x)")
     # Where the decode kernels stop paying: mor_linear switches to them at <= 64 tokens
@@ -292,12 +278,7 @@ def decode() -> None:
                     op(*args)
 
             with torch.no_grad():
-                run()
-                torch.cuda.synchronize()
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    run()
-                ms[name] = timed(graph.replay, repeat=10) / calls
+                ms[name] = graph_timed(run, repeat=10) / calls
         row(f"decode kernels at T={t} (CUDA graph)", f"{ms['decode'] * 1e3:.1f} us",
             f"GEMM path at T={max(t, 65)}: {ms['layer'] * 1e3:.1f} us (mor_linear switches at <= 64)")
 

@@ -58,6 +58,8 @@ def timed_ms(fn, device: str, warmup: int, repeat: int) -> float:
     """Median milliseconds of ``fn()``; CUDA events on a GPU, the wall clock on a CPU."""
     for _ in range(warmup):
         fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
     times = []
     for _ in range(repeat):
         if device == "cuda":
