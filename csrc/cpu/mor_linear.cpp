@@ -21,6 +21,8 @@
 #include "../spec_table.h"
 #include "cpu_utils.h"
 #include "decode_avx512.h"
+#include "gemm_avx512.h"
+#include "role_gemms.h"
 #include "token_batches.h"
 
 namespace mor_ext::cpu {
@@ -109,6 +111,77 @@ std::map<int64_t, RoleBlock> make_blocks(const SpecTable& spec, const std::vecto
   return blocks;
 }
 
+// One batch per role over all its tokens, for the AVX-512 path (a run where they are contiguous).
+std::vector<Batch> role_groups(const at::Tensor& roles) {
+  const int64_t n = roles.size(0);
+  const int64_t* rp = roles.data_ptr<int64_t>();
+  std::map<int64_t, std::vector<int64_t>> members;
+  for (int64_t t = 0; t < n; ++t)
+    if (rp[t] >= 0) members[rp[t]].push_back(t);
+  std::vector<Batch> groups;
+  for (auto& [role, tokens] : members) {
+    Batch b;
+    b.key = role;
+    if (tokens.back() - tokens.front() + 1 == static_cast<int64_t>(tokens.size())) {
+      b.begin = tokens.front(), b.end = tokens.back() + 1;
+    } else {
+      b.rows = at::tensor(tokens, roles.options());
+    }
+    groups.push_back(std::move(b));
+  }
+  return groups;
+}
+
+// fp32 on an AVX-512 CPU with enough tokens to pay for packing B: one GEMM per kind and role.
+bool use_role_gemms(const at::Tensor& x) {
+  return x.scalar_type() == at::kFloat && x.size(0) >= kStackMinTokens && avx512::available();
+}
+
+// The by-role path's GEMMs (fp32; role_gemms.h). A role's batch g holds all its tokens.
+
+// [n, W*r + E + gated]: the shrink of the role's LoRAs, then its router logits and shared-gate logit.
+at::Tensor shrink_by_role(const Batch& g, const RoleBlock& blk, const at::Tensor& x) {
+  const int64_t d_in = x.size(1);
+  at::Tensor ext = at::empty({g.size(), blk.width}, x.options());
+  gemm_rows(token_rows<const float>(x.data_ptr<float>(), d_in, g), d_in, {blk.rows.data_ptr<float>(), d_in, /*transposed=*/true},
+            blk.width, all_rows(ext), /*accumulate=*/false);
+  return ext;
+}
+
+// y[g] += gated @ B^T.
+void expand_by_role(const Batch& g, const RoleBlock& blk, const at::Tensor& gated, at::Tensor& y) {
+  const int64_t d_out = y.size(1);
+  gemm_rows(const_rows(gated), blk.lora_width, {blk.b_cols.data_ptr<float>(), blk.lora_width, /*transposed=*/true},
+            d_out, token_rows(y.data_ptr<float>(), d_out, g), /*accumulate=*/true);
+}
+
+// dL/d(gated shrink) = grad_y[g] @ B, [n, lora_width].
+at::Tensor grad_gated_by_role(const Batch& g, const RoleBlock& blk, const at::Tensor& gy) {
+  const int64_t d_out = gy.size(1);
+  at::Tensor grad_gated = at::empty({g.size(), blk.lora_width}, gy.options());
+  gemm_rows(token_rows<const float>(gy.data_ptr<float>(), d_out, g), d_out, {blk.b_cols.data_ptr<float>(), blk.lora_width},
+            blk.lora_width, all_rows(grad_gated), /*accumulate=*/false);
+  return grad_gated;
+}
+
+// (grad of the role's rows = grad_ext^T @ x[g], grad of its B columns = grad_y[g]^T @ gated).
+std::pair<at::Tensor, at::Tensor> weight_grads_by_role(const Batch& g, const at::Tensor& gated,
+                                                       const at::Tensor& grad_ext, const at::Tensor& gy,
+                                                       const at::Tensor& x) {
+  const int64_t* tokens = g.rows.defined() ? g.rows.data_ptr<int64_t>() : nullptr;
+  const int64_t first = g.rows.defined() ? 0 : g.begin, d_in = x.size(1), d_out = gy.size(1);
+  at::Tensor grad_rows = gemm_at(grad_ext, {x.data_ptr<float>() + first * d_in, d_in, false, tokens}, d_in);
+  const at::Tensor grad_b_cols_t = gemm_at(gated, {gy.data_ptr<float>() + first * d_out, d_out, false, tokens}, d_out);
+  return {std::move(grad_rows), grad_b_cols_t.t().contiguous()};
+}
+
+// grad_x[g] += grad_ext @ [A rows; router rows; gate row].
+void grad_x_by_role(const Batch& g, const RoleBlock& blk, const at::Tensor& grad_ext, at::Tensor& grad_x) {
+  const int64_t d_in = grad_x.size(1);
+  gemm_rows(const_rows(grad_ext), blk.width, {blk.rows.data_ptr<float>(), d_in}, d_in,
+            token_rows(grad_x.data_ptr<float>(), d_in, g), /*accumulate=*/true);
+}
+
 std::vector<Batch> plan_role_batches(const at::Tensor& roles) {
   const int64_t n = roles.size(0);
   const int64_t* rp = roles.data_ptr<int64_t>();
@@ -159,6 +232,69 @@ void route_and_gate(const Batch& b, const RoleBlock& blk, const kernels::RoleTab
   });
 }
 
+// The saved routing of mor_linear_backward, as raw pointers for the per-token loops.
+template <typename scalar_t>
+struct SavedRouting {
+  const int32_t* index;
+  const scalar_t* weight;
+  const scalar_t* shrink;
+  const float* grad_weight;  // dL/d lora_weight from outside the op
+  const float* grad_probs;   // dL/d router_probs from outside the op (the load-balance loss)
+  const float* probs;
+  const float* shared_logit;
+};
+
+// Per token of the batch, from grad_gated = dL/d(gated shrink) [n, lora_width]: the gated shrink
+// again (`gated`, for grad B) and grad_ext = [dL/dshrink | dL/d router logits | dL/d shared-gate logit].
+template <typename scalar_t>
+void token_backward(const Batch& b, const RoleBlock& blk, const kernels::RoleTables& tables,
+                    const SavedRouting<scalar_t>& r, double scaling, int64_t k_max, int64_t e_total, int64_t rank,
+                    const at::Tensor& grad_gated, at::Tensor& gated, at::Tensor& grad_ext) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* dg = grad_gated.data_ptr<scalar_t>();
+  scalar_t* g_out = gated.data_ptr<scalar_t>();
+  scalar_t* ge = grad_ext.data_ptr<scalar_t>();
+  const int64_t lw = blk.lora_width, width = blk.width;
+  const int e = static_cast<int>(blk.experts);
+  at::parallel_for(0, b.size(), kTokenGrain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc_g(lw), acc_dh(lw);
+    std::vector<float> grad_slot(k_max), grad_logits(e_total);
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t t = b.token(i);
+      std::fill(acc_g.begin(), acc_g.end(), acc_t(0));
+      std::fill(acc_dh.begin(), acc_dh.end(), acc_t(0));
+      std::fill(grad_slot.begin(), grad_slot.end(), 0.0f);
+      const int64_t used = (blk.shared ? 1 : 0) + blk.top_k;
+      for (int64_t q = 0; q < used; ++q) {  // the LoRA path: dL/dw, dL/dshrink, and the gated shrink again
+        const int64_t col = (r.index[t * k_max + q] - blk.lora_start) * rank;
+        const acc_t wq = static_cast<acc_t>(scaling) * static_cast<acc_t>(r.weight[t * k_max + q]);
+        const scalar_t* h = r.shrink + (t * k_max + q) * rank;
+        acc_t dot = 0;
+        for (int64_t j = 0; j < rank; ++j) {
+          const acc_t d = static_cast<acc_t>(dg[i * lw + col + j]);
+          dot += d * static_cast<acc_t>(h[j]);
+          acc_g[col + j] += wq * static_cast<acc_t>(h[j]);
+          acc_dh[col + j] += wq * d;
+        }
+        // dL/dw as the op's lora_weight output sees it: this op's LoRA path plus outside uses.
+        grad_slot[q] = static_cast<float>(static_cast<scalar_t>(static_cast<acc_t>(scaling) * dot)) +
+                       r.grad_weight[t * k_max + q];
+      }
+      for (int64_t j = 0; j < lw; ++j) {
+        g_out[i * lw + j] = static_cast<scalar_t>(acc_g[j]);
+        ge[i * width + j] = static_cast<scalar_t>(acc_dh[j]);
+      }
+      // The routing path, with route_backward's per-token body: routed gates through top-k
+      // renormalisation and softmax to the router logits, the shared gate through its sigmoid.
+      const float grad_shared = kernels::route_token_backward_all(
+          tables, static_cast<int>(blk.role), r.probs + t * e_total, r.index + t * k_max, grad_slot.data(),
+          r.grad_probs + t * e_total, r.shared_logit[t], grad_logits.data());
+      for (int q = 0; q < e; ++q) ge[i * width + lw + q] = static_cast<scalar_t>(grad_logits[blk.router_start + q]);
+      if (blk.gated) ge[i * width + lw + e] = static_cast<scalar_t>(grad_shared);
+    }
+  });
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linear_cpu(
@@ -199,6 +335,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         shared_p[t] = 0.0f;
       }
     });
+    if (use_role_gemms(x)) {  // fp32: per role, one GEMM per kind over all its tokens
+      const std::vector<Batch> groups = role_groups(roles);
+      const std::map<int64_t, RoleBlock> blocks =
+          make_blocks(spec, groups, a, lora_B, router_weight, shared_gate_weight, /*stacked=*/true);
+      for (const Batch& g : groups) {
+        const RoleBlock& blk = blocks.at(g.key);
+        const at::Tensor ext = shrink_by_role(g, blk, xc);
+        at::Tensor gated = at::empty({g.size(), blk.lora_width}, x.options());
+        route_and_gate<scalar_t>(g, blk, tables, ext, scaling, k_max, e_total, rank, index_p, weight_p, probs_p,
+                                 shared_p, shrink_p, gated);
+        expand_by_role(g, blk, gated, y);
+      }
+      return;
+    }
     const std::vector<Batch> batches = plan_role_batches(roles);
     const std::map<int64_t, RoleBlock> blocks =
         make_blocks(spec, batches, a, lora_B, router_weight, shared_gate_weight, n >= kStackMinTokens);
@@ -235,71 +385,38 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
   const at::ScalarType acc_type = at::toOpMathType(x.scalar_type());
 
   at::Tensor grad_x = at::mm(gy, weight);
-  const std::vector<Batch> batches = plan_role_batches(roles);
+  const bool by_role = use_role_gemms(x);
+  const std::vector<Batch> batches = by_role ? role_groups(roles) : plan_role_batches(roles);
   const std::map<int64_t, RoleBlock> blocks =
       make_blocks(spec, batches, a, lora_B, router_weight, shared_gate_weight, /*stacked=*/true);
-  const WorkPlan plan = plan_work(batches);
+  const WorkPlan plan = by_role ? WorkPlan{} : plan_work(batches);
   // Per worker, role -> (grad of rows, grad of b_cols), in the accumulation dtype; a worker's first
-  // batch of a role writes them, later ones add.
-  std::vector<std::map<int64_t, std::pair<at::Tensor, at::Tensor>>> grads(plan.size());
+  // batch of a role writes them, later ones add. The by-role path has one "worker" and one batch a role.
+  std::vector<std::map<int64_t, std::pair<at::Tensor, at::Tensor>>> grads(by_role ? 1 : plan.size());
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "mor_linear_backward_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const int32_t* index_p = index.data_ptr<int32_t>();
-    const scalar_t* w_p = w.data_ptr<scalar_t>();
-    const scalar_t* shrink_p = saved.data_ptr<scalar_t>();
-    const float* gw_p = gw_in.data_ptr<float>();
-    const float* gp_p = gp_in.data_ptr<float>();
-    const float* probs_p = probs.data_ptr<float>();
-    const float* shared_logit_p = shared_logits.data_ptr<float>();
+    const SavedRouting<scalar_t> routing{index.data_ptr<int32_t>(), w.data_ptr<scalar_t>(), saved.data_ptr<scalar_t>(),
+                                         gw_in.data_ptr<float>(),   gp_in.data_ptr<float>(),  probs.data_ptr<float>(),
+                                         shared_logits.data_ptr<float>()};
+    if (by_role) {  // fp32: per role, one GEMM per kind over all its tokens
+      for (const Batch& g : batches) {
+        const RoleBlock& blk = blocks.at(g.key);
+        const at::Tensor grad_gated = grad_gated_by_role(g, blk, gy);
+        at::Tensor gated = at::empty({g.size(), blk.lora_width}, x.options());
+        at::Tensor grad_ext = at::empty({g.size(), blk.width}, x.options());  // [dL/dshrink | dL/dlogits]
+        token_backward<scalar_t>(g, blk, tables, routing, scaling, k_max, e_total, rank, grad_gated, gated, grad_ext);
+        grads[0].emplace(g.key, weight_grads_by_role(g, gated, grad_ext, gy, xc));
+        grad_x_by_role(g, blk, grad_ext, grad_x);
+      }
+      return;
+    }
     run_work(plan, [&](const Batch& b, int64_t worker) {
       const RoleBlock& blk = blocks.at(b.key);
       const at::Tensor gyb = b.take(gy), xb = b.take(xc);
       const at::Tensor grad_gated = at::mm(gyb, blk.b_cols).contiguous();  // [n, lora_width]
       at::Tensor gated = at::empty({b.size(), blk.lora_width}, x.options());
       at::Tensor grad_ext = at::empty({b.size(), blk.width}, x.options());  // [dL/dshrink | dL/dlogits]
-      const scalar_t* dg = grad_gated.data_ptr<scalar_t>();
-      scalar_t* g_out = gated.data_ptr<scalar_t>();
-      scalar_t* ge = grad_ext.data_ptr<scalar_t>();
-      const int64_t lw = blk.lora_width, width = blk.width;
-      const int e = static_cast<int>(blk.experts);
-      at::parallel_for(0, b.size(), kTokenGrain, [&](int64_t begin, int64_t end) {
-        std::vector<acc_t> acc_g(lw), acc_dh(lw);
-        std::vector<float> grad_slot(k_max), grad_logits(e_total);
-        for (int64_t i = begin; i < end; ++i) {
-          const int64_t t = b.token(i);
-          std::fill(acc_g.begin(), acc_g.end(), acc_t(0));
-          std::fill(acc_dh.begin(), acc_dh.end(), acc_t(0));
-          std::fill(grad_slot.begin(), grad_slot.end(), 0.0f);
-          const int64_t used = (blk.shared ? 1 : 0) + blk.top_k;
-          for (int64_t q = 0; q < used; ++q) {  // the LoRA path: dL/dw, dL/dshrink, and the gated shrink again
-            const int64_t col = (index_p[t * k_max + q] - blk.lora_start) * rank;
-            const acc_t wq = static_cast<acc_t>(scaling) * static_cast<acc_t>(w_p[t * k_max + q]);
-            const scalar_t* h = shrink_p + (t * k_max + q) * rank;
-            acc_t dot = 0;
-            for (int64_t j = 0; j < rank; ++j) {
-              const acc_t d = static_cast<acc_t>(dg[i * lw + col + j]);
-              dot += d * static_cast<acc_t>(h[j]);
-              acc_g[col + j] += wq * static_cast<acc_t>(h[j]);
-              acc_dh[col + j] += wq * d;
-            }
-            // dL/dw as the op's lora_weight output sees it: this op's LoRA path plus outside uses.
-            grad_slot[q] = static_cast<float>(static_cast<scalar_t>(static_cast<acc_t>(scaling) * dot)) +
-                           gw_p[t * k_max + q];
-          }
-          for (int64_t j = 0; j < lw; ++j) {
-            g_out[i * lw + j] = static_cast<scalar_t>(acc_g[j]);
-            ge[i * width + j] = static_cast<scalar_t>(acc_dh[j]);
-          }
-          // The routing path, with route_backward's per-token body: routed gates through top-k
-          // renormalisation and softmax to the router logits, the shared gate through its sigmoid.
-          const float grad_shared = kernels::route_token_backward_all(
-              tables, static_cast<int>(blk.role), probs_p + t * e_total, index_p + t * k_max, grad_slot.data(),
-              gp_p + t * e_total, shared_logit_p[t], grad_logits.data());
-          for (int q = 0; q < e; ++q) ge[i * width + lw + q] = static_cast<scalar_t>(grad_logits[blk.router_start + q]);
-          if (blk.gated) ge[i * width + lw + e] = static_cast<scalar_t>(grad_shared);
-        }
-      });
+      token_backward<scalar_t>(b, blk, tables, routing, scaling, k_max, e_total, rank, grad_gated, gated, grad_ext);
       // One GEMM each gives grad_A of the role's LoRAs and grad of its router and gate rows; one adds
       // the LoRA's and the router's grad_x onto the frozen layer's, in place.
       auto found = grads[worker].find(b.key);

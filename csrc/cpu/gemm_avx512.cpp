@@ -1,0 +1,184 @@
+// See gemm_avx512.h.
+#include "gemm_avx512.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define MOR_EXT_HAVE_AVX512 1
+#include <immintrin.h>
+#define MOR_AVX512 __attribute__((target("avx512f")))
+#endif
+
+namespace mor_ext::cpu::avx512 {
+
+#if defined(MOR_EXT_HAVE_AVX512)
+
+bool available() {
+  static const bool yes = [] {
+    const char* cap = std::getenv("ATEN_CPU_CAPABILITY");  // torch's switch to stay below a vector ISA
+    if (cap != nullptr && (std::strcmp(cap, "default") == 0 || std::strcmp(cap, "avx2") == 0)) return false;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return yes;
+}
+
+namespace {
+
+constexpr int kVec = 16;
+static_assert(kPanelWidth % kVec == 0);
+constexpr int kPanelVecs = static_cast<int>(kPanelWidth / kVec);
+
+MOR_AVX512 __mmask16 tail_mask(int64_t left) { return left >= kVec ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u); }
+
+// C tile (MR rows x NV vectors of one panel) = (accumulate ? C : 0) + A . B_panel.
+// A(i, k): kTransposedA ? a[k * lda + i] : a_rows[i][k]. B_panel(k, v) at bp + k * kPanelWidth,
+// zero beyond the matrix, so only the stores are masked (`last`: the lanes of the last vector).
+template <int MR, int NV, bool kTransposedA>
+MOR_AVX512 void tile(int64_t k_len, const float* const* a_rows, const float* a, int64_t lda, const float* bp,
+                     float* const* c_rows, __mmask16 last, bool accumulate) {
+  __m512 acc[MR][NV];
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+  const float* rows[MR];
+  if constexpr (!kTransposedA)
+    for (int i = 0; i < MR; ++i) rows[i] = a_rows[i];
+  for (int64_t k = 0; k < k_len; ++k) {
+    __m512 b[NV];
+    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(bp + k * kPanelWidth + v * kVec);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 ai = _mm512_set1_ps(kTransposedA ? a[k * lda + i] : rows[i][k]);
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, b[v], acc[i][v]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    for (int v = 0; v < NV; ++v) {
+      float* c = c_rows[i] + v * kVec;
+      const __mmask16 m = v == NV - 1 ? last : __mmask16(0xFFFF);
+      __m512 r = acc[i][v];
+      if (accumulate) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(m, c));
+      _mm512_mask_storeu_ps(c, m, r);
+    }
+  }
+}
+
+template <int MR, bool kTransposedA>
+MOR_AVX512 void tile_of_width(int nv, int64_t k_len, const float* const* a_rows, const float* a, int64_t lda,
+                              const float* bp, float* const* c_rows, __mmask16 last, bool accumulate) {
+  switch (nv) {
+    case 3: return tile<MR, 3, kTransposedA>(k_len, a_rows, a, lda, bp, c_rows, last, accumulate);
+    case 2: return tile<MR, 2, kTransposedA>(k_len, a_rows, a, lda, bp, c_rows, last, accumulate);
+    default: return tile<MR, 1, kTransposedA>(k_len, a_rows, a, lda, bp, c_rows, last, accumulate);
+  }
+}
+
+// Rows [0, mi) of a tile (mi <= kTileRows) as tiles of 8, 4, 2 and 1 rows.
+template <bool kTransposedA>
+MOR_AVX512 void tile_rows(int64_t mi, int nv, int64_t k_len, const float* const* a_rows, const float* a, int64_t lda,
+                          const float* bp, float* const* c_rows, __mmask16 last, bool accumulate) {
+  // Explicit calls, not a lambda: a lambda's body would not carry the target attribute.
+  int64_t i = 0;
+  auto a_at = [&](int64_t row) { return kTransposedA ? a + row : nullptr; };
+  auto rows_at = [&](int64_t row) { return kTransposedA ? nullptr : a_rows + row; };
+  if (mi - i >= 8) {
+    tile_of_width<8, kTransposedA>(nv, k_len, rows_at(i), a_at(i), lda, bp, c_rows + i, last, accumulate);
+    i += 8;
+  }
+  if (mi - i >= 4) {
+    tile_of_width<4, kTransposedA>(nv, k_len, rows_at(i), a_at(i), lda, bp, c_rows + i, last, accumulate);
+    i += 4;
+  }
+  if (mi - i >= 2) {
+    tile_of_width<2, kTransposedA>(nv, k_len, rows_at(i), a_at(i), lda, bp, c_rows + i, last, accumulate);
+    i += 2;
+  }
+  if (mi - i >= 1) tile_of_width<1, kTransposedA>(nv, k_len, rows_at(i), a_at(i), lda, bp, c_rows + i, last, accumulate);
+}
+
+struct PanelColumns {
+  int64_t j0, width;
+  int nv;
+  __mmask16 last;
+};
+
+MOR_AVX512 PanelColumns panel_columns(int64_t panel, int64_t n) {
+  PanelColumns p;
+  p.j0 = panel * kPanelWidth;
+  p.width = std::min<int64_t>(kPanelWidth, n - p.j0);
+  p.nv = static_cast<int>((p.width + kVec - 1) / kVec);
+  p.last = tail_mask(p.width - (p.nv - 1) * kVec);
+  return p;
+}
+
+}  // namespace
+
+MOR_AVX512 void pack_b(const MatrixB& b, int64_t k_len, int64_t n, int64_t panel_begin, int64_t panel_end,
+                       float* packed) {
+  for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
+    const PanelColumns cols = panel_columns(panel, n);
+    float* dst = packed + (panel - panel_begin) * k_len * kPanelWidth;
+    if (!b.transposed) {
+      for (int64_t k = 0; k < k_len; ++k) {
+        const float* src = b.base + (b.index ? b.index[k] : k) * b.ld + cols.j0;
+        for (int v = 0; v < kPanelVecs; ++v) {
+          const int64_t left = cols.width - v * kVec;
+          const __mmask16 live = left > 0 ? tail_mask(left) : __mmask16(0);
+          _mm512_storeu_ps(dst + k * kPanelWidth + v * kVec, _mm512_maskz_loadu_ps(live, src + v * kVec));
+        }
+      }
+      continue;
+    }
+    // Transposed source: walk each source row (a column of B) contiguously, write down the panel.
+    std::memset(dst, 0, sizeof(float) * k_len * kPanelWidth);
+    for (int64_t j = 0; j < cols.width; ++j) {
+      const float* src = b.base + (cols.j0 + j) * b.ld;
+      for (int64_t k = 0; k < k_len; ++k) dst[k * kPanelWidth + j] = src[b.index ? b.index[k] : k];
+    }
+  }
+}
+
+MOR_AVX512 void gemm_rows(int64_t i_begin, int64_t i_end, int64_t n, int64_t k_len, const float* const* a_rows,
+                          const float* packed_b, float* const* c_rows, bool accumulate) {
+  const int64_t panels = num_panels(n);
+  for (int64_t i0 = i_begin; i0 < i_end; i0 += kTileRows) {
+    const int64_t mi = std::min<int64_t>(kTileRows, i_end - i0);
+    for (int64_t panel = 0; panel < panels; ++panel) {
+      const PanelColumns cols = panel_columns(panel, n);
+      float* c[kTileRows];
+      for (int64_t i = 0; i < mi; ++i) c[i] = c_rows[i0 + i] + cols.j0;
+      tile_rows<false>(mi, cols.nv, k_len, a_rows + i0, nullptr, 0, packed_b + panel * k_len * kPanelWidth, c,
+                       cols.last, accumulate);
+    }
+  }
+}
+
+MOR_AVX512 void gemm_at_panel(int64_t m, int64_t n, int64_t k_len, const float* a, int64_t lda, int64_t panel,
+                              const float* panel_b, float* c, int64_t ldc, bool accumulate) {
+  const PanelColumns cols = panel_columns(panel, n);
+  for (int64_t i0 = 0; i0 < m; i0 += kTileRows) {
+    const int64_t mi = std::min<int64_t>(kTileRows, m - i0);
+    float* c_rows[kTileRows];
+    for (int64_t i = 0; i < mi; ++i) c_rows[i] = c + (i0 + i) * ldc + cols.j0;
+    tile_rows<true>(mi, cols.nv, k_len, nullptr, a + i0, lda, panel_b, c_rows, cols.last, accumulate);
+  }
+}
+
+#else  // no AVX-512 build: callers check available() first
+
+bool available() { return false; }
+void pack_b(const MatrixB&, int64_t, int64_t, int64_t, int64_t, float*) {
+  throw std::logic_error("mor_ext was built without its AVX-512 GEMMs");
+}
+void gemm_rows(int64_t, int64_t, int64_t, int64_t, const float* const*, const float*, float* const*, bool) {
+  throw std::logic_error("mor_ext was built without its AVX-512 GEMMs");
+}
+void gemm_at_panel(int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*, float*, int64_t, bool) {
+  throw std::logic_error("mor_ext was built without its AVX-512 GEMMs");
+}
+
+#endif
+
+}  // namespace mor_ext::cpu::avx512
