@@ -141,16 +141,16 @@ MOR_AVX512 void pack_b(const MatrixB& b, int64_t k_len, int64_t n, int64_t panel
 }
 
 MOR_AVX512 void gemm_rows(int64_t i_begin, int64_t i_end, int64_t n, int64_t k_len, const float* const* a_rows,
-                          const float* packed_b, float* const* c_rows, bool accumulate) {
-  const int64_t panels = num_panels(n);
+                          int64_t panel_begin, int64_t panel_end, const float* packed, float* const* c_rows,
+                          bool accumulate) {
   for (int64_t i0 = i_begin; i0 < i_end; i0 += kTileRows) {
     const int64_t mi = std::min<int64_t>(kTileRows, i_end - i0);
-    for (int64_t panel = 0; panel < panels; ++panel) {
+    for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
       const PanelColumns cols = panel_columns(panel, n);
       float* c[kTileRows];
       for (int64_t i = 0; i < mi; ++i) c[i] = c_rows[i0 + i] + cols.j0;
-      tile_rows<false>(mi, cols.nv, k_len, a_rows + i0, nullptr, 0, packed_b + panel * k_len * kPanelWidth, c,
-                       cols.last, accumulate);
+      tile_rows<false>(mi, cols.nv, k_len, a_rows + i0, nullptr, 0, packed + (panel - panel_begin) * k_len * kPanelWidth,
+                       c, cols.last, accumulate);
     }
   }
 }
@@ -172,7 +172,8 @@ bool available() { return false; }
 void pack_b(const MatrixB&, int64_t, int64_t, int64_t, int64_t, float*) {
   throw std::logic_error("mor_ext was built without its AVX-512 GEMMs");
 }
-void gemm_rows(int64_t, int64_t, int64_t, int64_t, const float* const*, const float*, float* const*, bool) {
+void gemm_rows(int64_t, int64_t, int64_t, int64_t, const float* const*, int64_t, int64_t, const float*, float* const*,
+               bool) {
   throw std::logic_error("mor_ext was built without its AVX-512 GEMMs");
 }
 void gemm_at_panel(int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*, float*, int64_t, bool) {

@@ -38,10 +38,11 @@ inline int64_t packed_size(int64_t k, int64_t n) { return num_panels(n) * k * kP
 // Packs panels [panel_begin, panel_end) of B into `packed`, panel p at packed + (p - panel_begin) * K * kPanelWidth.
 void pack_b(const MatrixB& b, int64_t k, int64_t n, int64_t panel_begin, int64_t panel_end, float* packed);
 
-// For rows i in [i_begin, i_end): C(i, :N) = (accumulate ? C(i, :N) : 0) + sum_k a_rows[i][k] * B(k, :N),
-// with C(i, j) = c_rows[i][j] and B packed by pack_b.
+// For rows i in [i_begin, i_end) and the columns of panels [panel_begin, panel_end) (packed by pack_b
+// at `packed`): C(i, j) = (accumulate ? C(i, j) : 0) + sum_k a_rows[i][k] * B(k, j), with
+// C(i, j) = c_rows[i][j]. Each tile of rows runs over all the panels while its rows of A are in cache.
 void gemm_rows(int64_t i_begin, int64_t i_end, int64_t n, int64_t k, const float* const* a_rows,
-               const float* packed_b, float* const* c_rows, bool accumulate);
+               int64_t panel_begin, int64_t panel_end, const float* packed, float* const* c_rows, bool accumulate);
 
 // For all rows i < M and the columns of one packed panel (panel `panel`, its K x kPanelWidth floats at
 // `panel_b`): C(i, j) = (accumulate ? C(i, j) : 0) + sum_k a[k * lda + i] * B(k, j), with

@@ -137,51 +137,6 @@ bool use_role_gemms(const at::Tensor& x) {
   return x.scalar_type() == at::kFloat && x.size(0) >= kStackMinTokens && avx512::available();
 }
 
-// The by-role path's GEMMs (fp32; role_gemms.h). A role's batch g holds all its tokens.
-
-// [n, W*r + E + gated]: the shrink of the role's LoRAs, then its router logits and shared-gate logit.
-at::Tensor shrink_by_role(const Batch& g, const RoleBlock& blk, const at::Tensor& x) {
-  const int64_t d_in = x.size(1);
-  at::Tensor ext = at::empty({g.size(), blk.width}, x.options());
-  gemm_rows(token_rows<const float>(x.data_ptr<float>(), d_in, g), d_in, {blk.rows.data_ptr<float>(), d_in, /*transposed=*/true},
-            blk.width, all_rows(ext), /*accumulate=*/false);
-  return ext;
-}
-
-// y[g] += gated @ B^T.
-void expand_by_role(const Batch& g, const RoleBlock& blk, const at::Tensor& gated, at::Tensor& y) {
-  const int64_t d_out = y.size(1);
-  gemm_rows(const_rows(gated), blk.lora_width, {blk.b_cols.data_ptr<float>(), blk.lora_width, /*transposed=*/true},
-            d_out, token_rows(y.data_ptr<float>(), d_out, g), /*accumulate=*/true);
-}
-
-// dL/d(gated shrink) = grad_y[g] @ B, [n, lora_width].
-at::Tensor grad_gated_by_role(const Batch& g, const RoleBlock& blk, const at::Tensor& gy) {
-  const int64_t d_out = gy.size(1);
-  at::Tensor grad_gated = at::empty({g.size(), blk.lora_width}, gy.options());
-  gemm_rows(token_rows<const float>(gy.data_ptr<float>(), d_out, g), d_out, {blk.b_cols.data_ptr<float>(), blk.lora_width},
-            blk.lora_width, all_rows(grad_gated), /*accumulate=*/false);
-  return grad_gated;
-}
-
-// (grad of the role's rows = grad_ext^T @ x[g], grad of its B columns = grad_y[g]^T @ gated).
-std::pair<at::Tensor, at::Tensor> weight_grads_by_role(const Batch& g, const at::Tensor& gated,
-                                                       const at::Tensor& grad_ext, const at::Tensor& gy,
-                                                       const at::Tensor& x) {
-  const int64_t* tokens = g.rows.defined() ? g.rows.data_ptr<int64_t>() : nullptr;
-  const int64_t first = g.rows.defined() ? 0 : g.begin, d_in = x.size(1), d_out = gy.size(1);
-  at::Tensor grad_rows = gemm_at(grad_ext, {x.data_ptr<float>() + first * d_in, d_in, false, tokens}, d_in);
-  const at::Tensor grad_b_cols_t = gemm_at(gated, {gy.data_ptr<float>() + first * d_out, d_out, false, tokens}, d_out);
-  return {std::move(grad_rows), grad_b_cols_t.t().contiguous()};
-}
-
-// grad_x[g] += grad_ext @ [A rows; router rows; gate row].
-void grad_x_by_role(const Batch& g, const RoleBlock& blk, const at::Tensor& grad_ext, at::Tensor& grad_x) {
-  const int64_t d_in = grad_x.size(1);
-  gemm_rows(const_rows(grad_ext), blk.width, {blk.rows.data_ptr<float>(), d_in}, d_in,
-            token_rows(grad_x.data_ptr<float>(), d_in, g), /*accumulate=*/true);
-}
-
 std::vector<Batch> plan_role_batches(const at::Tensor& roles) {
   const int64_t n = roles.size(0);
   const int64_t* rp = roles.data_ptr<int64_t>();
@@ -189,47 +144,47 @@ std::vector<Batch> plan_role_batches(const at::Tensor& roles) {
   return plan_batches(key, hi, roles.options());
 }
 
-// Route the batch's tokens from their logits (columns lora_width.. of `ext`) with the per-token
-// body every route kernel shares (kernels::route_token), write the routing outputs and the shared
-// gate's logit (for backward), and build the gated shrink `gated` [n, lora_width] and the saved slots.
+// Route the batch's tokens [begin, end) from their logits (columns lora_width.. of `ext`) with the
+// per-token body every route kernel shares (kernels::route_token), write the routing outputs and the
+// shared gate's logit (for backward), and build the gated shrink `gated` [n, lora_width] and the
+// saved slots. Callers spread the tokens over threads.
 template <typename scalar_t>
-void route_and_gate(const Batch& b, const RoleBlock& blk, const kernels::RoleTables& tables, const at::Tensor& ext,
-                    double scaling, int64_t k_max, int64_t e_total, int64_t rank, int32_t* index, scalar_t* weight,
-                    float* probs, float* shared_logit, scalar_t* shrink, at::Tensor& gated) {
+void route_and_gate(const Batch& b, int64_t begin, int64_t end, const RoleBlock& blk,
+                    const kernels::RoleTables& tables, const at::Tensor& ext, double scaling, int64_t k_max,
+                    int64_t e_total, int64_t rank, int32_t* index, scalar_t* weight, float* probs, float* shared_logit,
+                    scalar_t* shrink, at::Tensor& gated) {
   using acc_t = at::opmath_type<scalar_t>;
   const scalar_t* h = ext.data_ptr<scalar_t>();
   scalar_t* g = gated.data_ptr<scalar_t>();
   const int64_t width = ext.size(1), lw = blk.lora_width;
   const int e = static_cast<int>(blk.experts);
-  at::parallel_for(0, b.size(), kTokenGrain, [&](int64_t begin, int64_t end) {
-    std::vector<float> logits(e_total), gate_fp32(k_max);
-    std::vector<acc_t> gate(blk.num_loras);
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t t = b.token(i);
-      const scalar_t* row = h + i * width;
-      for (int q = 0; q < e; ++q) logits[blk.router_start + q] = static_cast<float>(row[lw + q]);
-      shared_logit[t] = blk.gated ? static_cast<float>(row[lw + e]) : 0.0f;
-      kernels::route_token(tables, static_cast<int>(blk.role), logits.data(), shared_logit[t], index + t * k_max,
-                           gate_fp32.data(), probs + t * e_total);
-      // The gates as stored in x's dtype, which is what the reference multiplies by.
-      std::fill(gate.begin(), gate.end(), acc_t(0));
-      for (int64_t q = 0; q < k_max; ++q) {
-        weight[t * k_max + q] = static_cast<scalar_t>(gate_fp32[q]);
-        if (index[t * k_max + q] >= 0)
-          gate[index[t * k_max + q] - blk.lora_start] += static_cast<acc_t>(weight[t * k_max + q]);
-      }
-      for (int64_t q = 0; q < k_max; ++q) {  // saved shrink per slot, zeros in empty slots
-        scalar_t* dst = shrink + (t * k_max + q) * rank;
-        const int32_t l = index[t * k_max + q];
-        for (int64_t j = 0; j < rank; ++j) dst[j] = l < 0 ? scalar_t(0) : row[(l - blk.lora_start) * rank + j];
-      }
-      for (int64_t l = 0; l < blk.num_loras; ++l) {
-        const acc_t gl = static_cast<acc_t>(scaling) * gate[l];
-        for (int64_t j = 0; j < rank; ++j)
-          g[i * lw + l * rank + j] = static_cast<scalar_t>(gl * static_cast<acc_t>(row[l * rank + j]));
-      }
+  std::vector<float> logits(e_total), gate_fp32(k_max);
+  std::vector<acc_t> gate(blk.num_loras);
+  for (int64_t i = begin; i < end; ++i) {
+    const int64_t t = b.token(i);
+    const scalar_t* row = h + i * width;
+    for (int q = 0; q < e; ++q) logits[blk.router_start + q] = static_cast<float>(row[lw + q]);
+    shared_logit[t] = blk.gated ? static_cast<float>(row[lw + e]) : 0.0f;
+    kernels::route_token(tables, static_cast<int>(blk.role), logits.data(), shared_logit[t], index + t * k_max,
+                         gate_fp32.data(), probs + t * e_total);
+    // The gates as stored in x's dtype, which is what the reference multiplies by.
+    std::fill(gate.begin(), gate.end(), acc_t(0));
+    for (int64_t q = 0; q < k_max; ++q) {
+      weight[t * k_max + q] = static_cast<scalar_t>(gate_fp32[q]);
+      if (index[t * k_max + q] >= 0)
+        gate[index[t * k_max + q] - blk.lora_start] += static_cast<acc_t>(weight[t * k_max + q]);
     }
-  });
+    for (int64_t q = 0; q < k_max; ++q) {  // saved shrink per slot, zeros in empty slots
+      scalar_t* dst = shrink + (t * k_max + q) * rank;
+      const int32_t l = index[t * k_max + q];
+      for (int64_t j = 0; j < rank; ++j) dst[j] = l < 0 ? scalar_t(0) : row[(l - blk.lora_start) * rank + j];
+    }
+    for (int64_t l = 0; l < blk.num_loras; ++l) {
+      const acc_t gl = static_cast<acc_t>(scaling) * gate[l];
+      for (int64_t j = 0; j < rank; ++j)
+        g[i * lw + l * rank + j] = static_cast<scalar_t>(gl * static_cast<acc_t>(row[l * rank + j]));
+    }
+  }
 }
 
 // The saved routing of mor_linear_backward, as raw pointers for the per-token loops.
@@ -244,55 +199,55 @@ struct SavedRouting {
   const float* shared_logit;
 };
 
-// Per token of the batch, from grad_gated = dL/d(gated shrink) [n, lora_width]: the gated shrink
-// again (`gated`, for grad B) and grad_ext = [dL/dshrink | dL/d router logits | dL/d shared-gate logit].
+// Per token [begin, end) of the batch, from grad_gated = dL/d(gated shrink) [n, lora_width]: the
+// gated shrink again (`gated`, for grad B) and grad_ext = [dL/dshrink | dL/d router logits | dL/d
+// shared-gate logit]. Callers spread the tokens over threads.
 template <typename scalar_t>
-void token_backward(const Batch& b, const RoleBlock& blk, const kernels::RoleTables& tables,
-                    const SavedRouting<scalar_t>& r, double scaling, int64_t k_max, int64_t e_total, int64_t rank,
-                    const at::Tensor& grad_gated, at::Tensor& gated, at::Tensor& grad_ext) {
+void token_backward(const Batch& b, int64_t begin, int64_t end, const RoleBlock& blk,
+                    const kernels::RoleTables& tables, const SavedRouting<scalar_t>& r, double scaling, int64_t k_max,
+                    int64_t e_total, int64_t rank, const at::Tensor& grad_gated, at::Tensor& gated,
+                    at::Tensor& grad_ext) {
   using acc_t = at::opmath_type<scalar_t>;
   const scalar_t* dg = grad_gated.data_ptr<scalar_t>();
   scalar_t* g_out = gated.data_ptr<scalar_t>();
   scalar_t* ge = grad_ext.data_ptr<scalar_t>();
   const int64_t lw = blk.lora_width, width = blk.width;
   const int e = static_cast<int>(blk.experts);
-  at::parallel_for(0, b.size(), kTokenGrain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc_g(lw), acc_dh(lw);
-    std::vector<float> grad_slot(k_max), grad_logits(e_total);
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t t = b.token(i);
-      std::fill(acc_g.begin(), acc_g.end(), acc_t(0));
-      std::fill(acc_dh.begin(), acc_dh.end(), acc_t(0));
-      std::fill(grad_slot.begin(), grad_slot.end(), 0.0f);
-      const int64_t used = (blk.shared ? 1 : 0) + blk.top_k;
-      for (int64_t q = 0; q < used; ++q) {  // the LoRA path: dL/dw, dL/dshrink, and the gated shrink again
-        const int64_t col = (r.index[t * k_max + q] - blk.lora_start) * rank;
-        const acc_t wq = static_cast<acc_t>(scaling) * static_cast<acc_t>(r.weight[t * k_max + q]);
-        const scalar_t* h = r.shrink + (t * k_max + q) * rank;
-        acc_t dot = 0;
-        for (int64_t j = 0; j < rank; ++j) {
-          const acc_t d = static_cast<acc_t>(dg[i * lw + col + j]);
-          dot += d * static_cast<acc_t>(h[j]);
-          acc_g[col + j] += wq * static_cast<acc_t>(h[j]);
-          acc_dh[col + j] += wq * d;
-        }
-        // dL/dw as the op's lora_weight output sees it: this op's LoRA path plus outside uses.
-        grad_slot[q] = static_cast<float>(static_cast<scalar_t>(static_cast<acc_t>(scaling) * dot)) +
-                       r.grad_weight[t * k_max + q];
+  std::vector<acc_t> acc_g(lw), acc_dh(lw);
+  std::vector<float> grad_slot(k_max), grad_logits(e_total);
+  for (int64_t i = begin; i < end; ++i) {
+    const int64_t t = b.token(i);
+    std::fill(acc_g.begin(), acc_g.end(), acc_t(0));
+    std::fill(acc_dh.begin(), acc_dh.end(), acc_t(0));
+    std::fill(grad_slot.begin(), grad_slot.end(), 0.0f);
+    const int64_t used = (blk.shared ? 1 : 0) + blk.top_k;
+    for (int64_t q = 0; q < used; ++q) {  // the LoRA path: dL/dw, dL/dshrink, and the gated shrink again
+      const int64_t col = (r.index[t * k_max + q] - blk.lora_start) * rank;
+      const acc_t wq = static_cast<acc_t>(scaling) * static_cast<acc_t>(r.weight[t * k_max + q]);
+      const scalar_t* h = r.shrink + (t * k_max + q) * rank;
+      acc_t dot = 0;
+      for (int64_t j = 0; j < rank; ++j) {
+        const acc_t d = static_cast<acc_t>(dg[i * lw + col + j]);
+        dot += d * static_cast<acc_t>(h[j]);
+        acc_g[col + j] += wq * static_cast<acc_t>(h[j]);
+        acc_dh[col + j] += wq * d;
       }
-      for (int64_t j = 0; j < lw; ++j) {
-        g_out[i * lw + j] = static_cast<scalar_t>(acc_g[j]);
-        ge[i * width + j] = static_cast<scalar_t>(acc_dh[j]);
-      }
-      // The routing path, with route_backward's per-token body: routed gates through top-k
-      // renormalisation and softmax to the router logits, the shared gate through its sigmoid.
-      const float grad_shared = kernels::route_token_backward_all(
-          tables, static_cast<int>(blk.role), r.probs + t * e_total, r.index + t * k_max, grad_slot.data(),
-          r.grad_probs + t * e_total, r.shared_logit[t], grad_logits.data());
-      for (int q = 0; q < e; ++q) ge[i * width + lw + q] = static_cast<scalar_t>(grad_logits[blk.router_start + q]);
-      if (blk.gated) ge[i * width + lw + e] = static_cast<scalar_t>(grad_shared);
+      // dL/dw as the op's lora_weight output sees it: this op's LoRA path plus outside uses.
+      grad_slot[q] = static_cast<float>(static_cast<scalar_t>(static_cast<acc_t>(scaling) * dot)) +
+                     r.grad_weight[t * k_max + q];
     }
-  });
+    for (int64_t j = 0; j < lw; ++j) {
+      g_out[i * lw + j] = static_cast<scalar_t>(acc_g[j]);
+      ge[i * width + j] = static_cast<scalar_t>(acc_dh[j]);
+    }
+    // The routing path, with route_backward's per-token body: routed gates through top-k
+    // renormalisation and softmax to the router logits, the shared gate through its sigmoid.
+    const float grad_shared = kernels::route_token_backward_all(
+        tables, static_cast<int>(blk.role), r.probs + t * e_total, r.index + t * k_max, grad_slot.data(),
+        r.grad_probs + t * e_total, r.shared_logit[t], grad_logits.data());
+    for (int q = 0; q < e; ++q) ge[i * width + lw + q] = static_cast<scalar_t>(grad_logits[blk.router_start + q]);
+    if (blk.gated) ge[i * width + lw + e] = static_cast<scalar_t>(grad_shared);
+  }
 }
 
 }  // namespace
@@ -335,18 +290,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         shared_p[t] = 0.0f;
       }
     });
-    if (use_role_gemms(x)) {  // fp32: per role, one GEMM per kind over all its tokens
+    if (use_role_gemms(x)) {  // fp32: per role, one GEMM per kind over all its tokens (role_gemms.h)
       const std::vector<Batch> groups = role_groups(roles);
       const std::map<int64_t, RoleBlock> blocks =
           make_blocks(spec, groups, a, lora_B, router_weight, shared_gate_weight, /*stacked=*/true);
+      const int64_t d_in = x.size(1), d_out = y.size(1);
+      std::vector<const RoleBlock*> blk;
+      std::vector<at::Tensor> ext, gated;  // per role: [n, W*r + E + gated] shrink and logits; [n, W*r]
+      std::vector<int64_t> sizes;
+      std::vector<RowsGemm> shrinks, expands;
       for (const Batch& g : groups) {
-        const RoleBlock& blk = blocks.at(g.key);
-        const at::Tensor ext = shrink_by_role(g, blk, xc);
-        at::Tensor gated = at::empty({g.size(), blk.lora_width}, x.options());
-        route_and_gate<scalar_t>(g, blk, tables, ext, scaling, k_max, e_total, rank, index_p, weight_p, probs_p,
-                                 shared_p, shrink_p, gated);
-        expand_by_role(g, blk, gated, y);
+        const RoleBlock& b = blocks.at(g.key);
+        blk.push_back(&b);
+        sizes.push_back(g.size());
+        ext.push_back(at::empty({g.size(), b.width}, x.options()));
+        gated.push_back(at::empty({g.size(), b.lora_width}, x.options()));
+        shrinks.push_back({token_rows<const float>(xc.data_ptr<float>(), d_in, g), d_in,
+                           {b.rows.data_ptr<float>(), d_in, /*transposed=*/true}, b.width, all_rows(ext.back()),
+                           /*accumulate=*/false});
+        expands.push_back({const_rows(gated.back()), b.lora_width,
+                           {b.b_cols.data_ptr<float>(), b.lora_width, /*transposed=*/true}, d_out,
+                           token_rows(y.data_ptr<float>(), d_out, g), /*accumulate=*/true});
       }
+      run_gemms(shrinks);
+      for_each_block(sizes, kTokenGrain, [&](size_t j, int64_t begin, int64_t end) {
+        route_and_gate<scalar_t>(groups[j], begin, end, *blk[j], tables, ext[j], scaling, k_max, e_total, rank, index_p,
+                                 weight_p, probs_p, shared_p, shrink_p, gated[j]);
+      });
+      run_gemms(expands);
       return;
     }
     const std::vector<Batch> batches = plan_role_batches(roles);
@@ -356,8 +327,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       const RoleBlock& blk = blocks.at(b.key);
       const at::Tensor ext = blk.shrink_and_logits(b.take(xc));  // [n, W*r + E + gated (+ pad)]
       at::Tensor gated = at::empty({b.size(), blk.lora_width}, x.options());
-      route_and_gate<scalar_t>(b, blk, tables, ext, scaling, k_max, e_total, rank, index_p, weight_p, probs_p, shared_p,
-                               shrink_p, gated);
+      at::parallel_for(0, b.size(), kTokenGrain, [&](int64_t begin, int64_t end) {  // inline when nested
+        route_and_gate<scalar_t>(b, begin, end, blk, tables, ext, scaling, k_max, e_total, rank, index_p, weight_p,
+                                 probs_p, shared_p, shrink_p, gated);
+      });
       blk.expand_into(b, y, gated);
     });
   });
@@ -398,16 +371,40 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
     const SavedRouting<scalar_t> routing{index.data_ptr<int32_t>(), w.data_ptr<scalar_t>(), saved.data_ptr<scalar_t>(),
                                          gw_in.data_ptr<float>(),   gp_in.data_ptr<float>(),  probs.data_ptr<float>(),
                                          shared_logits.data_ptr<float>()};
-    if (by_role) {  // fp32: per role, one GEMM per kind over all its tokens
+    if (by_role) {  // fp32: per role, one GEMM per kind over all its tokens (role_gemms.h)
+      const float *xp = xc.data_ptr<float>(), *gyp = gy.data_ptr<float>();
+      std::vector<const RoleBlock*> blk;
+      std::vector<at::Tensor> grad_gated, gated, grad_ext;  // per role: [n, W*r], [n, W*r], [n, width]
+      std::vector<int64_t> sizes;
+      std::vector<RowsGemm> to_grad_gated, to_grad_x;
+      std::vector<TransposedAGemm> to_weight_grads;  // per role: grad of its rows, grad of B's columns (transposed)
       for (const Batch& g : batches) {
-        const RoleBlock& blk = blocks.at(g.key);
-        const at::Tensor grad_gated = grad_gated_by_role(g, blk, gy);
-        at::Tensor gated = at::empty({g.size(), blk.lora_width}, x.options());
-        at::Tensor grad_ext = at::empty({g.size(), blk.width}, x.options());  // [dL/dshrink | dL/dlogits]
-        token_backward<scalar_t>(g, blk, tables, routing, scaling, k_max, e_total, rank, grad_gated, gated, grad_ext);
-        grads[0].emplace(g.key, weight_grads_by_role(g, gated, grad_ext, gy, xc));
-        grad_x_by_role(g, blk, grad_ext, grad_x);
+        const RoleBlock& b = blocks.at(g.key);
+        blk.push_back(&b);
+        sizes.push_back(g.size());
+        grad_gated.push_back(at::empty({g.size(), b.lora_width}, x.options()));
+        gated.push_back(at::empty({g.size(), b.lora_width}, x.options()));
+        grad_ext.push_back(at::empty({g.size(), b.width}, x.options()));  // [dL/dshrink | dL/dlogits]
+        to_grad_gated.push_back({token_rows(gyp, d_out, g), d_out, {b.b_cols.data_ptr<float>(), b.lora_width},
+                                 b.lora_width, all_rows(grad_gated.back()), /*accumulate=*/false});
+        to_grad_x.push_back({const_rows(grad_ext.back()), b.width, {b.rows.data_ptr<float>(), d_in}, d_in,
+                             token_rows(grad_x.data_ptr<float>(), d_in, g), /*accumulate=*/true});
+        // B(k, :) is the k-th token's row of x or grad_y: a view from the run's first token, or gathered.
+        const int64_t* tokens = g.rows.defined() ? g.rows.data_ptr<int64_t>() : nullptr;
+        const int64_t first = g.rows.defined() ? 0 : g.begin;
+        to_weight_grads.push_back({grad_ext.back(), {xp + first * d_in, d_in, false, tokens}, d_in});
+        to_weight_grads.push_back({gated.back(), {gyp + first * d_out, d_out, false, tokens}, d_out});
       }
+      run_gemms(to_grad_gated);
+      for_each_block(sizes, kTokenGrain, [&](size_t j, int64_t begin, int64_t end) {
+        token_backward<scalar_t>(batches[j], begin, end, *blk[j], tables, routing, scaling, k_max, e_total, rank,
+                                 grad_gated[j], gated[j], grad_ext[j]);
+      });
+      const std::vector<at::Tensor> weight_grads = run_gemms(to_weight_grads);
+      run_gemms(to_grad_x);
+      for (size_t j = 0; j < batches.size(); ++j)
+        grads[0].emplace(batches[j].key,
+                         std::make_pair(weight_grads[2 * j], weight_grads[2 * j + 1].t().contiguous()));
       return;
     }
     run_work(plan, [&](const Batch& b, int64_t worker) {
@@ -416,7 +413,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
       const at::Tensor grad_gated = at::mm(gyb, blk.b_cols).contiguous();  // [n, lora_width]
       at::Tensor gated = at::empty({b.size(), blk.lora_width}, x.options());
       at::Tensor grad_ext = at::empty({b.size(), blk.width}, x.options());  // [dL/dshrink | dL/dlogits]
-      token_backward<scalar_t>(b, blk, tables, routing, scaling, k_max, e_total, rank, grad_gated, gated, grad_ext);
+      at::parallel_for(0, b.size(), kTokenGrain, [&](int64_t begin, int64_t end) {  // inline when nested
+        token_backward<scalar_t>(b, begin, end, blk, tables, routing, scaling, k_max, e_total, rank, grad_gated, gated,
+                                 grad_ext);
+      });
       // One GEMM each gives grad_A of the role's LoRAs and grad of its router and gate rows; one adds
       // the LoRA's and the router's grad_x onto the frozen layer's, in place.
       auto found = grads[worker].find(b.key);

@@ -1,14 +1,19 @@
-// The AVX-512 GEMMs of gemm_avx512.h over the gathered tokens of one role, on all threads.
+// The AVX-512 GEMMs of gemm_avx512.h over the tokens of each role, every role's GEMM of a kind in
+// one parallel region.
 //
 // A role's tokens are a Batch (a contiguous run, or gathered rows); its rows of x, y, grad_y and
-// grad_x are addressed through row pointers, so no role ever copies its rows together. Each output
-// tile is computed by one thread with a fixed summation order: results do not depend on the number
-// of threads.
+// grad_x are addressed through row pointers, so no role ever copies its rows together. A layer
+// runs a handful of these GEMMs per role, each a few hundred microseconds at SmolLM2's sizes, so
+// the roles share their parallel regions instead of paying a fork and join each. Each output tile
+// is computed by one thread with a fixed summation order: results do not depend on the number of
+// threads.
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "gemm_avx512.h"
@@ -16,7 +21,7 @@
 
 namespace mor_ext::cpu {
 
-// Pointers to the rows of `t` (2-D, contiguous fp32) that the batch's tokens own.
+// Pointers to the rows of a contiguous 2-D array that the batch's tokens own.
 template <typename T>
 std::vector<T*> token_rows(T* base, int64_t ld, const Batch& b) {
   std::vector<T*> rows(b.size());
@@ -36,38 +41,126 @@ inline std::vector<const float*> const_rows(const at::Tensor& t) {
   return {rows.begin(), rows.end()};
 }
 
-// c_rows[i][:n] (+)= sum_k a_rows[i][k] * B(k, :n) for all i: B packed once (panels over threads),
-// then the rows split over threads.
-inline void gemm_rows(const std::vector<const float*>& a_rows, int64_t k, const avx512::MatrixB& b, int64_t n,
-                      const std::vector<float*>& c_rows, bool accumulate) {
-  const int64_t m = static_cast<int64_t>(a_rows.size());
-  if (m == 0 || n == 0) return;
-  at::Tensor packed = at::empty({avx512::packed_size(k, n)}, at::TensorOptions().dtype(at::kFloat));
-  float* pp = packed.data_ptr<float>();
-  at::parallel_for(0, avx512::num_panels(n), 1, [&](int64_t p0, int64_t p1) {
-    avx512::pack_b(b, k, n, p0, p1, pp + p0 * k * avx512::kPanelWidth);
-  });
-  at::parallel_for(0, m, 4 * avx512::kTileRows, [&](int64_t i0, int64_t i1) {
-    avx512::gemm_rows(i0, i1, n, k, a_rows.data(), pp, c_rows.data(), accumulate);
+// Calls f(i) for every item i, in one parallel region: the items, in order, are cut into one
+// contiguous range per thread of about equal total cost (roles have very different token counts, so
+// an even split by count leaves a thread idle).
+template <typename F>
+void parallel_items(const std::vector<int64_t>& costs, const F& f) {
+  const int64_t n = static_cast<int64_t>(costs.size());
+  const int64_t threads = std::min<int64_t>(n, at::in_parallel_region() ? 1 : at::get_num_threads());
+  if (threads <= 1) {
+    for (int64_t i = 0; i < n; ++i) f(i);
+    return;
+  }
+  std::vector<int64_t> cut(threads + 1, n);  // thread t runs items [cut[t], cut[t + 1])
+  cut[0] = 0;
+  int64_t total = 0, done = 0, t = 1;
+  for (int64_t c : costs) total += c;
+  for (int64_t i = 0; i < n && t < threads; ++i) {
+    done += costs[i];
+    while (t < threads && done * threads >= total * t) cut[t++] = i + 1;
+  }
+  at::parallel_for(0, threads, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t w = t0; w < t1; ++w)
+      for (int64_t i = cut[w]; i < cut[w + 1]; ++i) f(i);
   });
 }
 
-// c [m, n] = a^T . B, where a is [k, m] contiguous fp32 and B(k, :) a row of k tokens: the
-// panels of columns split over threads, each packed into the thread's own buffer.
-inline at::Tensor gemm_at(const at::Tensor& a, const avx512::MatrixB& b, int64_t n) {
-  const int64_t k = a.size(0), m = a.size(1);
-  if (k == 0) return at::zeros({m, n}, a.options());
-  at::Tensor c = at::empty({m, n}, a.options());
-  float* cp = c.data_ptr<float>();
-  const float* ap = a.data_ptr<float>();
-  at::parallel_for(0, avx512::num_panels(n), 1, [&](int64_t p0, int64_t p1) {
-    std::vector<float> panel(k * avx512::kPanelWidth);
-    for (int64_t p = p0; p < p1; ++p) {
-      avx512::pack_b(b, k, n, p, p + 1, panel.data());
-      avx512::gemm_at_panel(m, n, k, ap, m, p, panel.data(), cp, n, /*accumulate=*/false);
+// Calls f(job, begin, end) over [0, sizes[job]) of every job, in blocks of `grain`, in one parallel region.
+template <typename F>
+void for_each_block(const std::vector<int64_t>& sizes, int64_t grain, const F& f) {
+  std::vector<std::pair<int64_t, int64_t>> blocks;  // (job, first index)
+  std::vector<int64_t> costs;
+  for (size_t job = 0; job < sizes.size(); ++job)
+    for (int64_t begin = 0; begin < sizes[job]; begin += grain) {
+      blocks.emplace_back(job, begin);
+      costs.push_back(std::min(grain, sizes[job] - begin));
     }
+  parallel_items(costs, [&](int64_t i) {
+    const auto [job, begin] = blocks[i];
+    f(static_cast<size_t>(job), begin, std::min(begin + grain, sizes[job]));
   });
-  return c;
+}
+
+// c_rows[i][:n] (+)= sum_k a_rows[i][k] * B(k, :n), for every row i.
+struct RowsGemm {
+  std::vector<const float*> a_rows;
+  int64_t k = 0;
+  avx512::MatrixB b;
+  int64_t n = 0;
+  std::vector<float*> c_rows;
+  bool accumulate = false;
+};
+
+// Runs every GEMM: their B's packed in one parallel region (an item per panel), then all their rows
+// in another, in tiles of 32 rows that each run over all panels while their rows of A are in cache.
+inline void run_gemms(const std::vector<RowsGemm>& gemms) {
+  constexpr int64_t kRowsPerItem = 4 * avx512::kTileRows;
+  std::vector<at::Tensor> packed;
+  std::vector<std::pair<size_t, int64_t>> panels, blocks;  // (GEMM, panel), (GEMM, first row)
+  std::vector<int64_t> panel_costs, block_costs;
+  for (size_t j = 0; j < gemms.size(); ++j) {
+    const RowsGemm& g = gemms[j];
+    const int64_t m = g.n == 0 ? 0 : static_cast<int64_t>(g.a_rows.size());
+    packed.push_back(at::empty({m == 0 ? 0 : avx512::packed_size(g.k, g.n)}, at::TensorOptions().dtype(at::kFloat)));
+    for (int64_t p = 0; m > 0 && p < avx512::num_panels(g.n); ++p) {
+      panels.emplace_back(j, p);
+      panel_costs.push_back(g.k);
+    }
+    for (int64_t r = 0; r < m; r += kRowsPerItem) {
+      blocks.emplace_back(j, r);
+      block_costs.push_back(std::min(kRowsPerItem, m - r) * g.k * g.n);
+    }
+  }
+  parallel_items(panel_costs, [&](int64_t i) {
+    const auto [j, p] = panels[i];
+    const RowsGemm& g = gemms[j];
+    avx512::pack_b(g.b, g.k, g.n, p, p + 1, packed[j].data_ptr<float>() + p * g.k * avx512::kPanelWidth);
+  });
+  parallel_items(block_costs, [&](int64_t i) {
+    const auto [j, r] = blocks[i];
+    const RowsGemm& g = gemms[j];
+    const int64_t m = static_cast<int64_t>(g.a_rows.size());
+    avx512::gemm_rows(r, std::min(m, r + kRowsPerItem), g.n, g.k, g.a_rows.data(), 0, avx512::num_panels(g.n),
+                      packed[j].data_ptr<float>(), g.c_rows.data(), g.accumulate);
+  });
+}
+
+// c = a^T . B as a new [m, n] tensor, where a is [k, m] (contiguous fp32) and B(k, :) belongs to
+// the k-th token (e.g. rows of x or grad_y).
+struct TransposedAGemm {
+  at::Tensor a;
+  avx512::MatrixB b;
+  int64_t n = 0;
+};
+
+// All GEMMs' panels of columns in one region, each panel packed into its thread's own buffer.
+inline std::vector<at::Tensor> run_gemms(const std::vector<TransposedAGemm>& gemms) {
+  std::vector<at::Tensor> out;
+  std::vector<int64_t> panels;
+  for (const TransposedAGemm& g : gemms) {
+    const int64_t k = g.a.size(0), m = g.a.size(1);
+    out.push_back(k == 0 ? at::zeros({m, g.n}, g.a.options()) : at::empty({m, g.n}, g.a.options()));
+    panels.push_back(k == 0 ? 0 : avx512::num_panels(g.n));
+  }
+  std::vector<std::pair<size_t, int64_t>> items;  // (GEMM, panel)
+  std::vector<int64_t> costs;
+  for (size_t j = 0; j < gemms.size(); ++j)
+    for (int64_t p = 0; p < panels[j]; ++p) {
+      items.emplace_back(j, p);
+      costs.push_back(gemms[j].a.size(0) * gemms[j].a.size(1));
+    }
+  parallel_items(costs, [&](int64_t i) {
+    const auto [j, p] = items[i];
+    const TransposedAGemm& g = gemms[j];
+    const int64_t k = g.a.size(0), m = g.a.size(1);
+    thread_local std::vector<float> panel;
+    panel.resize(k * avx512::kPanelWidth);
+    avx512::pack_b(g.b, k, g.n, p, p + 1, panel.data());
+    avx512::gemm_at_panel(m, g.n, k, g.a.data_ptr<float>(), m, p, panel.data(), out[j].data_ptr<float>(), g.n,
+                          /*accumulate=*/false);
+  });
+  return out;
 }
 
 }  // namespace mor_ext::cpu
