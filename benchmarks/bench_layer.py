@@ -3,7 +3,7 @@
     python benchmarks/bench_layer.py                      # T=2048, d_in=d_out=2048, r=16, fp32
     python benchmarks/bench_layer.py --layout random      # roles drawn per token (gather path)
     python benchmarks/bench_layer.py --tokens 512 --d 1024 --dtype bfloat16
-    python benchmarks/bench_layer.py --floor              # also: the C++ path's GEMMs alone
+    python benchmarks/bench_layer.py --floor              # also: MKL's per-span GEMM sequence alone
 
 Times: all cases run in one process, interleaved round by round (base, LoRA, ..., C++, base, ...),
 so that drift in a shared or throttled CPU hits every case alike; each case's time is the median
@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--floor", action="store_true",
-                    help="also time the C++ path's GEMMs alone (layer_cases.gemm_floor) against the base layer")
+                    help="also time MKL's per-span GEMM sequence alone (layer_cases.gemm_floor) against the base layer")
     ap.add_argument("--case", help="run one case in this process and print JSON (used internally)")
     args = ap.parse_args()
     shape = Shape(args.tokens, args.d, args.d, args.rank, getattr(torch, args.dtype), args.layout)
@@ -119,7 +119,7 @@ def main() -> None:
                 t.append(time.perf_counter() - start)
             if i >= args.warmup:
                 ratios.append(t[1] / ((t[0] + t[2]) / 2))
-        print(f"the C++ path's GEMMs alone (no routing, copies or checks): {statistics.median(ratios):.2f}x base")
+        print(f"MKL's per-span GEMM sequence alone (no routing, copies or checks): {statistics.median(ratios):.2f}x base")
 
 
 if __name__ == "__main__":

@@ -150,10 +150,12 @@ def _mor(backend: str) -> Callable[[LayerInputs], Callable[[], None]]:
 
 
 def gemm_floor(inp: LayerInputs) -> Callable[[], None]:
-    """The C++ path's GEMMs alone, as it issues them (per span of a role: the shrink with the role's
-    rows padded to 96, the expand, and the backward's four thin GEMMs, around the frozen layer's two),
-    with no routing, copies or checks: the floor of that algorithm on this machine. Not a case: a
-    reference point for how much of the C++ path's time is the op's own (bench_layer.py --floor)."""
+    """MKL's per-span GEMM sequence alone, as the C++ path issues it in bf16, below 128 tokens or
+    without AVX-512 (fp32 on AVX-512 runs its own GEMMs, one per role and kind; see
+    benchmarks/README.md). Per span of a role: the shrink with the role's rows padded to 96, the
+    expand, and the backward's four thin GEMMs, around the frozen layer's two; no routing, copies or
+    checks: the floor of that algorithm on this machine. Not a case: a reference point
+    (bench_layer.py --floor)."""
     x, w, gy = inp.x.detach(), inp.weight, inp.grad_out
     roles = inp.role_ids
     change = torch.nonzero(roles[1:] != roles[:-1]).flatten() + 1

@@ -5,7 +5,7 @@
 #include <Python.h>
 #include <torch/library.h>
 
-#include "cpu/decode_avx512.h"
+#include "cpu/gemm_avx512.h"
 
 // Importing mor_ext._C only has to load this library, whose static initialisers register the ops;
 // no Python bindings are needed (the pattern of pytorch/extension-cpp).
@@ -84,9 +84,9 @@ TORCH_LIBRARY(mor_ext, m) {
       "orthogonal_grads(Tensor grad, Tensor[] lora_A, Tensor[] lora_B, int[] num_experts, int[] top_k, "
       "int[] has_shared) -> (Tensor[] grad_lora_A, Tensor[] grad_lora_B)");
   m.def("orthogonal_loss(Tensor lora_A, Tensor lora_B, int[] num_experts, int[] top_k, int[] has_shared) -> Tensor");
-  // Whether mor_linear's CPU kernel has its AVX-512 decode path here (for backend_info); no tensor
-  // arguments, so one kernel for every dispatch key.
-  m.def("cpu_decode_avx512() -> bool", &mor_ext::cpu::decode_avx512_available);
+  // Whether mor_linear's CPU kernel has its AVX-512 paths here (decode, and the by-role GEMMs; for
+  // backend_info); no tensor arguments, so one kernel for every dispatch key.
+  m.def("cpu_avx512() -> bool", &mor_ext::cpu::avx512::available);
   m.def(
       "orthogonal_loss_backward(Tensor grad, Tensor lora_A, Tensor lora_B, int[] num_experts, int[] top_k, "
       "int[] has_shared) -> (Tensor grad_lora_A, Tensor grad_lora_B)");

@@ -77,11 +77,11 @@ def test_compiled_backend_is_in_use(op):
     assert "cpu (all ops" in mor_ext.describe_backend()
 
 
-def test_backend_info_reports_the_cpu_decode_path():
+def test_backend_info_reports_the_cpu_avx512_paths():
     avx512 = sys.platform == "linux" and "avx512f" in Path("/proc/cpuinfo").read_text()
-    assert mor_ext.backend_info()["cpu_decode_avx512"] is avx512
-    assert ("AVX-512 decode path" in mor_ext.describe_backend()) is avx512
-    code = "import mor_ext; print(mor_ext.backend_info()['cpu_decode_avx512'])"
+    assert mor_ext.backend_info()["cpu_avx512"] is avx512
+    assert ("AVX-512 decode and layer GEMMs" in mor_ext.describe_backend()) is avx512
+    code = "import mor_ext; print(mor_ext.backend_info()['cpu_avx512'])"
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -1,10 +1,8 @@
 // See decode_avx512.h. The vector code is in functions compiled for AVX-512F alone (a target
 // attribute, not a -m flag for the file, so no inline function of a header is ever built for a CPU
-// that might lack it); elsewhere than x86-64 GCC/Clang the path reports itself unavailable.
+// that might lack it); elsewhere than x86-64 GCC/Clang the path is never called (avx512::available() is false).
 #include "decode_avx512.h"
 
-#include <cstdlib>
-#include <cstring>
 #include <vector>
 
 #include "../kernels/decode.h"
@@ -68,16 +66,6 @@ std::vector<ExpandTerm> expand_terms(const float* lora_B, int64_t d_out, int64_t
 
 }  // namespace
 
-bool decode_avx512_available() {
-  static const bool available = [] {
-    const char* cap = std::getenv("ATEN_CPU_CAPABILITY");  // torch's switch to stay below a vector ISA
-    if (cap != nullptr && (std::strcmp(cap, "default") == 0 || std::strcmp(cap, "avx2") == 0)) return false;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
-  }();
-  return available;
-}
-
 void decode_avx512_f32(const SpecTable& spec, const at::Tensor& x, const at::Tensor& roles, const at::Tensor& lora_A,
                        const at::Tensor& lora_B, const at::Tensor& router_weight,
                        const at::Tensor& shared_gate_weight, double scaling, at::Tensor& y, at::Tensor& lora_index,
@@ -107,8 +95,6 @@ void decode_avx512_f32(const SpecTable& spec, const at::Tensor& x, const at::Ten
 }
 
 #else  // not x86-64 GCC/Clang
-
-bool decode_avx512_available() { return false; }
 
 void decode_avx512_f32(const SpecTable&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                        const at::Tensor&, const at::Tensor&, double, at::Tensor&, at::Tensor&, at::Tensor&,

@@ -17,9 +17,6 @@ namespace mor_ext::cpu {
 // to the frozen GEMV at T=1 where the GEMM path added 67-76 us, 58 vs 94 at T=4, and broke even at T=8.
 constexpr int64_t kDecodeMaxTokens = 4;
 
-// True where the path can run (AVX-512F present, built in, not disabled through ATEN_CPU_CAPABILITY).
-bool decode_avx512_available();
-
 // Writes y (the frozen layer's output, contiguous fp32, updated in place) and the routing outputs of
 // every token; inputs fp32 and contiguous, role ids int64, already checked.
 void decode_avx512_f32(const SpecTable& spec, const at::Tensor& x, const at::Tensor& roles, const at::Tensor& lora_A,

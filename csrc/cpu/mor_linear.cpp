@@ -267,7 +267,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   LayerRouting out = LayerRouting::fresh(x, k_max, e_total, rank);
   auto& [lora_index, lora_weight, router_probs, shrink, shared_gate_logit] = out;
   const kernels::RoleTables tables = spec.tables();
-  if (x.scalar_type() == at::kFloat && n <= kDecodeMaxTokens && decode_avx512_available()) {
+  if (x.scalar_type() == at::kFloat && n <= kDecodeMaxTokens && avx512::available()) {
     decode_avx512_f32(spec, xc, roles, a, lora_B.contiguous(), router_weight.contiguous(),
                       shared_gate_weight.contiguous(), scaling, y, lora_index, lora_weight, router_probs, shrink,
                       shared_gate_logit);

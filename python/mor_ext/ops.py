@@ -84,9 +84,10 @@ def backend_info() -> dict[str, Any]:
         "compiled": compiled_available(),
         "compiled_kernels": {device: list(names) for device, names in compiled_kernels().items()},
         "compiled_error": _COMPILED_ERROR,
-        # mor_linear's CPU kernel runs a few fp32 tokens (generation) through AVX-512 code where the
-        # CPU has it and ATEN_CPU_CAPABILITY does not rule it out.
-        "cpu_decode_avx512": compiled_available() and bool(torch.ops.mor_ext.cpu_decode_avx512()),
+        # mor_linear's CPU kernel runs fp32 calls through AVX-512 code where the CPU has it and
+        # ATEN_CPU_CAPABILITY does not rule it out: a few tokens (generation) through the decode
+        # path, >= 128 tokens through one GEMM per role and kind in its own kernels.
+        "cpu_avx512": compiled_available() and bool(torch.ops.mor_ext.cpu_avx512()),
         "torch": torch.__version__,
     }
 
@@ -99,7 +100,7 @@ def describe_backend() -> str:
         return f"mor_ext: compiled extension not available ({info['compiled_error']}); using the pure-PyTorch reference ops"
     parts = [
         f"{device} ({'all ops' if len(names) == len(OP_NAMES) else ', '.join(names)}"
-        f"{'; AVX-512 decode path' if device == 'cpu' and info['cpu_decode_avx512'] else ''})"
+        f"{'; AVX-512 decode and layer GEMMs' if device == 'cpu' and info['cpu_avx512'] else ''})"
         for device, names in info["compiled_kernels"].items()
     ]
     return f"mor_ext: compiled ops for {'; '.join(parts) or 'no device'}; pure-PyTorch reference elsewhere"
