@@ -888,10 +888,12 @@ def test_opcheck_grouped_lora(spec_name, with_weight, with_bias):
         grad_out, p.x, p.lora_A, p.lora_B, index, weight, shrink, 0.5, p.weight if with_weight else None))
 
 
+# 160 tokens: the by-role AVX-512 GEMMs where the CPU has them (fp32, >= 128 tokens).
+@pytest.mark.parametrize("n", [9, 160])
 @pytest.mark.parametrize("spec_name", OPCHECK_SPECS)
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_opcheck_mor_linear(spec_name, with_bias):
-    spec, p, roles, flags, gated, index, weight, probs = opcheck_inputs(spec_name)
+def test_opcheck_mor_linear(spec_name, with_bias, n):
+    spec, p, roles, flags, gated, index, weight, probs = opcheck_inputs(spec_name, n=n)
     bias = p.bias if with_bias else None
     args = (p.x, p.weight, bias, p.lora_A, p.lora_B, p.router_weight, p.shared_gate_weight, roles, *flags, gated, 0.5)
     torch.library.opcheck(ops.mor_linear.default, args)
