@@ -131,11 +131,16 @@ MOR_AVX512 void pack_b(const MatrixB& b, int64_t k_len, int64_t n, int64_t panel
       }
       continue;
     }
-    // Transposed source: walk each source row (a column of B) contiguously, write down the panel.
+    // Transposed source: each source row is a column of B. In blocks of kBlock k's, so that the
+    // block of the panel being written (kBlock x 48 floats) stays in L1.
+    constexpr int64_t kBlock = 64;
     std::memset(dst, 0, sizeof(float) * k_len * kPanelWidth);
-    for (int64_t j = 0; j < cols.width; ++j) {
-      const float* src = b.base + (cols.j0 + j) * b.ld;
-      for (int64_t k = 0; k < k_len; ++k) dst[k * kPanelWidth + j] = src[b.index ? b.index[k] : k];
+    for (int64_t k0 = 0; k0 < k_len; k0 += kBlock) {
+      const int64_t k1 = std::min(k_len, k0 + kBlock);
+      for (int64_t j = 0; j < cols.width; ++j) {
+        const float* src = b.base + (cols.j0 + j) * b.ld;
+        for (int64_t k = k0; k < k1; ++k) dst[k * kPanelWidth + j] = src[b.index ? b.index[k] : k];
+      }
     }
   }
 }
