@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -479,6 +480,18 @@ def test_mor_linear_by_role_gemms(spec_name, lead, pattern, dims, monkeypatch):
                   router_weight=p.router_weight, shared_gate_weight=p.shared_gate_weight,
                   role_ids=make_role_ids(pattern, lead, spec.num_roles, seed=29, span=37))
     compare_backends(mor_linear_fn(spec, scaling=0.5), inputs, list(MOR_DIFF), torch.float32, MOR_NAMES)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+def test_cpu_gemm_benchmark_builds_and_runs(tmp_path):
+    """benchmarks/bench_cpu_gemms.cpp (the AVX-512 kernels alone, standalone) keeps building against
+    csrc/cpu/gemm_avx512.h and runs; on a CPU without AVX-512 it says so and exits 0."""
+    root = Path(__file__).resolve().parents[1]
+    exe = tmp_path / "bench_cpu_gemms"
+    subprocess.run(["g++", "-O2", "-std=c++20", str(root / "benchmarks/bench_cpu_gemms.cpp"),
+                    str(root / "csrc/cpu/gemm_avx512.cpp"), "-o", str(exe)], check=True)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    assert ("GFLOP/s" in out) is AVX512_CPU, out
 
 
 # fp32 calls of <= 4 tokens take the AVX-512 decode path where the CPU has it (csrc/cpu/decode_avx512.cpp).
