@@ -404,7 +404,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
       run_gemms(to_grad_x);
       for (size_t j = 0; j < batches.size(); ++j)
         grads[0].emplace(batches[j].key,
-                         std::make_pair(weight_grads[2 * j], weight_grads[2 * j + 1].t().contiguous()));
+                         std::make_pair(weight_grads[2 * j], weight_grads[2 * j + 1].t()));  // a view: copied once below
       return;
     }
     run_work(plan, [&](const Batch& b, int64_t worker) {
