@@ -95,7 +95,8 @@ MOR_AVX512 void tile_rows(int64_t mi, int nv, int64_t k_len, const float* const*
     tile_of_width<2, kTransposedA>(nv, k_len, rows_at(i), a_at(i), lda, bp, c_rows + i, last, accumulate);
     i += 2;
   }
-  if (mi - i >= 1) tile_of_width<1, kTransposedA>(nv, k_len, rows_at(i), a_at(i), lda, bp, c_rows + i, last, accumulate);
+  if (mi - i >= 1)
+    tile_of_width<1, kTransposedA>(nv, k_len, rows_at(i), a_at(i), lda, bp, c_rows + i, last, accumulate);
 }
 
 struct PanelColumns {
@@ -154,8 +155,8 @@ MOR_AVX512 void gemm_rows(int64_t i_begin, int64_t i_end, int64_t n, int64_t k_l
       const PanelColumns cols = panel_columns(panel, n);
       float* c[kTileRows];
       for (int64_t i = 0; i < mi; ++i) c[i] = c_rows[i0 + i] + cols.j0;
-      tile_rows<false>(mi, cols.nv, k_len, a_rows + i0, nullptr, 0, packed + (panel - panel_begin) * k_len * kPanelWidth,
-                       c, cols.last, accumulate);
+      const float* panel_b = packed + (panel - panel_begin) * k_len * kPanelWidth;
+      tile_rows<false>(mi, cols.nv, k_len, a_rows + i0, nullptr, 0, panel_b, c, cols.last, accumulate);
     }
   }
 }

@@ -392,8 +392,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
         // B(k, :) is the k-th token's row of x or grad_y: a view from the run's first token, or gathered.
         const int64_t* tokens = g.rows.defined() ? g.rows.data_ptr<int64_t>() : nullptr;
         const int64_t first = g.rows.defined() ? 0 : g.begin;
-        to_weight_grads.push_back({grad_ext.back(), {xp + first * d_in, d_in, false, tokens}, d_in});
-        to_weight_grads.push_back({gated.back(), {gyp + first * d_out, d_out, false, tokens}, d_out});
+        const avx512::MatrixB x_rows{xp + first * d_in, d_in, /*transposed=*/false, tokens};
+        const avx512::MatrixB gy_rows{gyp + first * d_out, d_out, /*transposed=*/false, tokens};
+        to_weight_grads.push_back({grad_ext.back(), x_rows, d_in});
+        to_weight_grads.push_back({gated.back(), gy_rows, d_out});
       }
       run_gemms(to_grad_gated);
       for_each_block(sizes, kTokenGrain, [&](size_t j, int64_t begin, int64_t end) {
@@ -402,9 +404,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
       });
       const std::vector<at::Tensor> weight_grads = run_gemms(to_weight_grads);
       run_gemms(to_grad_x);
-      for (size_t j = 0; j < batches.size(); ++j)
-        grads[0].emplace(batches[j].key,
-                         std::make_pair(weight_grads[2 * j], weight_grads[2 * j + 1].t()));  // a view: copied once below
+      for (size_t j = 0; j < batches.size(); ++j)  // grad of b_cols as a transposed view: copied once below
+        grads[0].emplace(batches[j].key, std::make_pair(weight_grads[2 * j], weight_grads[2 * j + 1].t()));
       return;
     }
     run_work(plan, [&](const Batch& b, int64_t worker) {
