@@ -295,13 +295,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       const std::map<int64_t, RoleBlock> blocks =
           make_blocks(spec, groups, a, lora_B, router_weight, shared_gate_weight, /*stacked=*/true);
       const int64_t d_in = x.size(1), d_out = y.size(1);
-      std::vector<const RoleBlock*> blk;
       std::vector<at::Tensor> ext, gated;  // per role: [n, W*r + E + gated] shrink and logits; [n, W*r]
       std::vector<int64_t> sizes;
       std::vector<RowsGemm> shrinks, expands;
       for (const Batch& g : groups) {
         const RoleBlock& b = blocks.at(g.key);
-        blk.push_back(&b);
         sizes.push_back(g.size());
         ext.push_back(at::empty({g.size(), b.width}, x.options()));
         gated.push_back(at::empty({g.size(), b.lora_width}, x.options()));
@@ -314,8 +312,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       }
       run_gemms(shrinks);
       for_each_block(sizes, kTokenGrain, [&](size_t j, int64_t begin, int64_t end) {
-        route_and_gate<scalar_t>(groups[j], begin, end, *blk[j], tables, ext[j], scaling, k_max, e_total, rank, index_p,
-                                 weight_p, probs_p, shared_p, shrink_p, gated[j]);
+        route_and_gate<scalar_t>(groups[j], begin, end, blocks.at(groups[j].key), tables, ext[j], scaling, k_max,
+                                 e_total, rank, index_p, weight_p, probs_p, shared_p, shrink_p, gated[j]);
       });
       run_gemms(expands);
       return;
@@ -373,14 +371,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
                                          shared_logits.data_ptr<float>()};
     if (by_role) {  // fp32: per role, one GEMM per kind over all its tokens (role_gemms.h)
       const float *xp = xc.data_ptr<float>(), *gyp = gy.data_ptr<float>();
-      std::vector<const RoleBlock*> blk;
       std::vector<at::Tensor> grad_gated, gated, grad_ext;  // per role: [n, W*r], [n, W*r], [n, width]
       std::vector<int64_t> sizes;
       std::vector<RowsGemm> to_grad_gated, to_grad_x;
       std::vector<TransposedAGemm> to_weight_grads;  // per role: grad of its rows, grad of B's columns (transposed)
       for (const Batch& g : batches) {
         const RoleBlock& b = blocks.at(g.key);
-        blk.push_back(&b);
         sizes.push_back(g.size());
         grad_gated.push_back(at::empty({g.size(), b.lora_width}, x.options()));
         gated.push_back(at::empty({g.size(), b.lora_width}, x.options()));
@@ -399,8 +395,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
       }
       run_gemms(to_grad_gated);
       for_each_block(sizes, kTokenGrain, [&](size_t j, int64_t begin, int64_t end) {
-        token_backward<scalar_t>(batches[j], begin, end, *blk[j], tables, routing, scaling, k_max, e_total, rank,
-                                 grad_gated[j], gated[j], grad_ext[j]);
+        token_backward<scalar_t>(batches[j], begin, end, blocks.at(batches[j].key), tables, routing, scaling, k_max,
+                                 e_total, rank, grad_gated[j], gated[j], grad_ext[j]);
       });
       const std::vector<at::Tensor> weight_grads = run_gemms(to_weight_grads);
       run_gemms(to_grad_x);
