@@ -45,6 +45,7 @@ inline void check_grouped_inputs(const at::Tensor& x, const at::Tensor& lora_A, 
   check_same(lora_B, "lora_B", x);
   check_same(lora_weight, "lora_weight", x);
   const int64_t n = x.size(0), d_in = x.size(1), num_loras = lora_A.size(0), rank = lora_A.size(1);
+  TORCH_CHECK_VALUE(rank >= 1, "lora_A must be [L, r, d_in] with a rank r >= 1, got ", lora_A.sizes());
   TORCH_CHECK_VALUE(lora_A.size(2) == d_in, "lora_A must be [L, r, d_in] with d_in=", d_in, ", got ", lora_A.sizes());
   TORCH_CHECK_VALUE(lora_B.size(0) == num_loras && lora_B.size(2) == rank, "lora_B must be [L=", num_loras,
                     ", d_out, r=", rank, "], got ", lora_B.sizes());
@@ -73,6 +74,7 @@ inline void check_layer_inputs(const at::Tensor& x, const at::Tensor& weight, co
     check_same(*bias, "bias", x);
     TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == d_out, "bias must be [", d_out, "], got ", bias->sizes());
   }
+  TORCH_CHECK_VALUE(lora_A.size(1) >= 1, "lora_A must be [L, r, d_in] with a rank r >= 1, got ", lora_A.sizes());
   TORCH_CHECK_VALUE(lora_A.size(0) == spec.num_loras && lora_A.size(2) == d_in, "lora_A must be [L=",
                     spec.num_loras, ", r, d_in=", d_in, "], got ", lora_A.sizes());
   TORCH_CHECK_VALUE(lora_B.size(0) == spec.num_loras && lora_B.size(1) == d_out && lora_B.size(2) == lora_A.size(1),
@@ -87,7 +89,9 @@ inline void check_layer_inputs(const at::Tensor& x, const at::Tensor& weight, co
 
 // grouped_lora_backward's gradient and saved shrink.
 inline void check_grouped_backward(const at::Tensor& grad_out, const at::Tensor& shrink, int64_t n, int64_t d_out,
-                                   int64_t k, int64_t rank) {
+                                   int64_t k, int64_t rank, const at::Tensor& x) {
+  for (auto [t, name] : {std::pair{&grad_out, "grad_out"}, {&shrink, "shrink"}})
+    TORCH_CHECK_VALUE(t->device() == x.device(), name, " is on ", t->device(), " but x is on ", x.device());
   TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef({n, d_out}), "grad_out must be [", n, ", ", d_out, "], got ",
                     grad_out.sizes());
   TORCH_CHECK_VALUE(shrink.sizes() == at::IntArrayRef({n, k, rank}), "shrink must be [", n, ", ", k, ", ", rank,
@@ -107,14 +111,16 @@ inline void check_frozen_linear(const at::Tensor& x, const at::Tensor& weight, c
   }
 }
 
-// What mor_linear_backward gets back from the forward (and the incoming gradients): shapes only.
+// What mor_linear_backward gets back from the forward (and the incoming gradients): shapes and devices.
 inline void check_saved_routing(const at::Tensor& grad_y, const at::Tensor& grad_lora_weight,
                                 const at::Tensor& grad_router_probs, const at::Tensor& lora_index,
                                 const at::Tensor& lora_weight, const at::Tensor& router_probs,
                                 const at::Tensor& shrink, const at::Tensor& shared_gate_logit, int64_t n,
-                                int64_t d_out, int64_t k_max, int64_t e_total, int64_t rank) {
-  auto expect = [](const at::Tensor& t, const char* name, at::IntArrayRef sizes) {
+                                int64_t d_out, int64_t k_max, int64_t e_total, int64_t rank, const at::Tensor& x) {
+  // Devices too: a kernel handed a tensor from another device would read a foreign pointer.
+  auto expect = [&x](const at::Tensor& t, const char* name, at::IntArrayRef sizes) {
     TORCH_CHECK_VALUE(t.sizes() == sizes, name, " must be ", sizes, ", got ", t.sizes());
+    TORCH_CHECK_VALUE(t.device() == x.device(), name, " is on ", t.device(), " but x is on ", x.device());
   };
   expect(grad_y, "grad_y", {n, d_out});
   expect(grad_lora_weight, "grad_lora_weight", {n, k_max});

@@ -119,6 +119,47 @@ def test_orthogonal_products_kernel_matches_cpu_bodies(dtype):
     torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("rank", [1, 2, 3, 4, 6, 8, 12, 16, 17, 24, 30, 31, 32])
+def test_orthogonal_products_kernel_every_micro_tile(rank):
+    """Every micro-tile size and thread layout of the products kernel (M = 4, 2, 1; up to 961 threads
+    for odd ranks above 16), inner sizes ending mid-tile and on a tile edge."""
+    spec = MoRSpec(roles=(RoleSpec("a", 3, 1, True),), rank=rank)
+    a, b = _layers(spec, [(300, 129), (256, 7)], torch.bfloat16, seed=rank)
+    got = torch.ops.mor_ext.orthogonal_products(a, b, *_flags(spec))
+    want = torch.ops.mor_ext.orthogonal_products([t.cpu() for t in a], [t.cpu() for t in b], *_flags(spec))
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_cuda_ops_reject_tensors_from_another_device():
+    """A CPU tensor among a CUDA call's saved tensors is an error, not a host pointer in a kernel."""
+    spec, p, roles, flags, gated, _, _, _ = test_ops.opcheck_inputs("moragent", n=80)
+    x, w, a, b, rw, sg = [t.cuda() for t in (p.x, p.weight, p.lora_A, p.lora_B, p.router_weight, p.shared_gate_weight)]
+    roles = roles.cuda()
+    y, index, weight, probs, shrink, shared = torch.ops.mor_ext.mor_linear(x, w, None, a, b, rw, sg, roles, *flags,
+                                                                           gated, 1.0)
+    gy, gw, gp = torch.randn_like(y), torch.zeros_like(weight), torch.zeros_like(probs)
+    with pytest.raises(ValueError, match="router_probs is on cpu"):
+        torch.ops.mor_ext.mor_linear_backward(gy, gw, gp, x, w, a, b, rw, sg, roles, index, weight, probs.cpu(),
+                                              shrink, shared, *flags, gated, 1.0)
+    with pytest.raises(ValueError, match="lora_index is on cpu"):
+        torch.ops.mor_ext.route_backward(gw, gp, x, rw, sg, roles, index.cpu(), probs, *flags, gated)
+
+
+def test_cuda_decode_too_large_for_shared_memory_takes_the_gemm_path():
+    """A spec whose decode kernel would need > 48 KB of shared memory per token: mor_linear takes the
+    GEMM path even for 4 tokens (and matches the CPU), mor_linear_decode says why it cannot run."""
+    spec = MoRSpec(roles=(RoleSpec("wide", num_experts=60, top_k=2, shared=True),), rank=200)
+    p = make_params(spec, (4,), 32, 16, seed=5, dtype=torch.float32)
+    roles = torch.zeros(4, dtype=torch.long)
+    args = (p.x, p.weight, p.bias, p.lora_A, p.lora_B, p.router_weight, p.shared_gate_weight, roles)
+    want = torch.ops.mor_ext.mor_linear(*args, *_flags(spec), True, 0.5)
+    got = torch.ops.mor_ext.mor_linear(*[t.cuda() for t in args], *_flags(spec), True, 0.5)
+    for g_, w_ in zip(got, want):
+        torch.testing.assert_close(g_.cpu(), w_, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="shared memory"):
+        torch.ops.mor_ext.mor_linear_decode(*[t.cuda() for t in args], *_flags(spec), True, 0.5)
+
+
 @pytest.mark.parametrize("spec_name", list(SPECS))
 def test_orthogonal_loss_layers_matches_reference(spec_name):
     spec = SPECS[spec_name]

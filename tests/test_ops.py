@@ -1276,6 +1276,19 @@ def test_ops_validate_grouped_lora_inputs():
         ops.grouped_lora_backward(torch.zeros(6, D_OUT), x, a, b, index, weight, torch.zeros(6, 4, 2), 1.0, None)
 
 
+def test_ops_reject_rank_zero():
+    """A rank-0 adapter is an error with a message, not a kernel launch with an empty grid."""
+    spec, p, roles, flags, index, weight, _ = direct_setup()
+    a0, b0 = p.lora_A[:, :0], p.lora_B[:, :, :0]
+    with pytest.raises(ValueError, match="rank r >= 1"):
+        ops.grouped_lora(p.x, a0, b0, index, weight, 1.0, None, None)
+    with pytest.raises(ValueError, match="rank r >= 1"):
+        torch.ops.mor_ext.mor_linear(p.x, p.weight, None, a0, b0, p.router_weight, p.shared_gate_weight, roles,
+                                     *flags, True, 1.0)
+    with pytest.raises(ValueError, match="rank 0 is not supported"):
+        torch.ops.mor_ext.orthogonal_products([a0.contiguous()], [b0.contiguous()], *flags[:3])
+
+
 def test_ops_validate_loss_inputs():
     spec, p, roles, flags, index, weight, probs = direct_setup()
     with pytest.raises(ValueError, match="router_probs must be"):
@@ -1456,7 +1469,8 @@ def layer_stack(spec, shapes, dtype=torch.float32, seed=70):
     return a, b
 
 
-LAYER_SHAPES = [(40, 40), (40, 13), (70, 40), (33, 97)]  # inner sizes not multiples of the 32-wide tile
+# Inner sizes below, at and across the kernels' 128-wide tiles, none but 256 a multiple of it.
+LAYER_SHAPES = [(40, 40), (40, 13), (70, 40), (33, 97), (300, 256), (256, 129)]
 
 
 def products_by_formula(spec, a_list, b_list):
@@ -1488,6 +1502,16 @@ def test_orthogonal_products_kernel_bodies_on_cpu(spec_name, dtype):
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("rank", range(1, 33))
+def test_orthogonal_products_kernel_bodies_every_rank(rank):
+    """Every rank the products kernel takes (M x M register tiles of 4, 2 or 1, with from 1 to 32
+    thread groups per block), over inner sizes that end mid-tile and on a tile edge."""
+    spec = MoRSpec(roles=(RoleSpec("a", num_experts=3, top_k=1, shared=True),), rank=rank)
+    a, b = layer_stack(spec, [(300, 129), (256, 7)], torch.float32, seed=rank)
+    got = torch.ops.mor_ext.orthogonal_products(a, b, *_flags(spec))
+    torch.testing.assert_close(got.double(), products_by_formula(spec, a, b), rtol=1e-5, atol=1e-5)
+
+
 # Ranks 4, 8, 16 and 32 run the compile-time-rank instantiation of the bodies (kernels::with_rank),
 # 2 and 3 the run-time one.
 @pytest.mark.parametrize("spec_name", ["moragent", "mixed", "decoupled", "single_role", "r8", "r16", "r32"])
@@ -1513,12 +1537,12 @@ def test_orthogonal_grads_kernel_bodies_on_cpu(spec_name, dtype):
 def test_orthogonal_loss_layers_matches_per_layer(backend_name, spec_name):
     spec = SPECS[spec_name]
     a, b = layer_stack(spec, LAYER_SHAPES, torch.float64 if backend_name == "reference" else torch.float32)
-    leaves = [t.clone().requires_grad_() for t in a + b]
+    leaves, n = [t.clone().requires_grad_() for t in a + b], len(a)
     with backend(backend_name):
-        got = F.orthogonal_loss_layers(leaves[:4], leaves[4:], spec)
+        got = F.orthogonal_loss_layers(leaves[:n], leaves[n:], spec)
         got_grads = torch.autograd.grad(got, leaves)
     want_leaves = [t.detach().double().requires_grad_() for t in a + b]
-    want = torch.stack([reference.orthogonal_loss(x, y, spec) for x, y in zip(want_leaves[:4], want_leaves[4:])]).mean()
+    want = torch.stack([reference.orthogonal_loss(x, y, spec) for x, y in zip(want_leaves[:n], want_leaves[n:])]).mean()
     want_grads = torch.autograd.grad(want, want_leaves)
     torch.testing.assert_close(got.double(), want.double(), rtol=1e-5, atol=1e-6)
     for g, w in zip(got_grads, want_grads):

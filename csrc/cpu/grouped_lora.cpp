@@ -180,7 +180,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grouped_lora_backward
   check_grouped_inputs(x, lora_A, lora_B, lora_index, lora_weight);
   const int64_t n = x.size(0), num_loras = lora_A.size(0), rank = lora_A.size(1), d_in = x.size(1),
                 d_out = lora_B.size(1), k = lora_index.size(1);
-  check_grouped_backward(grad_out, shrink, n, d_out, k, rank);
+  check_grouped_backward(grad_out, shrink, n, d_out, k, rank, x);
   const at::Tensor index = checked_index(lora_index, num_loras);
   const at::Tensor xc = x.contiguous(), gy = grad_out.to(x.scalar_type()).contiguous(), a = lora_A.contiguous(),
                    w = lora_weight.contiguous(), saved = shrink.to(x.scalar_type()).contiguous();

@@ -302,34 +302,63 @@ at::Tensor orthogonal_products_cpu(at::TensorList lora_A, at::TensorList lora_B,
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
   const OrthogonalPlan plan = plan_orthogonal(lora_A, lora_B, spec);
   const int r = static_cast<int>(plan.rank);
-  TORCH_CHECK_VALUE(r <= kernels::kMaxRank, "rank ", r, " > ", kernels::kMaxRank, " is not supported");
+  TORCH_CHECK_VALUE(r >= 1 && r <= kernels::kMaxRank, "orthogonal loss: rank ", r, " is not supported (1 to ",
+                    kernels::kMaxRank, ")");
   const int64_t n = static_cast<int64_t>(plan.items.size());
   at::Tensor out = new_output({n, r, r}, lora_A[0].options().dtype(at::kFloat));
-  float* o = out.data_ptr<float>();
+  float* o_ptr = out.data_ptr<float>();
+  const kernels::ProductShape shape = kernels::product_shape(r);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, lora_A[0].scalar_type(), "orthogonal_products_cpu", [&] {
-    // The CUDA kernel's steps, in loops: per item (a block), per tile, load every slot, then let
-    // every (p, q) thread accumulate.
-    // 16-byte aligned, as the kernel's shared memory is (accumulate_tile reads four floats at once).
-    std::vector<kernels::Float4> u_storage(r * kernels::kTileStride / 4), v_storage(r * kernels::kTileStride / 4);
-    float* tile_u = reinterpret_cast<float*>(u_storage.data());
-    float* tile_v = reinterpret_cast<float*>(v_storage.data());
-    std::vector<float> acc(r * r);
-    for (int64_t i = 0; i < n; ++i) {
-      const kernels::ProductItem& item = plan.items[i];
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t k0 = 0; k0 < item.inner; k0 += kernels::kTile) {
-        for (int idx = 0; idx < r * kernels::kTile; ++idx) {
-          int p, k;
-          bool inside;
-          kernels::tile_slot(idx, k0, item.inner, &p, &k, &inside);
-          tile_u[kernels::tile_offset(p, k)] = inside ? kernels::load_u<scalar_t>(item, p, k0 + k) : 0.0f;
-          tile_v[kernels::tile_offset(p, k)] = inside ? kernels::load_v<scalar_t>(item, p, k0 + k) : 0.0f;
+    kernels::with_micro_tile(shape, [&]<int M>() {
+      // The CUDA kernel's steps, in loops: per item (a block), per tile, fill every slot, then let
+      // every thread take its k steps; then add the groups' partial sums in group order. Storage is
+      // 16-byte aligned, as the kernel's shared memory is (accumulate_step reads four floats at once).
+      std::vector<kernels::Float4> smem(2 * kernels::kMaxRank * kernels::kTileStride / 4);
+      float* tile_u = reinterpret_cast<float*>(smem.data());
+      struct MicroTile {
+        float v[M][M];
+      };
+      std::vector<MicroTile> acc(shape.threads);
+      for (int64_t i = 0; i < n; ++i) {
+        const kernels::ProductItem& item = plan.items[i];
+        const bool same = kernels::same_operands(item);
+        float* tile_v = same ? tile_u : tile_u + kernels::kMaxRank * kernels::kTileStride;
+        std::fill(acc.begin(), acc.end(), MicroTile{});
+        const auto* u = reinterpret_cast<const scalar_t*>(item.u);
+        const auto* v = reinterpret_cast<const scalar_t*>(item.v);
+        const int u_row = static_cast<int>(item.u_row), u_col = static_cast<int>(item.u_col);
+        const int v_row = static_cast<int>(item.v_row), v_col = static_cast<int>(item.v_col);
+        for (int64_t k0 = 0; k0 < item.inner; k0 += kernels::kTile) {
+          for (int idx = 0; idx < r * kernels::kTile; ++idx) {
+            int p, k;
+            kernels::tile_slot(idx, r, u_col == 1, &p, &k);
+            tile_u[kernels::tile_offset(p, k)] =
+                kernels::load_operand(u + k0 * u_col, u_row, u_col, item.inner - k0, p, k);
+            if (same) continue;
+            kernels::tile_slot(idx, r, v_col == 1, &p, &k);
+            tile_v[kernels::tile_offset(p, k)] =
+                kernels::load_operand(v + k0 * v_col, v_row, v_col, item.inner - k0, p, k);
+          }
+          for (int tid = 0; tid < shape.threads; ++tid) {
+            const int g = tid / shape.per_group, s = tid % shape.per_group;
+            for (int k4 = g; k4 < kernels::kTile / 4; k4 += shape.groups)
+              kernels::accumulate_step<M>(tile_u, tile_v, shape.side, s / shape.side, s % shape.side, k4, acc[tid].v);
+          }
         }
-        for (int p = 0; p < r; ++p)
-          for (int q = 0; q < r; ++q) acc[p * r + q] = kernels::accumulate_tile(tile_u, tile_v, p, q, acc[p * r + q]);
+        float* partial = tile_u;
+        for (int tid = 0; tid < shape.threads; ++tid) {
+          const int g = tid / shape.per_group, s = tid % shape.per_group, pi = s / shape.side, qi = s % shape.side;
+          for (int a = 0; a < M; ++a)
+            for (int b = 0; b < M; ++b)
+              partial[kernels::partial_offset(r, g, pi + shape.side * a, qi + shape.side * b)] = acc[tid].v[a][b];
+        }
+        for (int o = 0; o < r * r; ++o) {
+          float sum = 0.0f;
+          for (int g = 0; g < shape.groups; ++g) sum += partial[kernels::partial_offset(r, g, o / r, o % r)];
+          o_ptr[i * r * r + o] = sum;
+        }
       }
-      std::copy(acc.begin(), acc.end(), o + i * r * r);
-    }
+    });
   });
   return out;
 }

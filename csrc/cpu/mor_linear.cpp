@@ -347,7 +347,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
   const int64_t n = x.size(0), k_max = spec.k_max, e_total = spec.num_experts_total, rank = lora_A.size(1),
                 d_in = x.size(1), d_out = weight.size(0);
   check_saved_routing(grad_y, grad_lora_weight, grad_router_probs, lora_index, lora_weight, router_probs, shrink,
-                      shared_gate_logit, n, d_out, k_max, e_total, rank);
+                      shared_gate_logit, n, d_out, k_max, e_total, rank, x);
 
   const at::Tensor xc = x.contiguous(), roles = role_ids.contiguous(), a = lora_A.contiguous();
   const auto& [gy, index, w, saved, gw_in, gp_in, probs, shared_logits] = LayerBackwardInputs::from(

@@ -131,20 +131,18 @@ MorLinearOutputs mor_linear_decode_path(const at::Tensor& x, const at::Tensor& w
   if (n == 0) return out.with(y);
   at::Tensor slot_gated = at::empty({n, k, rank}, x.options().dtype(at::toOpMathType(x.scalar_type())));
 
-  // The most rows any role dots with x: its LoRAs' A rows, router rows and shared-gate row.
-  int64_t max_rows = 0;
-  for (int64_t rho = 0; rho < spec.num_roles; ++rho)
-    max_rows = std::max<int64_t>(max_rows, (spec.num_experts[rho] + spec.shared[rho]) * rank + spec.num_experts[rho] + 1);
+  const int64_t max_rows = decode_max_rows(spec, rank);
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "mor_linear_decode_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const size_t smem = static_cast<size_t>(max_rows + e_total) * sizeof(scalar_t);
+    const size_t smem = decode_smem_bytes(spec, rank, sizeof(scalar_t));
     decode_route_kernel<scalar_t><<<static_cast<unsigned>(n), kRouteBlock, smem, stream>>>(
         spec.tables(), d_in, rank, static_cast<acc_t>(scaling), max_rows, xc.data_ptr<scalar_t>(),
         roles.data_ptr<int64_t>(), a.data_ptr<scalar_t>(), rw.data_ptr<scalar_t>(), gw.data_ptr<scalar_t>(),
         lora_index.data_ptr<int32_t>(), lora_weight.data_ptr<scalar_t>(), router_probs.data_ptr<float>(),
         shared_gate_logit.data_ptr<float>(), slots.data_ptr<scalar_t>(), slot_gated.data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (d_out == 0) return;  // nothing to expand into (and a grid of 0 blocks would not launch)
     const dim3 grid(static_cast<unsigned>((d_out + kDecodeThreads - 1) / kDecodeThreads), static_cast<unsigned>(n));
     decode_expand_kernel<scalar_t><<<grid, kDecodeThreads, 0, stream>>>(
         d_out, rank, k, b.data_ptr<scalar_t>(), lora_index.data_ptr<int32_t>(), slot_gated.data_ptr<acc_t>(),
@@ -166,6 +164,10 @@ MorLinearOutputs mor_linear_decode_cuda(const at::Tensor& x, const at::Tensor& w
   check_layer_inputs(x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, spec);
   TORCH_CHECK_VALUE(x.size(0) <= 65535, "mor_linear_decode is for decode-sized calls (at most 65535 tokens), got ",
                     x.size(0));
+  TORCH_CHECK_VALUE(decode_fits(spec, lora_A.size(1), x.element_size()), "mor_linear_decode: this spec at rank ",
+                    lora_A.size(1), " needs ", decode_smem_bytes(spec, lora_A.size(1), x.element_size()),
+                    " bytes of shared memory per token, more than the decode kernel's ", kDecodeMaxSmem,
+                    "; use mor_linear (its GEMM path) instead");
   return mor_linear_decode_path(x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, spec,
                                 scaling);
 }

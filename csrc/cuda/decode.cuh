@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <optional>
 #include <tuple>
 
@@ -15,6 +16,23 @@ namespace mor_ext::cuda {
 // path's eight launches cost 3.4-4.1x the frozen GEMV on an H100 (CUDA graph); the decode path is
 // two kernels after it. Above ~64 tokens re-reading each role's rows per token stops paying.
 constexpr int64_t kDecodeMaxTokens = 64;
+
+// The decode route kernel keeps a role's dot products in dynamic shared memory, within the 48 KB
+// a launch gets without opting in: the most rows any role dots with x (its LoRAs' A rows, router
+// rows and shared-gate row) plus E_total. MoRAgent at r=16 needs ~2 KB; larger specs take the GEMM path.
+inline int64_t decode_max_rows(const SpecTable& spec, int64_t rank) {
+  int64_t rows = 0;
+  for (int64_t rho = 0; rho < spec.num_roles; ++rho)
+    rows = std::max<int64_t>(rows, (spec.num_experts[rho] + spec.shared[rho]) * rank + spec.num_experts[rho] + 1);
+  return rows;
+}
+inline size_t decode_smem_bytes(const SpecTable& spec, int64_t rank, int64_t element_size) {
+  return static_cast<size_t>(decode_max_rows(spec, rank) + spec.num_experts_total) * element_size;
+}
+constexpr size_t kDecodeMaxSmem = 48 * 1024;
+inline bool decode_fits(const SpecTable& spec, int64_t rank, int64_t element_size) {
+  return decode_smem_bytes(spec, rank, element_size) <= kDecodeMaxSmem;
+}
 
 using MorLinearOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 

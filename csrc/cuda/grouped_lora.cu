@@ -211,7 +211,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grouped_lora_backward
   check_grouped_inputs(x, lora_A, lora_B, lora_index, lora_weight);
   const int64_t n = x.size(0), num_loras = lora_A.size(0), rank = lora_A.size(1), d_in = x.size(1),
                 d_out = lora_B.size(1), k = lora_index.size(1);
-  check_grouped_backward(grad_out, shrink, n, d_out, k, rank);
+  check_grouped_backward(grad_out, shrink, n, d_out, k, rank, x);
   const bool has_weight = weight.has_value() && weight->defined();
   if (has_weight) check_frozen_linear(x, *weight, std::nullopt, d_out);
   const c10::cuda::CUDAGuard guard(x.device());
@@ -258,7 +258,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t n = x.size(0), k_max = spec.k_max, e_total = spec.num_experts_total, num_loras = spec.num_loras,
                 rank = lora_A.size(1), lr = num_loras * rank;
-  if (n > 0 && n <= kDecodeMaxTokens)
+  if (n > 0 && n <= kDecodeMaxTokens && decode_fits(spec, rank, x.element_size()))
     return mor_linear_decode_path(x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, spec,
                                   scaling);
   const bool gated_any = spec.any_gated_shared();
@@ -298,7 +298,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
   const int64_t n = x.size(0), k_max = spec.k_max, e_total = spec.num_experts_total, num_loras = spec.num_loras,
                 rank = lora_A.size(1), lr = num_loras * rank, d_in = x.size(1), d_out = weight.size(0);
   check_saved_routing(grad_y, grad_lora_weight, grad_router_probs, lora_index, lora_weight, router_probs, shrink,
-                      shared_gate_logit, n, d_out, k_max, e_total, rank);
+                      shared_gate_logit, n, d_out, k_max, e_total, rank, x);
   const c10::cuda::CUDAGuard guard(x.device());
   const bool gated_any = spec.any_gated_shared();
   const at::Tensor xc = x.contiguous(), roles = role_ids.contiguous();

@@ -1,9 +1,9 @@
 // CUDA kernels of the losses.
 //
 // orthogonal_products: every r x r product the loss needs, for all layers at once, in one launch:
-// one block per product (A_i A_j^T or B_i^T B_i), r*r threads, the inner dimension (d_in or d_out)
-// streamed through shared memory in tiles (kernels/products.h holds the per-thread steps, which
-// the CPU build runs in loops for the tests). orthogonal_loss_layers = those products + a few ATen
+// one block per product (A_i A_j^T or B_i^T B_i), the inner dimension (d_in or d_out) streamed
+// through shared memory in tiles, register tiles of M x M outputs per thread (kernels/products.h
+// holds the per-thread steps, which the CPU build runs in loops for the tests). orthogonal_loss_layers = those products + a few ATen
 // reductions. Its backward recomputes the products (one launch) and writes every gradient of every
 // layer in one more launch (kernels/orthogonal_grads.h: one block per LoRA matrix and column tile).
 // The per-layer orthogonal_loss op is the same with one layer. The load-balance loss uses the
@@ -25,31 +25,59 @@
 namespace mor_ext::cuda {
 namespace {
 
-template <typename T>
-__global__ void products_kernel(const kernels::ProductItem* __restrict__ items, int r, float* __restrict__ out) {
-  __shared__ alignas(16) float tile_u[kernels::kMaxRank * kernels::kTileStride];
-  __shared__ alignas(16) float tile_v[kernels::kMaxRank * kernels::kTileStride];
+// Shared memory of the products kernel: the U and V tiles, later the groups' partial sums.
+constexpr int kProductSmem = 2 * kernels::kMaxRank * kernels::kTileStride;
+
+// M x M register tiles never need more than kProductThreads threads (only odd ranks above 16 do).
+template <typename T, int M>
+__global__ void __launch_bounds__(M == 1 ? 1024 : kernels::kProductThreads)
+    products_kernel(const kernels::ProductItem* __restrict__ items, kernels::ProductShape shape, float* __restrict__ out) {
+  __shared__ alignas(16) float smem[kProductSmem];
   const kernels::ProductItem item = items[blockIdx.x];
-  const int tid = threadIdx.x, p = tid / r, q = tid % r;
-  float acc = 0.0f;
+  const bool same = kernels::same_operands(item);
+  float* tile_u = smem;
+  float* tile_v = same ? smem : smem + kernels::kMaxRank * kernels::kTileStride;
+  const int tid = threadIdx.x, r = shape.r, slots = r * kernels::kTile;
+  const int g = tid / shape.per_group, s = tid % shape.per_group, pi = s / shape.side, qi = s % shape.side;
+  const int u_row = static_cast<int>(item.u_row), u_col = static_cast<int>(item.u_col);
+  const int v_row = static_cast<int>(item.v_row), v_col = static_cast<int>(item.v_col);
+  const T* u = reinterpret_cast<const T*>(item.u);
+  const T* v = reinterpret_cast<const T*>(item.v);
+  float acc[M][M] = {};
   for (int64_t k0 = 0; k0 < item.inner; k0 += kernels::kTile) {
-    for (int idx = tid; idx < r * kernels::kTile; idx += blockDim.x) {
-      int row, k;
-      bool inside;
-      kernels::tile_slot(idx, k0, item.inner, &row, &k, &inside);
-      tile_u[kernels::tile_offset(row, k)] = inside ? kernels::load_u<T>(item, row, k0 + k) : 0.0f;
-      tile_v[kernels::tile_offset(row, k)] = inside ? kernels::load_v<T>(item, row, k0 + k) : 0.0f;
+    const T* u_tile = u + k0 * u_col;
+    const T* v_tile = v + k0 * v_col;
+    const int64_t left = item.inner - k0;
+    for (int idx = tid; idx < slots; idx += shape.threads) {
+      int p, k;
+      kernels::tile_slot(idx, r, u_col == 1, &p, &k);
+      tile_u[kernels::tile_offset(p, k)] = kernels::load_operand(u_tile, u_row, u_col, left, p, k);
+      if (same) continue;
+      kernels::tile_slot(idx, r, v_col == 1, &p, &k);
+      tile_v[kernels::tile_offset(p, k)] = kernels::load_operand(v_tile, v_row, v_col, left, p, k);
     }
     __syncthreads();
-    acc = kernels::accumulate_tile(tile_u, tile_v, p, q, acc);
-    __syncthreads();
+    for (int k4 = g; k4 < kernels::kTile / 4; k4 += shape.groups)
+      kernels::accumulate_step<M>(tile_u, tile_v, shape.side, pi, qi, k4, acc);
+    __syncthreads();  // every thread is done with the tiles (and, after the last one, with smem)
   }
-  out[static_cast<int64_t>(blockIdx.x) * r * r + tid] = acc;
+  float* partial = smem;
+#pragma unroll
+  for (int i = 0; i < M; ++i)
+#pragma unroll
+    for (int j = 0; j < M; ++j) partial[kernels::partial_offset(r, g, pi + shape.side * i, qi + shape.side * j)] = acc[i][j];
+  __syncthreads();
+  for (int o = tid; o < r * r; o += shape.threads) {
+    float sum = 0.0f;
+    for (int gg = 0; gg < shape.groups; ++gg) sum += partial[kernels::partial_offset(r, gg, o / r, o % r)];
+    out[static_cast<int64_t>(blockIdx.x) * r * r + o] = sum;
+  }
 }
 
 at::Tensor run_products(at::TensorList lora_A, const OrthogonalPlan& plan) {
   const int r = static_cast<int>(plan.rank);
-  TORCH_CHECK_VALUE(r <= kernels::kMaxRank, "rank ", r, " > ", kernels::kMaxRank, " is not supported");
+  TORCH_CHECK_VALUE(r >= 1 && r <= kernels::kMaxRank, "orthogonal loss: rank ", r, " is not supported (1 to ",
+                    kernels::kMaxRank, ")");
   const at::Tensor& like = lora_A[0];
   const int64_t n = static_cast<int64_t>(plan.items.size());
   at::Tensor out = at::empty({n, r, r}, like.options().dtype(at::kFloat));
@@ -57,10 +85,13 @@ at::Tensor run_products(at::TensorList lora_A, const OrthogonalPlan& plan) {
   // The item table travels as int64 [n, kItemFields]; the kernel reads it as ProductItem structs.
   const at::Tensor table = to_device_async(reinterpret_cast<const int64_t*>(plan.items.data()), n,
                                            kernels::kItemFields, like.device());
+  const kernels::ProductShape shape = kernels::product_shape(r);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, like.scalar_type(), "orthogonal_products_cuda", [&] {
-    products_kernel<scalar_t><<<static_cast<unsigned>(n), r * r, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        reinterpret_cast<const kernels::ProductItem*>(table.data_ptr<int64_t>()), r, out.data_ptr<float>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    kernels::with_micro_tile(shape, [&]<int M>() {
+      products_kernel<scalar_t, M><<<static_cast<unsigned>(n), shape.threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+          reinterpret_cast<const kernels::ProductItem*>(table.data_ptr<int64_t>()), shape, out.data_ptr<float>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   });
   return out;
 }

@@ -173,9 +173,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cuda(
   const int64_t n = x.size(0), e_total = spec.num_experts_total, k_max = spec.k_max;
   for (const auto& [t, name, cols] : {std::tuple{&grad_lora_weight, "grad_lora_weight", k_max},
                                       {&grad_router_probs, "grad_router_probs", e_total},
-                                      {&lora_index, "lora_index", k_max}, {&router_probs, "router_probs", e_total}})
+                                      {&lora_index, "lora_index", k_max}, {&router_probs, "router_probs", e_total}}) {
     TORCH_CHECK_VALUE(t->dim() == 2 && t->size(0) == n && t->size(1) == cols, name, " must be [", n, ", ", cols,
                       "], got ", t->sizes());
+    TORCH_CHECK_VALUE(t->device() == x.device(), name, " is on ", t->device(), " but x is on ", x.device());
+  }
   const bool gated = spec.any_gated_shared();
   const at::Tensor xc = x.contiguous();
   const at::Tensor rows =
@@ -183,7 +185,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cuda(
   const int64_t width = rows.size(0);
   const at::Tensor shared_logits =
       gated ? at::mm(xc, shared_gate_weight.t()).to(at::kFloat).contiguous() : at::empty({0}, x.options().dtype(at::kFloat));
-  const at::Tensor grad_gate = grad_lora_weight.to(x.scalar_type()).contiguous();
+  const at::Tensor grad_gate = grad_lora_weight.to(at::kFloat).contiguous();  // fp32, as on the CPU
   const at::Tensor grad_probs = grad_router_probs.to(at::kFloat).contiguous();
   const at::Tensor probs = router_probs.to(at::kFloat).contiguous();
   const at::Tensor index = lora_index.to(at::kInt).contiguous();
@@ -191,9 +193,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cuda(
   at::Tensor grad_logits = cpu::new_output({n, width}, x.options());  // every column written, padding included
   if (n > 0 && width > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "route_backward_cuda", [&] {
-      route_backward_kernel<scalar_t, scalar_t><<<blocks_for(n, kRouteThreads), kRouteThreads, 0,
-                                                  c10::cuda::getCurrentCUDAStream()>>>(
-          spec.tables(), n, probs.data_ptr<float>(), index.data_ptr<int32_t>(), grad_gate.data_ptr<scalar_t>(),
+      route_backward_kernel<float, scalar_t><<<blocks_for(n, kRouteThreads), kRouteThreads, 0,
+                                               c10::cuda::getCurrentCUDAStream()>>>(
+          spec.tables(), n, probs.data_ptr<float>(), index.data_ptr<int32_t>(), grad_gate.data_ptr<float>(),
           grad_probs.data_ptr<float>(), shared_logits.data_ptr<float>(), spec.num_roles, /*per_role=*/true,
           roles.data_ptr<int64_t>(), grad_logits.data_ptr<scalar_t>(), width, width);
       C10_CUDA_KERNEL_LAUNCH_CHECK();

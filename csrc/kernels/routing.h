@@ -154,12 +154,17 @@ MOR_HD float route_token_backward_all(const RoleTables& spec, int rho, const flo
   const int first_routed = spec.lora_start[rho] + spec.shared[rho];
   int selected[kMaxExperts];
   float gate_grad[kMaxExperts], role_grad[kMaxExperts];
+  int used = 0;
   for (int q = 0; q < k; ++q) {
-    selected[q] = index[slot + q] - first_routed;
-    gate_grad[q] = static_cast<float>(grad_gate[slot + q]);
+    // A slot that names no routed LoRA of the role (an index that route did not write: the CPU
+    // ops reject it, a GPU kernel cannot) is left out rather than read outside the role's columns.
+    const int s = index[slot + q] - first_routed;
+    if (s < 0 || s >= e) continue;
+    selected[used] = s;
+    gate_grad[used++] = static_cast<float>(grad_gate[slot + q]);
   }
   const int col = spec.router_start[rho];
-  route_token_backward(probs + col, e, selected, gate_grad, k, grad_probs + col, role_grad);
+  route_token_backward(probs + col, e, selected, gate_grad, used, grad_probs + col, role_grad);
   for (int j = 0; j < e; ++j) grad_logits[col + j] = static_cast<Out>(role_grad[j]);
   return grad_shared_logit;
 }
