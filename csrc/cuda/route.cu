@@ -57,6 +57,13 @@ __global__ void __launch_bounds__(kFusedWarps * 32)
 #pragma unroll
       for (int r = 0; r < kFusedRows; ++r) acc[tk][r] = acc_t(0);
     for (int64_t c0 = 0; c0 < vecs; c0 += kFusedChunk) {
+      // x first: its loads (from DRAM) are in flight while the block stages the rows (from L2).
+      const int64_t v = c0 + lane;
+      uint4 xv[kFusedTokensPerWarp];
+#pragma unroll
+      for (int tk = 0; tk < kFusedTokensPerWarp; ++tk)
+        xv[tk] = t0 + tk < n && v < vecs ? __ldcs(reinterpret_cast<const uint4*>(x + (t0 + tk) * d_in) + v)
+                                         : make_uint4(0u, 0u, 0u, 0u);  // read once: streaming loads
       __syncthreads();  // every warp is done with the previous chunk
       for (int i = threadIdx.x; i < kFusedRows * kFusedChunk; i += blockDim.x) {
         const int r = i / kFusedChunk, v = i % kFusedChunk;
@@ -68,12 +75,7 @@ __global__ void __launch_bounds__(kFusedWarps * 32)
         rows_s[r][v] = value;
       }
       __syncthreads();
-      const int64_t v = c0 + lane;
       if (v >= vecs) continue;  // no barrier until the next chunk's first one
-      uint4 xv[kFusedTokensPerWarp];
-#pragma unroll
-      for (int tk = 0; tk < kFusedTokensPerWarp; ++tk)
-        xv[tk] = t0 + tk < n ? reinterpret_cast<const uint4*>(x + (t0 + tk) * d_in)[v] : make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
       for (int r = 0; r < kFusedRows; ++r) {
         const uint4 rv = rows_s[r][lane];
