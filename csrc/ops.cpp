@@ -68,21 +68,22 @@ TORCH_LIBRARY(mor_ext, m) {
   m.def(
       "load_balance_loss_layers_backward(Tensor grad, Tensor[] router_probs, Tensor[] lora_index, Tensor role_ids, "
       "int[] num_experts, int[] top_k, int[] has_shared) -> Tensor[]");
-  // Over many layers at once (sum over layers), and the r x r products it is built from.
+  // Over many layers at once (sum over layers), and the r x r products it is built from (fp32
+  // [layers * per layer, r, r], as orthogonal_products returns them), which the backward reuses.
   m.def(
       "orthogonal_loss_layers(Tensor[] lora_A, Tensor[] lora_B, int[] num_experts, int[] top_k, int[] has_shared) "
-      "-> Tensor");
+      "-> (Tensor loss, Tensor products)");
   m.def(
-      "orthogonal_loss_layers_backward(Tensor grad, Tensor[] lora_A, Tensor[] lora_B, int[] num_experts, "
-      "int[] top_k, int[] has_shared) -> (Tensor[] grad_lora_A, Tensor[] grad_lora_B)");
+      "orthogonal_loss_layers_backward(Tensor grad, Tensor products, Tensor[] lora_A, Tensor[] lora_B, "
+      "int[] num_experts, int[] top_k, int[] has_shared) -> (Tensor[] grad_lora_A, Tensor[] grad_lora_B)");
   m.def(
       "orthogonal_products(Tensor[] lora_A, Tensor[] lora_B, int[] num_experts, int[] top_k, int[] has_shared) "
       "-> Tensor");
   // The gradients of orthogonal_loss_layers computed from those products (what the CUDA backward
   // runs; on CPU, its per-thread steps in loops, for the tests).
   m.def(
-      "orthogonal_grads(Tensor grad, Tensor[] lora_A, Tensor[] lora_B, int[] num_experts, int[] top_k, "
-      "int[] has_shared) -> (Tensor[] grad_lora_A, Tensor[] grad_lora_B)");
+      "orthogonal_grads(Tensor grad, Tensor products, Tensor[] lora_A, Tensor[] lora_B, int[] num_experts, "
+      "int[] top_k, int[] has_shared) -> (Tensor[] grad_lora_A, Tensor[] grad_lora_B)");
   m.def("orthogonal_loss(Tensor lora_A, Tensor lora_B, int[] num_experts, int[] top_k, int[] has_shared) -> Tensor");
   // Whether mor_linear's CPU kernel has its AVX-512 paths here (decode, and the by-role GEMMs; for
   // backend_info); no tensor arguments, so one kernel for every dispatch key.

@@ -43,6 +43,28 @@ inline void check_layer_lists(at::TensorList lora_A, at::TensorList lora_B, cons
   }
 }
 
+// Products per layer, in plan_orthogonal's order: per role with >= 2 routed LoRAs its E(E-1)/2
+// cross products A_i A_j^T (i < j, i outer) and then its E Gram matrices B_i^T B_i.
+inline int64_t products_per_layer(const SpecTable& spec) {
+  int64_t n = 0;
+  for (int64_t rho = 0; rho < spec.num_roles; ++rho) {
+    const int64_t e = spec.num_experts[rho];
+    if (e >= 2) n += e * (e - 1) / 2 + e;
+  }
+  return n;
+}
+
+// The products a backward gets from its forward: fp32 [layers * products_per_layer, r, r], contiguous,
+// on the adapters' device.
+inline void check_products(const at::Tensor& products, at::TensorList lora_A, const SpecTable& spec) {
+  const int64_t n = static_cast<int64_t>(lora_A.size()) * products_per_layer(spec), r = lora_A[0].size(1);
+  TORCH_CHECK_VALUE(products.scalar_type() == at::kFloat && products.sizes() == at::IntArrayRef({n, r, r}) &&
+                        products.is_contiguous() && products.device() == lora_A[0].device(),
+                    "products must be the forward's contiguous float32 [", n, ", ", r, ", ", r, "] on ",
+                    lora_A[0].device(), ", got ", products.scalar_type(), " ", products.sizes(), " on ",
+                    products.device());
+}
+
 inline OrthogonalPlan plan_orthogonal(at::TensorList lora_A, at::TensorList lora_B, const SpecTable& spec) {
   check_layer_lists(lora_A, lora_B, spec);
   OrthogonalPlan plan;

@@ -411,9 +411,12 @@ def test_cuda_orthogonal_grads_match_cpu(spec_name, dtype):
     spec = SPECS[spec_name]
     a, b = _layers(spec, [(256, 256), (96, 1000), (2048, 64)], dtype)
     g = torch.tensor(0.7, device="cuda")
-    got_a, got_b = torch.ops.mor_ext.orthogonal_loss_layers_backward(g, a, b, *_flags(spec))
-    want_a, want_b = torch.ops.mor_ext.orthogonal_loss_layers_backward(
-        g.cpu(), [t.cpu() for t in a], [t.cpu() for t in b], *_flags(spec))
+    a_cpu, b_cpu = [t.cpu() for t in a], [t.cpu() for t in b]
+    _, products = torch.ops.mor_ext.orthogonal_loss_layers(a, b, *_flags(spec))
+    _, products_cpu = torch.ops.mor_ext.orthogonal_loss_layers(a_cpu, b_cpu, *_flags(spec))
+    got_a, got_b = torch.ops.mor_ext.orthogonal_loss_layers_backward(g, products, a, b, *_flags(spec))
+    want_a, want_b = torch.ops.mor_ext.orthogonal_loss_layers_backward(g.cpu(), products_cpu, a_cpu, b_cpu,
+                                                                       *_flags(spec))
     for got, want in zip(got_a + got_b, want_a + want_b):
         assert got.dtype == want.dtype
         # Sums over d_in / d_out in another order: absolute error relative to the gradient's scale.
@@ -437,8 +440,9 @@ def test_cuda_orthogonal_loss_per_layer_and_opcheck(spec_name):
         torch.testing.assert_close(g_.double(), torch.zeros_like(t) if w is None else w.double(), rtol=1e-3, atol=1e-5)
     flags = _flags(spec)
     torch.library.opcheck(torch.ops.mor_ext.orthogonal_loss.default, (leaves[0], leaves[1], *flags))
+    _, products = torch.ops.mor_ext.orthogonal_loss_layers([a], [b], *flags)
     torch.library.opcheck(torch.ops.mor_ext.orthogonal_loss_layers_backward.default,
-                          (torch.tensor(0.7, device="cuda"), [a], [b], *flags))
+                          (torch.tensor(0.7, device="cuda"), products, [a], [b], *flags))
 
 
 @pytest.mark.parametrize("spec_name", list(SPECS))

@@ -976,7 +976,7 @@ def test_ops_under_autocast_run_in_their_inputs_dtype():
     def run():
         x, w, a, b, rw, sg = leaves
         y, *_ = ops.mor_linear(x, w, None, a, b, rw, sg, roles, *flags, gated, 0.5)
-        orth = ops.orthogonal_loss_layers([a, a], [b, b], *flags)
+        orth, _ = ops.orthogonal_loss_layers([a, a], [b, b], *flags)
         loss = (y * y).sum() + orth
         return [y, orth, *torch.autograd.grad(loss, [x, a, b, rw, sg])]
 
@@ -1522,14 +1522,15 @@ def test_orthogonal_grads_kernel_bodies_on_cpu(spec_name, dtype):
     spec = SPECS[spec_name] if spec_name in SPECS else MoRSpec.moragent(rank=int(spec_name[1:]))
     a, b = layer_stack(spec, LAYER_SHAPES, dtype)
     grad_out = torch.tensor(0.7)
-    got_a, got_b = torch.ops.mor_ext.orthogonal_grads(grad_out, a, b, *_flags(spec))
-    want_a, want_b = torch.ops.mor_ext.orthogonal_loss_layers_backward(grad_out, a, b, *_flags(spec))
+    _, products = torch.ops.mor_ext.orthogonal_loss_layers(a, b, *_flags(spec))
+    got_a, got_b = torch.ops.mor_ext.orthogonal_grads(grad_out, products, a, b, *_flags(spec))
+    want_a, want_b = torch.ops.mor_ext.orthogonal_loss_layers_backward(grad_out, products, a, b, *_flags(spec))
     # fp32 rounding grows with the rank (sums of r products summed in another order than the GEMMs')
     tol = {"rtol": 1e-4, "atol": 1e-6 * spec.rank} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 1e-3}
     for got, want in zip(got_a + got_b, want_a + want_b):
         assert got.dtype == want.dtype and got.shape == want.shape
         torch.testing.assert_close(got.float(), want.float(), **tol)
-    torch.library.opcheck(torch.ops.mor_ext.orthogonal_grads.default, (grad_out, a, b, *_flags(spec)))
+    torch.library.opcheck(torch.ops.mor_ext.orthogonal_grads.default, (grad_out, products, a, b, *_flags(spec)))
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
@@ -1556,7 +1557,27 @@ def test_opcheck_orthogonal_loss_layers():
     torch.library.opcheck(torch.ops.mor_ext.orthogonal_products.default, (a, b, *flags))
     torch.library.opcheck(torch.ops.mor_ext.orthogonal_loss_layers.default,
                           ([grad(t) for t in a], [grad(t) for t in b], *flags))
-    torch.library.opcheck(torch.ops.mor_ext.orthogonal_loss_layers_backward.default, (torch.tensor(0.7), a, b, *flags))
+    _, products = torch.ops.mor_ext.orthogonal_loss_layers(a, b, *flags)
+    torch.library.opcheck(torch.ops.mor_ext.orthogonal_loss_layers_backward.default,
+                          (torch.tensor(0.7), products, a, b, *flags))
+
+
+def test_orthogonal_loss_layers_backward_uses_the_forwards_products():
+    """The backward builds the gradients from the products it is handed (it does not recompute them):
+    they are linear in them, and products of the wrong shape, dtype or layout are refused."""
+    spec = SPECS["moragent"]
+    a, b = layer_stack(spec, LAYER_SHAPES[:3])
+    flags, g = _flags(spec), torch.tensor(0.7)
+    _, products = ops.orthogonal_loss_layers(a, b, *flags)
+    assert products.shape == (3 * (10 + 10 + 6), spec.rank, spec.rank)  # per role E(E-1)/2 + E, E = 4, 4, 3
+    torch.testing.assert_close(products, ops.orthogonal_products(a, b, *flags), rtol=1e-5, atol=1e-6)
+    once = ops.orthogonal_loss_layers_backward(g, products, a, b, *flags)
+    twice = ops.orthogonal_loss_layers_backward(g, 2 * products, a, b, *flags)
+    for x, y in zip(once[0] + once[1], twice[0] + twice[1]):
+        torch.testing.assert_close(2 * x, y)
+    for bad, what in [(products[1:], "shape"), (products.double(), "dtype"), (products.transpose(1, 2), "layout")]:
+        with pytest.raises(ValueError, match="products must be the forward's"):
+            ops.orthogonal_loss_layers_backward(g, bad, a, b, *flags)
 
 
 def test_orthogonal_loss_layers_bad_input():

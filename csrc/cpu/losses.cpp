@@ -3,14 +3,16 @@
 // load_balance_loss: counting and averaging over tokens with ATen ops and no host sync, so the same
 // code serves CPU and CUDA tensors.
 // orthogonal_loss: only r x r products per role (A_blk A_blk^T and the Gram matrices B_i^T B_i);
-// a d_out x d_out or d_in x d_in matrix is never formed; *_layers sum over many layers, and
-// orthogonal_products_cpu / orthogonal_grads_cpu run the CUDA kernels' per-thread bodies for the tests.
+// a d_out x d_out or d_in x d_in matrix is never formed; *_layers sum over many layers and hand
+// their products to the backward, and orthogonal_products_cpu / orthogonal_grads_cpu run the CUDA
+// kernels' per-thread bodies for the tests.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "../device_tables.h"
@@ -152,69 +154,12 @@ std::vector<at::Tensor> load_balance_loss_layers_backward_aten(const at::Tensor&
 
 namespace {
 
-// The orthogonal loss on the CPU: per layer and per role with >= 2 routed LoRAs, one GEMM for the
-// cross products A_i A_j^T (the [E*r, E*r] matrix of A_blk A_blk^T, its diagonal blocks masked
-// out), one batched GEMM for the Gram matrices B_i^T B_i and one small GEMM for their pairwise
-// products; a handful of ATen calls per role, layers spread over threads (the ops are small: a
-// SmolLM2-sized model has 210 adapted layers, and per-op overhead dominated before).
-struct OrthRole {
-  int64_t first, experts;  // the role's first routed LoRA and their count
-  at::Tensor off_diagonal;  // [E, E]: scale off the diagonal, 0 on it
-  at::Tensor off_blocks;    // [E*r, E*r]: scale off the diagonal r x r blocks, 0 on them
-};
-
-// The roles with >= 2 routed LoRAs, and their masks (built once per call, not per layer).
-std::vector<OrthRole> orth_roles(const SpecTable& spec, int64_t rank, double scale) {
-  std::vector<OrthRole> roles;
-  for (int64_t rho = 0; rho < spec.num_roles; ++rho) {
-    const int64_t e = spec.num_experts[rho];
-    if (e < 2) continue;
-    const at::Tensor off = (1.0 - at::eye(e, at::kFloat)) * scale;
-    roles.push_back({spec.lora_start[rho] + spec.shared[rho], e, off,
-                     off.view({e, 1, e, 1}).expand({e, rank, e, rank}).reshape({e * rank, e * rank})});
-  }
-  return roles;
-}
-
-double layer_orthogonal_loss(const at::Tensor& lora_A, const at::Tensor& lora_B, const std::vector<OrthRole>& roles) {
-  const int64_t rank = lora_A.size(1), d_in = lora_A.size(2);
-  double total = 0.0;
-  for (const OrthRole& role : roles) {
-    const int64_t e = role.experts;
-    const at::Tensor a = lora_A.narrow(0, role.first, e).reshape({e * rank, d_in}).to(at::kFloat);
-    const at::Tensor cross = at::mm(a, a.t()).mul_(role.off_blocks).view(-1);
-    // sum_{i<j} ||A_i A_j^T||^2 = (sum over off-diagonal blocks) / 2
-    total += 0.5 * at::dot(cross, cross).item<double>();
-    // sum_{i<j} <G_i, G_j> from the E x E matrix of pairwise products: the shorter
-    // (||sum G||^2 - sum ||G_i||^2) / 2 cancels catastrophically when the B_i are nearly orthogonal.
-    const at::Tensor b = lora_B.narrow(0, role.first, e).to(at::kFloat);
-    const at::Tensor gram = at::bmm(b.transpose(1, 2), b).view({e, rank * rank});
-    const at::Tensor pairs = at::mm(gram, gram.t());
-    const auto p = pairs.accessor<float, 2>();
-    for (int64_t i = 0; i < e; ++i)
-      for (int64_t j = i + 1; j < e; ++j) total += p[i][j];
-  }
-  return total;
-}
-
-// grad_a, grad_b of the roles' routed LoRAs, for masks scaled by 2 * dL/dloss.
-void layer_orthogonal_grads(const at::Tensor& lora_A, const at::Tensor& lora_B, const std::vector<OrthRole>& roles,
-                            at::Tensor& grad_a, at::Tensor& grad_b) {
-  const int64_t rank = lora_A.size(1), d_in = lora_A.size(2);
-  for (const OrthRole& role : roles) {
-    const int64_t e = role.experts;
-    // d/dA_i = 2 sum_{j != i} (A_i A_j^T) A_j
-    const at::Tensor a = lora_A.narrow(0, role.first, e).reshape({e * rank, d_in}).to(at::kFloat);
-    const at::Tensor cross = at::mm(a, a.t()).mul_(role.off_blocks);
-    grad_a.narrow(0, role.first, e).view({e * rank, d_in}).copy_(at::mm(cross, a));
-    // d/dB_i = 2 B_i (sum_{j != i} G_j); the sum as a product with (1 - I), not sum - G_i, for the
-    // same reason as in the loss.
-    const at::Tensor b = lora_B.narrow(0, role.first, e).to(at::kFloat);
-    const at::Tensor gram = at::bmm(b.transpose(1, 2), b).view({e, rank * rank});
-    const at::Tensor others = at::mm(role.off_diagonal, gram).view({e, rank, rank});
-    grad_b.narrow(0, role.first, e).copy_(at::bmm(b, others));
-  }
-}
+// The orthogonal loss on the CPU, in two steps that the CUDA ops share: the r x r products of every
+// layer (plan_orthogonal's order), then the loss from them; the backward takes the forward's
+// products instead of computing them again. Per layer and role with >= 2 routed LoRAs: one GEMM for
+// the [E*r, E*r] matrix A_blk A_blk^T (its blocks above the diagonal are the cross products) and one
+// batched GEMM for the Gram matrices; layers spread over threads (the ops are small: a SmolLM2-sized
+// model has 210 adapted layers).
 
 // f(l) for every layer, layers spread over threads with the caller's thread-local state.
 template <typename F>
@@ -230,36 +175,114 @@ void for_each_layer(int64_t layers, const F& f) {
   });
 }
 
-at::Tensor layers_loss(at::TensorList lora_A, at::TensorList lora_B, const SpecTable& spec) {
-  const std::vector<OrthRole> roles = orth_roles(spec, lora_A[0].size(1), 1.0);
-  std::vector<double> losses(lora_A.size(), 0.0);
-  for_each_layer(static_cast<int64_t>(lora_A.size()),
-                 [&](int64_t l) { losses[l] = layer_orthogonal_loss(lora_A[l], lora_B[l], roles); });
+// The products of one layer into out (products_per_layer(spec) x r x r floats).
+void layer_products(const at::Tensor& lora_A, const at::Tensor& lora_B, const SpecTable& spec, float* out) {
+  const int64_t r = lora_A.size(1), d_in = lora_A.size(2);
+  for (int64_t rho = 0; rho < spec.num_roles; ++rho) {
+    const int64_t e = spec.num_experts[rho], first = spec.lora_start[rho] + spec.shared[rho], er = e * r;
+    if (e < 2) continue;
+    const at::Tensor a = lora_A.narrow(0, first, e).reshape({er, d_in}).to(at::kFloat);
+    const at::Tensor cross = at::mm(a, a.t()).contiguous();
+    const float* c = cross.data_ptr<float>();
+    for (int64_t i = 0; i < e; ++i)
+      for (int64_t j = i + 1; j < e; ++j, out += r * r)  // block (i, j): A_i A_j^T
+        for (int64_t p = 0; p < r; ++p) std::copy_n(c + (i * r + p) * er + j * r, r, out + p * r);
+    const at::Tensor b = lora_B.narrow(0, first, e).to(at::kFloat);
+    const at::Tensor gram = at::bmm(b.transpose(1, 2), b).contiguous();
+    std::copy_n(gram.data_ptr<float>(), e * r * r, out);
+    out += e * r * r;
+  }
+}
+
+at::Tensor layers_products(at::TensorList lora_A, at::TensorList lora_B, const SpecTable& spec) {
+  const int64_t layers = static_cast<int64_t>(lora_A.size()), per_layer = products_per_layer(spec),
+                r = lora_A[0].size(1);
+  at::Tensor products = new_output({layers * per_layer, r, r}, lora_A[0].options().dtype(at::kFloat));
+  float* out = products.data_ptr<float>();
+  for_each_layer(layers, [&](int64_t l) { layer_products(lora_A[l], lora_B[l], spec, out + l * per_layer * r * r); });
+  return products;
+}
+
+// sum over cross products of ||P||^2 + sum over a role's Gram pairs i < j of <G_i, G_j>, per layer in
+// double (layers over threads), then summed in layer order: the same value for any thread count.
+at::Tensor loss_from_products(const at::Tensor& products, int64_t layers, const SpecTable& spec) {
+  const int64_t rr = products.size(1) * products.size(2), per_layer = products_per_layer(spec);
+  std::vector<double> losses(layers, 0.0);
+  for_each_layer(layers, [&](int64_t l) {
+    const float* p = products.data_ptr<float>() + l * per_layer * rr;
+    double total = 0.0;
+    for (int64_t rho = 0; rho < spec.num_roles; ++rho) {
+      const int64_t e = spec.num_experts[rho];
+      if (e < 2) continue;
+      for (int64_t x = 0; x < e * (e - 1) / 2 * rr; ++x) total += static_cast<double>(p[x]) * p[x];
+      p += e * (e - 1) / 2 * rr;
+      for (int64_t i = 0; i < e; ++i)
+        for (int64_t j = i + 1; j < e; ++j)
+          for (int64_t x = 0; x < rr; ++x) total += static_cast<double>(p[i * rr + x]) * p[j * rr + x];
+      p += e * rr;
+    }
+    losses[l] = total;
+  });
   double total = 0.0;
-  for (double v : losses) total += v;  // in layer order: the same sum for any thread count
-  return at::scalar_tensor(total, lora_A[0].options().dtype(at::kFloat));
+  for (double v : losses) total += v;
+  return at::scalar_tensor(total, products.options());
+}
+
+// grad_a, grad_b of one layer from its products (scale = 2 dL/dloss):
+//   dL/dA_i = scale sum_{j != i} (A_i A_j^T) A_j    (one GEMM per role: [E*r, E*r] x [E*r, d_in])
+//   dL/dB_i = scale B_i sum_{j != i} G_j            (one batched GEMM per role)
+// LoRAs outside every role's routed ones (the shared LoRAs) get zeros.
+void layer_grads(const float* prod, const at::Tensor& lora_A, const at::Tensor& lora_B, const SpecTable& spec,
+                 float scale, at::Tensor& grad_a, at::Tensor& grad_b) {
+  const int64_t r = lora_A.size(1), d_in = lora_A.size(2), rr = r * r;
+  std::vector<bool> routed(lora_A.size(0), false);
+  for (int64_t rho = 0; rho < spec.num_roles; ++rho) {
+    const int64_t e = spec.num_experts[rho], first = spec.lora_start[rho] + spec.shared[rho], er = e * r;
+    if (e < 2) continue;
+    std::fill(routed.begin() + first, routed.begin() + first + e, true);
+    at::Tensor coef = at::empty({er, er}, lora_A.options().dtype(at::kFloat));  // scale * the off-diagonal blocks
+    float* c = coef.data_ptr<float>();
+    for (int64_t i = 0; i < e; ++i)
+      for (int64_t p = 0; p < r; ++p) std::fill_n(c + (i * r + p) * er + i * r, r, 0.0f);
+    for (int64_t i = 0; i < e; ++i)
+      for (int64_t j = i + 1; j < e; ++j, prod += rr)
+        for (int64_t p = 0; p < r; ++p)
+          for (int64_t q = 0; q < r; ++q) {
+            c[(i * r + p) * er + j * r + q] = scale * prod[p * r + q];  // A_i A_j^T
+            c[(j * r + q) * er + i * r + p] = scale * prod[p * r + q];  // A_j A_i^T: its transpose
+          }
+    const at::Tensor a = lora_A.narrow(0, first, e).reshape({er, d_in}).to(at::kFloat);
+    grad_a.narrow(0, first, e).view({er, d_in}).copy_(at::mm(coef, a));
+    // sum_{j != i} G_j summed directly (not sum - G_i, which cancels when the B_i are nearly orthogonal)
+    at::Tensor others = at::zeros({e, r, r}, lora_A.options().dtype(at::kFloat));
+    float* o = others.data_ptr<float>();
+    for (int64_t i = 0; i < e; ++i)
+      for (int64_t j = 0; j < e; ++j)
+        if (j != i)
+          for (int64_t x = 0; x < rr; ++x) o[i * rr + x] += scale * prod[j * rr + x];
+    prod += e * rr;
+    const at::Tensor b = lora_B.narrow(0, first, e).to(at::kFloat);
+    grad_b.narrow(0, first, e).copy_(at::bmm(b, others));
+  }
+  for (int64_t i = 0; i < lora_A.size(0); ++i)
+    if (!routed[i]) {
+      grad_a[i].zero_();
+      grad_b[i].zero_();
+    }
 }
 
 std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> layers_grads(const at::Tensor& grad,
+                                                                         const at::Tensor& products,
                                                                          at::TensorList lora_A,
                                                                          at::TensorList lora_B, const SpecTable& spec) {
-  const std::vector<OrthRole> roles = orth_roles(spec, lora_A[0].size(1), 2.0 * grad.item<double>());
-  // The gradients are as large as the adapter: write each element once (zeros only where no role's
-  // routed LoRAs are, i.e. the shared LoRAs), not zero-fill first.
-  const int64_t num_loras = lora_A[0].size(0);
-  std::vector<bool> routed(num_loras, false);
-  for (const OrthRole& role : roles)
-    std::fill(routed.begin() + role.first, routed.begin() + role.first + role.experts, true);
+  const float scale = 2.0f * grad.to(at::kFloat).item<float>();
+  const int64_t per_layer = products_per_layer(spec), r = lora_A[0].size(1);
+  const float* prod = products.data_ptr<float>();
   std::vector<at::Tensor> grad_a(lora_A.size()), grad_b(lora_B.size());
   for_each_layer(static_cast<int64_t>(lora_A.size()), [&](int64_t l) {
-    grad_a[l] = at::empty_like(lora_A[l]);
+    grad_a[l] = at::empty_like(lora_A[l]);  // every element written once
     grad_b[l] = at::empty_like(lora_B[l]);
-    for (int64_t i = 0; i < num_loras; ++i) {
-      if (routed[i]) continue;
-      grad_a[l][i].zero_();
-      grad_b[l][i].zero_();
-    }
-    layer_orthogonal_grads(lora_A[l], lora_B[l], roles, grad_a[l], grad_b[l]);
+    layer_grads(prod + l * per_layer * r * r, lora_A[l], lora_B[l], spec, scale, grad_a[l], grad_b[l]);
   });
   return {grad_a, grad_b};
 }
@@ -270,7 +293,7 @@ at::Tensor orthogonal_loss_aten(const at::Tensor& lora_A, const at::Tensor& lora
                                at::IntArrayRef top_k, at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
   check_lora_pair(lora_A, lora_B, spec);
-  return layers_loss({lora_A}, {lora_B}, spec);
+  return loss_from_products(layers_products({lora_A}, {lora_B}, spec), 1, spec);
 }
 
 std::tuple<at::Tensor, at::Tensor> orthogonal_loss_backward_aten(const at::Tensor& grad, const at::Tensor& lora_A,
@@ -278,23 +301,27 @@ std::tuple<at::Tensor, at::Tensor> orthogonal_loss_backward_aten(const at::Tenso
                                                                at::IntArrayRef top_k, at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
   check_lora_pair(lora_A, lora_B, spec);
-  auto [grad_a, grad_b] = layers_grads(grad, {lora_A}, {lora_B}, spec);
+  auto [grad_a, grad_b] = layers_grads(grad, layers_products({lora_A}, {lora_B}, spec), {lora_A}, {lora_B}, spec);
   return {grad_a[0], grad_b[0]};
 }
 
-at::Tensor orthogonal_loss_layers_aten(at::TensorList lora_A, at::TensorList lora_B, at::IntArrayRef num_experts,
-                                      at::IntArrayRef top_k, at::IntArrayRef has_shared) {
+std::tuple<at::Tensor, at::Tensor> orthogonal_loss_layers_aten(at::TensorList lora_A, at::TensorList lora_B,
+                                                               at::IntArrayRef num_experts, at::IntArrayRef top_k,
+                                                               at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
   check_layer_lists(lora_A, lora_B, spec);
-  return layers_loss(lora_A, lora_B, spec);
+  at::Tensor products = layers_products(lora_A, lora_B, spec);
+  at::Tensor loss = loss_from_products(products, static_cast<int64_t>(lora_A.size()), spec);
+  return {loss, products};
 }
 
 std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> orthogonal_loss_layers_backward_aten(
-    const at::Tensor& grad, at::TensorList lora_A, at::TensorList lora_B, at::IntArrayRef num_experts,
-    at::IntArrayRef top_k, at::IntArrayRef has_shared) {
+    const at::Tensor& grad, const at::Tensor& products, at::TensorList lora_A, at::TensorList lora_B,
+    at::IntArrayRef num_experts, at::IntArrayRef top_k, at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
   check_layer_lists(lora_A, lora_B, spec);
-  return layers_grads(grad, lora_A, lora_B, spec);
+  check_products(products, lora_A, spec);
+  return layers_grads(grad, products, lora_A, lora_B, spec);
 }
 
 at::Tensor orthogonal_products_cpu(at::TensorList lora_A, at::TensorList lora_B, at::IntArrayRef num_experts,
@@ -363,13 +390,14 @@ at::Tensor orthogonal_products_cpu(at::TensorList lora_A, at::TensorList lora_B,
   return out;
 }
 
-// The CUDA gradient kernel's steps (kernels/orthogonal_grads.h) in loops, from the products as
-// orthogonal_products_cpu computes them: what the tests check the CUDA backward's bodies with.
+// The CUDA gradient kernel's steps (kernels/orthogonal_grads.h) in loops, from the forward's
+// products: what the tests check the CUDA backward's bodies with.
 std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> orthogonal_grads_cpu(
-    const at::Tensor& grad, at::TensorList lora_A, at::TensorList lora_B, at::IntArrayRef num_experts,
-    at::IntArrayRef top_k, at::IntArrayRef has_shared) {
+    const at::Tensor& grad, const at::Tensor& products, at::TensorList lora_A, at::TensorList lora_B,
+    at::IntArrayRef num_experts, at::IntArrayRef top_k, at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
-  const at::Tensor products = orthogonal_products_cpu(lora_A, lora_B, num_experts, top_k, has_shared).contiguous();
+  check_layer_lists(lora_A, lora_B, spec);
+  check_products(products, lora_A, spec);
   std::vector<at::Tensor> grad_a, grad_b;
   for (size_t l = 0; l < lora_A.size(); ++l) {
     grad_a.push_back(new_output(lora_A[l].sizes(), lora_A[l].options()));

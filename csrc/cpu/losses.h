@@ -44,10 +44,11 @@ at::Tensor orthogonal_loss_aten(const at::Tensor& lora_A, const at::Tensor& lora
 std::tuple<at::Tensor, at::Tensor> orthogonal_loss_backward_aten(const at::Tensor& grad, const at::Tensor& lora_A,
                                                                  const at::Tensor& lora_B, at::IntArrayRef num_experts,
                                                                  at::IntArrayRef top_k, at::IntArrayRef has_shared);
-at::Tensor orthogonal_loss_layers_aten(at::TensorList lora_A, at::TensorList lora_B, at::IntArrayRef num_experts,
-                                      at::IntArrayRef top_k, at::IntArrayRef has_shared);
+std::tuple<at::Tensor, at::Tensor> orthogonal_loss_layers_aten(at::TensorList lora_A, at::TensorList lora_B,
+                                                               at::IntArrayRef num_experts, at::IntArrayRef top_k,
+                                                               at::IntArrayRef has_shared);
 std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> orthogonal_loss_layers_backward_aten(
-    const at::Tensor& grad, at::TensorList lora_A, at::TensorList lora_B, at::IntArrayRef num_experts,
-    at::IntArrayRef top_k, at::IntArrayRef has_shared);
+    const at::Tensor& grad, const at::Tensor& products, at::TensorList lora_A, at::TensorList lora_B,
+    at::IntArrayRef num_experts, at::IntArrayRef top_k, at::IntArrayRef has_shared);
 
 }  // namespace mor_ext::cpu

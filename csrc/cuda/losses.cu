@@ -3,11 +3,12 @@
 // orthogonal_products: every r x r product the loss needs, for all layers at once, in one launch:
 // one block per product (A_i A_j^T or B_i^T B_i), the inner dimension (d_in or d_out) streamed
 // through shared memory in tiles, register tiles of M x M outputs per thread (kernels/products.h
-// holds the per-thread steps, which the CPU build runs in loops for the tests). orthogonal_loss_layers = those products + a few ATen
-// reductions. Its backward recomputes the products (one launch) and writes every gradient of every
-// layer in one more launch (kernels/orthogonal_grads.h: one block per LoRA matrix and column tile).
-// The per-layer orthogonal_loss op is the same with one layer. The load-balance loss uses the
-// device-generic ATen implementation (a few reductions, no host sync).
+// holds the per-thread steps, which the CPU build runs in loops for the tests).
+// orthogonal_loss_layers = those products + a few ATen reductions; it returns the products too, and
+// its backward writes every gradient of every layer from them in one more launch
+// (kernels/orthogonal_grads.h: one block per LoRA matrix and column tile). The per-layer
+// orthogonal_loss op is the same with one layer. The load-balance loss uses the device-generic ATen
+// implementation (a few reductions, no host sync).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
@@ -115,12 +116,12 @@ __global__ void grads_kernel(const kernels::GradItem* __restrict__ items, const 
   if (k < item.cols) kernels::store_column<T, R>(item, r, k, factor * grad[0], acc);
 }
 
-// Gradients of sum over layers of the loss, scaled by `grad` (a device scalar: read in the
-// kernel, so no host sync).
-std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> run_grads(const at::Tensor& grad, at::TensorList lora_A,
-                                                                       at::TensorList lora_B, const SpecTable& spec,
-                                                                       const OrthogonalPlan& plan) {
-  const at::Tensor products = run_products(lora_A, plan);
+// Gradients of sum over layers of the loss from its products, scaled by `grad` (a device scalar:
+// read in the kernel, so no host sync).
+std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> run_grads(const at::Tensor& grad, const at::Tensor& products,
+                                                                       at::TensorList lora_A, at::TensorList lora_B,
+                                                                       const SpecTable& spec) {
+  const int rank = static_cast<int>(lora_A[0].size(1));
   std::vector<at::Tensor> grad_a, grad_b;
   for (size_t l = 0; l < lora_A.size(); ++l) {  // every element is written by the kernel
     grad_a.push_back(cpu::new_output(lora_A[l].sizes(), lora_A[l].options()));
@@ -138,11 +139,11 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> run_grads(const at:
   const dim3 grid(static_cast<unsigned>(n),
                   static_cast<unsigned>((gplan.max_cols + kernels::kGradCols - 1) / kernels::kGradCols));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, lora_A[0].scalar_type(), "orthogonal_grads_cuda", [&] {
-    kernels::with_rank(static_cast<int>(plan.rank), [&]<int R>() {
+    kernels::with_rank(rank, [&]<int R>() {
       grads_kernel<scalar_t, R><<<grid, kernels::kGradCols, 0, c10::cuda::getCurrentCUDAStream()>>>(
           reinterpret_cast<const kernels::GradItem*>(items.data_ptr<int64_t>()),
           reinterpret_cast<const kernels::GradTerm*>(terms.data_ptr<int64_t>()), products.data_ptr<float>(),
-          static_cast<int>(plan.rank), g.data_ptr<float>(), 2.0f);
+          rank, g.data_ptr<float>(), 2.0f);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
@@ -159,21 +160,27 @@ at::Tensor orthogonal_products_cuda(at::TensorList lora_A, at::TensorList lora_B
   return run_products(lora_A, plan);
 }
 
-at::Tensor orthogonal_loss_layers_cuda(at::TensorList lora_A, at::TensorList lora_B, at::IntArrayRef num_experts,
-                                       at::IntArrayRef top_k, at::IntArrayRef has_shared) {
+std::tuple<at::Tensor, at::Tensor> orthogonal_loss_layers_cuda(at::TensorList lora_A, at::TensorList lora_B,
+                                                                at::IntArrayRef num_experts, at::IntArrayRef top_k,
+                                                                at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
   const OrthogonalPlan plan = plan_orthogonal(lora_A, lora_B, spec);
   const c10::cuda::CUDAGuard guard(lora_A[0].device());
-  return combine_orthogonal(run_products(lora_A, plan), plan);
+  at::Tensor products = run_products(lora_A, plan);
+  at::Tensor loss = combine_orthogonal(products, plan);
+  return {loss, products};
 }
 
+// The backward (and orthogonal_grads, the op its CPU emulation is checked against): one launch
+// from the forward's products.
 std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> orthogonal_grads_cuda(
-    const at::Tensor& grad, at::TensorList lora_A, at::TensorList lora_B, at::IntArrayRef num_experts,
-    at::IntArrayRef top_k, at::IntArrayRef has_shared) {
+    const at::Tensor& grad, const at::Tensor& products, at::TensorList lora_A, at::TensorList lora_B,
+    at::IntArrayRef num_experts, at::IntArrayRef top_k, at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
-  const OrthogonalPlan plan = plan_orthogonal(lora_A, lora_B, spec);
+  check_layer_lists(lora_A, lora_B, spec);
+  check_products(products, lora_A, spec);
   const c10::cuda::CUDAGuard guard(lora_A[0].device());
-  return run_grads(grad, lora_A, lora_B, spec, plan);
+  return run_grads(grad, products, lora_A, lora_B, spec);
 }
 
 // The per-layer op: the same kernels with one layer (contiguous copies if need be).
@@ -181,7 +188,8 @@ at::Tensor orthogonal_loss_cuda(const at::Tensor& lora_A, const at::Tensor& lora
                                 at::IntArrayRef top_k, at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
   cpu::check_lora_pair(lora_A, lora_B, spec);
-  return orthogonal_loss_layers_cuda({lora_A.contiguous()}, {lora_B.contiguous()}, num_experts, top_k, has_shared);
+  return std::get<0>(
+      orthogonal_loss_layers_cuda({lora_A.contiguous()}, {lora_B.contiguous()}, num_experts, top_k, has_shared));
 }
 
 std::tuple<at::Tensor, at::Tensor> orthogonal_loss_backward_cuda(const at::Tensor& grad, const at::Tensor& lora_A,
@@ -189,8 +197,9 @@ std::tuple<at::Tensor, at::Tensor> orthogonal_loss_backward_cuda(const at::Tenso
                                                                  at::IntArrayRef top_k, at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
   cpu::check_lora_pair(lora_A, lora_B, spec);
-  auto [ga, gb] = orthogonal_grads_cuda(grad, {lora_A.contiguous()}, {lora_B.contiguous()}, num_experts, top_k,
-                                        has_shared);
+  const at::Tensor a = lora_A.contiguous(), b = lora_B.contiguous();
+  const at::Tensor products = orthogonal_products_cuda({a}, {b}, num_experts, top_k, has_shared);
+  auto [ga, gb] = orthogonal_grads_cuda(grad, products, {a}, {b}, num_experts, top_k, has_shared);
   return {ga[0], gb[0]};
 }
 

@@ -192,7 +192,8 @@ def orthogonal_loss(lora_A, lora_B, spec: MoRSpec):
 def orthogonal_loss_layers(lora_As: list, lora_Bs: list, spec: MoRSpec):
     """Sum over layers of the orthogonal loss; one call (on CUDA, one launch for all products)."""
     if uses_compiled(lora_As[0], "orthogonal_loss_layers"):
-        return torch.ops.mor_ext.orthogonal_loss_layers(list(lora_As), list(lora_Bs), *_flags(spec))
+        loss, _products = torch.ops.mor_ext.orthogonal_loss_layers(list(lora_As), list(lora_Bs), *_flags(spec))
+        return loss
     return torch.stack([reference.orthogonal_loss(a, b, spec) for a, b in zip(lora_As, lora_Bs)]).sum()
 
 
@@ -264,26 +265,27 @@ def _register() -> None:
     def _(lora_A, lora_B, num_experts, top_k, has_shared):
         return lora_A.new_empty((), dtype=torch.float32)
 
+    def products_like(lora_A, num_experts):
+        """The r x r products of every layer: per role with >= 2 routed LoRAs, E(E-1)/2 + E of them."""
+        per_layer = sum(e * (e - 1) // 2 + e for e in num_experts if e >= 2)
+        r = lora_A[0].shape[1]
+        return lora_A[0].new_empty(per_layer * len(lora_A), r, r, dtype=torch.float32)
+
     @torch.library.register_fake("mor_ext::orthogonal_loss_layers")
     def _(lora_A, lora_B, num_experts, top_k, has_shared):
-        return lora_A[0].new_empty((), dtype=torch.float32)
+        return lora_A[0].new_empty((), dtype=torch.float32), products_like(lora_A, num_experts)
 
     @torch.library.register_fake("mor_ext::orthogonal_loss_layers_backward")
-    def _(grad, lora_A, lora_B, num_experts, top_k, has_shared):
+    def _(grad, products, lora_A, lora_B, num_experts, top_k, has_shared):
         return [torch.empty_like(a) for a in lora_A], [torch.empty_like(b) for b in lora_B]
 
     @torch.library.register_fake("mor_ext::orthogonal_grads")
-    def _(grad, lora_A, lora_B, num_experts, top_k, has_shared):
+    def _(grad, products, lora_A, lora_B, num_experts, top_k, has_shared):
         return [torch.empty_like(a) for a in lora_A], [torch.empty_like(b) for b in lora_B]
 
     @torch.library.register_fake("mor_ext::orthogonal_products")
     def _(lora_A, lora_B, num_experts, top_k, has_shared):
-        n = 0
-        for rho, e in enumerate(num_experts):
-            if e >= 2:
-                n += e * (e - 1) // 2 + e
-        r = lora_A[0].shape[1]
-        return lora_A[0].new_empty(n * len(lora_A), r, r, dtype=torch.float32)
+        return products_like(lora_A, num_experts)
 
     @torch.library.register_fake("mor_ext::orthogonal_loss_backward")
     def _(grad, lora_A, lora_B, num_experts, top_k, has_shared):
@@ -334,14 +336,17 @@ def _register() -> None:
 
     def orth_layers_setup(ctx, inputs, output):
         lora_A, lora_B, *spec_args = inputs
+        _loss, products = output
+        ctx.mark_non_differentiable(products)
         ctx.spec_args = spec_args
         ctx.layers = len(lora_A)
-        ctx.save_for_backward(*lora_A, *lora_B)
+        # The forward's r x r products: the backward builds every gradient from them.
+        ctx.save_for_backward(products, *lora_A, *lora_B)
 
-    def orth_layers_backward(ctx, grad):
-        saved = ctx.saved_tensors
-        lora_A, lora_B = list(saved[: ctx.layers]), list(saved[ctx.layers :])
-        ga, gb = lib.orthogonal_loss_layers_backward(grad, lora_A, lora_B, *ctx.spec_args)
+    def orth_layers_backward(ctx, grad, _grad_products):
+        products, *saved = ctx.saved_tensors
+        lora_A, lora_B = saved[: ctx.layers], saved[ctx.layers :]
+        ga, gb = lib.orthogonal_loss_layers_backward(grad, products, lora_A, lora_B, *ctx.spec_args)
         return ga, gb, None, None, None
 
     torch.library.register_autograd(
