@@ -1067,6 +1067,26 @@ def test_torch_compile_mor_linear(fullgraph):
         torch.testing.assert_close(a, b)
 
 
+def test_torch_compile_orthogonal_loss_layers():
+    """The layer-list orthogonal loss (its products saved for the backward) under AOTAutograd."""
+    spec = SPECS["moragent"]
+    a, b = layer_stack(spec, [(40, 30), (70, 13)])
+
+    def run(fn):
+        leaves = [grad(t) for t in a + b]
+        loss = fn(leaves[:2], leaves[2:])
+        return [loss, *torch.autograd.grad(loss * loss, leaves)]
+
+    def loss_of(lora_As, lora_Bs):
+        return F.orthogonal_loss_layers(lora_As, lora_Bs, spec)
+
+    torch._dynamo.reset()
+    with backend("compiled"):
+        eager, compiled = run(loss_of), run(torch.compile(loss_of, backend="aot_eager", fullgraph=True))
+    for x, y in zip(eager, compiled):
+        torch.testing.assert_close(x, y)
+
+
 # =========================================================================================== bad input: functional
 def bad_setup():
     spec = SPECS["moragent"]
