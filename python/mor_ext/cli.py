@@ -104,7 +104,8 @@ def _add_train_parser(sub) -> None:
     train.add_argument("--batch-size", type=int, default=1, help="per device")
     train.add_argument("--grad-accum", type=int, default=1)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--optim", default="adamw_torch", help="a transformers optimizer name (adamw_torch, sgd, ...)")
+    train.add_argument("--optim", default="adamw_torch_fused",
+                       help="a transformers optimizer name (adamw_torch_fused, adamw_torch, sgd, ...)")
     train.add_argument("--lr-scheduler", default="linear")
     train.add_argument("--warmup-steps", type=int, default=0)
     train.add_argument("--weight-decay", type=float, default=0.0)

@@ -93,7 +93,9 @@ class TrainConfig:
     batch_size: int = 1  # per device
     grad_accum: int = 1
     seed: int = 0
-    optim: str = "adamw_torch"
+    # The fused AdamW kernel (CPU and CUDA): over a MoR adapter's 70M parameters (SmolLM2) it took 29-35
+    # ms a step on the 2-core dev CPU against 120-126 ms for the default multi-tensor one.
+    optim: str = "adamw_torch_fused"
     lr_scheduler: str = "linear"
     warmup_steps: int = 0
     weight_decay: float = 0.0
