@@ -14,6 +14,7 @@
 namespace mor_ext {
 
 using cpu::check_float_tensor;
+using cpu::check_on_device;
 using cpu::check_same;
 
 // The route op's inputs: x [N, d_in], router_weight [E_total, d_in], shared_gate_weight [R, d_in],
@@ -33,6 +34,20 @@ inline void check_route_inputs(const at::Tensor& x, const at::Tensor& router_wei
                     "shared_gate_weight must have shape [", spec.num_roles, ", ", d_in, "], got ",
                     shared_gate_weight.sizes());
   check_role_ids(role_ids, x.size(0), spec.num_roles, x);
+}
+
+// route_backward's incoming gradients and the forward's outputs it gets back: shapes and devices.
+inline void check_route_backward_inputs(const at::Tensor& grad_lora_weight, const at::Tensor& grad_router_probs,
+                                        const at::Tensor& lora_index, const at::Tensor& router_probs,
+                                        const at::Tensor& x, const SpecTable& spec) {
+  const int64_t n = x.size(0), e_total = spec.num_experts_total, k_max = spec.k_max;
+  for (const auto& [t, name, cols] : {std::tuple{&grad_lora_weight, "grad_lora_weight", k_max},
+                                      {&grad_router_probs, "grad_router_probs", e_total},
+                                      {&lora_index, "lora_index", k_max}, {&router_probs, "router_probs", e_total}}) {
+    TORCH_CHECK_VALUE(t->dim() == 2 && t->size(0) == n && t->size(1) == cols, name, " must be [", n, ", ", cols,
+                      "], got ", t->sizes());
+    check_on_device(*t, name, x);
+  }
 }
 
 inline void check_grouped_inputs(const at::Tensor& x, const at::Tensor& lora_A, const at::Tensor& lora_B,
@@ -55,8 +70,7 @@ inline void check_grouped_inputs(const at::Tensor& x, const at::Tensor& lora_A, 
                     lora_index.sizes());
   TORCH_CHECK_VALUE(lora_weight.sizes() == lora_index.sizes(), "lora_weight ", lora_weight.sizes(),
                     " must match lora_index ", lora_index.sizes());
-  TORCH_CHECK_VALUE(lora_index.device() == x.device(), "lora_index is on ", lora_index.device(), " but x is on ",
-                    x.device());
+  check_on_device(lora_index, "lora_index", x);
 }
 
 inline void check_layer_inputs(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
@@ -90,8 +104,8 @@ inline void check_layer_inputs(const at::Tensor& x, const at::Tensor& weight, co
 // grouped_lora_backward's gradient and saved shrink.
 inline void check_grouped_backward(const at::Tensor& grad_out, const at::Tensor& shrink, int64_t n, int64_t d_out,
                                    int64_t k, int64_t rank, const at::Tensor& x) {
-  for (auto [t, name] : {std::pair{&grad_out, "grad_out"}, {&shrink, "shrink"}})
-    TORCH_CHECK_VALUE(t->device() == x.device(), name, " is on ", t->device(), " but x is on ", x.device());
+  check_on_device(grad_out, "grad_out", x);
+  check_on_device(shrink, "shrink", x);
   TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef({n, d_out}), "grad_out must be [", n, ", ", d_out, "], got ",
                     grad_out.sizes());
   TORCH_CHECK_VALUE(shrink.sizes() == at::IntArrayRef({n, k, rank}), "shrink must be [", n, ", ", k, ", ", rank,
@@ -117,10 +131,9 @@ inline void check_saved_routing(const at::Tensor& grad_y, const at::Tensor& grad
                                 const at::Tensor& lora_weight, const at::Tensor& router_probs,
                                 const at::Tensor& shrink, const at::Tensor& shared_gate_logit, int64_t n,
                                 int64_t d_out, int64_t k_max, int64_t e_total, int64_t rank, const at::Tensor& x) {
-  // Devices too: a kernel handed a tensor from another device would read a foreign pointer.
   auto expect = [&x](const at::Tensor& t, const char* name, at::IntArrayRef sizes) {
     TORCH_CHECK_VALUE(t.sizes() == sizes, name, " must be ", sizes, ", got ", t.sizes());
-    TORCH_CHECK_VALUE(t.device() == x.device(), name, " is on ", t.device(), " but x is on ", x.device());
+    check_on_device(t, name, x);
   };
   expect(grad_y, "grad_y", {n, d_out});
   expect(grad_lora_weight, "grad_lora_weight", {n, k_max});

@@ -18,10 +18,15 @@ inline void check_float_tensor(const at::Tensor& t, const char* name, int64_t di
   TORCH_CHECK_VALUE(t.dim() == dim, name, " must be ", dim, "-D, got shape ", t.sizes());
 }
 
+// A kernel handed a tensor from another device would read a foreign pointer.
+inline void check_on_device(const at::Tensor& t, const char* name, const at::Tensor& x) {
+  TORCH_CHECK_VALUE(t.device() == x.device(), name, " is on ", t.device(), " but x is on ", x.device());
+}
+
 inline void check_same(const at::Tensor& t, const char* name, const at::Tensor& x) {
   TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), name, " has dtype ", t.scalar_type(),
                    " but x has dtype ", x.scalar_type());
-  TORCH_CHECK_VALUE(t.device() == x.device(), name, " is on ", t.device(), " but x is on ", x.device());
+  check_on_device(t, name, x);
 }
 
 // MOR_EXT_POISON=1 fills every fresh output with NaN (or -7 for integers) before the kernel runs,

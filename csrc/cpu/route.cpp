@@ -70,15 +70,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cpu(
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, sigmoid_gate);
   check_route_inputs(x, router_weight, shared_gate_weight, role_ids, spec);
   const int64_t n = x.size(0), e_total = spec.num_experts_total, k_max = spec.k_max, num_roles = spec.num_roles;
-  TORCH_CHECK_VALUE(grad_lora_weight.sizes() == at::IntArrayRef({n, k_max}), "grad_lora_weight must be [", n, ", ",
-                    k_max, "], got ", grad_lora_weight.sizes());
-  TORCH_CHECK_VALUE(grad_router_probs.sizes() == at::IntArrayRef({n, e_total}), "grad_router_probs must be [", n,
-                    ", ", e_total, "], got ", grad_router_probs.sizes());
-
-  TORCH_CHECK_VALUE(router_probs.sizes() == at::IntArrayRef({n, e_total}), "router_probs must be [", n, ", ", e_total,
-                    "], got ", router_probs.sizes());
-  TORCH_CHECK_VALUE(lora_index.sizes() == at::IntArrayRef({n, k_max}), "lora_index must be [", n, ", ", k_max,
-                    "], got ", lora_index.sizes());
+  check_route_backward_inputs(grad_lora_weight, grad_router_probs, lora_index, router_probs, x, spec);
   const bool gated = spec.any_gated_shared();
   const at::Tensor shared_logits = gated ? logits_fp32(x, shared_gate_weight) : at::Tensor();
   const at::Tensor grad_w = grad_lora_weight.to(at::kFloat).contiguous();

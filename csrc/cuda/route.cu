@@ -172,14 +172,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cuda(
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, sigmoid_gate);
   check_route_inputs(x, router_weight, shared_gate_weight, role_ids, spec);
   const c10::cuda::CUDAGuard guard(x.device());
-  const int64_t n = x.size(0), e_total = spec.num_experts_total, k_max = spec.k_max;
-  for (const auto& [t, name, cols] : {std::tuple{&grad_lora_weight, "grad_lora_weight", k_max},
-                                      {&grad_router_probs, "grad_router_probs", e_total},
-                                      {&lora_index, "lora_index", k_max}, {&router_probs, "router_probs", e_total}}) {
-    TORCH_CHECK_VALUE(t->dim() == 2 && t->size(0) == n && t->size(1) == cols, name, " must be [", n, ", ", cols,
-                      "], got ", t->sizes());
-    TORCH_CHECK_VALUE(t->device() == x.device(), name, " is on ", t->device(), " but x is on ", x.device());
-  }
+  const int64_t n = x.size(0), e_total = spec.num_experts_total;
+  check_route_backward_inputs(grad_lora_weight, grad_router_probs, lora_index, router_probs, x, spec);
   const bool gated = spec.any_gated_shared();
   const at::Tensor xc = x.contiguous();
   const at::Tensor rows =
