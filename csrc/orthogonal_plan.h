@@ -8,6 +8,8 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "device_tables.h"
@@ -41,6 +43,21 @@ inline void check_layer_lists(at::TensorList lora_A, at::TensorList lora_B, cons
                       ": every tensor needs one device");
     TORCH_CHECK_VALUE(a.is_contiguous() && b.is_contiguous(), "layer ", l, ": lora_A and lora_B must be contiguous");
   }
+}
+
+// What the products and gradient kernels (CUDA, and their CPU emulation) take: a rank of 1 to
+// kMaxRank (register tiles and per-thread accumulators are sized by it) and 32-bit element offsets
+// within one LoRA matrix. mor_ext.ops sends larger ranks on CUDA to the reference path; the CPU
+// orthogonal_loss_layers (ATen GEMMs) takes any rank.
+inline void check_kernel_shapes(at::TensorList lora_A, at::TensorList lora_B) {
+  const int64_t r = lora_A[0].size(1);
+  TORCH_CHECK_VALUE(r >= 1 && r <= kernels::kMaxRank, "orthogonal loss kernels: rank ", r,
+                    " is not supported (1 to ", kernels::kMaxRank,
+                    "); mor_ext.ops.orthogonal_loss[_layers] use the reference path for larger ranks");
+  for (size_t l = 0; l < lora_A.size(); ++l)
+    TORCH_CHECK_VALUE(r * std::max(lora_A[l].size(2), lora_B[l].size(1)) <= std::numeric_limits<int32_t>::max(),
+                      "orthogonal loss kernels: layer ", l, " is too large (", lora_A[l].sizes(), ", ",
+                      lora_B[l].sizes(), "): one LoRA matrix must have fewer than 2^31 elements");
 }
 
 // Products per layer, in plan_orthogonal's order: per role with >= 2 routed LoRAs its E(E-1)/2
@@ -135,16 +152,13 @@ inline OrthogonalGradPlan plan_orthogonal_grads(at::TensorList lora_A, at::Tenso
         kernels::GradItem item = a_item(first + i);
         for (int64_t j = 0; j < e; ++j) {
           if (j == i) continue;
-          g.terms.push_back({cross(std::min(i, j), std::max(i, j)), j < i ? 1 : 0, a0 + (first + j) * r * d_in * elem,
-                             d_in, 1});
+          g.terms.push_back({cross(std::min(i, j), std::max(i, j)), 1, -1, j < i ? 1 : 0,
+                             a0 + (first + j) * r * d_in * elem, d_in, 1});
         }
         item.term_count = static_cast<int64_t>(g.terms.size()) - item.term_begin;
         g.items.push_back(item);
         item = b_item(first + i);
-        for (int64_t j = 0; j < e; ++j) {
-          if (j == i) continue;
-          g.terms.push_back({gram0 + j, 0, b0 + (first + i) * d_out * r * elem, 1, r});
-        }
+        g.terms.push_back({gram0, e, i, 0, b0 + (first + i) * d_out * r * elem, 1, r});  // sum_{j != i} G_j
         item.term_count = static_cast<int64_t>(g.terms.size()) - item.term_begin;
         g.items.push_back(item);
         covered[first + i] = true;

@@ -10,7 +10,7 @@ import torch
 
 import mor_ext
 from mor_ext import MoRSpec, RoleSpec, functional as F, reference
-from mor_ext.ops import _flags, uses_compiled
+from mor_ext.ops import ORTHOGONAL_CUDA_MAX_RANK, _flags, uses_compiled
 
 pytestmark = [
     pytest.mark.cuda,
@@ -128,6 +128,52 @@ def test_orthogonal_products_kernel_every_micro_tile(rank):
     got = torch.ops.mor_ext.orthogonal_products(a, b, *_flags(spec))
     want = torch.ops.mor_ext.orthogonal_products([t.cpu() for t in a], [t.cpu() for t in b], *_flags(spec))
     torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("rank", [5, 7, 10, 14, 18, 22])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64], ids=str)
+def test_orthogonal_products_kernel_groups_and_dtypes(rank, dtype):
+    """Thread layouts whose 16-byte-load phases straddle thread groups (M = 1 with 5-10 groups, M = 2
+    with 2-10 groups), in the dtypes the micro-tile test does not run."""
+    spec = MoRSpec(roles=(RoleSpec("a", 3, 1, True),), rank=rank)
+    a, b = _layers(spec, [(300, 129), (128, 7)], dtype, seed=rank)
+    got = torch.ops.mor_ext.orthogonal_products(a, b, *_flags(spec))
+    want = torch.ops.mor_ext.orthogonal_products([t.cpu() for t in a], [t.cpu() for t in b], *_flags(spec))
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-4)
+
+
+# 4, 8, 16, 32: the compile-time-rank instantiations of the gradient kernel; 3 and 12: the run-time one.
+@pytest.mark.parametrize("rank", [3, 4, 8, 12, 16, 32])
+def test_cuda_orthogonal_grads_every_instantiation(rank):
+    spec = MoRSpec.moragent(rank=rank)
+    a, b = _layers(spec, [(200, 130), (64, 300)], torch.float32, seed=rank)
+    g = torch.tensor(0.7, device="cuda")
+    _, products = torch.ops.mor_ext.orthogonal_loss_layers(a, b, *_flags(spec))
+    got_a, got_b = torch.ops.mor_ext.orthogonal_loss_layers_backward(g, products, a, b, *_flags(spec))
+    a_cpu, b_cpu = [t.cpu() for t in a], [t.cpu() for t in b]
+    _, products_cpu = torch.ops.mor_ext.orthogonal_loss_layers(a_cpu, b_cpu, *_flags(spec))
+    want_a, want_b = torch.ops.mor_ext.orthogonal_loss_layers_backward(g.cpu(), products_cpu, a_cpu, b_cpu,
+                                                                       *_flags(spec))
+    for got, want in zip(got_a + got_b, want_a + want_b):
+        scale = max(1.0, want.abs().max().item())
+        torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_cuda_orthogonal_loss_above_the_kernels_rank_takes_the_reference():
+    """Ranks above the kernels' limit: the ops refuse them with a message, mor_ext.ops (and so
+    training) takes the reference path, with the same loss and gradients."""
+    spec = MoRSpec.moragent(rank=ORTHOGONAL_CUDA_MAX_RANK + 16)
+    a, b = _layers(spec, [(96, 80), (64, 40)], torch.float32)
+    with pytest.raises(ValueError, match="rank 48 is not supported"):
+        torch.ops.mor_ext.orthogonal_loss_layers(a, b, *_flags(spec))
+    leaves = [t.clone().requires_grad_() for t in a + b]
+    got = F.orthogonal_loss_layers(leaves[:2], leaves[2:], spec)
+    grads = torch.autograd.grad(got, leaves)
+    ref = [t.detach().cpu().double().requires_grad_() for t in a + b]
+    want = torch.stack([reference.orthogonal_loss(x, y, spec) for x, y in zip(ref[:2], ref[2:])]).mean()
+    torch.testing.assert_close(got.cpu().double(), want, rtol=1e-4, atol=1e-6)
+    for g_, w in zip(grads, torch.autograd.grad(want, ref)):
+        torch.testing.assert_close(g_.cpu().double(), w, rtol=1e-3, atol=1e-6)
 
 
 def test_cuda_ops_reject_tensors_from_another_device():

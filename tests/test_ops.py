@@ -26,7 +26,7 @@ import mor_ext
 from mor_ext import MoRSpec, RoleSpec
 from mor_ext import functional as F
 from mor_ext import reference
-from mor_ext.ops import _flags, uses_compiled
+from mor_ext.ops import ORTHOGONAL_CUDA_MAX_RANK, _flags, uses_compiled
 
 from op_utils import (
     DTYPES,
@@ -1530,6 +1530,28 @@ def test_orthogonal_products_kernel_bodies_every_rank(rank):
     a, b = layer_stack(spec, [(300, 129), (256, 7)], torch.float32, seed=rank)
     got = torch.ops.mor_ext.orthogonal_products(a, b, *_flags(spec))
     torch.testing.assert_close(got.double(), products_by_formula(spec, a, b), rtol=1e-5, atol=1e-5)
+
+
+def test_orthogonal_kernels_refuse_ranks_above_their_limit():
+    """The kernel ops (products, grads; CUDA and their CPU emulation) take ranks up to
+    ORTHOGONAL_CUDA_MAX_RANK and refuse larger ones with a message (the grads body would write past
+    its per-thread arrays); the CPU loss and its backward (ATen GEMMs) take any rank."""
+    limit = ORTHOGONAL_CUDA_MAX_RANK
+    for rank in (limit + 1, limit + 16):
+        spec = MoRSpec.moragent(rank=rank)
+        a, b = layer_stack(spec, [(40, 24)], torch.float32)
+        flags, g = _flags(spec), torch.tensor(0.7)
+        with pytest.raises(ValueError, match=f"rank {rank} is not supported"):
+            torch.ops.mor_ext.orthogonal_products(a, b, *flags)
+        loss, products = torch.ops.mor_ext.orthogonal_loss_layers(a, b, *flags)
+        with pytest.raises(ValueError, match=f"rank {rank} is not supported"):
+            torch.ops.mor_ext.orthogonal_grads(g, products, a, b, *flags)
+        want = reference.orthogonal_loss(a[0].double(), b[0].double(), spec)
+        torch.testing.assert_close(loss.double(), want.double(), rtol=1e-5, atol=1e-6)
+        torch.ops.mor_ext.orthogonal_loss_layers_backward(g, products, a, b, *flags)
+    spec = MoRSpec.moragent(rank=limit)
+    a, b = layer_stack(spec, [(40, 24)], torch.float32)
+    assert torch.ops.mor_ext.orthogonal_products(a, b, *_flags(spec)).shape[1:] == (limit, limit)
 
 
 # Ranks 4, 8, 16 and 32 run the compile-time-rank instantiation of the bodies (kernels::with_rank),

@@ -328,9 +328,8 @@ at::Tensor orthogonal_products_cpu(at::TensorList lora_A, at::TensorList lora_B,
                                    at::IntArrayRef top_k, at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
   const OrthogonalPlan plan = plan_orthogonal(lora_A, lora_B, spec);
+  check_kernel_shapes(lora_A, lora_B);
   const int r = static_cast<int>(plan.rank);
-  TORCH_CHECK_VALUE(r >= 1 && r <= kernels::kMaxRank, "orthogonal loss: rank ", r, " is not supported (1 to ",
-                    kernels::kMaxRank, ")");
   const int64_t n = static_cast<int64_t>(plan.items.size());
   at::Tensor out = new_output({n, r, r}, lora_A[0].options().dtype(at::kFloat));
   float* o_ptr = out.data_ptr<float>();
@@ -397,6 +396,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> orthogonal_grads_cp
     at::IntArrayRef num_experts, at::IntArrayRef top_k, at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
   check_layer_lists(lora_A, lora_B, spec);
+  check_kernel_shapes(lora_A, lora_B);
   check_products(products, lora_A, spec);
   std::vector<at::Tensor> grad_a, grad_b;
   for (size_t l = 0; l < lora_A.size(); ++l) {

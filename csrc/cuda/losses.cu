@@ -16,6 +16,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <algorithm>
+
 #include "../cpu/losses.h"
 #include "../cpu/cpu_utils.h"
 #include "../kernels/orthogonal_grads.h"
@@ -25,6 +27,8 @@
 
 namespace mor_ext::cuda {
 namespace {
+
+constexpr int64_t kMaxGridY = 65535;
 
 // Shared memory of the products kernel: the U and V tiles, later the groups' partial sums.
 constexpr int kProductSmem = 2 * kernels::kMaxRank * kernels::kTileStride;
@@ -75,10 +79,9 @@ __global__ void __launch_bounds__(M == 1 ? 1024 : kernels::kProductThreads)
   }
 }
 
-at::Tensor run_products(at::TensorList lora_A, const OrthogonalPlan& plan) {
+at::Tensor run_products(at::TensorList lora_A, at::TensorList lora_B, const OrthogonalPlan& plan) {
+  check_kernel_shapes(lora_A, lora_B);
   const int r = static_cast<int>(plan.rank);
-  TORCH_CHECK_VALUE(r >= 1 && r <= kernels::kMaxRank, "orthogonal loss: rank ", r, " is not supported (1 to ",
-                    kernels::kMaxRank, ")");
   const at::Tensor& like = lora_A[0];
   const int64_t n = static_cast<int64_t>(plan.items.size());
   at::Tensor out = at::empty({n, r, r}, like.options().dtype(at::kFloat));
@@ -102,18 +105,22 @@ __global__ void grads_kernel(const kernels::GradItem* __restrict__ items, const 
                              const float* __restrict__ products, int r, const float* __restrict__ grad, float factor) {
   __shared__ float coef[kernels::kMaxRank * kernels::kMaxRank];
   const kernels::GradItem item = items[blockIdx.x];
-  const int64_t col0 = static_cast<int64_t>(blockIdx.y) * kernels::kGradCols;
-  if (col0 >= item.cols) return;  // the whole block: no thread skips a barrier
-  const int64_t k = col0 + threadIdx.x;
-  float acc[kernels::kMaxRank] = {};
-  for (int64_t t = item.term_begin; t < item.term_begin + item.term_count; ++t) {
-    const kernels::GradTerm term = terms[t];
-    for (int idx = threadIdx.x; idx < r * r; idx += blockDim.x) coef[idx] = kernels::term_coef(products, term, r, idx / r, idx % r);
-    __syncthreads();
-    if (k < item.cols) kernels::accumulate_term<T, R>(term, coef, r, k, acc);
-    __syncthreads();
+  // Column tiles grid-stride in y (gridDim.y is capped at 65535). The loop condition is the same for
+  // the whole block, so no thread skips a barrier.
+  for (int64_t col0 = static_cast<int64_t>(blockIdx.y) * kernels::kGradCols; col0 < item.cols;
+       col0 += static_cast<int64_t>(gridDim.y) * kernels::kGradCols) {
+    const int64_t k = col0 + threadIdx.x;
+    float acc[kernels::kMaxRank] = {};
+    for (int64_t t = item.term_begin; t < item.term_begin + item.term_count; ++t) {
+      const kernels::GradTerm term = terms[t];
+      for (int idx = threadIdx.x; idx < r * r; idx += blockDim.x)
+        coef[idx] = kernels::term_coef(products, term, r, idx / r, idx % r);
+      __syncthreads();
+      if (k < item.cols) kernels::accumulate_term<T, R>(term, coef, r, k, acc);
+      __syncthreads();
+    }
+    if (k < item.cols) kernels::store_column<T, R>(item, r, k, factor * grad[0], acc);
   }
-  if (k < item.cols) kernels::store_column<T, R>(item, r, k, factor * grad[0], acc);
 }
 
 // Gradients of sum over layers of the loss from its products, scaled by `grad` (a device scalar:
@@ -121,6 +128,7 @@ __global__ void grads_kernel(const kernels::GradItem* __restrict__ items, const 
 std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> run_grads(const at::Tensor& grad, const at::Tensor& products,
                                                                        at::TensorList lora_A, at::TensorList lora_B,
                                                                        const SpecTable& spec) {
+  check_kernel_shapes(lora_A, lora_B);
   const int rank = static_cast<int>(lora_A[0].size(1));
   std::vector<at::Tensor> grad_a, grad_b;
   for (size_t l = 0; l < lora_A.size(); ++l) {  // every element is written by the kernel
@@ -129,7 +137,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> run_grads(const at:
   }
   const OrthogonalGradPlan gplan = plan_orthogonal_grads(lora_A, lora_B, spec, grad_a, grad_b);
   const int64_t n = static_cast<int64_t>(gplan.items.size());
-  if (n == 0) return {grad_a, grad_b};
+  if (n == 0 || gplan.max_cols == 0) return {grad_a, grad_b};  // nothing to write (and no empty grid)
   const at::Device device = lora_A[0].device();
   const at::Tensor items = to_device_async(reinterpret_cast<const int64_t*>(gplan.items.data()), n,
                                            kernels::kGradItemFields, device);
@@ -137,7 +145,8 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> run_grads(const at:
                                            static_cast<int64_t>(gplan.terms.size()), kernels::kGradTermFields, device);
   const at::Tensor g = grad.to(device, at::kFloat).contiguous();
   const dim3 grid(static_cast<unsigned>(n),
-                  static_cast<unsigned>((gplan.max_cols + kernels::kGradCols - 1) / kernels::kGradCols));
+                  static_cast<unsigned>(std::min<int64_t>((gplan.max_cols + kernels::kGradCols - 1) / kernels::kGradCols,
+                                                          kMaxGridY)));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, lora_A[0].scalar_type(), "orthogonal_grads_cuda", [&] {
     kernels::with_rank(rank, [&]<int R>() {
       grads_kernel<scalar_t, R><<<grid, kernels::kGradCols, 0, c10::cuda::getCurrentCUDAStream()>>>(
@@ -157,7 +166,7 @@ at::Tensor orthogonal_products_cuda(at::TensorList lora_A, at::TensorList lora_B
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
   const OrthogonalPlan plan = plan_orthogonal(lora_A, lora_B, spec);
   const c10::cuda::CUDAGuard guard(lora_A[0].device());
-  return run_products(lora_A, plan);
+  return run_products(lora_A, lora_B, plan);
 }
 
 std::tuple<at::Tensor, at::Tensor> orthogonal_loss_layers_cuda(at::TensorList lora_A, at::TensorList lora_B,
@@ -166,7 +175,7 @@ std::tuple<at::Tensor, at::Tensor> orthogonal_loss_layers_cuda(at::TensorList lo
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
   const OrthogonalPlan plan = plan_orthogonal(lora_A, lora_B, spec);
   const c10::cuda::CUDAGuard guard(lora_A[0].device());
-  at::Tensor products = run_products(lora_A, plan);
+  at::Tensor products = run_products(lora_A, lora_B, plan);
   at::Tensor loss = combine_orthogonal(products, plan);
   return {loss, products};
 }

@@ -4,7 +4,8 @@
 // over the routed LoRAs i, j of one role; every other LoRA's gradient is zero. Both are
 //   O[p, k] = scale * sum_terms sum_q C_t[p, q] X_t[q, k]
 // with r x r coefficients C_t taken from the forward's products (kernels/products.h) and r x D
-// operands X_t: A_j as is, or B_i^T (element (q, k) = B_i[k, q]; C_t = (B_j^T B_j)^T = B_j^T B_j).
+// operands X_t: A_j (C_t = A_i A_j^T) for each j != i, or B_i^T once (element (q, k) = B_i[k, q];
+// C_t = sum_{j != i} B_j^T B_j, symmetric).
 //
 // One CUDA block handles one output item and a tile of its D columns; one thread per column holds
 // the r accumulators. The functions below are that thread's steps; the CPU build runs them in
@@ -23,19 +24,25 @@ namespace mor_ext::kernels {
 struct GradItem {
   int64_t out, out_row, out_col, cols, term_begin, term_count;
 };
-// One term: coefficients products[coef] (transposed when `transposed`), operand element (q, k) at
-// x[q * x_row + k * x_col].
+// One term: coefficients C_t = the sum of products[coef + c] over c in [0, coef_count), c != coef_skip
+// (transposed when `transposed`), operand element (q, k) at x[q * x_row + k * x_col]. An A_i term is
+// one cross product (count 1, skip -1); B_i has one term, the role's Gram matrices but its own
+// (count E, skip i), so each column of B_i is read and multiplied once, not E - 1 times.
 struct GradTerm {
-  int64_t coef, transposed, x, x_row, x_col;
+  int64_t coef, coef_count, coef_skip, transposed, x, x_row, x_col;
 };
 constexpr int kGradItemFields = sizeof(GradItem) / sizeof(int64_t);
 constexpr int kGradTermFields = sizeof(GradTerm) / sizeof(int64_t);
 constexpr int kGradCols = 128;  // output columns per CUDA block (one per thread)
 
-// C_t[p, q] from the products table [n, r, r] (fp32).
+// C_t[p, q] from the products table [n, r, r] (fp32), its products summed in order (directly, not
+// as a total minus the skipped one, which cancels when the Gram matrices are nearly orthogonal).
 MOR_HD float term_coef(const float* products, const GradTerm& term, int r, int p, int q) {
-  const float* c = products + term.coef * r * r;
-  return term.transposed ? c[q * r + p] : c[p * r + q];
+  const int64_t at = term.transposed ? q * r + p : p * r + q;
+  float c = 0.0f;
+  for (int64_t i = 0; i < term.coef_count; ++i)
+    if (i != term.coef_skip) c += products[(term.coef + i) * r * r + at];
+  return c;
 }
 
 // The steps below take the rank as a template argument R (R > 0: the rank, known at compile time, so

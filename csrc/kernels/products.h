@@ -19,8 +19,10 @@ namespace mor_ext::kernels {
 
 constexpr int kTile = 128;     // inner-dimension elements per shared-memory tile
 // Row stride of a tile in shared memory: threads read 4 consecutive k at once (16 bytes), and with
-// a stride of kTile + 4 floats neighbouring rows start 4 banks apart, so the rows that the 8
-// threads of one 16-byte-load phase read (neighbouring rows, see ProductShape) hit different banks.
+// a stride of kTile + 4 floats neighbouring rows start 4 banks apart, so the 8 threads of one
+// 16-byte-load phase that read neighbouring rows of one group (see ProductShape) hit different
+// banks. That holds exactly for ranks 1, 2, 4, 16 and 32; at other ranks a phase can span two
+// groups, whose k steps differ by 4 floats (4 banks, like a row), so up to 2-way conflicts remain.
 constexpr int kTileStride = kTile + 4;
 constexpr int kMaxRank = 32;
 constexpr int kProductThreads = 256;  // the block size aimed at (r = 16, 32: exactly this)

@@ -183,15 +183,27 @@ def load_balance_loss_layers(router_probs: list, lora_index: list, role_ids, spe
     return torch.stack([reference.load_balance_loss(p, i, role_ids, spec) for p, i in zip(router_probs, lora_index)]).sum()
 
 
+# The largest rank of the CUDA orthogonal-loss kernels (kMaxRank in csrc/kernels/products.h: their
+# register tiles and per-thread accumulators are sized by it). Larger ranks take the reference path
+# on CUDA; the CPU ops (ATen GEMMs) take any rank.
+ORTHOGONAL_CUDA_MAX_RANK = 32
+
+
+def _orthogonal_compiled(lora_A: torch.Tensor, op: str) -> bool:
+    if lora_A.device.type == "cuda" and lora_A.dim() == 3 and lora_A.shape[1] > ORTHOGONAL_CUDA_MAX_RANK:
+        return False
+    return uses_compiled(lora_A, op)
+
+
 def orthogonal_loss(lora_A, lora_B, spec: MoRSpec):
-    if uses_compiled(lora_A, "orthogonal_loss"):
+    if _orthogonal_compiled(lora_A, "orthogonal_loss"):
         return torch.ops.mor_ext.orthogonal_loss(lora_A, lora_B, *_flags(spec))
     return reference.orthogonal_loss(lora_A, lora_B, spec)
 
 
 def orthogonal_loss_layers(lora_As: list, lora_Bs: list, spec: MoRSpec):
     """Sum over layers of the orthogonal loss; one call (on CUDA, one launch for all products)."""
-    if uses_compiled(lora_As[0], "orthogonal_loss_layers"):
+    if _orthogonal_compiled(lora_As[0], "orthogonal_loss_layers"):
         loss, _products = torch.ops.mor_ext.orthogonal_loss_layers(list(lora_As), list(lora_Bs), *_flags(spec))
         return loss
     return torch.stack([reference.orthogonal_loss(a, b, spec) for a, b in zip(lora_As, lora_Bs)]).sum()
