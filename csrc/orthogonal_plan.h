@@ -39,6 +39,8 @@ inline void check_layer_lists(at::TensorList lora_A, at::TensorList lora_B, cons
                       ": every layer needs the same rank, got lora_A ", a.sizes(), " and lora_B ", b.sizes());
     TORCH_CHECK_TYPE(a.scalar_type() == lora_A[0].scalar_type() && b.scalar_type() == a.scalar_type(), "layer ", l,
                      ": every tensor needs one dtype, got ", a.scalar_type(), " and ", b.scalar_type());
+    TORCH_CHECK_TYPE(at::isFloatingType(a.scalar_type()), "layer ", l,
+                     ": lora_A and lora_B must be floating-point tensors, got ", a.scalar_type());
     TORCH_CHECK_VALUE(a.device() == lora_A[0].device() && b.device() == a.device(), "layer ", l,
                       ": every tensor needs one device");
     TORCH_CHECK_VALUE(a.is_contiguous() && b.is_contiguous(), "layer ", l, ": lora_A and lora_B must be contiguous");
@@ -51,9 +53,9 @@ inline void check_layer_lists(at::TensorList lora_A, at::TensorList lora_B, cons
 // orthogonal_loss_layers (ATen GEMMs) takes any rank.
 inline void check_kernel_shapes(at::TensorList lora_A, at::TensorList lora_B) {
   const int64_t r = lora_A[0].size(1);
-  TORCH_CHECK_VALUE(r >= 1 && r <= kernels::kMaxRank, "orthogonal loss kernels: rank ", r,
-                    " is not supported (1 to ", kernels::kMaxRank,
-                    "); mor_ext.ops.orthogonal_loss[_layers] use the reference path for larger ranks");
+  TORCH_CHECK_VALUE(r >= 1, "orthogonal loss: the rank must be >= 1, got lora_A ", lora_A[0].sizes());
+  TORCH_CHECK_VALUE(r <= kernels::kMaxRank, "orthogonal loss kernels: rank ", r, " is not supported (1 to ",
+                    kernels::kMaxRank, "); mor_ext.ops.orthogonal_loss[_layers] use the reference path for larger ranks");
   for (size_t l = 0; l < lora_A.size(); ++l)
     TORCH_CHECK_VALUE(r * std::max(lora_A[l].size(2), lora_B[l].size(1)) <= std::numeric_limits<int32_t>::max(),
                       "orthogonal loss kernels: layer ", l, " is too large (", lora_A[l].sizes(), ", ",

@@ -24,6 +24,8 @@ struct SpecTable {
     TORCH_CHECK_VALUE(num_experts.size() == top_k.size() && top_k.size() == has_shared.size(),
                       "MoR spec: num_experts, top_k and has_shared must have one entry per role, got ",
                       num_experts.size(), ", ", top_k.size(), " and ", has_shared.size());
+    TORCH_CHECK_VALUE(num_experts.size() <= static_cast<size_t>(kernels::kMaxRoles), "MoR spec: at most ",
+                      kernels::kMaxRoles, " roles, got ", num_experts.size());
     SpecTable t;
     t.num_roles = static_cast<int64_t>(num_experts.size());
     t.sigmoid_gate = sigmoid_gate;
@@ -32,6 +34,8 @@ struct SpecTable {
       TORCH_CHECK_VALUE(e >= 0 && k >= 0, "MoR spec: role ", r, " has num_experts=", e, ", top_k=", k,
                         "; both must be >= 0");
       TORCH_CHECK_VALUE(k <= e, "MoR spec: role ", r, " has top_k=", k, " > num_experts=", e);
+      TORCH_CHECK_VALUE(e <= kernels::kMaxExperts, "MoR spec: role ", r, " has ", e,
+                        " experts; the kernels support at most ", kernels::kMaxExperts);
       TORCH_CHECK_VALUE(s == 0 || s == 1, "MoR spec: has_shared[", r, "] must be 0 or 1, got ", s);
       TORCH_CHECK_VALUE(e + s > 0, "MoR spec: role ", r, " has no LoRA (no shared, no experts)");
       t.num_experts.push_back(e);
@@ -55,17 +59,13 @@ struct SpecTable {
   }
 
   // The same tables, flat, for kernels::route_token and friends (host loops and CUDA launches).
-  kernels::RoleTables tables() const {
-    TORCH_CHECK_VALUE(num_roles <= kernels::kMaxRoles, "MoR spec: at most ", kernels::kMaxRoles, " roles, got ",
-                      num_roles);
+  kernels::RoleTables tables() const {  // from() keeps the counts within the tables' sizes
     kernels::RoleTables t;
     t.num_roles = static_cast<int>(num_roles);
     t.k_max = static_cast<int>(k_max);
     t.e_total = static_cast<int>(num_experts_total);
     t.sigmoid_gate = sigmoid_gate;
     for (int64_t r = 0; r < num_roles; ++r) {
-      TORCH_CHECK_VALUE(num_experts[r] <= kernels::kMaxExperts, "MoR spec: role ", r, " has ", num_experts[r],
-                        " experts; the kernels support at most ", kernels::kMaxExperts);
       t.num_experts[r] = static_cast<int>(num_experts[r]);
       t.top_k[r] = static_cast<int>(top_k[r]);
       t.shared[r] = static_cast<int>(shared[r]);

@@ -1305,8 +1305,89 @@ def test_ops_reject_rank_zero():
     with pytest.raises(ValueError, match="rank r >= 1"):
         torch.ops.mor_ext.mor_linear(p.x, p.weight, None, a0, b0, p.router_weight, p.shared_gate_weight, roles,
                                      *flags, True, 1.0)
-    with pytest.raises(ValueError, match="rank 0 is not supported"):
+    with pytest.raises(ValueError, match="rank must be >= 1"):
         torch.ops.mor_ext.orthogonal_products([a0.contiguous()], [b0.contiguous()], *flags[:3])
+
+
+@pytest.mark.parametrize("n", [6, 200])  # 200: the fp32 by-role GEMM path of the CPU backward
+def test_backward_ops_refuse_slots_outside_the_tokens_role(n):
+    """mor_linear_backward and route_backward index each token's role block by the forward's slots:
+    a slot that names no LoRA of the token's role (-1, another role's, the wrong shared one) is a
+    ValueError, not a write outside the block (it corrupted the heap before the check)."""
+    spec, p, roles, flags, *_ = direct_setup(n=n)
+    args = (p.x, p.weight, None, p.lora_A, p.lora_B, p.router_weight, p.shared_gate_weight, roles, *flags, True, 1.0)
+    y, index, weight, probs, shrink, logit = ops.mor_linear(*args)
+    t = int(torch.nonzero(roles == 0)[0])  # a reasoner token: shared LoRA 0, routed LoRAs 1..4
+    for slot, value in [(1, -1), (1, 7), (0, 2)]:
+        bad = index.clone()
+        bad[t, slot] = value
+        with pytest.raises(ValueError, match=re.escape(f"lora_index[{t}, {slot}] = {value} is not")):
+            ops.mor_linear_backward(torch.randn_like(y), torch.zeros_like(weight), torch.zeros_like(probs), p.x,
+                                    p.weight, p.lora_A, p.lora_B, p.router_weight, p.shared_gate_weight, roles, bad,
+                                    weight, probs, shrink, logit, *flags, True, 1.0)
+        with pytest.raises(ValueError, match=re.escape(f"lora_index[{t}, {slot}] = {value} is not")):
+            ops.route_backward(torch.zeros_like(weight), torch.zeros_like(probs), p.x, p.router_weight,
+                               p.shared_gate_weight, roles, bad, probs, *flags, True)
+    other_roles = torch.where(roles == 0, torch.ones_like(roles), roles)  # ids that differ from the forward's
+    with pytest.raises(ValueError, match="needs the lora_index that its forward returned"):
+        ops.mor_linear_backward(torch.randn_like(y), torch.zeros_like(weight), torch.zeros_like(probs), p.x,
+                                p.weight, p.lora_A, p.lora_B, p.router_weight, p.shared_gate_weight, other_roles,
+                                index, weight, probs, shrink, logit, *flags, True, 1.0)
+
+
+def test_specs_beyond_the_kernels_tables_are_refused():
+    """At most 16 roles and 64 routed LoRAs per role, everywhere: MoRSpec says so, and the ops refuse
+    such flags before sizing anything by them (a huge count overflowed a table size and crashed)."""
+    from mor_ext.spec import MAX_EXPERTS_PER_ROLE, MAX_ROLES
+    with pytest.raises(ValueError, match="at most 16 roles"):
+        MoRSpec(roles=tuple(RoleSpec(f"r{i}", 2, 1, True) for i in range(MAX_ROLES + 1)))
+    with pytest.raises(ValueError, match="at most 64 per role"):
+        MoRSpec(roles=(RoleSpec("a", MAX_EXPERTS_PER_ROLE + 1, 2, True),))
+    MoRSpec(roles=tuple(RoleSpec(f"r{i}", MAX_EXPERTS_PER_ROLE, 2, True) for i in range(MAX_ROLES)))
+    probs, index, roles = torch.rand(5, 2), torch.zeros(5, 1, dtype=torch.int32), torch.zeros(5, dtype=torch.long)
+    with pytest.raises(ValueError, match="the kernels support at most 64"):
+        ops.load_balance_loss(probs, index, roles, [2**63 - 1, 2**63 - 1, 4], [0, 0, 1], [0, 0, 0])
+    with pytest.raises(ValueError, match="at most 16 roles"):
+        ops.load_balance_loss(probs, index, roles, [1] * 17, [1] * 17, [0] * 17)
+
+
+def test_loss_ops_name_bad_index_and_dtypes():
+    spec, p, roles, flags, index, weight, probs = direct_setup()
+    bad = index.clone()
+    bad[2, 1] = spec.num_loras
+    for op in (ops.load_balance_loss, ops.load_balance_loss_backward):
+        args = (probs, bad, roles, *flags) if op is ops.load_balance_loss else (torch.tensor(1.0), probs, bad, roles,
+                                                                                   *flags)
+        with pytest.raises(ValueError, match=re.escape(f"lora_index[2, 1] = {spec.num_loras}")):
+            op(*args)
+    with pytest.raises(ValueError, match=re.escape(f"lora_index[2, 1] = {spec.num_loras}")):
+        ops.load_balance_loss_layers([probs], [bad], roles, *flags)
+    with pytest.raises(TypeError, match="lora_index must be an integer tensor"):
+        ops.load_balance_loss(probs, index.float(), roles, *flags)
+    with pytest.raises(TypeError, match="lora_B has dtype Double but lora_A has dtype Float"):
+        ops.orthogonal_loss(p.lora_A, p.lora_B.double(), *flags)
+    with pytest.raises(TypeError, match="must be floating-point"):
+        ops.orthogonal_products([p.lora_A.long()], [p.lora_B.long()], *flags)
+    a, b = p.lora_A, p.lora_B
+    shrink = torch.randn(p.x.shape[0], index.shape[1], spec.rank)
+    with pytest.raises(ValueError, match="weight must be"):
+        ops.grouped_lora_backward(torch.randn(p.x.shape[0], D_OUT), p.x, a, b, index, weight, shrink, 1.0,
+                                  p.weight[:, :3])
+
+
+def test_orthogonal_loss_of_strided_adapters():
+    """Non-contiguous lora_A / lora_B (views) give the loss and gradients of contiguous copies."""
+    spec = MoRSpec.moragent(rank=4)
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(spec.num_loras, 8, 4, generator=gen).transpose(1, 2).requires_grad_()  # [L, 4, 8], strided
+    b = torch.randn(spec.num_loras, 4, 6, generator=gen).transpose(1, 2).requires_grad_()  # [L, 6, 4], strided
+    got = F.orthogonal_loss(a, b, spec)
+    got_grads = torch.autograd.grad(got, (a, b))
+    ref = [t.detach().double().contiguous().requires_grad_() for t in (a, b)]
+    want = reference.orthogonal_loss(*ref, spec)
+    torch.testing.assert_close(got.double(), want.double(), rtol=1e-5, atol=1e-6)
+    for g, w in zip(got_grads, torch.autograd.grad(want, ref)):
+        torch.testing.assert_close(g.double(), w, rtol=1e-4, atol=1e-6)
 
 
 def test_ops_validate_loss_inputs():

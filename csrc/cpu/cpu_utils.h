@@ -9,6 +9,8 @@
 #include <optional>
 #include <tuple>
 
+#include "../spec_table.h"
+
 namespace mor_ext::cpu {
 
 inline void check_float_tensor(const at::Tensor& t, const char* name, int64_t dim) {
@@ -19,14 +21,53 @@ inline void check_float_tensor(const at::Tensor& t, const char* name, int64_t di
 }
 
 // A kernel handed a tensor from another device would read a foreign pointer.
-inline void check_on_device(const at::Tensor& t, const char* name, const at::Tensor& x) {
-  TORCH_CHECK_VALUE(t.device() == x.device(), name, " is on ", t.device(), " but x is on ", x.device());
+inline void check_on_device(const at::Tensor& t, const char* name, const at::Tensor& x, const char* x_name = "x") {
+  TORCH_CHECK_VALUE(t.device() == x.device(), name, " is on ", t.device(), " but ", x_name, " is on ", x.device());
 }
 
-inline void check_same(const at::Tensor& t, const char* name, const at::Tensor& x) {
-  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), name, " has dtype ", t.scalar_type(),
-                   " but x has dtype ", x.scalar_type());
-  check_on_device(t, name, x);
+inline void check_same(const at::Tensor& t, const char* name, const at::Tensor& x, const char* x_name = "x") {
+  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), name, " has dtype ", t.scalar_type(), " but ", x_name,
+                   " has dtype ", x.scalar_type());
+  check_on_device(t, name, x, x_name);
+}
+
+// lora_index [N, K] (CPU) as contiguous int32, with every entry checked to lie in [-1, L).
+inline at::Tensor checked_index(const at::Tensor& lora_index, int64_t num_loras) {
+  TORCH_CHECK_TYPE(at::isIntegralType(lora_index.scalar_type(), /*includeBool=*/false),
+                   "lora_index must be an integer tensor, got ", lora_index.scalar_type());
+  // Check in int64 before narrowing, so that e.g. 2**32 + 1 cannot wrap to a valid index.
+  const at::Tensor wide = lora_index.to(at::kLong).contiguous();
+  const int64_t* p = wide.data_ptr<int64_t>();
+  const int64_t k = wide.dim() == 2 ? wide.size(1) : 1;
+  for (int64_t i = 0; i < wide.numel(); ++i)
+    TORCH_CHECK_VALUE(p[i] >= -1 && p[i] < num_loras, "lora_index[", i / k, ", ", i % k, "] = ", p[i],
+                      ", but there are ", num_loras, " LoRAs (valid: -1 .. ", num_loras - 1, ")");
+  return wide.to(at::kInt);
+}
+
+// The slots a backward gets back from its forward must name LoRAs of each token's own role, its
+// shared LoRA first (if it has one), then routed ones: they do when they come from route or
+// mor_linear with the same role_ids, and the CPU backward kernels index the role's block by them.
+// Reads the data, so CPU only (the CUDA kernels skip a slot outside the role instead: no sync).
+//   index: contiguous int32 [n, K]; roles: contiguous int64 [n], values already range-checked.
+inline void check_saved_slots(const at::Tensor& index, const at::Tensor& roles, const SpecTable& spec,
+                              const char* op) {
+  const int32_t* ip = index.data_ptr<int32_t>();
+  const int64_t* rp = roles.data_ptr<int64_t>();
+  const int64_t n = index.size(0), k = index.size(1);
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t rho = rp[t];
+    if (rho < 0) continue;
+    const int64_t shared = spec.shared[rho], first_routed = spec.lora_start[rho] + shared;
+    for (int64_t q = 0; q < shared + spec.top_k[rho]; ++q) {
+      const int64_t l = ip[t * k + q];
+      const bool ok = q < shared ? l == spec.lora_start[rho]
+                                 : l >= first_routed && l < first_routed + spec.num_experts[rho];
+      TORCH_CHECK_VALUE(ok, "lora_index[", t, ", ", q, "] = ", l, " is not ", q < shared ? "the shared" : "a routed",
+                        " LoRA of role ", rho, "; ", op,
+                        " needs the lora_index that its forward returned for the same role_ids");
+    }
+  }
 }
 
 // MOR_EXT_POISON=1 fills every fresh output with NaN (or -7 for integers) before the kernel runs,

@@ -31,18 +31,6 @@ namespace {
 
 constexpr int64_t kTokenGrain = 64;
 
-// lora_index as contiguous int32, with every entry checked to lie in [-1, L).
-at::Tensor checked_index(const at::Tensor& lora_index, int64_t num_loras) {
-  // Check in int64 before narrowing, so that e.g. 2**32 + 1 cannot wrap to a valid index.
-  const at::Tensor wide = lora_index.to(at::kLong).contiguous();
-  const int64_t* p = wide.data_ptr<int64_t>();
-  const int64_t k = wide.size(1);
-  for (int64_t i = 0; i < wide.numel(); ++i)
-    TORCH_CHECK_VALUE(p[i] >= -1 && p[i] < num_loras, "lora_index[", i / k, ", ", i % k, "] = ", p[i],
-                      ", but there are ", num_loras, " LoRAs (valid: -1 .. ", num_loras - 1, ")");
-  return wide.to(at::kInt);
-}
-
 // Batches keyed by each token's first LoRA; a token's block is [first, last] of its slots.
 std::vector<Batch> plan_slot_batches(const at::Tensor& index) {
   const int64_t n = index.size(0), k = index.size(1);
@@ -181,6 +169,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grouped_lora_backward
   const int64_t n = x.size(0), num_loras = lora_A.size(0), rank = lora_A.size(1), d_in = x.size(1),
                 d_out = lora_B.size(1), k = lora_index.size(1);
   check_grouped_backward(grad_out, shrink, n, d_out, k, rank, x);
+  if (weight.has_value() && weight->defined()) check_frozen_linear(x, *weight, std::nullopt, d_out);
   const at::Tensor index = checked_index(lora_index, num_loras);
   const at::Tensor xc = x.contiguous(), gy = grad_out.to(x.scalar_type()).contiguous(), a = lora_A.contiguous(),
                    w = lora_weight.contiguous(), saved = shrink.to(x.scalar_type()).contiguous();

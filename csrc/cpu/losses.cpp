@@ -60,8 +60,12 @@ std::pair<at::Tensor, at::Tensor> balance_terms(const at::Tensor& lora_index, co
   // Counts as sums of comparisons, not index_add: on a GPU, thousands of atomic adds into three
   // bins serialise.
   const at::Tensor tokens = (role_ids.unsqueeze(1) == at::arange(spec.num_roles, i64)).sum(0).to(at::kFloat);  // |T_rho|
-  // A slot counts for column c when its LoRA is column c's expert and the token has c's role.
-  const at::Tensor slot_col = cols.of_lora.index_select(0, (lora_index.to(at::kLong) + 1).reshape(-1))
+  // A slot counts for column c when its LoRA is column c's expert and the token has c's role. An
+  // index outside [-1, L) counts as no LoRA (the CPU checks values first and raises; on a GPU that
+  // check would be a sync, and an out-of-range index_select a device-side assert).
+  const at::Tensor wide = lora_index.to(at::kLong);
+  const at::Tensor slot = at::where((wide >= -1) & (wide < spec.num_loras), wide + 1, at::zeros_like(wide));
+  const at::Tensor slot_col = cols.of_lora.index_select(0, slot.reshape(-1))
                                   .view(lora_index.sizes());  // [Lg, N, K], E_total = no column
   const at::Tensor slot_role = at::cat({cols.role, cols.role.new_full({1}, -2)}).index_select(0, slot_col.reshape(-1))
                                    .view_as(slot_col);
@@ -85,6 +89,11 @@ void check_balance_inputs(const at::Tensor& router_probs, const at::Tensor& lora
                     lora_index.sizes());
   TORCH_CHECK_VALUE(lora_index.device() == router_probs.device(), "lora_index is on ", lora_index.device(),
                     " but router_probs is on ", router_probs.device());
+  TORCH_CHECK_TYPE(at::isIntegralType(lora_index.scalar_type(), /*includeBool=*/false),
+                   "lora_index must be an integer tensor, got ", lora_index.scalar_type());
+  TORCH_CHECK_TYPE(at::isFloatingType(router_probs.scalar_type()), "router_probs must be a floating-point tensor, got ",
+                   router_probs.scalar_type());
+  if (lora_index.is_cpu()) checked_index(lora_index, spec.num_loras);  // values: CPU only (a sync on a GPU)
   check_role_ids(role_ids, n, spec.num_roles, router_probs);
 }
 
@@ -280,8 +289,9 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> layers_grads(const 
   const float* prod = products.data_ptr<float>();
   std::vector<at::Tensor> grad_a(lora_A.size()), grad_b(lora_B.size());
   for_each_layer(static_cast<int64_t>(lora_A.size()), [&](int64_t l) {
-    grad_a[l] = at::empty_like(lora_A[l]);  // every element written once
-    grad_b[l] = at::empty_like(lora_B[l]);
+    // Contiguous whatever the inputs' strides (layer_grads writes through views); every element written once.
+    grad_a[l] = at::empty(lora_A[l].sizes(), lora_A[l].options());
+    grad_b[l] = at::empty(lora_B[l].sizes(), lora_B[l].options());
     layer_grads(prod + l * per_layer * r * r, lora_A[l], lora_B[l], spec, scale, grad_a[l], grad_b[l]);
   });
   return {grad_a, grad_b};

@@ -16,7 +16,7 @@ namespace mor_ext::cpu {
 inline void check_lora_pair(const at::Tensor& lora_A, const at::Tensor& lora_B, const SpecTable& spec) {
   check_float_tensor(lora_A, "lora_A", 3);
   check_float_tensor(lora_B, "lora_B", 3);
-  check_same(lora_B, "lora_B", lora_A);
+  check_same(lora_B, "lora_B", lora_A, "lora_A");
   TORCH_CHECK_VALUE(lora_A.size(0) == spec.num_loras && lora_B.size(0) == spec.num_loras, "lora_A and lora_B need ",
                     spec.num_loras, " LoRAs for this spec, got ", lora_A.sizes(), " and ", lora_B.sizes());
   TORCH_CHECK_VALUE(lora_B.size(2) == lora_A.size(1), "lora_B rank ", lora_B.size(2), " != lora_A rank ",

@@ -352,6 +352,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
   const at::Tensor xc = x.contiguous(), roles = role_ids.contiguous(), a = lora_A.contiguous();
   const auto& [gy, index, w, saved, gw_in, gp_in, probs, shared_logits] = LayerBackwardInputs::from(
       x, grad_y, grad_lora_weight, grad_router_probs, lora_index, lora_weight, router_probs, shrink, shared_gate_logit);
+  check_saved_slots(index, roles, spec, "mor_linear_backward");
   const kernels::RoleTables tables = spec.tables();
   const at::ScalarType acc_type = at::toOpMathType(x.scalar_type());
 

@@ -78,22 +78,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cpu(
   const at::Tensor probs = router_probs.to(at::kFloat).contiguous();
   const at::Tensor index = lora_index.to(at::kInt).contiguous();
   const at::Tensor roles = role_ids.contiguous();
-  // The routed slots must name experts of the token's own role (they do when they come from route).
-  {
-    const int32_t* ip = index.data_ptr<int32_t>();
-    const int64_t* rp = roles.data_ptr<int64_t>();
-    for (int64_t t = 0; t < n; ++t) {
-      const int64_t rho = rp[t];
-      if (rho < 0) continue;
-      const int64_t first_routed = spec.lora_start[rho] + spec.shared[rho];
-      for (int64_t q = 0; q < spec.top_k[rho]; ++q) {
-        const int64_t l = ip[t * k_max + spec.shared[rho] + q];
-        TORCH_CHECK_VALUE(l >= first_routed && l < first_routed + spec.num_experts[rho], "lora_index[", t, ", ",
-                          spec.shared[rho] + q, "] = ", l, " is not a routed LoRA of role ", rho,
-                          "; route_backward needs the lora_index that route returned");
-      }
-    }
-  }
+  check_saved_slots(index, roles, spec, "route_backward");
 
   // dL/d(logits) for the router columns, then the shared-gate columns: [N, stride].
   const int64_t stride = e_total + (gated ? num_roles : 0);

@@ -54,6 +54,13 @@ class RoleSpec:
         return int(self.shared) + self.top_k
 
 
+# The kernels' per-token tables have room for this many roles and routed LoRAs per role
+# (kMaxRoles, kMaxExperts in csrc/kernels/routing.h); every backend keeps to them, so a spec that
+# trains on one device trains on any.
+MAX_ROLES = 16
+MAX_EXPERTS_PER_ROLE = 64
+
+
 @dataclass(frozen=True)
 class MoRSpec:
     """The roles of a Mixture-of-Roles adapter, their rank and how shared LoRAs are gated."""
@@ -72,6 +79,14 @@ class MoRSpec:
         for role in roles:
             if not isinstance(role, RoleSpec):
                 raise TypeError(f"MoRSpec.roles must hold RoleSpec objects, got {type(role).__name__}")
+        if len(roles) > MAX_ROLES:
+            raise ValueError(f"MoRSpec: at most {MAX_ROLES} roles are supported, got {len(roles)}")
+        for role in roles:
+            if role.num_experts > MAX_EXPERTS_PER_ROLE:
+                raise ValueError(
+                    f"MoRSpec: role {role.name!r} has {role.num_experts} routed LoRAs; at most "
+                    f"{MAX_EXPERTS_PER_ROLE} per role are supported"
+                )
         names = [r.name for r in roles]
         if len(set(names)) != len(names):
             raise ValueError(f"MoRSpec role names must be unique, got {names}")
