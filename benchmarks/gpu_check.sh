@@ -57,7 +57,12 @@ if ! step validate 90 "$PY" -m pytest tests/test_ops.py -q -p no:cacheprovider -
 fi
 timeout_flag=()
 "$PY" -c "import pytest_timeout" 2> /dev/null && timeout_flag=(-p timeout --timeout=90)
-step cuda_tests 200 "$PY" -m pytest tests/test_cuda.py -q -rs -p no:cacheprovider "${timeout_flag[@]}" --durations=8
+# ~370 CUDA tests, most of their time in the CPU references: 4 workers share the GPU (the image has
+# pytest-xdist; without it they run in one process).
+workers=()
+"$PY" -c "import xdist" 2> /dev/null && workers=(-n 4)
+step cuda_tests 200 "$PY" -m pytest tests/test_cuda.py -q -rs -p no:cacheprovider "${timeout_flag[@]}" "${workers[@]}" \
+  --durations=8
 if command -v compute-sanitizer > /dev/null; then
   step memcheck 60 compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" -m pytest tests/test_cuda.py -q \
     -p no:cacheprovider -k "(route_matches_reference and moragent and float32) or orthogonal_products \
@@ -68,7 +73,7 @@ step bench 240 "$PY" benchmarks/bench_gpu.py
 # The CPU suite last (it checks this torch version; the numbers above matter more), a few threads
 # per worker so that workers do not fight over cores.
 [[ -n "${GPU_CHECK_SKIP_CPU:-}" ]] || step cpu_tests 70 env OMP_NUM_THREADS=2 "$PY" -m pytest tests -q -m "not integration and not cuda" \
-  -p no:cacheprovider -n 8 "${timeout_flag[@]}"
+  -p no:cacheprovider ${workers[@]:+-n 8} "${timeout_flag[@]}"
 
 
 echo; cat "$out/env.log"; echo
