@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from mor_ext import (
     official_mask_to_role_ids,
     save_adapter,
 )
-from mor_ext.adapters import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
+from mor_ext.adapters import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, PENDING_SUFFIX
 
 PARAMS = ("lora_A", "lora_B", "router_weight", "shared_gate_weight")
 
@@ -135,7 +136,7 @@ def test_metadata_must_be_json(tiny_model_factory, small_spec, tmp_path):
     model = mor_ext.patch(tiny_model_factory("llama"), MoRConfig(spec=small_spec))
     with pytest.raises(TypeError, match="metadata must be JSON-serialisable"):
         save_adapter(model, tmp_path / "m", metadata={"t": torch.zeros(1)})
-    assert not any((tmp_path / "m").iterdir())  # nothing written
+    assert not (tmp_path / "m").exists()  # nothing written, not even the directory
 
 
 def test_round_trip_into_patched_model_keeps_parameter_identity(saved, tiny_model_factory, small_spec, input_ids):
@@ -159,35 +160,65 @@ def test_save_requires_patched_model(tiny_model_factory, tmp_path):
 
 
 # ============================================================================================ atomic save
-def test_crash_between_renames_is_refused(saved, tiny_model_factory, monkeypatch):
+# save_adapter's renames, in order: staged weights, staged config (temporary file -> *.pending), then
+# the commit: weights, config (*.pending -> final name).
+SAVE_RENAMES = [ADAPTER_WEIGHTS_NAME + PENDING_SUFFIX, ADAPTER_CONFIG_NAME + PENDING_SUFFIX,
+                ADAPTER_WEIGHTS_NAME, ADAPTER_CONFIG_NAME]
+
+
+@pytest.mark.parametrize("crash_at", [1, 2, 3, 4])
+def test_a_crash_at_any_rename_leaves_a_whole_adapter(saved, tiny_model_factory, monkeypatch, crash_at):
+    """Whichever rename a save dies at, the directory loads as the old adapter or the new one, never
+    a mix and never an error; the next save leaves only the two files."""
     model, directory = saved
+    old = _adapter_tensors(model)
     with torch.no_grad():
         for _, layer in mor_ext.mor_layers(model):
             layer.lora_B.add_(1.0)  # a second version of the adapter
+    new = _adapter_tensors(model)
 
     real_replace, calls = os.replace, []
 
-    def crash_on_second(src, dst):
+    def crash_at_nth(src, dst):
         calls.append(Path(dst).name)
-        if len(calls) == 2:
+        if len(calls) == crash_at:
             raise OSError("simulated crash")
         real_replace(src, dst)
 
-    monkeypatch.setattr(os, "replace", crash_on_second)
+    monkeypatch.setattr(os, "replace", crash_at_nth)
     with pytest.raises(OSError, match="simulated crash"):
         save_adapter(model, directory)
     monkeypatch.setattr(os, "replace", real_replace)
-    assert calls == [ADAPTER_WEIGHTS_NAME, ADAPTER_CONFIG_NAME]  # weights first, config last
-    assert sorted(p.name for p in directory.iterdir()) == [ADAPTER_WEIGHTS_NAME, ADAPTER_CONFIG_NAME]  # no temp files
+    assert calls == SAVE_RENAMES[:crash_at]
+    assert not [p.name for p in directory.iterdir() if p.name.endswith(".tmp")]  # no temporary files
 
-    # New weights beside the old config: the checksum ties the pair, so nothing half-new loads.
-    fresh = tiny_model_factory("llama")
+    # Up to the weights' commit the old pair is intact; after it, the staged config describes the
+    # new weights and the load takes it (with a warning saying so).
+    expect = new if crash_at == 4 else old
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = _adapter_tensors(load_adapter(tiny_model_factory("llama"), directory))
+    assert all(torch.equal(expect[k], got[k]) for k in expect)
+    assert any("save was interrupted" in str(w.message) for w in caught) == (crash_at == 4)
+
+    save_adapter(model, directory)  # a complete save commits everything
+    assert sorted(p.name for p in directory.iterdir()) == [ADAPTER_WEIGHTS_NAME, ADAPTER_CONFIG_NAME]
+    got = _adapter_tensors(load_adapter(tiny_model_factory("llama"), directory))
+    assert all(torch.equal(new[k], got[k]) for k in new)
+
+
+def test_weights_from_another_save_are_refused(saved, tiny_model_factory):
+    """Weights that no config describes (e.g. copied over by hand): the checksum refuses them."""
+    model, directory = saved
+    other = save_adapter(model, directory.parent / "other")
+    with torch.no_grad():
+        for _, layer in mor_ext.mor_layers(model):
+            layer.lora_B.add_(1.0)
+    save_adapter(model, other)
+    (directory / ADAPTER_WEIGHTS_NAME).write_bytes((other / ADAPTER_WEIGHTS_NAME).read_bytes())
     with pytest.raises(AdapterError, match="different saves") as err:
-        load_adapter(fresh, directory)
+        load_adapter(tiny_model_factory("llama"), directory)
     assert ADAPTER_WEIGHTS_NAME in str(err.value) and "sha256" in str(err.value)
-    # The next complete save repairs the directory.
-    save_adapter(model, directory)
-    load_adapter(tiny_model_factory("llama"), directory)
 
 
 def test_crash_before_first_rename_keeps_previous_adapter(saved, tiny_model_factory, monkeypatch):

@@ -157,6 +157,16 @@ def test_glaive_errors_name_record_and_field(record, field, match):
     assert (info.value.record, info.value.field) == (12, field)
 
 
+@pytest.mark.parametrize("convert", [from_toolace, from_toolbench])
+@pytest.mark.parametrize("speaker", [{"x": 1}, ["user"], None, 3])
+def test_sharegpt_style_speaker_that_is_not_a_string(convert, speaker):
+    """A non-string "from" is a TrajectoryError naming the field (on_error="skip" skips it), not a
+    TypeError that aborts the whole conversion."""
+    with pytest.raises(TrajectoryError, match="must be one of") as info:
+        convert({"conversations": [{"from": speaker, "value": "hi"}]}, record_id=5)
+    assert (info.value.record, info.value.field) == (5, "conversations[0].from")
+
+
 # --------------------------------------------------------------------------------------------- xLAM
 XLAM_TOOLS = [
     {"name": "roll_dice", "description": "Roll some dice.",

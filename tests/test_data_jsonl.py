@@ -175,3 +175,19 @@ def test_write_keeps_the_mode_of_the_file_it_replaces(tmp_path):
     os.chmod(path, 0o640)
     write_trajectories(path, [make_trajectory(1)])
     assert os.stat(path).st_mode & 0o777 == 0o640
+
+
+def test_writing_into_a_missing_directory_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"the directory {tmp_path / 'missing'} does not exist"):
+        write_trajectories(tmp_path / "missing" / "data.jsonl", [make_trajectory(0)])
+
+
+def test_written_files_get_the_usual_mode_not_mkstemps(tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "data.jsonl"
+    write_trajectories(path, [make_trajectory(0)])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

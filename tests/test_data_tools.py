@@ -185,3 +185,30 @@ def test_implementations_never_evaluate_code():
     source = inspect.getsource(tools_module)
     for forbidden in ("eval(", "exec(", "__import__", "compile(", "subprocess", "open("):
         assert forbidden not in source, forbidden
+
+
+# ------------------------------------------------------------------------------------- the demo's tools
+def test_demo_tool_failures_become_observations():
+    """Whatever the executor writes, run_tool returns a JSON observation the agent can read."""
+    from mor_ext.demo import run_tool
+
+    assert json.loads(run_tool('{"name": "capital_of", "arguments": {"country": "Norway"}}')) == {"result": "Oslo"}
+    for text, message in [
+        ("not json", "JSONDecodeError"),
+        ('{"name": "nope", "arguments": {}}', "unknown tool 'nope'"),
+        ('["capital_of"]', '"name"'),
+        ('{"name": "capital_of", "arguments": [1]}', "arguments must be a JSON object"),
+        ('{"name": "multiply_numbers", "arguments": {"a": 1e308, "b": 10}}', "JSON"),  # inf is not JSON
+        ('{"name": "multiply_numbers", "arguments": {"a": 1}}', "TypeError"),
+    ]:
+        observation = json.loads(run_tool(text))
+        assert set(observation) == {"error"} and message in observation["error"], (text, observation)
+
+
+@pytest.mark.bfcl
+def test_demo_training_examples_do_not_overlap_bfcl():
+    """The demo trains on its built-in examples: they pass the same BFCL check as every training set
+    (their tool names once equalled BFCL functions such as multiply and convert_temperature)."""
+    from mor_ext.demo import check_examples_against_bfcl
+
+    assert check_examples_against_bfcl().endswith(": clean")

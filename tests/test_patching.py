@@ -453,6 +453,18 @@ def test_role_ids_of_the_wrong_shape_or_type(tiny_model, small_spec, input_ids):
     assert mor_ext.patching._state(model).context.role_ids is None
 
 
+def test_layer_called_with_non_integer_role_ids(tiny_model, small_spec):
+    """A MoRLinear called directly refuses float or bool role ids (the compiled path would truncate
+    0.7 to role 0 without a word)."""
+    model = patched(tiny_model, small_spec)
+    _, layer = next(iter(mor_ext.mor_layers(model)))
+    x = torch.randn(3, layer.in_features)
+    for bad in (torch.tensor([0.7, 1.5, 2.9]), torch.tensor([True, False, True])):
+        with pytest.raises(TypeError, match="role_ids must be an integer tensor"):
+            layer(x, role_ids=bad)
+    layer(x, role_ids=torch.tensor([0, 1, 2], dtype=torch.int32))
+
+
 def test_exception_inside_forward_leaves_no_stale_roles(tiny_model, small_spec, input_ids):
     model = patched(tiny_model, small_spec)
     perturb_lora_B(model)

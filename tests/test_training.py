@@ -217,6 +217,57 @@ def test_ddp_two_processes_equal_one_process_on_the_same_global_batch(workdir):
     assert _losses(ddp_log["log_history"], "ce") == pytest.approx(_losses(single_log["log_history"], "ce"), rel=1e-4)
 
 
+# A BFCL question (simple_python_0) and function name: evaluation data, never training data.
+BFCL_QUESTION = "Find the area of a triangle with a base of 10 units and height of 5 units."
+
+
+def _contaminated_copy(workdir: Path, tmp_path: Path, *, query: bool = True) -> Path:
+    records = [json.loads(line) for line in (workdir / "data.jsonl").read_text().splitlines()]
+    if query:
+        user = next(t for t in records[1]["turns"] if t["role"] == "user")
+        user["content"] = BFCL_QUESTION
+    path = tmp_path / "contaminated.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_training_refuses_data_that_overlaps_bfcl(workdir, tmp_path):
+    from mor_ext.data.decontamination import ContaminationError
+
+    data = _contaminated_copy(workdir, tmp_path)
+    with pytest.raises(ContaminationError, match="1 query overlaps") as err:
+        train(_config(workdir, "contaminated", data=str(data), max_steps=1))
+    assert "shares" in str(err.value)
+    assert not (workdir / "contaminated" / "adapter").exists()
+
+
+def test_training_skips_trajectories_with_placeholder_turns(workdir, tmp_path, caplog):
+    records = [json.loads(line) for line in (workdir / "data.jsonl").read_text().splitlines()]
+    records[0].setdefault("meta", {})["needs_completion"] = ["reasoner"]
+    data = tmp_path / "partial.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with caplog.at_level("WARNING"):
+        result = train(_config(workdir, "partial", data=str(data), max_steps=1))
+    assert result.skipped_records == 1
+    assert "placeholder turns" in caplog.text
+
+
+def test_cli_reports_user_errors_without_a_traceback(workdir, tmp_path, capsys):
+    from mor_ext.cli import main
+
+    assert main(["train", "--data", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o"),
+                 "--model", str(workdir / "model")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mor-ext: error: ") and "nope.jsonl" in err and "Traceback" not in err
+    data = _contaminated_copy(workdir, tmp_path)
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "o"), "--model", str(workdir / "model"),
+                 "--max-steps", "1", "--no-progress"]) == 2
+    assert "overlaps" in capsys.readouterr().err
+    assert main(["data", "validate", str(data)]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["bad"] == 0 and report["bfcl"]["clean"] is False and report["bfcl"]["query_overlaps"] == 1
+
+
 def test_cli_data_generate_and_validate(tmp_path, capsys):
     from mor_ext.cli import main
 

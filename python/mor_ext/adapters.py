@@ -9,11 +9,12 @@ An adapter directory holds two files:
 * ``mor_config.json``: the format name and version, the :class:`MoRConfig`, the versions of mor_ext and
   torch that wrote it, a shape/dtype table of every tensor, and the sha256 of the weights file.
 
-Each file is written to a temporary file in the same directory, fsynced and renamed over the old one
-(``os.replace`` is atomic on POSIX and Windows); the weights go first and the config last. The
-checksum in the config ties the pair together, so a save interrupted between the two renames leaves
-new weights beside an old config, which :func:`load_adapter` refuses with a message saying so, rather
-than an adapter that loads half-old, half-new values.
+A save stages the new pair first (``*.pending``, each written to a temporary file, fsynced and
+renamed), then renames the weights and the config over the old ones (``os.replace`` is atomic on
+POSIX and Windows). The checksum in the config ties the pair together: a save interrupted before the
+renames leaves the old adapter; one interrupted between them leaves new weights beside the old
+config and the staged new config, which :func:`load_adapter` recognises by the checksum and loads.
+Either way the directory holds a whole adapter, never half-old, half-new values.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from .config import MoRConfig
+from .files import atomic_write, fsync_dir
 from .layers import MoRLinear
 from .patching import is_patched, mor_layers, patch, unpatch
 from .spec import MoRSpec
@@ -50,6 +51,7 @@ __all__ = [
 
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 ADAPTER_CONFIG_NAME = "mor_config.json"
+PENDING_SUFFIX = ".pending"  # save_adapter stages the new pair under these names before committing it
 ADAPTER_FORMAT = "mor_ext.adapter"
 ADAPTER_FORMAT_VERSION = 1
 
@@ -89,36 +91,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Persist the renames themselves (a directory entry); not possible (nor needed) on Windows."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(target: Path, write: Any) -> None:
-    """Write ``target`` through a temporary file in the same directory: ``write(tmp_path)``, fsync, rename.
-
-    On any failure the temporary file is removed and ``target`` is untouched.
-    """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "r+b") as f:  # r+ so fsync works on every OS
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _format_mismatch_table(rows: list[tuple[str, Any, Any]]) -> str:
     return "\n".join(f"  {name}: expected {want}, got {got}" for name, want, got in rows)
 
@@ -148,9 +120,10 @@ def save_adapter(
     config = _model_config(model)
     if config is None:
         raise AdapterError("the model has no mor_config: patch it with mor_ext.patch(model, config) first")
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise TypeError(f"save_adapter: metadata must be a mapping (a dict), got {type(metadata).__name__}")
     tensors = adapter_state_dict(model)
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     weights_path = directory / ADAPTER_WEIGHTS_NAME
     config_path = directory / ADAPTER_CONFIG_NAME
 
@@ -171,13 +144,23 @@ def save_adapter(
         json.dumps(document)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"save_adapter: metadata must be JSON-serialisable ({exc})") from exc
+    directory.mkdir(parents=True, exist_ok=True)
 
-    _atomic_write(weights_path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
-    document["weights"]["sha256"] = _sha256(weights_path)
-    document["weights"]["size_bytes"] = weights_path.stat().st_size
+    # Two files cannot be renamed at once, so the new pair is staged first and committed in two
+    # renames, weights then config. A crash before the first rename leaves the old pair; one between
+    # the renames leaves new weights beside the old config and the staged new config, which
+    # load_adapter recognises by the checksum and loads (_committed_config): nothing is lost.
+    staged_weights = directory / (ADAPTER_WEIGHTS_NAME + PENDING_SUFFIX)
+    staged_config = directory / (ADAPTER_CONFIG_NAME + PENDING_SUFFIX)
+    atomic_write(staged_weights, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    document["weights"]["sha256"] = _sha256(staged_weights)
+    document["weights"]["size_bytes"] = staged_weights.stat().st_size
     text = json.dumps(document, indent=2, sort_keys=False) + "\n"
-    _atomic_write(config_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    _fsync_dir(directory)
+    atomic_write(staged_config, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    fsync_dir(directory)
+    os.replace(staged_weights, weights_path)
+    os.replace(staged_config, config_path)
+    fsync_dir(directory)
     return directory
 
 
@@ -208,6 +191,29 @@ def _read_config(config_path: Path) -> dict[str, Any]:
     if not isinstance(document["weights"].get("sha256"), str):
         raise AdapterError(f"{config_path} has no sha256 of the weights file; the file is corrupt or incomplete")
     return document
+
+
+def _committed_config(directory: Path) -> tuple[dict[str, Any], Path]:
+    """The config that describes the directory's weights, and its path: ``mor_config.json``, unless a
+    save was interrupted between its two renames (see save_adapter), when the staged config does."""
+    config_path = directory / ADAPTER_CONFIG_NAME
+    staged_path = directory / (ADAPTER_CONFIG_NAME + PENDING_SUFFIX)
+    weights_path = directory / ADAPTER_WEIGHTS_NAME
+    if staged_path.is_file() and weights_path.is_file():
+        try:
+            staged = _read_config(staged_path)
+        except AdapterError:
+            staged = None  # a save that stopped while writing it: the committed pair is intact
+        if staged is not None and staged["weights"]["sha256"] == _sha256(weights_path):
+            try:
+                committed_sha = _read_config(config_path)["weights"]["sha256"]
+            except AdapterError:
+                committed_sha = None
+            if committed_sha != staged["weights"]["sha256"]:
+                warnings.warn(f"{directory}: a save was interrupted after replacing the weights; loading them "
+                              f"with the config it staged ({staged_path.name})", stacklevel=3)
+                return staged, staged_path
+    return _read_config(config_path), config_path
 
 
 def _read_weights(weights_path: Path, document: dict[str, Any], config_path: Path) -> dict[str, torch.Tensor]:
@@ -338,9 +344,8 @@ def load_adapter(
     (with a warning); ``cast_dtype=True`` casts saved tensors to the model's parameter dtypes.
     """
     directory = Path(directory)
-    config_path = directory / ADAPTER_CONFIG_NAME
     weights_path = directory / ADAPTER_WEIGHTS_NAME
-    document = _read_config(config_path)
+    document, config_path = _committed_config(directory)
     tensors = _read_weights(weights_path, document, config_path)
 
     try:

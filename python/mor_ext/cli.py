@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -70,7 +71,8 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
     if not args.all_errors:
         report["errors"] = report["errors"][:20]
     print(json.dumps(report, indent=2, ensure_ascii=False))
-    return 0 if report["bad"] == 0 else 1
+    contaminated = report["bfcl"].get("clean") is False
+    return 0 if report["bad"] == 0 and not contaminated else 1
 
 
 def _add_train_parser(sub) -> None:
@@ -129,7 +131,8 @@ def _add_data_parser(sub) -> None:
     gen.add_argument("--out", required=True)
     gen.add_argument("--seed", type=int, default=0)
     gen.set_defaults(func=_cmd_data_generate)
-    val = data_sub.add_parser("validate", help="report the bad records of a trajectory JSONL file (exit 1 if any)")
+    val = data_sub.add_parser("validate", help="report the bad records of a trajectory JSONL file and its overlap "
+                                               "with BFCL (exit 1 if any)")
     val.add_argument("file")
     val.add_argument("--all-errors", action="store_true", help="list every error (default: the first 20)")
     val.set_defaults(func=_cmd_data_validate)
@@ -156,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand. A mistake in the input (a missing file, a bad value, data that overlaps
+    BFCL, a checkpoint that does not fit) ends with ``mor-ext: error: ...`` and exit status 2, without a
+    traceback; ``MOR_EXT_DEBUG=1`` shows the traceback."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
@@ -163,6 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (ValueError, OSError, ImportError) as exc:  # user input (the package's errors derive from these)
+        if os.environ.get("MOR_EXT_DEBUG"):
+            raise
+        print(f"mor-ext: error: {exc}\n(MOR_EXT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

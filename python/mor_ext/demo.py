@@ -51,22 +51,22 @@ _UNIT = {"type": "string", "enum": ["C", "F", "K"]}
 _NUMBER = {"type": "number"}
 
 TOOLS: dict[str, tuple[Callable[..., Any], Tool]] = {
-    "convert_temperature": (
+    "convert_temperature_scale": (
         _convert_temperature,
-        Tool("convert_temperature", "Convert a temperature between C, F and K.",
+        Tool("convert_temperature_scale", "Convert a temperature between C, F and K.",
              _schema(value=_NUMBER, from_unit=_UNIT, to_unit=_UNIT)),
     ),
     "capital_of": (
         lambda country: _CAPITALS.get(str(country).lower(), "unknown"),
         Tool("capital_of", "Capital city of a country.", _schema(country={"type": "string"})),
     ),
-    "multiply": (
+    "multiply_numbers": (
         lambda a, b: float(a) * float(b),
-        Tool("multiply", "Multiply two numbers.", _schema(a=_NUMBER, b=_NUMBER)),
+        Tool("multiply_numbers", "Multiply two numbers.", _schema(a=_NUMBER, b=_NUMBER)),
     ),
-    "circle_area": (
+    "circle_area_from_radius": (
         lambda radius: round(math.pi * float(radius) ** 2, 3),
-        Tool("circle_area", "Area of a circle of the given radius.", _schema(radius=_NUMBER)),
+        Tool("circle_area_from_radius", "Area of a circle of the given radius.", _schema(radius=_NUMBER)),
     ),
 }
 DEMO_TOOLS = tuple(tool for _, tool in TOOLS.values())
@@ -99,16 +99,16 @@ def _example(query: str, thought: str, call: ToolCall, result: Any, answer: str)
 
 EXAMPLES: list[Trajectory] = [
     _example("What is 100 degrees Fahrenheit in Celsius?", "I need to convert a temperature from F to C.",
-             _call("convert_temperature", value=100, from_unit="F", to_unit="C"), 37.78,
+             _call("convert_temperature_scale", value=100, from_unit="F", to_unit="C"), 37.78,
              "100 °F is about 37.78 °C."),
     _example("Which city is the capital of Kenya?", "I should look up the capital of Kenya.",
              _call("capital_of", country="Kenya"), "Nairobi", "The capital of Kenya is Nairobi."),
     _example("How much is 12.5 times 8?", "This is a multiplication of 12.5 by 8.",
-             _call("multiply", a=12.5, b=8), 100.0, "12.5 times 8 is 100."),
+             _call("multiply_numbers", a=12.5, b=8), 100.0, "12.5 times 8 is 100."),
     _example("What is the area of a circle with radius 3?", "I need the area of a circle of radius 3.",
-             _call("circle_area", radius=3), 28.274, "A circle of radius 3 has an area of about 28.27."),
+             _call("circle_area_from_radius", radius=3), 28.274, "A circle of radius 3 has an area of about 28.27."),
     _example("Convert 300 kelvin to Celsius, please.", "I need to convert a temperature from K to C.",
-             _call("convert_temperature", value=300, from_unit="K", to_unit="C"), 26.85,
+             _call("convert_temperature_scale", value=300, from_unit="K", to_unit="C"), 26.85,
              "300 K is 26.85 °C."),
     _example("What's the capital city of Peru?", "I should look up the capital of Peru.",
              _call("capital_of", country="Peru"), "Lima", "The capital of Peru is Lima."),
@@ -151,8 +151,15 @@ def run_tool(call_text: str) -> str:
     """Execute one JSON tool call from the demo's table; any failure becomes an observation."""
     try:
         call = json.loads(call_text)
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+            raise ValueError('expected {"name": TOOL, "arguments": {...}}')
+        if call["name"] not in TOOLS:
+            raise ValueError(f"unknown tool {call['name']!r}; the tools are {sorted(TOOLS)}")
+        arguments = call.get("arguments", {})
+        if not isinstance(arguments, dict):
+            raise ValueError("arguments must be a JSON object")
         fn, _ = TOOLS[call["name"]]
-        return json.dumps({"result": fn(**call.get("arguments", {}))})
+        return json.dumps({"result": fn(**arguments)}, allow_nan=False)  # inf / nan: not JSON, an error
     except Exception as exc:  # the agent sees the error and can recover; nothing is raised
         return json.dumps({"error": f"{type(exc).__name__}: {exc}"})
 
@@ -190,6 +197,18 @@ def answer(model, tokenizer, query: str, log: Callable[[str], None], max_turns: 
     return ""
 
 
+def check_examples_against_bfcl() -> str:
+    """The decontamination check of the demo's training data (raises ContaminationError on any
+    overlap with BFCL); where bfcl-eval is not installed, says so and goes on (CI checks these fixed
+    examples on every run)."""
+    from .data.decontamination import BfclNotInstalledError, assert_clean
+
+    try:
+        return "BFCL decontamination: " + assert_clean(EXAMPLES).summary()
+    except BfclNotInstalledError:
+        return "BFCL decontamination: skipped, bfcl-eval is not installed (pip install --no-deps bfcl-eval)"
+
+
 def run_demo(model_name: str | None = None, steps: int = 12, lr: float = 2e-3, seed: int = 0,
              log: Callable[[str], None] = print) -> str:
     from . import describe_backend
@@ -203,6 +222,7 @@ def run_demo(model_name: str | None = None, steps: int = 12, lr: float = 2e-3, s
     config = MoRConfig(spec=MoRSpec.moragent(16))
     patch(model, config)
     print_trainable_parameters(model)
+    log(check_examples_against_bfcl())
     encoder = RoleTokenizer(tokenizer, config.spec, config.context_role)
     batch = collate([encoder.encode(ex) for ex in EXAMPLES], tokenizer.pad_token_id)
     log(f"{len(EXAMPLES)} built-in multi-role trajectories, {int(batch['attention_mask'].sum())} tokens; "

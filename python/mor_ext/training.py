@@ -48,6 +48,7 @@ import torch
 from .adapters import load_adapter, save_adapter
 from .config import MoRConfig
 from .data.tokenize import EncodedExample, PackedExample, RoleTokenizer, collate, pack
+from .files import atomic_write_text
 from .spec import MoRSpec, RoleSpec
 
 __all__ = ["TrainConfig", "TrainResult", "MoRTrainer", "train", "one_role_spec", "lora_rank_for_budget",
@@ -196,27 +197,46 @@ class RoleDataCollator:
         return batch
 
 
+def _needs_work(trajectory) -> bool:
+    """A converted trajectory whose placeholder turns still wait for a completer (see data.converters)."""
+    return bool(trajectory.meta.get("needs_completion") or trajectory.meta.get("needs_observation"))
+
+
 def _load_trajectories(config: TrainConfig) -> tuple[list, int]:
+    """The training trajectories and how many records were skipped. A data file's bad records and
+    trajectories with placeholder turns are skipped (with a warning); the rest must not overlap
+    BFCL, which is evaluation data: :class:`~mor_ext.data.decontamination.ContaminationError`
+    otherwise (synthetic data is checked where it is generated)."""
     if config.data is not None:
+        from .data.decontamination import assert_clean
         from .data.jsonl import read_trajectories
 
         trajectories, errors = read_trajectories(config.data, on_error="skip")
         if errors:
             logger.warning("%s: skipped %d bad record(s) of %d", config.data, len(errors), len(errors) + len(trajectories))
+        unfinished = sum(_needs_work(t) for t in trajectories)
+        if unfinished:
+            logger.warning("%s: skipped %d trajectory(ies) with placeholder turns (meta needs_completion / "
+                           "needs_observation): complete them first (mor_ext.data.completion)", config.data, unfinished)
+            trajectories = [t for t in trajectories if not _needs_work(t)]
         if not trajectories:
-            raise ValueError(f"{config.data}: no valid trajectories ({len(errors)} bad records)")
-        return trajectories, len(errors)
+            raise ValueError(f"{config.data}: no trainable trajectories ({len(errors)} bad records, "
+                             f"{unfinished} with placeholder turns)")
+        logger.info("%s", assert_clean(trajectories).summary())
+        return trajectories, len(errors) + unfinished
     from .data.synthetic import generate
 
     return generate(config.generate, seed=config.seed), 0
 
 
 def build_datasets(config: TrainConfig, tokenizer, spec: MoRSpec | None = None,
+                   loaded: tuple[list, int] | None = None,
                    ) -> tuple[ExampleDataset, ExampleDataset | None, int]:
     """``(train, eval or None, skipped)``: trajectories encoded with :class:`RoleTokenizer` under the
     MoRAgent roles (remapped to role 0 for ``one_role``), split before packing so that no trajectory
-    is in both, and packed per split when ``config.packing``."""
-    trajectories, skipped = _load_trajectories(config)
+    is in both, and packed per split when ``config.packing``. ``loaded``: the ``(trajectories,
+    skipped)`` of the config's data, if already read."""
+    trajectories, skipped = loaded if loaded is not None else _load_trajectories(config)
     encoder = RoleTokenizer(tokenizer, MoRSpec.moragent(config.rank), config.context_role)
     result = encoder.encode_many(trajectories, config.max_length)
     examples = result.examples
@@ -466,9 +486,10 @@ def train(config: TrainConfig) -> TrainResult:
 
     started = time.perf_counter()
     set_seed(config.seed)
+    loaded = _load_trajectories(config)  # before the model: bad or contaminated data fails fast
     model, tokenizer = load_model(config.model)
     model.config.use_cache = False  # training; packed rows also need it (see data.tokenize)
-    train_set, eval_set, skipped = build_datasets(config, tokenizer)
+    train_set, eval_set, skipped = build_datasets(config, tokenizer, loaded=loaded)
     set_seed(config.seed)  # the adapter's initialisation does not depend on how much data was read
     model, counts = _prepare_model(config, model)
     model.train()
@@ -504,7 +525,7 @@ def train(config: TrainConfig) -> TrainResult:
             "train_loss": output.training_loss,
             "log_history": trainer.state.log_history,
         }
-        (out_dir / TRAINING_LOG_NAME).write_text(json.dumps(log, indent=2, default=str) + "\n", encoding="utf-8")
+        atomic_write_text(out_dir / TRAINING_LOG_NAME, json.dumps(log, indent=2, default=str) + "\n")
     return TrainResult(
         out_dir=out_dir, adapter_dir=adapter_dir, global_step=trainer.state.global_step,
         train_loss=float(output.training_loss), log_history=list(trainer.state.log_history),

@@ -637,7 +637,7 @@ def _messages(record: dict[str, Any], rid: RecordId) -> list[tuple[str, str, str
         if not isinstance(msg, dict):
             raise TrajectoryError(rid, field, f"a message must be an object, got {type(msg).__name__}")
         speaker = msg.get("from", msg.get("role"))
-        if speaker not in _SPEAKERS:
+        if not isinstance(speaker, str) or speaker not in _SPEAKERS:
             raise TrajectoryError(rid, f"{field}.from", f"must be one of {sorted(_SPEAKERS)}, got {speaker!r:.40}")
         text = msg.get("value", msg.get("content"))
         if not isinstance(text, str):

@@ -11,10 +11,11 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections import Counter
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal
 
+from ..files import atomic_write, fsync_dir
 from .trajectory import Trajectory, TrajectoryError, parse_trajectory
 
 __all__ = [
@@ -115,13 +116,6 @@ def _json_line(record: dict[str, Any], name: str | int) -> str:
     return line
 
 
-def _new_file_mode() -> int:
-    # The mode open() would give a new file; mkstemp's 0600 would otherwise leak into the result.
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def write_trajectories(path: PathLike, trajectories: Iterable[Trajectory]) -> int:
     """Write one trajectory per line, atomically; return how many were written.
 
@@ -130,37 +124,22 @@ def write_trajectories(path: PathLike, trajectories: Iterable[Trajectory]) -> in
     Each trajectory is checked with :func:`parse_trajectory` first, so the file always reads back; on
     any error (including one raised by the ``trajectories`` iterable) ``path`` is left untouched.
     """
-    path = os.fspath(path)
-    directory, base = os.path.split(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{base}.", suffix=".tmp")
     count = 0
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: Path) -> None:
+        nonlocal count
+        with open(tmp, "wb") as f:
             for i, traj in enumerate(trajectories):
                 name = traj.id if traj.id is not None else i
                 record = traj.to_dict()
                 parse_trajectory(record, record=name)
                 f.write(_json_line(record, name).encode("utf-8") + b"\n")
                 count += 1
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            mode = os.stat(path).st_mode & 0o7777
-        except FileNotFoundError:
-            mode = _new_file_mode()
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    # Make the rename itself durable; not every platform can open a directory, hence best effort.
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return count
+
+    path = Path(os.path.abspath(os.fspath(path)))
+    atomic_write(path, write)
+    fsync_dir(path.parent)
+    return count
     try:
         os.fsync(dir_fd)
     except OSError:
@@ -182,12 +161,29 @@ def error_dicts(errors: Iterable[TrajectoryError]) -> list[dict[str, Any]]:
     return [{"record": e.record, "field": e.field, "message": str(e)} for e in errors]
 
 
-def validate_file(path: PathLike) -> dict[str, Any]:
+def bfcl_report(trajectories: list[Trajectory]) -> dict[str, Any]:
+    """The BFCL decontamination check of ``trajectories`` as a JSON-ready dict: ``{"checked",
+    "clean", "name_overlaps", "query_overlaps", "summary"}``, or ``{"checked": False, "why"}`` where
+    bfcl-eval is not installed."""
+    from .decontamination import BfclNotInstalledError, check
+
+    try:
+        report = check(trajectories)
+    except BfclNotInstalledError as exc:
+        return {"checked": False, "why": str(exc)}
+    return {"checked": True, "clean": report.clean, "name_overlaps": len(report.name_hits),
+            "query_overlaps": len(report.query_hits), "summary": report.summary()}
+
+
+def validate_file(path: PathLike, check_bfcl: bool = True) -> dict[str, Any]:
     """A report on a trajectory file: ``{"path", "records", "ok", "bad", "errors_by_field",
-    "errors", "duplicate_ids"}``; ``errors`` is one ``{"record", "field", "message"}`` per bad record."""
+    "errors", "duplicate_ids", "placeholder_trajectories", "bfcl"}``; ``errors`` is one
+    ``{"record", "field", "message"}`` per bad record, ``placeholder_trajectories`` counts converted
+    trajectories whose placeholder turns still need a completer (training skips them), ``bfcl`` is
+    :func:`bfcl_report` of the valid records (training refuses data that overlaps BFCL)."""
     trajectories, errors = read_trajectories(path, on_error="skip")
     ids = Counter(t.id for t in trajectories if t.id is not None)
-    return {
+    report = {
         "path": os.fspath(path),
         "records": len(trajectories) + len(errors),
         "ok": len(trajectories),
@@ -195,4 +191,9 @@ def validate_file(path: PathLike) -> dict[str, Any]:
         "errors_by_field": error_counts(errors),
         "errors": error_dicts(errors),
         "duplicate_ids": sorted(i for i, n in ids.items() if n > 1),
+        "placeholder_trajectories": sum(
+            bool(t.meta.get("needs_completion") or t.meta.get("needs_observation")) for t in trajectories),
     }
+    if check_bfcl:
+        report["bfcl"] = bfcl_report(trajectories)
+    return report
