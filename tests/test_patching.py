@@ -453,6 +453,16 @@ def test_role_ids_of_the_wrong_shape_or_type(tiny_model, small_spec, input_ids):
     assert mor_ext.patching._state(model).context.role_ids is None
 
 
+def test_active_role_of_the_wrong_type(tiny_model, small_spec):
+    import numpy as np
+
+    model = patched(tiny_model, small_spec)
+    with pytest.raises(TypeError, match="a role is a name .* or an id .*float"):
+        mor_ext.set_active_role(model, 1.0)
+    mor_ext.set_active_role(model, np.int64(1))  # integer-like ids are ids
+    mor_ext.set_active_role(model, None)
+
+
 def test_layer_called_with_non_integer_role_ids(tiny_model, small_spec):
     """A MoRLinear called directly refuses float or bool role ids (the compiled path would truncate
     0.7 to role 0 without a word)."""

@@ -279,3 +279,16 @@ def test_cli_data_generate_and_validate(tmp_path, capsys):
     out.write_text(out.read_text() + "{not json}\n")
     assert main(["data", "validate", str(out)]) == 1
     assert json.loads(capsys.readouterr().out)["bad"] == 1
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("lr", -1.0, "lr must be > 0"),
+    ("weight_decay", -0.1, "weight_decay must be >= 0"),
+    ("warmup_steps", -1, "warmup_steps must be >= 0"),
+    ("save_total_limit", 0, "save_total_limit must be >= 1"),
+    ("rank", 0, "rank must be >= 1"),
+    ("eval_fraction", 1.0, "eval_fraction must be in"),
+])
+def test_train_config_refuses_bad_values_before_any_work(tmp_path, field, value, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(out_dir=str(tmp_path / "o"), generate=2, **{field: value})

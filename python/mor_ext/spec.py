@@ -10,6 +10,8 @@ The canonical parameter layout (see ``docs/spec`` in the README) follows directl
 
 from __future__ import annotations
 
+import operator
+
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -154,7 +156,10 @@ class MoRSpec:
                 return self.role_names.index(role)
             except ValueError:
                 raise ValueError(f"unknown role {role!r}; this spec has roles {list(self.role_names)}") from None
-        if isinstance(role, bool) or not isinstance(role, int) or not -1 <= role < self.num_roles:
+        if isinstance(role, bool) or not hasattr(role, "__index__"):
+            raise TypeError(f"a role is a name (str) or an id (int), got {type(role).__name__} {role!r}")
+        role = operator.index(role)  # numpy and 0-d tensor ints too
+        if not -1 <= role < self.num_roles:
             raise ValueError(f"role id {role!r} is out of range: expected -1 .. {self.num_roles - 1}")
         return role
 

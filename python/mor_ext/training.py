@@ -130,6 +130,14 @@ class TrainConfig:
             raise ValueError("set max_steps > 0 or epochs > 0")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"max_minutes must be > 0 (or None for no time limit), got {self.max_minutes}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name in ("weight_decay", "warmup_steps", "lora_dropout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise ValueError(f"save_total_limit must be >= 1 (or None to keep every checkpoint), "
+                             f"got {self.save_total_limit}")
 
 
 @dataclasses.dataclass
