@@ -148,6 +148,14 @@ def test_checkpoints_hold_a_loadable_adapter_and_resume_continues(workdir):
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
+def test_resume_with_another_rank_says_which_flags_to_keep(workdir):
+    from mor_ext.adapters import AdapterError
+
+    train(_config(workdir, "ckpt-rank", max_steps=2, save_steps=2, optim="sgd", lr_scheduler="constant"))
+    with pytest.raises(AdapterError, match="(?s)cannot resume from .*checkpoint-2.*--rank"):
+        train(_config(workdir, "ckpt-rank", rank=RANK + 1, max_steps=4, save_steps=2, optim="sgd", resume=True))
+
+
 def test_lora_baseline_matches_the_parameter_budget(workdir):
     pytest.importorskip("peft", reason="--method lora needs peft (pip install peft)")
     result = train(_config(workdir, "lora", method="lora", max_steps=3))

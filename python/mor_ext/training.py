@@ -45,7 +45,7 @@ from typing import Any, Literal, Sequence
 
 import torch
 
-from .adapters import load_adapter, save_adapter
+from .adapters import AdapterError, load_adapter, save_adapter
 from .config import MoRConfig
 from .data.tokenize import EncodedExample, PackedExample, RoleTokenizer, collate, pack
 from .files import atomic_write_text
@@ -302,7 +302,12 @@ def _trainer_class():
             target = self.accelerator.unwrap_model(model if model is not None else self.model)
             adapter = Path(resume_from_checkpoint) / CHECKPOINT_ADAPTER_DIR
             if getattr(target, "mor_config", None) is not None and adapter.is_dir():
-                load_adapter(target, adapter)  # checks names, shapes and the spec; loads in place
+                try:
+                    load_adapter(target, adapter)  # checks names, shapes and the spec; loads in place
+                except AdapterError as exc:
+                    raise AdapterError(f"cannot resume from {resume_from_checkpoint}: {exc}\nresume with the "
+                                       "--rank, --lora-alpha, --target-modules and ablation flags the checkpoint "
+                                       "was trained with (see its adapter's mor_config.json)") from exc
                 return
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
 
