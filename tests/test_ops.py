@@ -1532,8 +1532,11 @@ def test_role_index():
     assert spec.role_index("executor") == 1 and spec.role_index(2) == 2 and spec.role_index(-1) == -1
     with pytest.raises(ValueError, match="unknown role 'critic'"):
         spec.role_index("critic")
-    for bad in (3, -2, True, 1.0):
+    for bad in (3, -2):
         with pytest.raises(ValueError, match="out of range"):
+            spec.role_index(bad)
+    for bad in (True, 1.0, None):
+        with pytest.raises(TypeError, match="a role is a name"):
             spec.role_index(bad)
 
 
