@@ -619,3 +619,12 @@ def test_official_mask_to_role_ids():
         official_mask_to_role_ids(half)
     with pytest.raises(ValueError, match=r"\[\.\.\., 3\]"):
         official_mask_to_role_ids(torch.zeros(2, 4))
+
+
+def test_loading_non_finite_values_warns(saved, tiny_model_factory):
+    model, directory = saved
+    with torch.no_grad():
+        next(iter(mor_ext.mor_layers(model)))[1].lora_B[0, 0, 0] = float("nan")
+    save_adapter(model, directory)
+    with pytest.warns(UserWarning, match="1 tensor\\(s\\) hold NaN or inf"):
+        load_adapter(tiny_model_factory("llama"), directory)

@@ -47,3 +47,20 @@ def test_generate_role_turn_checks_lengths():
         assert "one role id per prompt token" in str(exc)
     else:
         raise AssertionError("expected a ValueError")
+
+
+def test_generate_role_turn_checks_its_inputs():
+    import pytest
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1))
+    mor_ext.patch(model)
+    with pytest.raises(ValueError, match="input_ids must be one sequence"):
+        generate_role_turn(model, torch.ones(2, 3, dtype=torch.long), [0, 0, 0], "reasoner", max_new_tokens=1)
+    with pytest.raises(ValueError, match="role_ids must be one sequence"):
+        generate_role_turn(model, [1, 2, 3], [0.0, 0.0, 0.0], "reasoner", max_new_tokens=1)
+    with pytest.raises(ValueError, match=r"input_ids\[1\] = 99 is not a token id of this model \(0 .. 31\)"):
+        generate_role_turn(model, [1, 99, 3], [0, 0, 0], "reasoner", max_new_tokens=1)
+    out = generate_role_turn(model, torch.tensor([1, 2, 3]), torch.tensor([0, 0, 0]), "reasoner", max_new_tokens=2,
+                             do_sample=False)
+    assert out.dim() == 1 and 1 <= out.numel() <= 2

@@ -347,6 +347,10 @@ def load_adapter(
     weights_path = directory / ADAPTER_WEIGHTS_NAME
     document, config_path = _committed_config(directory)
     tensors = _read_weights(weights_path, document, config_path)
+    non_finite = [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if non_finite:  # e.g. a checkpoint of a run that diverged: loads, but every output will be NaN
+        warnings.warn(f"{weights_path}: {len(non_finite)} tensor(s) hold NaN or inf values, e.g. "
+                      f"{non_finite[:3]}; the adapted model's outputs will not be finite", stacklevel=2)
 
     try:
         saved_config = MoRConfig.from_dict(document["config"])

@@ -28,6 +28,19 @@ def cache_argument(model: nn.Module) -> str:
 
 
 @torch.no_grad()
+def _token_list(values: Sequence[int] | torch.Tensor, name: str) -> list[int]:
+    """One sequence of integer ids as a list: a 1-D tensor or a sequence of ints (one prompt, no batch)."""
+    if isinstance(values, torch.Tensor):
+        if values.dim() != 1 or values.is_floating_point() or values.is_complex():
+            raise ValueError(f"{name} must be one sequence of integer ids (a 1-D integer tensor or a list of ints), "
+                             f"got a {values.dim()}-D {values.dtype} tensor")
+        return values.tolist()
+    values = list(values)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{name} must be one sequence of integer ids (a list of ints or a 1-D tensor)")
+    return values
+
+
 def generate_role_turn(
     model: nn.Module,
     input_ids: Sequence[int],
@@ -43,11 +56,16 @@ def generate_role_turn(
     """
     from transformers import DynamicCache
 
+    input_ids, role_ids = _token_list(input_ids, "input_ids"), _token_list(role_ids, "role_ids")
     if len(input_ids) != len(role_ids) or not input_ids:
         raise ValueError(f"need one role id per prompt token, got {len(input_ids)} tokens and {len(role_ids)} roles")
+    vocab = model.get_input_embeddings().num_embeddings
+    bad = next((i for i, t in enumerate(input_ids) if not 0 <= t < vocab), None)
+    if bad is not None:
+        raise ValueError(f"input_ids[{bad}] = {input_ids[bad]} is not a token id of this model (0 .. {vocab - 1})")
     device = next(model.parameters()).device
-    ids = torch.tensor([list(input_ids)], device=device)
-    roles = torch.tensor([list(role_ids)], device=device)
+    ids = torch.tensor([input_ids], device=device)
+    roles = torch.tensor([role_ids], device=device)
     cache_kw = cache_argument(model)
     cache = DynamicCache(config=model.config)
     if ids.shape[1] > 1:  # prefill: every prompt token but the last, each under its own role
