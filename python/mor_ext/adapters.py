@@ -206,13 +206,14 @@ def _committed_config(directory: Path) -> tuple[dict[str, Any], Path]:
             staged = None  # a save that stopped while writing it: the committed pair is intact
         if staged is not None and staged["weights"]["sha256"] == _sha256(weights_path):
             try:
-                committed_sha = _read_config(config_path)["weights"]["sha256"]
+                committed = _read_config(config_path)
             except AdapterError:
-                committed_sha = None
-            if committed_sha != staged["weights"]["sha256"]:
-                warnings.warn(f"{directory}: a save was interrupted after replacing the weights; loading them "
-                              f"with the config it staged ({staged_path.name})", stacklevel=3)
-                return staged, staged_path
+                committed = None
+            if committed is not None and committed["weights"]["sha256"] == staged["weights"]["sha256"]:
+                return committed, config_path
+            warnings.warn(f"{directory}: a save was interrupted after replacing the weights; loading them "
+                          f"with the config it staged ({staged_path.name})", stacklevel=3)
+            return staged, staged_path
     return _read_config(config_path), config_path
 
 

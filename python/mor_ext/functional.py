@@ -106,11 +106,16 @@ def check_role_ids(role_ids: torch.Tensor, spec: MoRSpec) -> None:
     )
 
 
+def check_role_ids_dtype(role_ids: torch.Tensor) -> None:
+    """TypeError unless ``role_ids`` holds integers (floats would be truncated to a role silently)."""
+    if role_ids.is_floating_point() or role_ids.is_complex() or role_ids.dtype == torch.bool:
+        raise TypeError(f"role_ids must be an integer tensor, got {role_ids.dtype}")
+
+
 def _flat_role_ids(role_ids: torch.Tensor, x: torch.Tensor, spec: MoRSpec) -> torch.Tensor:
     """role_ids as a flat int64 tensor, after checking its shape, device and range."""
     _check_tensor(role_ids, "role_ids")
-    if role_ids.is_floating_point() or role_ids.is_complex() or role_ids.dtype == torch.bool:
-        raise TypeError(f"role_ids must be an integer tensor, got {role_ids.dtype}")
+    check_role_ids_dtype(role_ids)
     if tuple(role_ids.shape) != tuple(x.shape[:-1]):
         raise ValueError(
             f"role_ids must have shape x.shape[:-1] = {list(x.shape[:-1])} (one role per token), "

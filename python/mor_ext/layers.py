@@ -263,9 +263,7 @@ class MoRLinear(nn.Module):
         if role_ids is not None:
             if not isinstance(role_ids, torch.Tensor):
                 raise TypeError(f"role_ids must be a torch.Tensor, got {type(role_ids).__name__}")
-            if role_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-                # e.g. floats: the compiled path's .long() would truncate 0.7 to role 0 silently
-                raise TypeError(f"role_ids must be an integer tensor, got {role_ids.dtype}")
+            functional.check_role_ids_dtype(role_ids)  # the compiled path's .long() would truncate floats
             # `!= -1` rather than `>= 0`: an invalid id such as -3 must reach the functional checks.
             return role_ids if bool((role_ids != -1).any()) else None
         roles = call.roles

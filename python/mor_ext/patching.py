@@ -178,8 +178,7 @@ def _mor_forward(self: nn.Module, *args: Any, role_ids: torch.Tensor | None = No
 def _check_role_ids(role_ids: Any, args: tuple, kwargs: dict) -> torch.Tensor:
     if not isinstance(role_ids, torch.Tensor):
         raise TypeError(f"role_ids must be a torch.Tensor of ints ([batch, seq]), got {type(role_ids).__name__}")
-    if role_ids.is_floating_point() or role_ids.is_complex() or role_ids.dtype == torch.bool:
-        raise TypeError(f"role_ids must be an integer tensor, got {role_ids.dtype}")
+    functional.check_role_ids_dtype(role_ids)
     first = kwargs.get("input_ids", args[0] if args else None)
     inputs_embeds = kwargs.get("inputs_embeds")
     if isinstance(first, torch.Tensor) and not first.is_floating_point():

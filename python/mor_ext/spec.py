@@ -11,7 +11,6 @@ The canonical parameter layout (see ``docs/spec`` in the README) follows directl
 from __future__ import annotations
 
 import operator
-
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 

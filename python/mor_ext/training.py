@@ -205,11 +205,6 @@ class RoleDataCollator:
         return batch
 
 
-def _needs_work(trajectory) -> bool:
-    """A converted trajectory whose placeholder turns still wait for a completer (see data.converters)."""
-    return bool(trajectory.meta.get("needs_completion") or trajectory.meta.get("needs_observation"))
-
-
 def _load_trajectories(config: TrainConfig) -> tuple[list, int]:
     """The training trajectories and how many records were skipped. A data file's bad records and
     trajectories with placeholder turns are skipped (with a warning); the rest must not overlap
@@ -222,11 +217,11 @@ def _load_trajectories(config: TrainConfig) -> tuple[list, int]:
         trajectories, errors = read_trajectories(config.data, on_error="skip")
         if errors:
             logger.warning("%s: skipped %d bad record(s) of %d", config.data, len(errors), len(errors) + len(trajectories))
-        unfinished = sum(_needs_work(t) for t in trajectories)
+        unfinished = sum(t.has_placeholders for t in trajectories)
         if unfinished:
             logger.warning("%s: skipped %d trajectory(ies) with placeholder turns (meta needs_completion / "
                            "needs_observation): complete them first (mor_ext.data.completion)", config.data, unfinished)
-            trajectories = [t for t in trajectories if not _needs_work(t)]
+            trajectories = [t for t in trajectories if not t.has_placeholders]
         if not trajectories:
             raise ValueError(f"{config.data}: no trainable trajectories ({len(errors)} bad records, "
                              f"{unfinished} with placeholder turns)")

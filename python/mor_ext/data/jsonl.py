@@ -191,8 +191,7 @@ def validate_file(path: PathLike, check_bfcl: bool = True) -> dict[str, Any]:
         "errors_by_field": error_counts(errors),
         "errors": error_dicts(errors),
         "duplicate_ids": sorted(i for i, n in ids.items() if n > 1),
-        "placeholder_trajectories": sum(
-            bool(t.meta.get("needs_completion") or t.meta.get("needs_observation")) for t in trajectories),
+        "placeholder_trajectories": sum(t.has_placeholders for t in trajectories),
     }
     if check_bfcl:
         report["bfcl"] = bfcl_report(trajectories)

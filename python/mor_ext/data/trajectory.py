@@ -98,6 +98,12 @@ class Trajectory:
     id: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # free-form provenance (source, generator, ...)
 
+    @property
+    def has_placeholders(self) -> bool:
+        """Whether a converter left placeholder turns that a completer must still write
+        (``meta["needs_completion"]`` / ``meta["needs_observation"]``): not training-ready."""
+        return bool(self.meta.get("needs_completion") or self.meta.get("needs_observation"))
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
         if self.id is not None:
