@@ -7,13 +7,13 @@ import json
 import pytest
 
 from mor_ext.data.converters import PLACEHOLDER, from_xlam
-from mor_ext.data.tools import TOOLS
+from mor_ext.tools.catalogue import CATALOGUE
 from mor_ext.data.trajectory import Trajectory, parse_trajectory
 from mor_ext.data.verification import VerificationReport, run_call, verify, verify_all
 
-GCD = TOOLS["greatest_common_divisor_of"].tool.to_dict()
-STD = TOOLS["stats_standard_deviation"].tool.to_dict()
-PCT = TOOLS["percent_change_between"].tool.to_dict()
+GCD = CATALOGUE["greatest_common_divisor_of"].to_dict()
+STD = CATALOGUE["stats_standard_deviation"].to_dict()
+PCT = CATALOGUE["percent_change_between"].to_dict()
 FREE = {"name": "lookup_note", "description": "A tool with no implementation.",
         "parameters": {"type": "object", "properties": {"key": {"type": "string"}, "n": {"type": "number"}},
                        "required": ["key"]}}
@@ -121,8 +121,8 @@ def test_plain_callable_implementations_and_run_call():
     assert r.rejection.reason == "execution error" and "backend down" in r.rejection.detail
     assert verify(t, implementations={"lookup_note": lambda key, n=1: {"note": key}}).ok
     assert run_call(lambda **kw: float("nan"), {})[0] is False  # not JSON
-    assert run_call(TOOLS["greatest_common_divisor_of"], {"a": 84, "b": 36}) == (True, 12)
-    assert run_call(TOOLS["greatest_common_divisor_of"], {"a": 84}) [0] is False
+    assert run_call(CATALOGUE["greatest_common_divisor_of"], {"a": 84, "b": 36}) == (True, 12)
+    assert run_call(CATALOGUE["greatest_common_divisor_of"], {"a": 84}) [0] is False
 
 
 def test_placeholder_observation_is_derived_from_execution():
