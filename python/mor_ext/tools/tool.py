@@ -115,6 +115,17 @@ def _json_default(value: Any) -> bool:
     return True
 
 
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(schema.get("type"), list):
+        kinds = [k for k in schema["type"] if k != "null"]
+        return {**schema, "type": kinds[0] if len(kinds) == 1 else kinds}
+    if "anyOf" in schema:
+        options = [o for o in schema["anyOf"] if o != {"type": "null"}]
+        rest = {k: v for k, v in schema.items() if k != "anyOf"}
+        return {**options[0], **rest} if len(options) == 1 else {**rest, "anyOf": options}
+    return schema
+
+
 def _derive(fn: Callable[..., Any], name: str | None, description: str | None) -> Tool:
     doc = docstring_parser.parse(inspect.getdoc(fn) or "")
     text = description or "\n\n".join(p for p in (doc.short_description, doc.long_description) if p)
@@ -136,10 +147,8 @@ def _derive(fn: Callable[..., Any], name: str | None, description: str | None) -
         if p.default is p.empty:
             required.append(pname)
         else:
-            if p.default is None and isinstance(schema.get("type"), list):
-                # an optional argument that defaults to None: callers simply leave it out
-                kinds = [k for k in schema["type"] if k != "null"]
-                schema["type"] = kinds[0] if len(kinds) == 1 else kinds
+            if p.default is None:
+                schema = _without_null(schema)  # X | None = None: callers simply leave it out
             elif _json_default(p.default):
                 schema["default"] = p.default.value if isinstance(p.default, enum.Enum) else p.default
         properties[pname] = schema
