@@ -21,7 +21,7 @@ import dataclasses
 import json
 import re
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 

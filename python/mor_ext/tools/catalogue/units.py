@@ -83,7 +83,7 @@ def _convert_currency(amount: float, from_currency: str, to_currency: str) -> fl
     return money(amount / CURRENCY_PER_USD[from_currency] * CURRENCY_PER_USD[to_currency])
 
 
-def _unit_tool(name: str, what: str, table: dict[str, float], fn: Callable[..., Any], example: dict[str, Any]) -> ToolSpec:
+def _unit_tool(name: str, what: str, table: dict[str, float], fn: Callable[..., Any], example: dict[str, Any]) -> Tool:
     units = list(table)
     return define("units", name, f"Convert a {what} value between units using fixed conversion factors.", {
         "value": number(f"The {what} value to convert."),
