@@ -148,3 +148,15 @@ def test_registry():
         registry.add(lambda: None)  # type: ignore[arg-type]
     with pytest.raises(KeyError):
         registry.subset(["nope"])
+
+
+def test_readme_tools_example_runs(capsys):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "@tool" in b)
+    exec(compile(block, "README.md:tools", "exec"), {})  # noqa: S102 - the README's own example
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == 'True 29.008 {"result": 29.008}'
+    assert lines[2].endswith("missing required argument 'value'")
