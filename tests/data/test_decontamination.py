@@ -23,8 +23,8 @@ from mor_ext.data.decontamination import (
     normalize_words,
 )
 from mor_ext.data.synthetic import generate
-from mor_ext.tools.catalogue import CATALOGUE
 from mor_ext.data.trajectory import Tool, Trajectory, Turn
+from mor_ext.tools.catalogue import CATALOGUE
 
 def trajectory(query: str, tool_name: str = "country_capital_city", tid: str = "planted") -> Trajectory:
     tool = Tool(tool_name, "A tool.", {"type": "object", "properties": {}, "required": []})

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from mor_ext.data.converters import PLACEHOLDER, from_xlam
-from mor_ext.tools.catalogue import CATALOGUE
 from mor_ext.data.trajectory import Trajectory, parse_trajectory
 from mor_ext.data.verification import VerificationReport, run_call, verify, verify_all
+from mor_ext.tools.catalogue import CATALOGUE
 
 GCD = CATALOGUE["greatest_common_divisor_of"].to_dict()
 STD = CATALOGUE["stats_standard_deviation"].to_dict()

@@ -43,32 +43,13 @@ CURRENCY_PER_USD = {
 }
 
 
-def _linear_convert(table: dict[str, float], value: float, from_unit: str, to_unit: str) -> float:
-    return rounded(value * table[from_unit] / table[to_unit])
+def _linear_converter(table: dict[str, float]) -> Callable[[float, str, str], float]:
+    """The implementation of a unit tool: ``value`` scaled through ``table``'s common base unit."""
 
+    def convert(value: float, from_unit: str, to_unit: str) -> float:
+        return rounded(value * table[from_unit] / table[to_unit])
 
-def _convert_length(value: float, from_unit: str, to_unit: str) -> float:
-    return _linear_convert(LENGTH_TO_METERS, value, from_unit, to_unit)
-
-
-def _convert_mass(value: float, from_unit: str, to_unit: str) -> float:
-    return _linear_convert(MASS_TO_KILOGRAMS, value, from_unit, to_unit)
-
-
-def _convert_volume(value: float, from_unit: str, to_unit: str) -> float:
-    return _linear_convert(VOLUME_TO_LITERS, value, from_unit, to_unit)
-
-
-def _convert_speed(value: float, from_unit: str, to_unit: str) -> float:
-    return _linear_convert(SPEED_TO_METERS_PER_SECOND, value, from_unit, to_unit)
-
-
-def _convert_data_size(value: float, from_unit: str, to_unit: str) -> float:
-    return _linear_convert(DATA_SIZE_TO_BYTES, value, from_unit, to_unit)
-
-
-def _convert_area(value: float, from_unit: str, to_unit: str) -> float:
-    return _linear_convert(AREA_TO_SQUARE_METERS, value, from_unit, to_unit)
+    return convert
 
 
 def _convert_temperature(value: float, from_scale: str, to_scale: str) -> float:
@@ -83,27 +64,27 @@ def _convert_currency(amount: float, from_currency: str, to_currency: str) -> fl
     return money(amount / CURRENCY_PER_USD[from_currency] * CURRENCY_PER_USD[to_currency])
 
 
-def _unit_tool(name: str, what: str, table: dict[str, float], fn: Callable[..., Any], example: dict[str, Any]) -> Tool:
+def _unit_tool(name: str, what: str, table: dict[str, float], example: dict[str, Any]) -> Tool:
     units = list(table)
     return define("units", name, f"Convert a {what} value between units using fixed conversion factors.", {
         "value": number(f"The {what} value to convert."),
         "from_unit": one_of(units, "The unit of the given value."),
         "to_unit": one_of(units, "The unit to convert to."),
-    }, fn, example)
+    }, _linear_converter(table), example)
 
 
 TOOLS: tuple[Tool, ...] = (
-    _unit_tool("convert_length_units", "length", LENGTH_TO_METERS, _convert_length,
+    _unit_tool("convert_length_units", "length", LENGTH_TO_METERS,
                {"value": 5, "from_unit": "mi", "to_unit": "km"}),
-    _unit_tool("convert_mass_units", "mass", MASS_TO_KILOGRAMS, _convert_mass,
+    _unit_tool("convert_mass_units", "mass", MASS_TO_KILOGRAMS,
                {"value": 10, "from_unit": "lb", "to_unit": "kg"}),
-    _unit_tool("convert_volume_units", "volume (US customary units)", VOLUME_TO_LITERS, _convert_volume,
+    _unit_tool("convert_volume_units", "volume (US customary units)", VOLUME_TO_LITERS,
                {"value": 2, "from_unit": "gal", "to_unit": "l"}),
-    _unit_tool("convert_speed_units", "speed", SPEED_TO_METERS_PER_SECOND, _convert_speed,
+    _unit_tool("convert_speed_units", "speed", SPEED_TO_METERS_PER_SECOND,
                {"value": 60, "from_unit": "mph", "to_unit": "km/h"}),
-    _unit_tool("convert_data_size_units", "digital data size", DATA_SIZE_TO_BYTES, _convert_data_size,
+    _unit_tool("convert_data_size_units", "digital data size", DATA_SIZE_TO_BYTES,
                {"value": 2, "from_unit": "GiB", "to_unit": "MB"}),
-    _unit_tool("convert_area_units", "area", AREA_TO_SQUARE_METERS, _convert_area,
+    _unit_tool("convert_area_units", "area", AREA_TO_SQUARE_METERS,
                {"value": 3, "from_unit": "acre", "to_unit": "m2"}),
     define("units", "convert_temperature_scale", "Convert a temperature between Celsius, Fahrenheit and Kelvin.",
            {"value": number("The temperature."),
