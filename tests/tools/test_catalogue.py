@@ -33,7 +33,7 @@ def test_library_has_dozens_of_tools_across_domains():
         assert domain in CATALOGUE.domains and CATALOGUE.in_domain(domain), domain
     assert sum(len(CATALOGUE.in_domain(d)) for d in CATALOGUE.domains) == len(CATALOGUE)
     # each domain module's tools, in the catalogue's order (the generator samples from that order)
-    assert [t.name for m in MODULES[1:] for t in m.TOOLS] == list(CATALOGUE)
+    assert [t.name for m in MODULES[1:] for t in m.DOMAIN_TOOLS] == list(CATALOGUE)
 
 
 def test_schemas_are_valid_tool_definitions():

@@ -42,5 +42,5 @@ __all__ = [
     "EARTH_RADIUS_KM",
 ]
 
-CATALOGUE = ToolRegistry([*math.TOOLS, *units.TOOLS, *dates.TOOLS, *text.TOOLS, *lookup.TOOLS, *geo.TOOLS,
-                          *finance.TOOLS, *everyday.TOOLS])
+CATALOGUE = ToolRegistry(t for domain in (math, units, dates, text, lookup, geo, finance, everyday)
+                         for t in domain.DOMAIN_TOOLS)

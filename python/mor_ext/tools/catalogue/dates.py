@@ -8,7 +8,7 @@ import datetime as _dt
 from ..tool import Tool
 from .common import parse_date, parse_clock, clock_text, integer, string, one_of, DATE, CLOCK, define
 
-__all__ = ["UTC_OFFSET_MINUTES", "TOOLS"]
+__all__ = ["UTC_OFFSET_MINUTES", "DOMAIN_TOOLS"]
 
 # Standard-time offsets from UTC in minutes; daylight saving time is deliberately ignored.
 UTC_OFFSET_MINUTES = {
@@ -60,7 +60,7 @@ def _age_years(birth_date: str, on_date: str) -> int:
     return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
 
 
-TOOLS: tuple[Tool, ...] = (
+DOMAIN_TOOLS: tuple[Tool, ...] = (
     define("dates", "days_between_dates", "Number of days from a start date to an end date (negative if the end is earlier).",
            {"start_date": string(DATE), "end_date": string(DATE)}, _days_between,
            {"start_date": "2024-01-01", "end_date": "2024-03-01"}),

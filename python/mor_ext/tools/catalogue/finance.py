@@ -7,7 +7,7 @@ import math
 from ..tool import Tool
 from .common import rounded, money, number, integer, one_of, define
 
-__all__ = ["TOOLS"]
+__all__ = ["DOMAIN_TOOLS"]
 
 def _compound_balance(principal: float, annual_rate_percent: float, years: float, periods_per_year: int = 12) -> float:
     r = annual_rate_percent / 100 / periods_per_year
@@ -50,7 +50,7 @@ def _cagr(start_value: float, end_value: float, years: float) -> float:
     return rounded(((end_value / start_value) ** (1 / years) - 1) * 100, 2)
 
 
-TOOLS: tuple[Tool, ...] = (
+DOMAIN_TOOLS: tuple[Tool, ...] = (
     define("finance", "compound_interest_balance", "Balance after compounding a principal at an annual rate for some years.",
            {"principal": number("The starting amount.", minimum=0),
             "annual_rate_percent": number("Annual interest rate in percent.", minimum=0),

@@ -7,7 +7,7 @@ import math
 from ..tool import Tool
 from .common import rounded, number, integer, define
 
-__all__ = ["EARTH_RADIUS_KM", "TOOLS"]
+__all__ = ["EARTH_RADIUS_KM", "DOMAIN_TOOLS"]
 
 EARTH_RADIUS_KM = 6371.0  # mean Earth radius, fixed for the haversine tool
 
@@ -59,7 +59,7 @@ def _polygon_interior_angle(sides: int) -> float:
     return rounded((sides - 2) * 180 / sides, 2)
 
 
-TOOLS: tuple[Tool, ...] = (
+DOMAIN_TOOLS: tuple[Tool, ...] = (
     define("geometry", "circle_area_from_radius", "Area of a circle from its radius.",
            {"radius": number("The radius.", minimum=0)}, _circle_area, {"radius": 2}),
     define("geometry", "circle_circumference_from_radius", "Circumference of a circle from its radius.",

@@ -7,7 +7,7 @@ from typing import Any
 from ..tool import Tool
 from .common import rounded, one_of, define
 
-__all__ = ["ELEMENTS", "ELEMENT_PROPERTIES", "COUNTRIES", "PLANETS", "PLANET_FACTS", "TOOLS"]
+__all__ = ["ELEMENTS", "ELEMENT_PROPERTIES", "COUNTRIES", "PLANETS", "PLANET_FACTS", "DOMAIN_TOOLS"]
 
 # name: (symbol, atomic number, standard atomic mass, category, period, group)
 ELEMENTS: dict[str, tuple[str, int, float, str, int, int]] = {
@@ -94,7 +94,7 @@ def _planet(planet: str, fact: str) -> int | float:
     return rounded(PLANETS[planet][fact])
 
 
-TOOLS: tuple[Tool, ...] = (
+DOMAIN_TOOLS: tuple[Tool, ...] = (
     define("lookup", "chemical_element_property", "A property of a chemical element from a small built-in table.",
            {"element": one_of(ELEMENTS, "Element name in lower case."),
             "property": one_of(ELEMENT_PROPERTIES, "The property to look up.")},

@@ -8,7 +8,7 @@ import statistics
 from ..tool import Tool
 from .common import rounded, nonempty, number, integer, one_of, numbers, define
 
-__all__ = ["TOOLS"]
+__all__ = ["DOMAIN_TOOLS"]
 
 def _mean(values: list[float]) -> float:
     return rounded(statistics.fmean(nonempty(values)))
@@ -73,7 +73,7 @@ def _fibonacci(n: int) -> int:
     return a
 
 
-TOOLS: tuple[Tool, ...] = (
+DOMAIN_TOOLS: tuple[Tool, ...] = (
     define("math", "stats_mean_of_list", "Arithmetic mean (average) of a list of numbers.",
            {"values": numbers("The numbers to average.")}, _mean, {"values": [2, 4, 9]}),
     define("math", "stats_median_of_list", "Median (middle value) of a list of numbers.",

@@ -8,7 +8,7 @@ from collections import Counter
 from ..tool import Tool
 from .common import integer, string, one_of, define
 
-__all__ = ["TOOLS"]
+__all__ = ["DOMAIN_TOOLS"]
 
 def _word_count(text: str) -> int:
     return len(text.split())
@@ -70,7 +70,7 @@ def _acronym(phrase: str) -> str:
     return "".join(w[0].upper() for w in words)
 
 
-TOOLS: tuple[Tool, ...] = (
+DOMAIN_TOOLS: tuple[Tool, ...] = (
     define("text", "count_words_in_text", "Number of whitespace-separated words in a text.",
            {"text": string("The text.")}, _word_count, {"text": "the quick brown fox"}),
     define("text", "reverse_text_string", "The text with its characters in reverse order.",

@@ -8,7 +8,10 @@ from typing import Any, Callable
 from ..tool import Tool
 from .common import rounded, money, number, one_of, define
 
-__all__ = ["LENGTH_TO_METERS", "MASS_TO_KILOGRAMS", "VOLUME_TO_LITERS", "SPEED_TO_METERS_PER_SECOND", "DATA_SIZE_TO_BYTES", "AREA_TO_SQUARE_METERS", "TEMPERATURE_SCALES", "CURRENCY_PER_USD", "TOOLS"]
+__all__ = [
+    "LENGTH_TO_METERS", "MASS_TO_KILOGRAMS", "VOLUME_TO_LITERS", "SPEED_TO_METERS_PER_SECOND", "DATA_SIZE_TO_BYTES",
+    "AREA_TO_SQUARE_METERS", "TEMPERATURE_SCALES", "CURRENCY_PER_USD", "DOMAIN_TOOLS",
+]
 
 LENGTH_TO_METERS = {
     "mm": 0.001, "cm": 0.01, "m": 1.0, "km": 1000.0, "in": 0.0254, "ft": 0.3048, "yd": 0.9144,
@@ -73,7 +76,7 @@ def _unit_tool(name: str, what: str, table: dict[str, float], example: dict[str,
     }, _linear_converter(table), example)
 
 
-TOOLS: tuple[Tool, ...] = (
+DOMAIN_TOOLS: tuple[Tool, ...] = (
     _unit_tool("convert_length_units", "length", LENGTH_TO_METERS,
                {"value": 5, "from_unit": "mi", "to_unit": "km"}),
     _unit_tool("convert_mass_units", "mass", MASS_TO_KILOGRAMS,
