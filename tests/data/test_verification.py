@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -17,6 +18,11 @@ PCT = CATALOGUE["percent_change_between"].to_dict()
 FREE = {"name": "lookup_note", "description": "A tool with no implementation.",
         "parameters": {"type": "object", "properties": {"key": {"type": "string"}, "n": {"type": "number"}},
                        "required": ["key"]}}
+
+
+CODED = {"name": "lookup_code", "description": "Codes are three capitals.",
+         "parameters": {"type": "object", "properties": {"code": {"type": "string", "pattern": "^[A-Z]{3}$"}},
+                        "required": ["code"]}}
 
 
 def traj(calls, tools=(GCD, STD, PCT, FREE), observation='{"result": 12}', meta=None, summary="It is 12.",
@@ -200,3 +206,19 @@ def test_repaired_trajectory_round_trips():
     assert r.ok
     again = parse_trajectory(json.loads(r.trajectory.to_json()))
     assert verify(again).issues == ()
+
+
+def test_other_schema_rules_reject_as_schema_violation():
+    r = verify(traj([call("lookup_code", code="usd")], tools=(CODED,)), implementations={})
+    assert r.rejection.reason == "schema violation" and "'code'" in r.rejection.detail
+    assert verify(traj([call("lookup_code", code="USD")], tools=(CODED,)), implementations={}).ok
+
+
+def test_a_call_over_the_time_limit_is_an_execution_error(monkeypatch):
+    from mor_ext.data import verification
+
+    run = verification.execute
+    monkeypatch.setattr(verification, "execute", lambda *a, **k: run(*a, **{**k, "timeout": 0.1}))
+    r = verify(traj([call("lookup_code", code="USD")], tools=(CODED,)),
+               implementations={"lookup_code": lambda code: time.sleep(30)})
+    assert r.rejection.reason == "execution error" and "did not finish within 0.1 s" in r.rejection.detail
