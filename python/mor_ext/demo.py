@@ -1,7 +1,8 @@
 """`mor-ext demo`: MoR-patch SmolLM2-135M-Instruct, train a few steps, answer one query role by role.
 
-The examples here are hand-written for the demo, with tools of their own; none comes from BFCL
-(which is for evaluation only). They are :class:`~mor_ext.data.trajectory.Trajectory` objects,
+The examples here are hand-written for the demo over four tools of the built-in catalogue
+(:data:`DEMO_TOOLS`), their observations produced by running the calls with :func:`mor_ext.tools.execute`,
+which also runs the agent's calls; none comes from BFCL (which is for evaluation only). They are :class:`~mor_ext.data.trajectory.Trajectory` objects,
 encoded for training and prompted at inference by :mod:`mor_ext.data.tokenize` (the model's own
 chat format, ChatML for SmolLM2, with one turn per role):
 

@@ -112,3 +112,8 @@ def test_observation_text_of_a_turn():
     assert observation_text([ok]) == '{"result": 0.5}'
     assert json.loads(observation_text([ok, bad])) == [{"result": 0.5}, {"error": bad.message}]
     assert json.loads(observation_text([])) == {"error": "no tool calls"}
+
+
+def test_a_mapping_entry_that_is_not_a_tool_is_not_executable():
+    result = execute({"print_it": print}, "print_it", {})  # type: ignore[dict-item]
+    assert result.error_kind == "not_executable" and "'print_it' has no implementation" in result.message

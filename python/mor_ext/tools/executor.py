@@ -89,8 +89,8 @@ def execute(registry: Mapping[str, Tool], name: Any, arguments: Any, *, timeout:
     if item is None:
         known = ", ".join(sorted(registry)) if len(registry) <= 20 else f"{len(registry)} tools"
         return _failure(UNKNOWN_TOOL, f"unknown tool {name!r}; the tools are {known}")
-    if item.fn is None:
-        return _failure(NOT_EXECUTABLE, f"tool {item.name!r} has no implementation here")
+    if not isinstance(item, Tool) or item.fn is None:
+        return _failure(NOT_EXECUTABLE, f"tool {name!r} has no implementation here")
     checked = check_arguments(item.parameters, arguments, coerce=coerce)
     if not checked.ok:
         return _failure(BAD_ARGUMENTS, f"{item.name}: {checked.message}", coercions=checked.coercions)
