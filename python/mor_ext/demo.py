@@ -1,7 +1,8 @@
 """`mor-ext demo`: MoR-patch SmolLM2-135M-Instruct, train a few steps, answer one query role by role.
 
-The examples here are hand-written for the demo, with tools of their own; none comes from BFCL
-(which is for evaluation only). They are :class:`~mor_ext.data.trajectory.Trajectory` objects,
+The examples here are hand-written for the demo over four tools of the built-in catalogue
+(:data:`DEMO_TOOLS`), their observations produced by running the calls with :func:`mor_ext.tools.execute`,
+which also runs the agent's calls; none comes from BFCL (which is for evaluation only). They are :class:`~mor_ext.data.trajectory.Trajectory` objects,
 encoded for training and prompted at inference by :mod:`mor_ext.data.tokenize` (the model's own
 chat format, ChatML for SmolLM2, with one turn per role):
 
@@ -19,57 +20,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
 from .config import MoRConfig
 from .data.tokenize import RoleTokenizer, collate
-from .data.trajectory import Tool, ToolCall, Trajectory, Turn
+from .data.trajectory import ToolCall, Trajectory, Turn
 from .generation import generate_role_turn
 from .patching import patch, print_trainable_parameters
 from .spec import MoRSpec
+from .tools import execute
+from .tools.catalogue import CATALOGUE
 
 # ----------------------------------------------------------------------------------------- tools
-_CAPITALS = {"france": "Paris", "japan": "Tokyo", "kenya": "Nairobi", "peru": "Lima", "norway": "Oslo"}
-
-
-def _convert_temperature(value: float, from_unit: str, to_unit: str) -> float:
-    to_c = {"C": lambda v: v, "F": lambda v: (v - 32) * 5 / 9, "K": lambda v: v - 273.15}
-    from_c = {"C": lambda v: v, "F": lambda v: v * 9 / 5 + 32, "K": lambda v: v + 273.15}
-    return round(from_c[to_unit.upper()](to_c[from_unit.upper()](float(value))), 2)
-
-
-def _schema(**properties: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "properties": properties, "required": list(properties)}
-
-
-_UNIT = {"type": "string", "enum": ["C", "F", "K"]}
-_NUMBER = {"type": "number"}
-
-TOOLS: dict[str, tuple[Callable[..., Any], Tool]] = {
-    "convert_temperature_scale": (
-        _convert_temperature,
-        Tool("convert_temperature_scale", "Convert a temperature between C, F and K.",
-             _schema(value=_NUMBER, from_unit=_UNIT, to_unit=_UNIT)),
-    ),
-    "capital_of": (
-        lambda country: _CAPITALS.get(str(country).lower(), "unknown"),
-        Tool("capital_of", "Capital city of a country.", _schema(country={"type": "string"})),
-    ),
-    "multiply_numbers": (
-        lambda a, b: float(a) * float(b),
-        Tool("multiply_numbers", "Multiply two numbers.", _schema(a=_NUMBER, b=_NUMBER)),
-    ),
-    "circle_area_from_radius": (
-        lambda radius: round(math.pi * float(radius) ** 2, 3),
-        Tool("circle_area_from_radius", "Area of a circle of the given radius.", _schema(radius=_NUMBER)),
-    ),
-}
-DEMO_TOOLS = tuple(tool for _, tool in TOOLS.values())
+# A few tools of the built-in catalogue (names checked against BFCL with the catalogue's). The
+# examples' observations are what the executor returns for their calls.
+DEMO_TOOLS = CATALOGUE.subset(["convert_temperature_scale", "country_capital_city", "percentage_of_number",
+                               "circle_area_from_radius"])
 
 # The tools themselves are rendered into the system turn by mor_ext.data.tokenize.
 SYSTEM_PROMPT = (
@@ -78,40 +48,45 @@ SYSTEM_PROMPT = (
 )
 
 
-def _call(name: str, **arguments: Any) -> ToolCall:
-    return ToolCall(name, arguments)
-
-
-def _example(query: str, thought: str, call: ToolCall, result: Any, answer: str) -> Trajectory:
+def _example(query: str, thought: str, call: ToolCall, answer: str) -> Trajectory:
+    observation = execute(DEMO_TOOLS, call.name, call.arguments, timeout=None, coerce=False)
+    if not observation.ok:  # a broken built-in example is a bug here, not something to train on
+        raise RuntimeError(f"demo example call {call} failed: {observation.message}")
     return Trajectory(
-        tools=DEMO_TOOLS,
+        tools=tuple(DEMO_TOOLS.values()),
         system=SYSTEM_PROMPT,
         turns=(
             Turn("user", query),
             Turn("reasoner", thought, next="executor"),
             Turn("executor", calls=(call,)),
-            Turn("observation", json.dumps({"result": result})),
+            Turn("observation", observation.observation_text()),
             Turn("reasoner", "The tool returned what the user needs.", next="summarizer"),
             Turn("summarizer", answer),
         ),
     )
 
 
+def _temperature(value: float, from_scale: str, to_scale: str) -> ToolCall:
+    return ToolCall("convert_temperature_scale", {"value": value, "from_scale": from_scale, "to_scale": to_scale})
+
+
+def _capital(country: str) -> ToolCall:
+    return ToolCall("country_capital_city", {"country": country})
+
+
 EXAMPLES: list[Trajectory] = [
-    _example("What is 100 degrees Fahrenheit in Celsius?", "I need to convert a temperature from F to C.",
-             _call("convert_temperature_scale", value=100, from_unit="F", to_unit="C"), 37.78,
-             "100 °F is about 37.78 °C."),
+    _example("What is 100 degrees Fahrenheit in Celsius?", "I need to convert a temperature from Fahrenheit to Celsius.",
+             _temperature(100, "fahrenheit", "celsius"), "100 °F is about 37.78 °C."),
     _example("Which city is the capital of Kenya?", "I should look up the capital of Kenya.",
-             _call("capital_of", country="Kenya"), "Nairobi", "The capital of Kenya is Nairobi."),
-    _example("How much is 12.5 times 8?", "This is a multiplication of 12.5 by 8.",
-             _call("multiply_numbers", a=12.5, b=8), 100.0, "12.5 times 8 is 100."),
+             _capital("Kenya"), "The capital of Kenya is Nairobi."),
+    _example("What is 15 percent of 240?", "This asks for a percentage of a number: 15 percent of 240.",
+             ToolCall("percentage_of_number", {"percent": 15, "number": 240}), "15 percent of 240 is 36."),
     _example("What is the area of a circle with radius 3?", "I need the area of a circle of radius 3.",
-             _call("circle_area_from_radius", radius=3), 28.274, "A circle of radius 3 has an area of about 28.27."),
-    _example("Convert 300 kelvin to Celsius, please.", "I need to convert a temperature from K to C.",
-             _call("convert_temperature_scale", value=300, from_unit="K", to_unit="C"), 26.85,
-             "300 K is 26.85 °C."),
+             ToolCall("circle_area_from_radius", {"radius": 3}), "A circle of radius 3 has an area of about 28.27."),
+    _example("Convert 300 kelvin to Celsius, please.", "I need to convert a temperature from kelvin to Celsius.",
+             _temperature(300, "kelvin", "celsius"), "300 K is 26.85 °C."),
     _example("What's the capital city of Peru?", "I should look up the capital of Peru.",
-             _call("capital_of", country="Peru"), "Lima", "The capital of Peru is Lima."),
+             _capital("Peru"), "The capital of Peru is Lima."),
 ]
 
 DEMO_QUERY = "What is the capital of Norway?"
@@ -148,20 +123,16 @@ _NEXT = re.compile(r"Next:\s*(executor|summarizer)", re.IGNORECASE)
 
 
 def run_tool(call_text: str) -> str:
-    """Execute one JSON tool call from the demo's table; any failure becomes an observation."""
+    """The observation of one JSON tool call as the executor wrote it (``{"name": ..., "arguments":
+    {...}}``), run on :data:`DEMO_TOOLS` by :func:`mor_ext.tools.execute`; any failure, unreadable
+    text included, becomes an error observation the agent can read."""
     try:
         call = json.loads(call_text)
-        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
-            raise ValueError('expected {"name": TOOL, "arguments": {...}}')
-        if call["name"] not in TOOLS:
-            raise ValueError(f"unknown tool {call['name']!r}; the tools are {sorted(TOOLS)}")
-        arguments = call.get("arguments", {})
-        if not isinstance(arguments, dict):
-            raise ValueError("arguments must be a JSON object")
-        fn, _ = TOOLS[call["name"]]
-        return json.dumps({"result": fn(**arguments)}, allow_nan=False)  # inf / nan: not JSON, an error
-    except Exception as exc:  # the agent sees the error and can recover; nothing is raised
-        return json.dumps({"error": f"{type(exc).__name__}: {exc}"})
+    except json.JSONDecodeError as exc:
+        return json.dumps({"error": f"JSONDecodeError: {exc}"})
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+        return json.dumps({"error": 'expected {"name": TOOL, "arguments": {...}}'})
+    return execute(DEMO_TOOLS, call["name"], call.get("arguments", {})).observation_text()
 
 
 def generate_turn(model, tokenizer, ids: list[int], roles: list[int], role: str, stop_id: int,
@@ -175,7 +146,7 @@ def generate_turn(model, tokenizer, ids: list[int], roles: list[int], role: str,
 def answer(model, tokenizer, query: str, log: Callable[[str], None], max_turns: int = 6) -> str:
     """Role-switched agent loop: reasoner -> executor -> (tool) -> reasoner -> summarizer."""
     encoder = RoleTokenizer(tokenizer, model.mor_config.spec, model.mor_config.context_role)
-    trajectory = Trajectory(tools=DEMO_TOOLS, turns=(Turn("user", query),), system=SYSTEM_PROMPT)
+    trajectory = Trajectory(tools=tuple(DEMO_TOOLS.values()), turns=(Turn("user", query),), system=SYSTEM_PROMPT)
     role, called = "reasoner", False
     for _ in range(max_turns):
         ids, roles = encoder.prompt(trajectory, role)  # the same rendering the examples were trained on

@@ -1,12 +1,17 @@
 """Multi-role agent data: the trajectory format, converters, generation, verification, tokenisation.
 
-    trajectory.py      the format (Tool, ToolCall, Turn, Trajectory) and its validation
-    jsonl.py           read / validate / atomically write JSON Lines of trajectories
-    converters.py      glaive, xLAM/APIGen, ToolACE, ToolBench -> trajectories
-    tools.py           built-in tools with real implementations (the generator's library)
-    synthetic.py       the synthetic trajectory generator (decontaminated against BFCL)
-    decontamination.py the check that no training name or query overlaps BFCL
-    tokenize.py        trajectory -> input_ids, role_ids, labels (and inference prompts)
+    trajectory.py       the format (Tool, ToolCall, Turn, Trajectory) and its validation
+    jsonl.py            read / validate / atomically write JSON Lines of trajectories
+    converters/         glaive, xLAM/APIGen, ToolACE, ToolBench -> trajectories (one module per source,
+                        plus the shared call parser, schema normalisation and episode builder)
+    synthetic/          the synthetic generator: task tables (data) apart from generator.py
+    verification.py     reject or repair unreliable calls (the MoRAgent paper's filter)
+    completion.py       fill placeholder thoughts, observations and answers
+    decontamination.py  the check that no training name or query overlaps BFCL
+    tokenize.py         trajectory -> input_ids, role_ids, labels (and inference prompts)
+
+Tools (their type, validation, execution and the built-in catalogue) live in :mod:`mor_ext.tools`;
+``Tool`` here is that type. May import ``mor_ext.tools``, ``mor_ext.spec`` and ``mor_ext.files``.
 """
 
 from .jsonl import read_trajectories, validate_file, write_trajectories

@@ -25,8 +25,8 @@ import urllib.error
 import urllib.request
 from typing import Any, Mapping, Protocol, runtime_checkable
 
+from ..tools.catalogue import CATALOGUE
 from .converters import PLACEHOLDER
-from .tools import TOOLS
 from .trajectory import Trajectory, parse_trajectory, render_content
 from .verification import _resolved_meta, derive_observations
 
@@ -87,7 +87,7 @@ def completion_messages(trajectory: Trajectory, turn_index: int, role: str) -> l
 
 # ------------------------------------------------------------------------------------ completing
 def complete_trajectory(trajectory: Trajectory, completer: Completer | None = None, *,
-                        implementations: Mapping[str, Any] = TOOLS) -> Trajectory:
+                        implementations: Mapping[str, Any] = CATALOGUE) -> Trajectory:
     """``trajectory`` with its placeholders filled: observations from running the calls (where every
     call has an implementation in ``implementations`` and runs), then every reasoner and summarizer
     placeholder from ``completer`` (default :class:`TemplateCompleter`), in turn order.

@@ -140,13 +140,6 @@ def write_trajectories(path: PathLike, trajectories: Iterable[Trajectory]) -> in
     atomic_write(path, write)
     fsync_dir(path.parent)
     return count
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-    return count
 
 
 def error_counts(errors: Iterable[TrajectoryError]) -> dict[str, int]:

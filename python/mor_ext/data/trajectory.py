@@ -30,6 +30,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..tools.tool import Tool  # the one tool type; tools read from files have no callable
+
 __all__ = [
     "ROLE_TURNS", "CONTEXT_TURNS", "Tool", "ToolCall", "Turn", "Trajectory", "TrajectoryError",
     "parse_trajectory", "render_content", "parse_calls", "parse_next",
@@ -47,20 +49,6 @@ class TrajectoryError(ValueError):
         self.record, self.field = record, field
         where = f"record {record}" if record is not None else "trajectory"
         super().__init__(f"{where}, field {field}: {message}")
-
-
-@dataclass(frozen=True)
-class Tool:
-    name: str
-    description: str
-    parameters: dict[str, Any]  # a JSON schema of type "object"
-
-    @property
-    def required(self) -> list[str]:
-        return list(self.parameters.get("required", []))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "parameters": self.parameters}
 
 
 @dataclass(frozen=True)

@@ -28,27 +28,29 @@ execution error           reject      the tool has an implementation and running
 observation derived       repair      a placeholder observation (``meta["needs_observation"]``) replaced by
                                       the output of running the calls
 needs completion          reject      a turn still holds the converters' ``PLACEHOLDER``
+schema violation          reject      any other JSON-schema rule broken (``pattern``, a nested ``required``, ...)
 judge: <reason>           reject      the optional ``judge(trajectory) -> (ok, reason)`` said no
 ========================  ==========  ==================================================================
 
-With ``repair=False`` every repairable issue rejects instead. Calls are run only after their arguments
-passed the schema, and only through the ``implementations`` mapping (name → :class:`ToolSpec` or a
-plain callable taking keyword arguments): model text is never evaluated.
+With ``repair=False`` every repairable issue rejects instead. The checks and repairs are those of
+:mod:`mor_ext.tools.validation` (``jsonschema`` plus its documented coercions). Calls are run only
+after their arguments passed the schema, only through the ``implementations`` mapping (name →
+:class:`~mor_ext.tools.Tool` or a plain callable taking keyword arguments; default the built-in
+:data:`~mor_ext.tools.catalogue.CATALOGUE`) and only by :func:`mor_ext.tools.execute`: model text
+is never evaluated.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
+from ..tools import Tool, ToolResult, check_arguments, execute, observation_text
+from ..tools.catalogue import CATALOGUE
 from .converters import PLACEHOLDER
-from .tools import TOOLS
-from .trajectory import Tool, ToolCall, Trajectory, Turn, parse_trajectory
+from .trajectory import ToolCall, Trajectory, Turn, parse_trajectory
 
 __all__ = [
     "Issue", "VerificationResult", "VerificationReport", "verify", "verify_all", "run_call",
@@ -67,6 +69,7 @@ OUT_OF_RANGE = "out of range"
 EXECUTION_ERROR = "execution error"
 OBSERVATION_DERIVED = "observation derived"
 NEEDS_COMPLETION = "needs completion"
+SCHEMA_VIOLATION = "schema violation"  # any other JSON-schema keyword (pattern, nested required, ...)
 
 
 @dataclass(frozen=True)
@@ -109,141 +112,56 @@ class _Reject(Exception):
         self.reason, self.detail = reason, detail
 
 
-_NO = object()  # "cannot be converted"
-_INT_TEXT = re.compile(r"[+-]?\d+")
-_NUMBER_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
-def _is(value: Any, kind: str) -> bool:
-    if kind == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if kind == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "null":
-        return value is None
-    return isinstance(value, {"string": str, "boolean": bool, "array": list, "object": dict}[kind])
-
-
-def _coerce(value: Any, kind: str) -> Any:
-    """``value`` converted to JSON type ``kind`` without losing information, or ``_NO``."""
-    if kind == "integer":
-        if isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
-            return int(value.strip())
-        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            return int(value)
-    elif kind == "number":
-        if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
-            text = value.strip()
-            return int(text) if _INT_TEXT.fullmatch(text) else float(text)
-    elif kind == "boolean":
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            return value.strip().lower() == "true"
-    elif kind == "string":
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return str(value)
-    elif kind in ("array", "object") and isinstance(value, str):
-        try:
-            decoded = json.loads(value)
-        except json.JSONDecodeError:
-            return _NO
-        if _is(decoded, kind):
-            return decoded
-    return _NO
-
-
-def _conform(value: Any, schema: Any, where: str, repair: bool, fixes: list[tuple[str, str]]) -> Any:
-    """``value`` checked against ``schema`` (the JSON-schema subset tool specs use), repaired where
-    safe (each fix appended to ``fixes``); raises :class:`_Reject` otherwise."""
-    if not isinstance(schema, dict):
-        return value
-
-    def fix(reason: str, new: Any, detail: str) -> Any:
-        if not repair:
-            raise _Reject(reason, detail)
-        fixes.append((reason, f"{detail}; repaired to {new!r}"))
-        return new
-
-    declared = schema.get("type")
-    kinds = [declared] if isinstance(declared, str) else list(declared) if isinstance(declared, list) else []
-    kinds = [k for k in kinds if k in ("number", "integer", "string", "boolean", "array", "object", "null")]
-    if kinds and not any(_is(value, k) for k in kinds):
-        detail = f"{where} must be {' or '.join(kinds)}, got {type(value).__name__} {value!r:.60}"
-        coerced = next((c for c in (_coerce(value, k) for k in kinds) if c is not _NO), _NO)
-        if coerced is _NO:
-            raise _Reject(TYPE_MISMATCH, detail)
-        value = fix(TYPE_MISMATCH, coerced, detail)
-    enum = schema.get("enum")
-    if isinstance(enum, list) and value not in enum:
-        detail = f"{where} must be one of {enum}, got {value!r:.60}"
-        text = str(value).strip().lower() if isinstance(value, (str, int, float)) else None
-        matches = [e for e in enum if text is not None and isinstance(e, (str, int, float)) and str(e).lower() == text]
-        if len(matches) != 1:
-            raise _Reject(ENUM_VIOLATION, detail)
-        value = fix(ENUM_VIOLATION, matches[0], detail)
-    if _is(value, "number"):
-        for key, broken in (("minimum", lambda v, b: v < b), ("maximum", lambda v, b: v > b),
-                            ("exclusiveMinimum", lambda v, b: v <= b), ("exclusiveMaximum", lambda v, b: v >= b)):
-            bound = schema.get(key)
-            if _is(bound, "number") and broken(value, bound):
-                raise _Reject(OUT_OF_RANGE, f"{where} = {value!r} breaks {key} {bound!r}")
-    if isinstance(value, list):
-        if len(value) < schema.get("minItems", 0) or len(value) > schema.get("maxItems", math.inf):
-            raise _Reject(OUT_OF_RANGE, f"{where} has {len(value)} item(s), outside "
-                                        f"[{schema.get('minItems', 0)}, {schema.get('maxItems', 'inf')}]")
-        value = [_conform(v, schema.get("items"), f"{where}[{i}]", repair, fixes) for i, v in enumerate(value)]
-    if isinstance(value, dict) and isinstance(schema.get("properties"), dict):
-        props = schema["properties"]
-        value = {k: _conform(v, props.get(k), f"{where}.{k}", repair, fixes) for k, v in value.items()}
-    return value
+# mor_ext.tools.validation's kinds -> this module's reasons
+_ERROR_REASONS = {"missing": MISSING_PARAMETER, "unexpected": UNKNOWN_PARAMETER, "type": TYPE_MISMATCH,
+                  "arguments": TYPE_MISMATCH, "enum": ENUM_VIOLATION, "range": OUT_OF_RANGE,
+                  "invalid": SCHEMA_VIOLATION}
+_REPAIR_REASONS = {"type": TYPE_MISMATCH, "enum": ENUM_VIOLATION, "dropped": UNKNOWN_PARAMETER}
 
 
 def _check_call(call: ToolCall, tool: Tool, repair: bool, fixes: list[tuple[str, str]]) -> dict[str, Any]:
-    """The call's arguments checked against ``tool``'s schema and repaired where safe."""
-    params = tool.parameters
-    props = params.get("properties", {})
-    missing = [p for p in tool.required if p not in call.arguments]
+    """The call's arguments checked against ``tool``'s schema and repaired where safe (the coercions of
+    :mod:`mor_ext.tools.validation`; each fix appended to ``fixes``); raises :class:`_Reject` otherwise."""
+    checked = check_arguments(tool.parameters, call.arguments, drop_unknown=True)
+    missing = [e.argument for e in checked.errors if e.kind == "missing"]
     if missing:
         raise _Reject(MISSING_PARAMETER, f"{call.name}: missing required parameter(s) {missing}")
-    arguments = dict(call.arguments)
-    if not params.get("additionalProperties", False):
-        for name in [a for a in arguments if a not in props]:
-            detail = f"{call.name}: unknown parameter {name!r}; it takes {list(props)}"
-            if not repair:
-                raise _Reject(UNKNOWN_PARAMETER, detail)
-            del arguments[name]
-            fixes.append((UNKNOWN_PARAMETER, f"{detail}; dropped"))
-    return {k: _conform(v, props.get(k), f"{call.name}.{k}", repair, fixes) for k, v in arguments.items()}
+    for c in checked.coercions:
+        reason, detail = _REPAIR_REASONS[c.kind], f"{call.name}: {c}"
+        if not repair:
+            raise _Reject(reason, detail)
+        fixes.append((reason, detail))
+    if checked.errors:
+        first = checked.errors[0]
+        raise _Reject(_ERROR_REASONS[first.kind], f"{call.name}: {first.message}")
+    return checked.arguments
 
 
 # ------------------------------------------------------------------------------------- execution
+_ANY_ARGUMENTS = {"type": "object", "additionalProperties": True}
+
+
+def _execute(implementations: Mapping[str, Any], name: str, arguments: dict[str, Any]) -> ToolResult:
+    """Run a schema-checked call through :func:`mor_ext.tools.execute`. A :class:`~mor_ext.tools.Tool`
+    implementation also checks the arguments against its own schema, which may be stricter than the
+    trajectory's (without coercion: the trajectory's schema already had its say); a plain callable
+    takes them as they are."""
+    item = implementations[name]
+    if not isinstance(item, Tool):
+        item = Tool(name, "", _ANY_ARGUMENTS, item)
+    return execute({name: item}, name, arguments, coerce=False)
+
+
 def run_call(implementation: Any, arguments: dict[str, Any]) -> tuple[bool, Any]:
     """Run a schema-checked call: ``(True, result)`` or ``(False, error message)``; never raises.
-
-    ``implementation`` is a :class:`~mor_ext.data.tools.ToolSpec` (its ``fn``; the arguments are also
-    checked against its own schema, which may be stricter than the trajectory's) or a plain callable.
-    The result must be JSON (no NaN/Infinity), as an observation has to be.
-    """
-    fn = getattr(implementation, "fn", implementation)
-    spec_tool = getattr(implementation, "tool", None)
-    try:
-        if isinstance(spec_tool, Tool):
-            arguments = _check_call(ToolCall(spec_tool.name, arguments), spec_tool, False, [])
-        result = fn(**arguments)
-        json.dumps(result, allow_nan=False)
-    except _Reject as e:
-        return False, e.detail
-    except Exception as e:  # the tool's failure is the finding, not a crash of the verifier
-        return False, f"{type(e).__name__}: {e}"
-    return True, result
+    ``implementation`` is a :class:`~mor_ext.tools.Tool` or a plain callable (see :func:`_execute`);
+    the result must be JSON (no NaN/Infinity), as an observation has to be."""
+    name = getattr(implementation, "name", "call")
+    result = _execute({name: implementation}, name, arguments)
+    return (True, result.result) if result.ok else (False, result.message)
 
 
-def _observation(results: list[Any]) -> str:
-    """Observation text for executed calls, in the format of :func:`~mor_ext.data.tools.execute_all`."""
-    items = [{"result": r} for r in results]
-    return json.dumps(items[0] if len(items) == 1 else items, ensure_ascii=False)
-
-
-def derive_observations(trajectory: Trajectory, implementations: Mapping[str, Any] = TOOLS
+def derive_observations(trajectory: Trajectory, implementations: Mapping[str, Any] = CATALOGUE
                         ) -> tuple[Trajectory, list[int]]:
     """Fill each placeholder observation whose calls all have implementations and run cleanly with the
     calls' output. Returns the trajectory and the indices of the observations it filled. The calls are
@@ -261,9 +179,9 @@ def derive_observations(trajectory: Trajectory, implementations: Mapping[str, An
             arguments = [_check_call(c, candidates[c.name], True, []) for c in turn.calls]
         except _Reject:
             continue
-        runs = [run_call(implementations[c.name], a) for c, a in zip(turn.calls, arguments)]
-        if all(ok for ok, _ in runs):
-            turns[i + 1] = dataclasses.replace(turns[i + 1], content=_observation([r for _, r in runs]))
+        runs = [_execute(implementations, c.name, a) for c, a in zip(turn.calls, arguments)]
+        if all(r.ok for r in runs):
+            turns[i + 1] = dataclasses.replace(turns[i + 1], content=observation_text(runs))
             filled.append(i + 1)
     if not filled:
         return trajectory, []
@@ -288,7 +206,7 @@ def _resolved_meta(meta: dict[str, Any], turns: list[Turn]) -> dict[str, Any]:
 def verify(
     trajectory: Trajectory,
     *,
-    implementations: Mapping[str, Any] = TOOLS,
+    implementations: Mapping[str, Any] = CATALOGUE,
     repair: bool = True,
     judge: Judge | None = None,
     derive: bool = True,
@@ -325,15 +243,15 @@ def verify(
             issues += [Issue("repair", r, d, i) for r, d in fixes]
             new_calls.append(ToolCall(call.name, arguments))
             if call.name in implementations:
-                ok, result = run_call(implementations[call.name], arguments)
-                if not ok:
-                    issues.append(Issue("reject", EXECUTION_ERROR, f"{call.name}: {result}", i))
-                results.append((ok, result))
+                result = _execute(implementations, call.name, arguments)
+                if not result.ok:
+                    issues.append(Issue("reject", EXECUTION_ERROR, result.message, i))
+                results.append(result)
         turns[i] = dataclasses.replace(turn, calls=tuple(new_calls))
         observed = i + 1 < len(turns) and turns[i + 1].content == PLACEHOLDER
         if (derive and observed and trajectory.meta.get("needs_observation")
-                and len(results) == len(turn.calls) and all(ok for ok, _ in results)):
-            turns[i + 1] = dataclasses.replace(turns[i + 1], content=_observation([r for _, r in results]))
+                and len(results) == len(turn.calls) and all(r.ok for r in results)):
+            turns[i + 1] = dataclasses.replace(turns[i + 1], content=observation_text(results))
             issues.append(Issue("repair", OBSERVATION_DERIVED, f"observation filled from running {len(results)} call(s)",
                                 i + 1))
     for i, turn in enumerate(turns):

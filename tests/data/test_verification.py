@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from mor_ext.data.converters import PLACEHOLDER, from_xlam
-from mor_ext.data.tools import TOOLS
 from mor_ext.data.trajectory import Trajectory, parse_trajectory
 from mor_ext.data.verification import VerificationReport, run_call, verify, verify_all
+from mor_ext.tools.catalogue import CATALOGUE
 
-GCD = TOOLS["greatest_common_divisor_of"].tool.to_dict()
-STD = TOOLS["stats_standard_deviation"].tool.to_dict()
-PCT = TOOLS["percent_change_between"].tool.to_dict()
+GCD = CATALOGUE["greatest_common_divisor_of"].to_dict()
+STD = CATALOGUE["stats_standard_deviation"].to_dict()
+PCT = CATALOGUE["percent_change_between"].to_dict()
 FREE = {"name": "lookup_note", "description": "A tool with no implementation.",
         "parameters": {"type": "object", "properties": {"key": {"type": "string"}, "n": {"type": "number"}},
                        "required": ["key"]}}
+
+
+CODED = {"name": "lookup_code", "description": "Codes are three capitals.",
+         "parameters": {"type": "object", "properties": {"code": {"type": "string", "pattern": "^[A-Z]{3}$"}},
+                        "required": ["code"]}}
 
 
 def traj(calls, tools=(GCD, STD, PCT, FREE), observation='{"result": 12}', meta=None, summary="It is 12.",
@@ -121,8 +127,8 @@ def test_plain_callable_implementations_and_run_call():
     assert r.rejection.reason == "execution error" and "backend down" in r.rejection.detail
     assert verify(t, implementations={"lookup_note": lambda key, n=1: {"note": key}}).ok
     assert run_call(lambda **kw: float("nan"), {})[0] is False  # not JSON
-    assert run_call(TOOLS["greatest_common_divisor_of"], {"a": 84, "b": 36}) == (True, 12)
-    assert run_call(TOOLS["greatest_common_divisor_of"], {"a": 84}) [0] is False
+    assert run_call(CATALOGUE["greatest_common_divisor_of"], {"a": 84, "b": 36}) == (True, 12)
+    assert run_call(CATALOGUE["greatest_common_divisor_of"], {"a": 84}) [0] is False
 
 
 def test_placeholder_observation_is_derived_from_execution():
@@ -200,3 +206,19 @@ def test_repaired_trajectory_round_trips():
     assert r.ok
     again = parse_trajectory(json.loads(r.trajectory.to_json()))
     assert verify(again).issues == ()
+
+
+def test_other_schema_rules_reject_as_schema_violation():
+    r = verify(traj([call("lookup_code", code="usd")], tools=(CODED,)), implementations={})
+    assert r.rejection.reason == "schema violation" and "'code'" in r.rejection.detail
+    assert verify(traj([call("lookup_code", code="USD")], tools=(CODED,)), implementations={}).ok
+
+
+def test_a_call_over_the_time_limit_is_an_execution_error(monkeypatch):
+    from mor_ext.data import verification
+
+    run = verification.execute
+    monkeypatch.setattr(verification, "execute", lambda *a, **k: run(*a, **{**k, "timeout": 0.1}))
+    r = verify(traj([call("lookup_code", code="USD")], tools=(CODED,)),
+               implementations={"lookup_code": lambda code: time.sleep(30)})
+    assert r.rejection.reason == "execution error" and "did not finish within 0.1 s" in r.rejection.detail

@@ -1,4 +1,5 @@
-"""The tool library: schemas, every tool on its sample call, hand-checked values, and error observations."""
+"""The built-in catalogue (mor_ext.tools.catalogue): schemas, every tool on its sample call,
+hand-checked values, and error observations from the executor."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import random
 
 import pytest
 
-from mor_ext.data import tools as tools_module
-from mor_ext.data.tools import DOMAINS, TOOLS, ToolSpec, execute, execute_all, tools_in_domain
-from mor_ext.data.trajectory import ToolCall, parse_trajectory
+from mor_ext.data.trajectory import parse_trajectory
+from mor_ext.tools import Tool, execute, observation_text
+from mor_ext.tools.catalogue import CATALOGUE, common, dates, everyday, finance, geo, lookup, math as math_tools, text, units
+
+MODULES = (common, math_tools, units, dates, text, lookup, geo, finance, everyday)
 
 
 def run(name: str, **arguments) -> dict:
-    return json.loads(execute(ToolCall(name, arguments)))
+    return json.loads(execute(CATALOGUE, name, arguments).observation_text())
 
 
 def result(name: str, **arguments):
@@ -25,20 +28,22 @@ def result(name: str, **arguments):
 
 
 def test_library_has_dozens_of_tools_across_domains():
-    assert len(TOOLS) >= 40
+    assert len(CATALOGUE) >= 40
     for domain in ("math", "units", "currency", "dates", "text", "lookup", "geometry", "finance"):
-        assert domain in DOMAINS and tools_in_domain(domain), domain
-    assert sum(len(tools_in_domain(d)) for d in DOMAINS) == len(TOOLS)
+        assert domain in CATALOGUE.domains and CATALOGUE.in_domain(domain), domain
+    assert sum(len(CATALOGUE.in_domain(d)) for d in CATALOGUE.domains) == len(CATALOGUE)
+    # each domain module's tools, in the catalogue's order (the generator samples from that order)
+    assert [t.name for m in MODULES[1:] for t in m.DOMAIN_TOOLS] == list(CATALOGUE)
 
 
 def test_schemas_are_valid_tool_definitions():
-    record = {"tools": [s.tool.to_dict() for s in TOOLS.values()],
+    record = {"tools": CATALOGUE.schemas(),
               "turns": [{"role": "user", "content": "hi"}, {"role": "reasoner", "content": "x", "next": "summarizer"},
                         {"role": "summarizer", "content": "hi"}]}
     parse_trajectory(record)  # names unique, required names are properties, type object
-    for spec in TOOLS.values():
-        params = spec.tool.parameters
-        assert spec.tool.description and params["required"], spec.name
+    for spec in CATALOGUE.values():
+        params = spec.parameters
+        assert spec.description and params["required"], spec.name
         for pname, prop in params["properties"].items():
             assert prop.get("type") in ("number", "integer", "string", "boolean", "array"), (spec.name, pname)
             assert prop.get("description"), (spec.name, pname)
@@ -49,10 +54,10 @@ def test_schemas_are_valid_tool_definitions():
             assert (p.default is inspect.Parameter.empty) == (pname in params["required"]), (spec.name, pname)
 
 
-@pytest.mark.parametrize("name", sorted(TOOLS))
+@pytest.mark.parametrize("name", sorted(CATALOGUE))
 def test_every_tool_runs_its_sample_call(name: str):
-    spec: ToolSpec = TOOLS[name]
-    obs = json.loads(execute(ToolCall(name, spec.example)))
+    spec: Tool = CATALOGUE[name]
+    obs = run(name, **spec.example)
     assert set(obs) == {"result"}, obs
     assert obs["result"] is not None
 
@@ -132,11 +137,11 @@ def test_hand_checked_values(name, arguments, expected):
     ("no_such_tool", {}, "unknown tool"),
     ("stats_mean_of_list", {}, "missing required argument"),
     ("circle_area_from_radius", {"radius": 1, "units": "m"}, "unexpected argument"),
-    ("circle_area_from_radius", {"radius": "3"}, "must be a number"),
+    ("circle_area_from_radius", {"radius": "three"}, "'radius' must be a number, got str"),
     ("circle_area_from_radius", {"radius": True}, "must be a number"),
-    ("factorial_of_integer", {"n": 5.0}, "must be an integer"),
+    ("factorial_of_integer", {"n": 5.5}, "'n' must be an integer"),
     ("stats_mean_of_list", {"values": "1, 2, 3"}, "must be an array"),
-    ("stats_mean_of_list", {"values": [1, "2"]}, "values'[1] must be a number"),
+    ("stats_mean_of_list", {"values": [1, "two"]}, "'values[1]' must be a number"),
     ("stats_mean_of_list", {"values": []}, "at least 1 item"),
     ("convert_length_units", {"value": 1, "from_unit": "parsec", "to_unit": "m"}, "must be one of"),
     ("circle_area_from_radius", {"radius": -1}, "must be >= 0"),
@@ -163,52 +168,27 @@ def test_bad_calls_give_error_observations(name, arguments, fragment):
 def test_execute_never_raises_on_garbage():
     rng = random.Random(0)
     junk = [None, "", "x", -1, 0, 1e300, -1e300, 10**30, [], [None], {}, True, 2.5, "2024-13-01", "99:99"]
-    for name, spec in TOOLS.items():
-        props = list(spec.tool.parameters["properties"])
+    for name, spec in CATALOGUE.items():
+        props = list(spec.parameters["properties"])
         for _ in range(25):
             args = {p: rng.choice(junk) for p in props if rng.random() < 0.9}
-            obs = json.loads(execute(ToolCall(name, args)))  # valid JSON, one key, never an exception
+            obs = run(name, **args)  # valid JSON, one key, never an exception
             assert set(obs) in ({"result"}, {"error"}), (name, args, obs)
-    assert "error" in json.loads(execute(ToolCall("stats_mean_of_list", ["not", "a", "dict"])))  # type: ignore[arg-type]
-    assert "error" in json.loads(execute(ToolCall(None, {})))  # type: ignore[arg-type]
+    assert not execute(CATALOGUE, "stats_mean_of_list", ["not", "a", "dict"]).ok
+    assert execute(CATALOGUE, None, {}).error_kind == "unknown_tool"
 
 
-def test_execute_all_one_and_several_calls():
-    one = ToolCall("country_capital_city", {"country": "Peru"})
-    assert execute_all([one]) == execute(one)
-    several = json.loads(execute_all([one, ToolCall("nope", {}), ToolCall("factorial_of_integer", {"n": 3})]))
+def test_observation_of_one_and_several_calls():
+    one = execute(CATALOGUE, "country_capital_city", {"country": "Peru"})
+    assert observation_text([one]) == one.observation_text() == '{"result": "Lima"}'
+    results = [one, execute(CATALOGUE, "nope", {}), execute(CATALOGUE, "factorial_of_integer", {"n": 3})]
+    several = json.loads(observation_text(results))
     assert several[0] == {"result": "Lima"} and "error" in several[1] and several[2] == {"result": 6}
-    assert "error" in json.loads(execute_all([]))
+    assert "error" in json.loads(observation_text([]))
 
 
 def test_implementations_never_evaluate_code():
-    source = inspect.getsource(tools_module)
-    for forbidden in ("eval(", "exec(", "__import__", "compile(", "subprocess", "open("):
-        assert forbidden not in source, forbidden
-
-
-# ------------------------------------------------------------------------------------- the demo's tools
-def test_demo_tool_failures_become_observations():
-    """Whatever the executor writes, run_tool returns a JSON observation the agent can read."""
-    from mor_ext.demo import run_tool
-
-    assert json.loads(run_tool('{"name": "capital_of", "arguments": {"country": "Norway"}}')) == {"result": "Oslo"}
-    for text, message in [
-        ("not json", "JSONDecodeError"),
-        ('{"name": "nope", "arguments": {}}', "unknown tool 'nope'"),
-        ('["capital_of"]', '"name"'),
-        ('{"name": "capital_of", "arguments": [1]}', "arguments must be a JSON object"),
-        ('{"name": "multiply_numbers", "arguments": {"a": 1e308, "b": 10}}', "JSON"),  # inf is not JSON
-        ('{"name": "multiply_numbers", "arguments": {"a": 1}}', "TypeError"),
-    ]:
-        observation = json.loads(run_tool(text))
-        assert set(observation) == {"error"} and message in observation["error"], (text, observation)
-
-
-@pytest.mark.bfcl
-def test_demo_training_examples_do_not_overlap_bfcl():
-    """The demo trains on its built-in examples: they pass the same BFCL check as every training set
-    (their tool names once equalled BFCL functions such as multiply and convert_temperature)."""
-    from mor_ext.demo import check_examples_against_bfcl
-
-    assert check_examples_against_bfcl().endswith(": clean")
+    for module in MODULES:
+        source = inspect.getsource(module)
+        for forbidden in ("eval(", "exec(", "__import__", "compile(", "subprocess", "open("):
+            assert forbidden not in source, (module.__name__, forbidden)

@@ -1,93 +1,34 @@
-"""Synthetic multi-role training trajectories over the real tools of :mod:`mor_ext.data.tools`.
-
-:func:`generate` builds varied, correct trajectories from templates: several phrasings per query,
-randomised values, templated but varied reasoner thoughts, and observations produced by actually
-running the tools with :func:`~mor_ext.data.tools.execute`; the summarizer's answer states the
-executed result. Four kinds, mixed in configurable proportions (:data:`DEFAULT_MIX`):
-
-* ``single``: one call (reasoner -> executor -> observation -> reasoner -> summarizer);
-* ``multi_step``: two calls in sequence, the second using the first call's result (convert, then
-  compute; look up, then convert; ...);
-* ``parallel``: one executor turn with 2-3 independent calls; its observation is the JSON list of
-  their observations, in call order (:func:`~mor_ext.data.tools.execute_all`);
-* ``no_tool``: no tool applies; the reasoner goes straight to the summarizer, who answers from
-  general knowledge or declines (live data, real-world actions).
-
-Each trajectory offers the needed tools plus 2-5 random distractor tools, in random order, and has
-``meta = {"source": "synthetic", "kind": ...}``. Output is deterministic for a seed. Before
-returning, :func:`generate` checks the data against BFCL (evaluation data) with
-:func:`mor_ext.data.decontamination.assert_clean` and refuses to return contaminated data.
-"""
+"""The single-call task table: for every catalogue tool, how to sample its arguments, how a user
+asks for it, the reasoner's goal and how the answer states the result. Data, not logic: the
+generator (:mod:`.generator`) picks from :data:`TASKS`."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import math
 import random
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from .decontamination import assert_clean
-from .tools import (
-    COUNTRIES,
-    CURRENCY_PER_USD,
-    ELEMENTS,
-    PLANETS,
-    TOOLS,
-    UTC_OFFSET_MINUTES,
-    execute,
-    execute_all,
-)
-from .trajectory import Tool, ToolCall, Trajectory, Turn, parse_trajectory
+from ...tools.catalogue import CATALOGUE, COUNTRIES, CURRENCY_PER_USD, ELEMENTS, PLANETS, UTC_OFFSET_MINUTES
+from .formatting import Fields, bool_text, fmt
 
-__all__ = ["KINDS", "DEFAULT_MIX", "generate", "result_text", "single_tool_tasks"]
-
-KINDS = ("single", "multi_step", "parallel", "no_tool")
-DEFAULT_MIX: dict[str, float] = {"single": 0.4, "multi_step": 0.25, "parallel": 0.2, "no_tool": 0.15}
-_DISTRACTORS = (2, 5)  # inclusive range of distractor tools per trajectory
-_Fields = dict[str, Any]
+__all__ = ["TASKS", "single_tool_tasks", "result_text"]
 
 
-# ------------------------------------------------------------------------------------- formatting
-def _fmt(value: Any) -> str:
-    """How a value reads in text: numbers as JSON writes them, lists as ``a, b and c``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        items = [_fmt(v) for v in value]
-        return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-    return str(value)
-
-
-def _joined(phrases: list[str]) -> str:
-    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
-
-
-def _fill(template: str, fields: Mapping[str, Any]) -> str:
-    return template.format(**{k: _fmt(v) for k, v in fields.items()})
-
-
-def _bool_text(yes: str, no: str) -> Callable[[Any], str]:
-    # ``yes`` must not be a substring of ``no``, so that tests can tell the answers apart.
-    return lambda result: yes if result else no
-
-
-# ---------------------------------------------------------------------------------- single tasks
 @dataclass(frozen=True)
 class _Task:
     """How to ask for one tool call: sampled fields (the tool's arguments plus display-only values),
     query phrasings, the goal as an infinitive phrase for the reasoner, and answer phrasings."""
 
     tool: str
-    sample: Callable[[random.Random], _Fields]
+    sample: Callable[[random.Random], Fields]
     queries: tuple[str, ...]
     goal: str
     answers: tuple[str, ...]
-    show: Callable[[Any], str] = _fmt
+    show: Callable[[Any], str] = fmt
 
-    def arguments(self, fields: _Fields) -> dict[str, Any]:
-        props = TOOLS[self.tool].tool.parameters["properties"]
+    def arguments(self, fields: Fields) -> dict[str, Any]:
+        props = CATALOGUE[self.tool].parameters["properties"]
         return {k: v for k, v in fields.items() if k in props}
 
 
@@ -98,7 +39,7 @@ def _values(rng: random.Random, lo: int = 1, hi: int = 100, k: tuple[int, int] =
     return [rng.randint(lo, hi) for _ in range(n)]
 
 
-def _random_date(rng: random.Random, lo: int = 1990, hi: int = 2030) -> str:
+def random_date(rng: random.Random, lo: int = 1990, hi: int = 2030) -> str:
     start = dt.date(lo, 1, 1).toordinal()
     return dt.date.fromordinal(rng.randint(start, dt.date(hi, 12, 31).toordinal())).isoformat()
 
@@ -126,7 +67,7 @@ _ACRONYM_PHRASES = ("portable network graphics", "frequently asked questions", "
                     "liquid crystal display", "search engine optimization", "key performance indicator")
 
 
-def _phrase(rng: random.Random, lo: int = 2, hi: int = 7) -> str:
+def phrase(rng: random.Random, lo: int = 2, hi: int = 7) -> str:
     return " ".join(rng.choice(_WORDS) for _ in range(rng.randint(lo, hi)))
 
 
@@ -168,8 +109,8 @@ _TEMP_WORDS = {"celsius": "degrees Celsius", "fahrenheit": "degrees Fahrenheit",
 _TEMP_RANGES = {"celsius": (-40, 120), "fahrenheit": (-40, 250), "kelvin": (200, 500)}
 
 
-def _unit_sampler(words: Mapping[str, str], pairs: tuple) -> Callable[[random.Random], _Fields]:
-    def sample(rng: random.Random) -> _Fields:
+def _unit_sampler(words: Mapping[str, str], pairs: tuple) -> Callable[[random.Random], Fields]:
+    def sample(rng: random.Random) -> Fields:
         frm, to, lo, hi = rng.choice(pairs)
         value = rng.randint(lo, hi) if rng.random() < 0.7 else round(rng.uniform(lo, hi), 1)
         return {"value": value, "from_unit": frm, "to_unit": to, "from_w": words[frm], "to_w": words[to]}
@@ -188,45 +129,45 @@ def _unit_task(tool: str, words: Mapping[str, str], pairs: tuple, extra: tuple[s
                  _UNIT_ANSWERS)
 
 
-def _sample_temperature(rng: random.Random) -> _Fields:
+def _sample_temperature(rng: random.Random) -> Fields:
     frm, to = rng.sample(list(_TEMP_WORDS), 2)
     value = rng.randint(*_TEMP_RANGES[frm])
     return {"value": value, "from_scale": frm, "to_scale": to, "from_w": _TEMP_WORDS[frm], "to_w": _TEMP_WORDS[to]}
 
 
-_CURRENCIES = tuple(CURRENCY_PER_USD)
+CURRENCIES = tuple(CURRENCY_PER_USD)
 
 
-def _sample_currency(rng: random.Random) -> _Fields:
-    frm, to = rng.sample(_CURRENCIES, 2)
+def _sample_currency(rng: random.Random) -> Fields:
+    frm, to = rng.sample(CURRENCIES, 2)
     return {"amount": _random_amount(rng, 1, 5000), "from_currency": frm, "to_currency": to}
 
 
-def _sample_zones(rng: random.Random) -> _Fields:
+def _sample_zones(rng: random.Random) -> Fields:
     frm, to = rng.sample(list(UTC_OFFSET_MINUTES), 2)
     return {"time": _random_clock(rng), "from_zone": frm, "to_zone": to,
             "from_w": frm.replace("_", " ").replace("St Johns", "St. John's"),
             "to_w": to.replace("_", " ").replace("St Johns", "St. John's")}
 
 
-def _sample_days_between(rng: random.Random) -> _Fields:
-    start = _random_date(rng)
+def _sample_days_between(rng: random.Random) -> Fields:
+    start = random_date(rng)
     end = (dt.date.fromisoformat(start) + dt.timedelta(days=rng.randint(1, 2000))).isoformat()
     return {"start_date": start, "end_date": end}
 
 
-def _sample_age(rng: random.Random) -> _Fields:
-    born = _random_date(rng, 1940, 2010)
+def _sample_age(rng: random.Random) -> Fields:
+    born = random_date(rng, 1940, 2010)
     on = (dt.date.fromisoformat(born) + dt.timedelta(days=rng.randint(400, 30000))).isoformat()
     return {"birth_date": born, "on_date": on}
 
 
-def _sample_gcd(rng: random.Random) -> _Fields:
+def _sample_gcd(rng: random.Random) -> Fields:
     k = rng.randint(2, 30)
     return {"a": k * rng.randint(1, 40), "b": k * rng.randint(1, 40)}
 
 
-def _sample_triangle(rng: random.Random) -> _Fields:
+def _sample_triangle(rng: random.Random) -> Fields:
     a, b = rng.randint(3, 30), rng.randint(3, 30)
     return {"a": a, "b": b, "c": rng.randint(abs(a - b) + 1, a + b - 1)}
 
@@ -235,7 +176,7 @@ _POLYGONS = {3: "triangle", 4: "square", 5: "pentagon", 6: "hexagon", 7: "heptag
              9: "nonagon", 10: "decagon", 12: "dodecagon"}
 
 
-def _sample_polygon(rng: random.Random) -> _Fields:
+def _sample_polygon(rng: random.Random) -> Fields:
     sides = rng.choice(list(_POLYGONS) + [rng.randint(13, 40)])
     return {"sides": sides, "shape": _POLYGONS.get(sides, f"{sides}-sided polygon")}
 
@@ -249,7 +190,7 @@ _CITIES = (("Paris", 48.8566, 2.3522), ("London", 51.5074, -0.1278), ("Tokyo", 3
            ("Singapore", 1.3521, 103.8198), ("Cape Town", -33.9249, 18.4241), ("Anchorage", 61.2181, -149.9003))
 
 
-def _sample_cities(rng: random.Random) -> _Fields:
+def _sample_cities(rng: random.Random) -> Fields:
     (c1, la1, lo1), (c2, la2, lo2) = rng.sample(_CITIES, 2)
     return {"city1": c1, "lat1": la1, "lon1": lo1, "city2": c2, "lat2": la2, "lon2": lo2}
 
@@ -267,7 +208,7 @@ def _pick(rng: random.Random, table: Mapping[str, Any]) -> str:
     return rng.choice(list(table))
 
 
-_TASKS: tuple[_Task, ...] = (
+TASKS: tuple[_Task, ...] = (
     # statistics and arithmetic
     _Task("stats_mean_of_list", lambda r: {"values": _values(r)},
           ("What's the average of {values}?", "Compute the mean of these numbers: {values}.",
@@ -321,7 +262,7 @@ _TASKS: tuple[_Task, ...] = (
     _Task("primality_check_integer", lambda r: {"n": r.randint(2, 10000)},
           ("Is {n} a prime number?", "Can you check whether {n} is prime?", "Tell me if {n} is prime or not."),
           "check whether {n} is prime", ("{n} {result}.", "I checked: {n} {result}."),
-          _bool_text("is prime", "is not prime")),
+          bool_text("is prime", "is not prime")),
     _Task("factorial_of_integer", lambda r: {"n": r.randint(0, 20)},
           ("What is {n} factorial?", "Compute {n}! for me.",
            "In how many orders can {n} distinct books be arranged on a shelf?"),
@@ -360,26 +301,26 @@ _TASKS: tuple[_Task, ...] = (
            "My trip starts {start_date} and ends {end_date}. How many days apart are those dates?"),
           "count the days from {start_date} to {end_date}",
           ("There are {result} days from {start_date} to {end_date}.", "They are {result} days apart.")),
-    _Task("date_after_adding_days", lambda r: {"date": _random_date(r), "days": r.randint(1, 1000)},
+    _Task("date_after_adding_days", lambda r: {"date": random_date(r), "days": r.randint(1, 1000)},
           ("What date is {days} days after {date}?", "If today is {date}, what's the date in {days} days?",
            "Add {days} days to {date}."),
           "add {days} days to {date}", ("{days} days after {date} is {result}.", "The date will be {result}.")),
-    _Task("weekday_of_date", lambda r: {"date": _random_date(r)},
+    _Task("weekday_of_date", lambda r: {"date": random_date(r)},
           ("What day of the week was {date}?", "Which weekday does {date} fall on?",
            "Was {date} on a weekend? Tell me its weekday."),
           "find the weekday of {date}", ("{date} is a {result}.", "It falls on a {result}.")),
-    _Task("iso_week_of_date", lambda r: {"date": _random_date(r)},
+    _Task("iso_week_of_date", lambda r: {"date": random_date(r)},
           ("Which ISO week is {date} in?", "Give me the ISO 8601 week of {date}.",
            "What ISO week does {date} belong to?"),
           "find the ISO week of {date}", ("{date} is in ISO week {result}.", "The ISO week is {result}.")),
-    _Task("day_of_year_for_date", lambda r: {"date": _random_date(r)},
+    _Task("day_of_year_for_date", lambda r: {"date": random_date(r)},
           ("What day of the year is {date}?", "What is the ordinal day number of {date} within its year?",
            "How many days into its year is {date}, counting January 1 as day 1?"),
           "find the day of the year of {date}", ("{date} is day {result} of the year.", "It's day number {result}.")),
     _Task("leap_year_check", lambda r: {"year": r.choice((r.randint(1600, 2400), 4 * r.randint(400, 600)))},
           ("Is {year} a leap year?", "Does the year {year} have a February 29?", "Check whether {year} is a leap year."),
           "check whether {year} is a leap year", ("{year} {result}.", "According to the Gregorian rules, {year} {result}."),
-          _bool_text("is a leap year", "is not a leap year")),
+          bool_text("is a leap year", "is not a leap year")),
     _Task("clock_time_after_minutes", lambda r: {"time": _random_clock(r), "minutes": r.randint(5, 1500)},
           ("What time will it be {minutes} minutes after {time}?",
            "If I start at {time} and it takes {minutes} minutes, when do I finish?", "Add {minutes} minutes to {time}."),
@@ -397,19 +338,19 @@ _TASKS: tuple[_Task, ...] = (
           "compute the age on {on_date} of someone born {birth_date}",
           ("On {on_date} the age is {result} years.", "That's {result} full years.")),
     # text
-    _Task("count_words_in_text", lambda r: {"text": _phrase(r, 2, 12)},
+    _Task("count_words_in_text", lambda r: {"text": phrase(r, 2, 12)},
           ('How many words are in "{text}"?', "Count the words in this: {text}", 'Word count for "{text}", please.'),
           'count the words in "{text}"', ("That text has {result} words.", 'There are {result} words in "{text}".')),
-    _Task("reverse_text_string", lambda r: {"text": _phrase(r, 1, 3)},
+    _Task("reverse_text_string", lambda r: {"text": phrase(r, 1, 3)},
           ('Reverse the string "{text}".', 'What is "{text}" spelled backwards?', 'Write "{text}" in reverse order.'),
           'reverse "{text}"', ('Reversed, it reads "{result}".', 'Backwards: "{result}".')),
-    _Task("palindrome_phrase_check", lambda r: {"text": r.choice(_PALINDROMES) if r.random() < 0.5 else _phrase(r, 1, 3)},
+    _Task("palindrome_phrase_check", lambda r: {"text": r.choice(_PALINDROMES) if r.random() < 0.5 else phrase(r, 1, 3)},
           ('Is "{text}" a palindrome?', 'Does "{text}" read the same forwards and backwards?',
            'Check if the phrase "{text}" is a palindrome, ignoring spaces and punctuation.'),
           'check whether "{text}" is a palindrome', ('"{text}" {result}.', "Ignoring case and punctuation, it {result}."),
-          _bool_text("is a palindrome", "is not a palindrome")),
+          bool_text("is a palindrome", "is not a palindrome")),
     _Task("caesar_shift_text",
-          lambda r: (lambda d: {"text": _phrase(r, 1, 4), "shift": r.randint(1, 25), "direction": d,
+          lambda r: (lambda d: {"text": phrase(r, 1, 4), "shift": r.randint(1, 25), "direction": d,
                                 "verb": d.capitalize(), "done": d + "d"})(r.choice(("encode", "decode"))),
           ('{verb} "{text}" with a Caesar shift of {shift}.', 'Use a Caesar cipher with shift {shift} to {direction} "{text}".',
            'Apply Caesar shift {shift} to "{text}" ({direction}).'),
@@ -419,22 +360,22 @@ _TASKS: tuple[_Task, ...] = (
            'Turn "{text}" into a lowercase hyphenated slug.'),
           'make a URL slug of "{text}"', ('The slug is "{result}".', 'Use "{result}".')),
     _Task("count_character_occurrences",
-          lambda r: (lambda t: {"text": t, "character": r.choice([c for c in t if c.isalpha()])})(_phrase(r, 2, 6)),
+          lambda r: (lambda t: {"text": t, "character": r.choice([c for c in t if c.isalpha()])})(phrase(r, 2, 6)),
           ("How many times does the letter '{character}' appear in \"{text}\"?",
            "Count the occurrences of '{character}' in \"{text}\".",
            "In the phrase \"{text}\", how often does '{character}' occur?"),
           "count the letter '{character}' in \"{text}\"",
           ("'{character}' appears {result} times.", "The letter '{character}' occurs {result} times.")),
-    _Task("count_vowels_in_text", lambda r: {"text": _phrase(r, 1, 6)},
+    _Task("count_vowels_in_text", lambda r: {"text": phrase(r, 1, 6)},
           ('How many vowels are in "{text}"?', 'Count the vowels in the phrase "{text}".',
            'Tell me the number of vowels (a, e, i, o, u) in "{text}".'),
           'count the vowels in "{text}"', ('"{text}" has {result} vowels.', "I count {result} vowels.")),
-    _Task("most_common_letter", lambda r: {"text": _phrase(r, 2, 6)},
+    _Task("most_common_letter", lambda r: {"text": phrase(r, 2, 6)},
           ('Which letter appears most often in "{text}"?', 'What\'s the most frequent letter in "{text}"?',
            'Find the most common letter in the text "{text}".'),
           'find the most common letter in "{text}"',
           ("The most common letter is '{result}'.", "'{result}' appears most often.")),
-    _Task("acronym_from_phrase", lambda r: {"phrase": r.choice(_ACRONYM_PHRASES) if r.random() < 0.6 else _phrase(r, 2, 5)},
+    _Task("acronym_from_phrase", lambda r: {"phrase": r.choice(_ACRONYM_PHRASES) if r.random() < 0.6 else phrase(r, 2, 5)},
           ('What\'s the acronym for "{phrase}"?', 'Make an acronym out of "{phrase}".',
            'Abbreviate "{phrase}" using the first letter of each word.'),
           'make the acronym of "{phrase}"', ("The acronym is {result}.", '"{phrase}" becomes {result}.')),
@@ -598,7 +539,7 @@ _TASKS: tuple[_Task, ...] = (
           "find the travel time for {distance_km} km at {speed_kmh} km/h",
           ("It takes {result} hours.", "The trip takes {result} hours.")),
 )
-_TASK_BY_TOOL = {t.tool: t for t in _TASKS}
+_TASK_BY_TOOL = {t.tool: t for t in TASKS}
 
 
 def single_tool_tasks() -> list[str]:
@@ -609,363 +550,4 @@ def single_tool_tasks() -> list[str]:
 def result_text(tool: str, result: Any) -> str:
     """How an answer states ``tool``'s ``result`` (``is prime`` / ``is not prime`` for yes-no tools)."""
     task = _TASK_BY_TOOL.get(tool)
-    return task.show(result) if task is not None else _fmt(result)
-
-
-# ------------------------------------------------------------------------------------ multi-step
-@dataclass(frozen=True)
-class _Chain:
-    """Two calls in sequence; the second call's arguments use the first call's result."""
-
-    tools: tuple[str, str]
-    sample: Callable[[random.Random], _Fields]
-    first: Callable[[_Fields], dict[str, Any]]
-    second: Callable[[_Fields, Any], dict[str, Any]]
-    queries: tuple[str, ...]
-    goals: tuple[str, str]  # infinitive phrases; the second may not name the first result
-    answers: tuple[str, ...]  # may use {r1} and {r2}
-
-
-_TABLE_CURRENCY_COUNTRIES = tuple(c for c, (_, code, _) in COUNTRIES.items() if code in CURRENCY_PER_USD and code != "USD")
-
-_CHAINS: tuple[_Chain, ...] = (
-    _Chain(("convert_length_units", "circle_area_from_radius"), lambda r: {"v": r.randint(3, 200)},
-           lambda f: {"value": f["v"], "from_unit": "ft", "to_unit": "m"}, lambda f, r1: {"radius": r1},
-           ("A circular garden has a radius of {v} feet. What is its area in square meters?",
-            "Our round pond is {v} ft in radius. How many square meters of surface is that?"),
-           ("convert the {v} ft radius to meters", "find the area of a circle with that radius"),
-           ("A radius of {v} ft is {r1} m, so the area is {r2} square meters.",
-            "{v} feet = {r1} m; the circle's area is {r2} m^2.")),
-    _Chain(("convert_currency_fixed_rates", "discounted_price_after_percent"),
-           lambda r: dict(zip(("c1", "c2"), r.sample(_CURRENCIES, 2)), amount=r.randint(20, 2000), d=r.choice((10, 15, 20, 25, 30, 50))),
-           lambda f: {"amount": f["amount"], "from_currency": f["c1"], "to_currency": f["c2"]},
-           lambda f, r1: {"price": r1, "discount_percent": f["d"]},
-           ("A coat costs {amount} {c1}. What would it cost in {c2} after a {d}% discount?",
-            "Convert {amount} {c1} to {c2}, then take {d}% off. What's the final price?"),
-           ("convert {amount} {c1} to {c2}", "apply the {d}% discount to the converted price"),
-           ("{amount} {c1} is {r1} {c2}; after {d}% off it costs {r2} {c2}.",
-            "In {c2} that's {r1}, and with the {d}% discount, {r2} {c2}.")),
-    _Chain(("date_after_adding_days", "weekday_of_date"), lambda r: {"date": _random_date(r), "days": r.randint(1, 1000)},
-           lambda f: {"date": f["date"], "days": f["days"]}, lambda f, r1: {"date": r1},
-           ("What day of the week will it be {days} days after {date}?",
-            "Starting from {date}, which weekday lands {days} days later?"),
-           ("add {days} days to {date}", "find the weekday of the resulting date"),
-           ("{days} days after {date} is {r1}, which is a {r2}.", "That date is {r1}, a {r2}.")),
-    _Chain(("convert_mass_units", "body_mass_index_metric"),
-           lambda r: {"w": r.randint(90, 320), "h": round(r.uniform(1.45, 2.05), 2)},
-           lambda f: {"value": f["w"], "from_unit": "lb", "to_unit": "kg"},
-           lambda f, r1: {"weight_kg": r1, "height_m": f["h"]},
-           ("I weigh {w} pounds and I'm {h} m tall. What's my BMI?",
-            "Body mass index for someone who is {w} lb and {h} meters tall?"),
-           ("convert {w} lb to kilograms", "compute the BMI with that weight and {h} m"),
-           ("{w} lb is {r1} kg, which gives a BMI of {r2}.", "At {r1} kg and {h} m, the BMI is {r2}.")),
-    _Chain(("convert_speed_units", "travel_time_hours"), lambda r: {"s": r.randint(20, 80), "d": r.randint(10, 1500)},
-           lambda f: {"value": f["s"], "from_unit": "mph", "to_unit": "km/h"},
-           lambda f, r1: {"distance_km": f["d"], "speed_kmh": r1},
-           ("I drive at a steady {s} mph. How many hours will {d} km take?",
-            "At {s} miles per hour, how long is a {d} km journey in hours?"),
-           ("convert {s} mph to km/h", "compute the travel time for {d} km at that speed"),
-           ("{s} mph is {r1} km/h, so {d} km takes {r2} hours.", "The trip takes {r2} hours at {r1} km/h.")),
-    _Chain(("stats_mean_of_list", "percent_change_between"),
-           lambda r: {"old": r.randint(50, 500), "values": [r.randint(40, 600) for _ in range(r.randint(3, 6))]},
-           lambda f: {"values": f["values"]}, lambda f, r1: {"old_value": f["old"], "new_value": r1},
-           ("Last year our monthly sales averaged {old}. This year the months were {values}. By what percent did the average change?",
-            "Old average: {old}. New readings: {values}. What's the percent change in the average?"),
-           ("average this year's values {values}", "compute the percent change from {old} to that average"),
-           ("This year's average is {r1}, a change of {r2}% from {old}.", "The new mean {r1} is {r2}% versus {old}.")),
-    _Chain(("convert_currency_fixed_rates", "price_with_sales_tax"),
-           lambda r: dict(zip(("c1", "c2"), r.sample(_CURRENCIES, 2)), amount=r.randint(50, 3000), t=r.choice((5, 7.25, 8, 10, 20))),
-           lambda f: {"amount": f["amount"], "from_currency": f["c1"], "to_currency": f["c2"]},
-           lambda f, r1: {"price": r1, "tax_percent": f["t"]},
-           ("A laptop is priced at {amount} {c1}. What's that in {c2} including {t}% sales tax?",
-            "Convert {amount} {c1} into {c2} and add {t}% tax."),
-           ("convert {amount} {c1} to {c2}", "add {t}% sales tax to the converted price"),
-           ("{amount} {c1} is {r1} {c2}; with {t}% tax that's {r2} {c2}.", "Total in {c2}: {r2} (before tax {r1}).")),
-    _Chain(("caesar_shift_text", "reverse_text_string"), lambda r: {"text": _phrase(r, 1, 3), "shift": r.randint(1, 25)},
-           lambda f: {"text": f["text"], "shift": f["shift"], "direction": "encode"}, lambda f, r1: {"text": r1},
-           ('Encode "{text}" with a Caesar shift of {shift}, then reverse the result.',
-            'Caesar-encode "{text}" (shift {shift}) and give it to me backwards.'),
-           ('encode "{text}" with shift {shift}', "reverse the encoded text"),
-           ('Encoded it is "{r1}"; reversed, "{r2}".', 'The final string is "{r2}".')),
-    _Chain(("date_after_adding_days", "iso_week_of_date"), lambda r: {"date": _random_date(r), "days": r.randint(1, 500)},
-           lambda f: {"date": f["date"], "days": f["days"]}, lambda f, r1: {"date": r1},
-           ("Which ISO week will it be {days} days after {date}?",
-            "I ship {days} days after {date}. What ISO week is the shipping date in?"),
-           ("add {days} days to {date}", "find the ISO week of that date"),
-           ("{days} days after {date} is {r1}, in ISO week {r2}.", "The date {r1} falls in ISO week {r2}.")),
-    _Chain(("country_currency_code", "convert_currency_fixed_rates"),
-           lambda r: {"country": r.choice(_TABLE_CURRENCY_COUNTRIES), "amount": r.randint(10, 5000)},
-           lambda f: {"country": f["country"]},
-           lambda f, r1: {"amount": f["amount"], "from_currency": "USD", "to_currency": r1},
-           ("How much is {amount} USD in the local currency of {country}?",
-            "I'm traveling to {country} with {amount} US dollars. What's that in the local money?"),
-           ("look up the currency of {country}", "convert {amount} USD into that currency"),
-           ("{country} uses {r1}; {amount} USD is {r2} {r1} at the fixed built-in rate.",
-            "That's {r2} {r1} (fixed rate).")),
-    _Chain(("compound_interest_balance", "percent_change_between"),
-           lambda r: {"p": r.choice((1000, 2000, 5000, 10000)), "rate": r.choice((2, 3, 4, 5, 6)), "y": r.randint(2, 30)},
-           lambda f: {"principal": f["p"], "annual_rate_percent": f["rate"], "years": f["y"], "periods_per_year": 12},
-           lambda f, r1: {"old_value": f["p"], "new_value": r1},
-           ("If {p} grows at {rate}% compounded monthly for {y} years, what's the total gain in percent?",
-            "Savings of {p} at {rate}% a year, monthly compounding, {y} years: how many percent more do I end with?"),
-           ("compound {p} at {rate}% monthly for {y} years", "compute the percent gain over {p}"),
-           ("The balance reaches {r1}, a gain of {r2}%.", "From {p} to {r1} is {r2}% growth.")),
-)
-
-
-# ------------------------------------------------------------------------------------ no tool
-_NO_TOOL = (  # (queries, what the user wants, whether the answer declines, answers)
-    (("What's the weather like in {city} right now?", "Will it rain in {city} this afternoon?"),
-     "live weather for {city}", True,
-     ("I can't check live weather: none of my tools provide forecasts or current conditions.",
-      "Sorry, I have no access to weather data, so I can't tell you about {city} right now.")),
-    (("Book a table for {n} at an Italian restaurant tonight.", "Reserve dinner for {n} people at 8 pm."),
-     "a restaurant booking", True,
-     ("I can't make reservations; my tools only compute and look things up. Please book directly with the restaurant.",
-      "Booking tables is outside what I can do here, sorry.")),
-    (("Send an email to my manager saying I'll be late.", "Text my sister that I'm on my way."),
-     "a message sent on their behalf", True,
-     ("I can't send messages for you. A short note like \"Running late, be there soon\" would do.",
-      "Sending messages isn't something my tools can do.")),
-    (("Set an alarm for {time} tomorrow.", "Remind me at {time} to call the dentist."),
-     "an alarm or reminder", True,
-     ("I can't set alarms or reminders; please use your phone's clock app.",
-      "Sorry, I have no way to schedule reminders.")),
-    (("What is {company}'s share price at the moment?", "How is {company} stock doing today?"),
-     "a live stock quote for {company}", True,
-     ("I don't have live market data, so I can't give you {company}'s current share price.",
-      "Real-time stock prices are beyond my tools, sorry.")),
-    (("Hi! What can you help me with?", "Hello there, what sorts of things can you do?"),
-     "to know what I can do", False,
-     ("Hello! I can do calculations and statistics, unit and currency conversions (fixed rates), date and time "
-      "arithmetic, text utilities, geometry, simple finance, and a few fact lookups.",
-      "Hi! Ask me for conversions, date math, geometry, finance calculations or quick lookups.")),
-    (("Thanks, that's all for now.", "Great, thank you for the help!"),
-     "to close the conversation", False,
-     ("You're welcome! Come back any time.", "Glad I could help. Have a good day!")),
-    (("Tell me a joke about computers.", "Got a programming joke for me?"),
-     "a joke", False,
-     ("Why do programmers prefer dark mode? Because light attracts bugs.",
-      "There are 10 kinds of people: those who understand binary and those who don't.")),
-    (("Write a two-line poem about the {season}.", "Give me a short rhyme about {season}."),
-     "a short poem about {season}", False,
-     ("The {season} light is soft and low,\nit lingers long, then turns to go.",
-      "In {season} days the hours run slow,\nand quiet winds come and go.")),
-    (("Order a large pizza to my address.", "Can you get me a taxi to the airport?"),
-     "a real-world order", True,
-     ("I can't place orders or call services; please use the provider's app.",
-      "Sorry, ordering things isn't something my tools support.")),
-    (("What are today's top news headlines?", "Anything big in the news this morning?"),
-     "today's news", True,
-     ("I have no access to news feeds, so I can't tell you today's headlines.",
-      "I can't browse current news, sorry.")),
-    (("Which is better for a beginner, Python or JavaScript?", "Should I learn Python or JavaScript first?"),
-     "advice on a first programming language", False,
-     ("Both are good first languages: Python reads more simply, JavaScript runs in every browser. Pick the one "
-      "that matches what you want to build.",
-      "Python is often easier to start with; choose JavaScript if you mainly want to build web pages.")),
-    (("Who will win the next football world cup?", "Predict the winner of the next {season} league."),
-     "a prediction of a future event", True,
-     ("Nobody can know that in advance, and none of my tools can predict outcomes.",
-      "I can't predict future results.")),
-)
-_NO_TOOL_FILL = {"city": ("Paris", "Oslo", "Lima", "Nairobi", "Seoul", "Denver"), "n": ("two", "four", "six"),
-                 "time": ("6:30", "7:15", "8:00", "9:45"), "company": ("Acme Corp", "Globex", "Initech", "Umbrella Ltd"),
-                 "season": ("autumn", "winter", "spring", "summer")}
-
-
-# -------------------------------------------------------------------------------- reasoner text
-_PLAN_SINGLE = ("The user wants to {goal}. The {tool} tool does exactly that, so I'll call it.",
-                "I need to {goal}. {tool} is the right tool for this.",
-                "To answer, I should {goal}. I'll call {tool} with the values from the question.",
-                "This is a job for {tool}: I need to {goal}.",
-                "Of the available tools, {tool} fits: it lets me {goal}.")
-_DONE_SINGLE = ("{tool} returned {raw}. That answers the question.", "The result is {raw}; I can answer now.",
-                "I have what I need: {raw}.", "The tool gave {raw}, which is what the user asked for.")
-_PLAN_MULTI = ("This takes two steps: first {goal1}, then {goal2}. I'll start with {tool1}.",
-               "I need to {goal1} before I can {goal2}. First, {tool1}.",
-               "Two tools are needed: {tool1} to {goal1}, then {tool2} to {goal2}. Step one now.")
-_MID_MULTI = ("{tool1} returned {raw1}. Now I'll {goal2} with {tool2}.",
-              "Step one gave {raw1}. Next, {tool2} with that value.",
-              "Got {raw1}. I'll pass it to {tool2} to {goal2}.")
-_DONE_MULTI = ("{tool2} returned {raw2}, so I have the final answer.", "Both steps are done; the result is {raw2}.",
-               "Final value: {raw2}. Time to answer.")
-_PLAN_PARALLEL = ("The user asks for {k} independent things: to {goals}. None depends on another, so I'll make {all_k} calls at once.",
-                  "There are {k} separate requests; I need to {goals}. I can run them in parallel.",
-                  "I need to {goals}. These are independent, so one executor turn with {k} calls will do.")
-_DONE_PARALLEL = ("{All_k} calls returned: {raws}.", "I have every result ({raws}) and can answer.",
-                  "The results are in: {raws}.")
-_PLAN_NONE = ("The user wants {need}. None of the available tools ({tools}) can help with that, so no call is needed; I'll {plan}.",
-              "This asks for {need}. The tools I have ({tools}) don't cover it. I'll {plan}.",
-              "No tool applies here: the request is {need}, and {tools} are unrelated. I'll {plan}.")
-_JOIN_PARALLEL = (("{0} Also: {1}", "{0} Also: {1} And: {2}"), ("{0} Next: {1}", "{0} Next: {1} Finally: {2}"),
-                  ("Two things. First: {0} Second: {1}", "Three questions. 1) {0} 2) {1} 3) {2}"),
-                  ("{0} Plus: {1}", "{0} Plus: {1} One more: {2}"))
-_NUMBER_WORDS = {2: ("two", "both"), 3: ("three", "all three")}
-
-
-# ------------------------------------------------------------------------------------ building
-def _run(call: ToolCall) -> tuple[str, Any]:
-    """The observation text and result of a call run by :func:`execute` (a failing call is a template bug)."""
-    text = execute(call)
-    obs = json.loads(text)
-    if "error" in obs:
-        raise RuntimeError(f"synthetic template made a failing call {call}: {obs['error']}")
-    return text, obs["result"]
-
-
-def _raw(result: Any) -> str:
-    return json.dumps(result, ensure_ascii=False)
-
-
-def _tools(rng: random.Random, needed: list[str]) -> tuple[Tool, ...]:
-    others = [name for name in TOOLS if name not in needed]
-    names = list(dict.fromkeys(needed)) + rng.sample(others, rng.randint(*_DISTRACTORS))
-    rng.shuffle(names)
-    return tuple(TOOLS[n].tool for n in names)
-
-
-def _single(rng: random.Random) -> tuple[list[str], list[Turn]]:
-    task = rng.choice(_TASKS)
-    fields = task.sample(rng)
-    call = ToolCall(task.tool, task.arguments(fields))
-    observation, result = _run(call)
-    text = {**fields, "result": task.show(result)}
-    turns = [
-        Turn("user", _fill(rng.choice(task.queries), fields)),
-        Turn("reasoner", rng.choice(_PLAN_SINGLE).format(goal=_fill(task.goal, fields), tool=task.tool), "executor"),
-        Turn("executor", calls=(call,)),
-        Turn("observation", observation),
-        Turn("reasoner", rng.choice(_DONE_SINGLE).format(tool=task.tool, raw=_raw(result)), "summarizer"),
-        Turn("summarizer", _fill(rng.choice(task.answers), text)),
-    ]
-    return [task.tool], turns
-
-
-def _multi_step(rng: random.Random) -> tuple[list[str], list[Turn]]:
-    chain = rng.choice(_CHAINS)
-    fields = chain.sample(rng)
-    call1 = ToolCall(chain.tools[0], chain.first(fields))
-    obs1, r1 = _run(call1)
-    call2 = ToolCall(chain.tools[1], chain.second(fields, r1))
-    obs2, r2 = _run(call2)
-    goal1, goal2 = (_fill(g, fields) for g in chain.goals)
-    names = {"tool1": chain.tools[0], "tool2": chain.tools[1]}
-    turns = [
-        Turn("user", _fill(rng.choice(chain.queries), fields)),
-        Turn("reasoner", rng.choice(_PLAN_MULTI).format(goal1=goal1, goal2=goal2, **names), "executor"),
-        Turn("executor", calls=(call1,)),
-        Turn("observation", obs1),
-        Turn("reasoner", rng.choice(_MID_MULTI).format(raw1=_raw(r1), goal2=goal2, **names), "executor"),
-        Turn("executor", calls=(call2,)),
-        Turn("observation", obs2),
-        Turn("reasoner", rng.choice(_DONE_MULTI).format(raw2=_raw(r2), **names), "summarizer"),
-        Turn("summarizer", _fill(rng.choice(chain.answers),
-                                 {**fields, "r1": r1, "r2": result_text(chain.tools[1], r2)})),
-    ]
-    return list(chain.tools), turns
-
-
-def _parallel(rng: random.Random) -> tuple[list[str], list[Turn]]:
-    k = rng.choice((2, 2, 3))
-    if rng.random() < 0.3:  # the same tool with different values ("capital of X and of Y")
-        tasks = [rng.choice(_TASKS)] * k
-    else:
-        tasks = rng.sample(_TASKS, k)
-    calls, queries, goals, answers = [], [], [], []
-    for task in tasks:
-        for _ in range(20):  # distinct calls (a repeated tool with repeated values would be odd)
-            fields = task.sample(rng)
-            call = ToolCall(task.tool, task.arguments(fields))
-            if call not in calls:
-                break
-        _, result = _run(call)
-        calls.append(call)
-        queries.append(_fill(rng.choice(task.queries), fields))
-        goals.append(_fill(task.goal, fields))
-        answers.append(_fill(rng.choice(task.answers), {**fields, "result": task.show(result)}))
-    observation = execute_all(calls)
-    count, every = _NUMBER_WORDS[k]
-    raws = "; ".join(_raw(o.get("result")) for o in json.loads(observation))
-    turns = [
-        Turn("user", rng.choice(_JOIN_PARALLEL)[k - 2].format(*queries)),
-        Turn("reasoner", rng.choice(_PLAN_PARALLEL).format(k=count, all_k=every, goals=_joined(goals)), "executor"),
-        Turn("executor", calls=tuple(calls)),
-        Turn("observation", observation),
-        Turn("reasoner", rng.choice(_DONE_PARALLEL).format(All_k=every.capitalize(), raws=raws), "summarizer"),
-        # numbered in question order, so answers stay unambiguous when a tool is asked twice
-        Turn("summarizer", rng.choice(("", "Here you go. ", "Here are the results. "))
-             + " ".join(f"{j}) {a}" for j, a in enumerate(answers, 1))),
-    ]
-    return [t.tool for t in tasks], turns
-
-
-def _no_tool(rng: random.Random, tools: tuple[Tool, ...]) -> list[Turn]:
-    queries, need, declines, answers = rng.choice(_NO_TOOL)
-    fill = {k: rng.choice(v) for k, v in _NO_TOOL_FILL.items()}
-    tool_names = _joined([t.name for t in tools])
-    plan = rng.choice(("say that I can't do this", "explain politely that this is outside what I can do")
-                      if declines else ("answer directly", "reply from what I know"))
-    return [
-        Turn("user", rng.choice(queries).format(**fill)),
-        Turn("reasoner", rng.choice(_PLAN_NONE).format(need=need.format(**fill), tools=tool_names, plan=plan), "summarizer"),
-        Turn("summarizer", rng.choice(answers).format(**fill)),
-    ]
-
-
-def _kind_counts(n: int, mix: Mapping[str, float]) -> dict[str, int]:
-    """Exact per-kind counts for ``n`` items (largest remainder), so proportions hold for small n."""
-    total = sum(mix.values())
-    shares = {k: n * w / total for k, w in mix.items()}
-    counts = {k: math.floor(s) for k, s in shares.items()}
-    for k in sorted(shares, key=lambda k: (counts[k] - shares[k], KINDS.index(k)))[: n - sum(counts.values())]:
-        counts[k] += 1
-    return counts
-
-
-def _check_mix(mix: Mapping[str, float] | None) -> dict[str, float]:
-    if mix is None:
-        return dict(DEFAULT_MIX)
-    unknown = [k for k in mix if k not in KINDS]
-    if unknown:
-        raise ValueError(f"mix has unknown kind(s) {unknown}; the kinds are {list(KINDS)}")
-    bad = {k: w for k, w in mix.items() if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0}
-    if bad:
-        raise ValueError(f"mix weights must be finite and >= 0, got {bad}")
-    if sum(mix.values()) <= 0:
-        raise ValueError(f"mix weights must not all be zero, got {dict(mix)}")
-    return {k: float(w) for k, w in mix.items() if w > 0}
-
-
-def generate(n: int, *, seed: int = 0, mix: Mapping[str, float] | None = None,
-             skip_decontamination_for_generator_tests: bool = False) -> list[Trajectory]:
-    """``n`` synthetic trajectories, deterministic for ``seed``, kinds in proportion to ``mix``.
-
-    ``mix`` maps kinds (:data:`KINDS`) to weights (default :data:`DEFAULT_MIX`); counts are exact up to
-    rounding. Every trajectory passes :func:`parse_trajectory`, and its summarizer states the executed
-    result. The output is checked against BFCL and a :class:`~mor_ext.data.decontamination.ContaminationError`
-    is raised instead of returning contaminated data (needs ``pip install --no-deps bfcl-eval``).
-    ``skip_decontamination_for_generator_tests`` skips that check; it exists only for tests of the
-    generator itself and must not be set when making training data.
-    """
-    if not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    weights = _check_mix(mix)
-    master = random.Random(seed)
-    kinds = [k for k, c in _kind_counts(n, weights).items() for _ in range(c)]
-    master.shuffle(kinds)
-    out: list[Trajectory] = []
-    for i, kind in enumerate(kinds):
-        rng = random.Random(f"mor_ext.synthetic:{seed}:{i}")
-        if kind == "no_tool":
-            tools = _tools(rng, [])
-            turns = _no_tool(rng, tools)
-        else:
-            needed, turns = {"single": _single, "multi_step": _multi_step, "parallel": _parallel}[kind](rng)
-            tools = _tools(rng, needed)
-        traj = Trajectory(tools, tuple(turns), id=f"synthetic-{seed}-{i}", meta={"source": "synthetic", "kind": kind})
-        parse_trajectory(traj.to_dict(), traj.id)  # the generator's own output must always be valid
-        out.append(traj)
-    if not skip_decontamination_for_generator_tests:
-        assert_clean(out, tools=[s.tool for s in TOOLS.values()])
-    return out
+    return task.show(result) if task is not None else fmt(result)

@@ -23,8 +23,8 @@ from mor_ext.data.decontamination import (
     normalize_words,
 )
 from mor_ext.data.synthetic import generate
-from mor_ext.data.tools import TOOLS
 from mor_ext.data.trajectory import Tool, Trajectory, Turn
+from mor_ext.tools.catalogue import CATALOGUE
 
 def trajectory(query: str, tool_name: str = "country_capital_city", tid: str = "planted") -> Trajectory:
     tool = Tool(tool_name, "A tool.", {"type": "object", "properties": {}, "required": []})
@@ -73,9 +73,9 @@ def test_index_reads_bfcl_without_importing_it(index):
 
 @pytest.mark.bfcl
 def test_tool_library_is_clean(index):
-    report = check([], index, tools=[s.tool for s in TOOLS.values()])
+    report = check([], index, tools=list(CATALOGUE.values()))
     assert report.clean, report.summary()
-    assert report.tool_names == len(TOOLS)
+    assert report.tool_names == len(CATALOGUE)
 
 
 @pytest.mark.bfcl
@@ -139,7 +139,7 @@ def test_assert_clean_lists_offenders(index):
 def test_generator_refuses_contaminated_data(monkeypatch):
     question = first_bfcl_question(min_words=NGRAM_N)
     planted = (((question.replace("{", "{{").replace("}", "}}"),), "a copied question", False, ("An answer.",)),)
-    monkeypatch.setattr(synthetic, "_NO_TOOL", planted)
+    monkeypatch.setattr(synthetic.generator, "NO_TOOL", planted)
     with pytest.raises(ContaminationError, match="shares"):
         generate(5, seed=0, mix={"no_tool": 1})
     assert len(generate(5, seed=0, mix={"no_tool": 1}, skip_decontamination_for_generator_tests=True)) == 5
