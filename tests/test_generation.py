@@ -64,3 +64,24 @@ def test_generate_role_turn_checks_its_inputs():
     out = generate_role_turn(model, torch.tensor([1, 2, 3]), torch.tensor([0, 0, 0]), "reasoner", max_new_tokens=2,
                              do_sample=False)
     assert out.dim() == 1 and 1 <= out.numel() <= 2
+
+
+def test_generate_role_turn_builds_no_autograd_graph():
+    """The prefill ran with grad enabled, so it built a graph through every LoRA (memory for nothing):
+    every MoR layer must run with grad disabled and return tensors without a grad_fn."""
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1))
+    mor_ext.patch(model)
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    seen = []
+
+    def record(module, inputs, output):
+        seen.append((torch.is_grad_enabled(), output.requires_grad, output.grad_fn is not None))
+
+    for _, layer in mor_ext.mor_layers(model):
+        layer.register_forward_hook(record)
+    generate_role_turn(model, [1, 2, 3, 4], [0, 0, 1, 1], "executor", max_new_tokens=2, do_sample=False)
+    assert seen and all(call == (False, False, False) for call in seen), seen
+    assert torch.is_grad_enabled()  # restored for the caller
