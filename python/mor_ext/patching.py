@@ -24,6 +24,7 @@ from . import functional, ops
 from .checks import check_role_ids, check_role_ids_tensor
 from .config import MoRConfig, default_target_modules
 from .layers import MoRLinear, RoleContext
+from .spec import MoRSpec
 
 __all__ = [
     "patch",
@@ -161,9 +162,8 @@ def _mor_forward(self: nn.Module, *args: Any, role_ids: torch.Tensor | None = No
     state: _PatchState = getattr(self, _STATE_ATTR)
     config, ctx = state.config, state.context
     if role_ids is not None:
-        # The one check of the call's ids (a device-to-host sync on GPU): the layers trust it.
-        role_ids = _check_role_ids(role_ids, args, kwargs)
-        check_role_ids(role_ids, config.spec)
+        # The one check of the call's ids (the range costs a device-to-host sync on GPU): layers trust it.
+        role_ids = _call_role_ids(role_ids, config.spec, args, kwargs)
     labels = kwargs.get("labels")
     collect = labels is not None or (self.training and torch.is_grad_enabled())
 
@@ -178,8 +178,9 @@ def _mor_forward(self: nn.Module, *args: Any, role_ids: torch.Tensor | None = No
     return _add_losses(self, out, config, routings, labels is not None)
 
 
-def _check_role_ids(role_ids: Any, args: tuple, kwargs: dict) -> torch.Tensor:
-    """The call's ``role_ids`` as int64, after checking their type and that they match the tokens."""
+def _call_role_ids(role_ids: Any, spec: MoRSpec, args: tuple, kwargs: dict) -> torch.Tensor:
+    """The call's ``role_ids`` as int64, after checking their type, that they match the tokens, and
+    their range."""
     check_role_ids_tensor(role_ids)
     first = kwargs.get("input_ids", args[0] if args else None)
     inputs_embeds = kwargs.get("inputs_embeds")
@@ -197,6 +198,7 @@ def _check_role_ids(role_ids: Any, args: tuple, kwargs: dict) -> torch.Tensor:
             f"{list(role_ids.shape)}. For generation, where each step sees only new tokens, choose the role "
             "with mor_ext.active_role(model, role) instead of passing role_ids."
         )
+    check_role_ids(role_ids, spec)
     return role_ids.long()
 
 
