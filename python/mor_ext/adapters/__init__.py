@@ -9,6 +9,7 @@ Layering: imports ``spec``, ``config``, ``layers``, ``patching`` and ``files``; 
 (``generation``, ``train``, ``cli``) is imported here.
 """
 
+from . import io, official
 from .io import (
     ADAPTER_CONFIG_NAME,
     ADAPTER_FORMAT,
@@ -22,16 +23,4 @@ from .io import (
 )
 from .official import convert_official_state_dict, load_official_checkpoint, official_mask_to_role_ids
 
-__all__ = [
-    "AdapterError",
-    "ADAPTER_WEIGHTS_NAME",
-    "ADAPTER_CONFIG_NAME",
-    "ADAPTER_FORMAT",
-    "ADAPTER_FORMAT_VERSION",
-    "save_adapter",
-    "load_adapter",
-    "adapter_state_dict",
-    "convert_official_state_dict",
-    "load_official_checkpoint",
-    "official_mask_to_role_ids",
-]
+__all__ = [*io.__all__, *official.__all__]

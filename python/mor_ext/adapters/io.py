@@ -39,7 +39,6 @@ __all__ = [
     "ADAPTER_CONFIG_NAME",
     "ADAPTER_FORMAT",
     "ADAPTER_FORMAT_VERSION",
-    "PENDING_SUFFIX",
     "save_adapter",
     "load_adapter",
     "adapter_state_dict",
