@@ -367,10 +367,18 @@ def load_adapter(
                     + "\n".join(diffs)
                     + "\nunpatch the model (mor_ext.unpatch) or load into a fresh one"
                 )
+    return load_into(model, tensors, patched_here=patched_here, strict=strict, cast_dtype=cast_dtype,
+                     source=str(weights_path))
+
+
+def load_into(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], *, patched_here: bool,
+              **copy_kwargs: Any) -> torch.nn.Module:
+    """:func:`copy_into` the MoR parameters of ``model`` and return it. A model that the load itself
+    patched (``patched_here``) is unpatched again when the copy fails, so it is left as it was given."""
     try:
-        copy_into(adapter_params(model), tensors, strict=strict, cast_dtype=cast_dtype, source=str(weights_path))
+        copy_into(adapter_params(model), tensors, **copy_kwargs)
     except BaseException:
-        if patched_here:  # leave the model as it was given
+        if patched_here:
             unpatch(model)
         raise
     return model

@@ -2,7 +2,7 @@
 
 The mapping from the official tensors (``lora_moe_A/B``, ``lora_gate_r/e/s``, ``lora_gates_share.c``)
 to mor_ext's parameters is ``docs/spec.md`` §6; the values are copied with the same checks as a
-native load (:func:`mor_ext.adapters.io.copy_into`).
+native load (:func:`mor_ext.adapters.io.load_into`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Iterable, Mapping
 import torch
 
 from ..config import MoRConfig
-from ..patching import is_patched, mor_layers, patch, unpatch
+from ..patching import is_patched, mor_layers, patch
 from ..spec import MoRSpec
-from .io import AdapterError, adapter_params, copy_into, read_safetensors
+from .io import AdapterError, load_into, read_safetensors
 
 __all__ = ["convert_official_state_dict", "load_official_checkpoint", "official_mask_to_role_ids"]
 
@@ -277,16 +277,10 @@ def load_official_checkpoint(
     for key, value in canonical.items():
         module, pname = key.rsplit(".", 1)
         renamed[f"{mapping[module]}.{pname}"] = value
-    try:
-        copy_into(
-            adapter_params(model), renamed, strict=not allow_missing_gates, cast_dtype=True,
-            source="the official checkpoint", warn=False,  # convert_official_state_dict already warned
-        )
-    except BaseException:
-        if patched_here:  # leave the model as it was given
-            unpatch(model)
-        raise
-    return model
+    return load_into(
+        model, renamed, patched_here=patched_here, strict=not allow_missing_gates, cast_dtype=True,
+        source="the official checkpoint", warn=False,  # convert_official_state_dict already warned
+    )
 
 
 def official_mask_to_role_ids(mask_moe: torch.Tensor) -> torch.Tensor:
