@@ -33,9 +33,10 @@ the router load is rank 0's.
 Modules: :mod:`.config` (TrainConfig, and the MoRConfig of each method / ablation), :mod:`.data`
 (trajectories -> datasets -> batches), :mod:`.trainer` (the Trainer subclass, :func:`train`).
 Layering: the top of the package; it may import everything below it (``spec``, ``config``,
-``patching``, ``adapters``, ``models``, ``files``, ``data``); only ``cli`` and ``demo`` import it.
+``patching``, ``adapters``, ``models``, ``files``, ``data``); only ``cli`` imports it.
 """
 
+from . import config, data, trainer
 from .config import Method, TrainConfig, mor_config_for, one_role_spec
 from .data import ExampleDataset, RoleDataCollator, build_datasets, load_trajectories
 from .trainer import (
@@ -47,6 +48,4 @@ from .trainer import (
     train,
 )
 
-__all__ = ["TrainConfig", "TrainResult", "MoRTrainer", "train", "one_role_spec", "lora_rank_for_budget",
-           "build_datasets", "ExampleDataset", "RoleDataCollator", "CHECKPOINT_ADAPTER_DIR", "TRAINING_LOG_NAME",
-           "Method", "mor_config_for", "load_trajectories"]
+__all__ = [*config.__all__, *data.__all__, *trainer.__all__]
