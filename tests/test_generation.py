@@ -7,6 +7,13 @@ import mor_ext
 from mor_ext.generation import generate_role_turn
 
 
+def _one_layer_patched_llama() -> LlamaForCausalLM:
+    """A patched one-layer Llama with a 32-token vocabulary (fresh LoRAs: the base model's outputs)."""
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1))
+    return mor_ext.patch(model)
+
+
 def test_generated_turn_equals_the_training_computation():
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
@@ -38,9 +45,7 @@ def test_generated_turn_equals_the_training_computation():
 
 
 def test_generate_role_turn_checks_lengths():
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=16, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=1))
-    mor_ext.patch(model)
+    model = _one_layer_patched_llama()
     try:
         generate_role_turn(model, [1, 2, 3], [0, 0], "reasoner", max_new_tokens=1)
     except ValueError as exc:
@@ -52,9 +57,7 @@ def test_generate_role_turn_checks_lengths():
 def test_generate_role_turn_checks_its_inputs():
     import pytest
 
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=16, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=1))
-    mor_ext.patch(model)
+    model = _one_layer_patched_llama()
     with pytest.raises(ValueError, match="input_ids must be one sequence"):
         generate_role_turn(model, torch.ones(2, 3, dtype=torch.long), [0, 0, 0], "reasoner", max_new_tokens=1)
     with pytest.raises(ValueError, match="role_ids must be one sequence"):
@@ -64,3 +67,22 @@ def test_generate_role_turn_checks_its_inputs():
     out = generate_role_turn(model, torch.tensor([1, 2, 3]), torch.tensor([0, 0, 0]), "reasoner", max_new_tokens=2,
                              do_sample=False)
     assert out.dim() == 1 and 1 <= out.numel() <= 2
+
+
+def test_generate_role_turn_builds_no_autograd_graph():
+    """The prefill ran with grad enabled, so it built a graph through every LoRA (memory for nothing):
+    every MoR layer must run with grad disabled and return tensors without a grad_fn."""
+    torch.manual_seed(0)
+    model = _one_layer_patched_llama()
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    seen = []
+
+    def record(module, inputs, output):
+        seen.append((torch.is_grad_enabled(), output.requires_grad, output.grad_fn is not None))
+
+    for _, layer in mor_ext.mor_layers(model):
+        layer.register_forward_hook(record)
+    generate_role_turn(model, [1, 2, 3, 4], [0, 0, 1, 1], "executor", max_new_tokens=2, do_sample=False)
+    assert seen and all(call == (False, False, False) for call in seen), seen
+    assert torch.is_grad_enabled()  # restored for the caller

@@ -1,4 +1,5 @@
-"""patch / unpatch / active_role on tiny Llama and Qwen2 models, MoRConfig and MoRLinear.
+"""patch / unpatch / active_role on tiny Llama and Qwen2 models (MoRConfig: test_config.py,
+MoRLinear: test_layers.py).
 
 Run with the compiled backend (default) and with ``MOR_EXT_BACKEND=reference``.
 """
@@ -6,9 +7,7 @@ Run with the compiled backend (default) and with ``MOR_EXT_BACKEND=reference``.
 from __future__ import annotations
 
 import copy
-import json
 import inspect
-import math
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import mor_ext
-from mor_ext import MoRConfig, MoRLinear, MoRSpec, RoleSpec, functional
+from mor_ext import MoRConfig, MoRSpec, functional
 
 from conftest import VOCAB, make_tiny_model
 
@@ -154,17 +153,6 @@ def test_print_trainable_parameters(tiny_model, small_spec, capsys):
     assert "trainable params:" in out and "all params:" in out and "lora_A" in out
 
 
-def test_init_follows_the_spec(tiny_model, small_spec):
-    model = patched(tiny_model, small_spec)
-    for _, layer in mor_ext.mor_layers(model):
-        bound = 1 / math.sqrt(layer.in_features)
-        assert torch.count_nonzero(layer.lora_B) == 0
-        for t in (layer.lora_A, layer.router_weight, layer.shared_gate_weight):
-            assert t.abs().max() <= bound
-            assert t.abs().max() > 0.5 * bound  # per-LoRA bound, not the 4x smaller stacked one
-        assert not layer.base_layer.weight.requires_grad
-
-
 # --------------------------------------------------------------------------------------------- 5. losses
 def test_loss_adds_weighted_aux_and_orth(tiny_model, small_spec, input_ids):
     cfg = dict(aux_loss_coef=0.1, orth_loss_coef=0.05)
@@ -175,7 +163,7 @@ def test_loss_adds_weighted_aux_and_orth(tiny_model, small_spec, input_ids):
         assert key in out.keys(), key
     assert out.loss.requires_grad and out.aux_loss.requires_grad and out.orth_loss.requires_grad
     torch.testing.assert_close(out.loss, out.ce_loss + 0.1 * out.aux_loss + 0.05 * out.orth_loss)
-    # The reported terms are what the spec defines: CE of the logits; means over layers of the functional losses.
+    # The reported terms are what docs/spec.md §4 defines: CE of the logits; means over layers of the functional losses.
     ce = F.cross_entropy(out.logits[:, :-1].reshape(-1, VOCAB), input_ids[:, 1:].reshape(-1))
     torch.testing.assert_close(out.ce_loss, ce)
     layers = [layer for _, layer in mor_ext.mor_layers(model)]
@@ -463,18 +451,6 @@ def test_active_role_of_the_wrong_type(tiny_model, small_spec):
     mor_ext.set_active_role(model, None)
 
 
-def test_layer_called_with_non_integer_role_ids(tiny_model, small_spec):
-    """A MoRLinear called directly refuses float or bool role ids (the compiled path would truncate
-    0.7 to role 0 without a word)."""
-    model = patched(tiny_model, small_spec)
-    _, layer = next(iter(mor_ext.mor_layers(model)))
-    x = torch.randn(3, layer.in_features)
-    for bad in (torch.tensor([0.7, 1.5, 2.9]), torch.tensor([True, False, True])):
-        with pytest.raises(TypeError, match="role_ids must be an integer tensor"):
-            layer(x, role_ids=bad)
-    layer(x, role_ids=torch.tensor([0, 1, 2], dtype=torch.int32))
-
-
 def test_exception_inside_forward_leaves_no_stale_roles(tiny_model, small_spec, input_ids):
     model = patched(tiny_model, small_spec)
     perturb_lora_B(model)
@@ -514,79 +490,6 @@ def test_target_modules_matching_nothing_lists_the_linear_names(tiny_model, smal
 def test_api_on_an_unpatched_model(tiny_model):
     with pytest.raises(ValueError, match="not patched"):
         mor_ext.set_active_role(tiny_model, "reasoner")
-
-
-# --------------------------------------------------------------------------------------------- MoRConfig
-def test_config_defaults_and_json_round_trip():
-    cfg = MoRConfig()
-    assert cfg.spec == MoRSpec.moragent(16) and cfg.scaling == 1.0 and cfg.lora_alpha is None
-    assert cfg.context_role_id == 0 and cfg.default_role_id == -1
-    custom = MoRConfig(
-        spec=MoRSpec.decoupled(("tool_selector", "argument_generator"), rank=8),
-        lora_alpha=16,
-        lora_dropout=0.05,
-        target_modules=["q_proj", "v_proj"],
-        aux_loss_coef=0.0,
-        context_role=None,
-        default_role="tool_selector",
-    )
-    assert custom.scaling == 2.0
-    for c in (cfg, custom):
-        data = json.loads(json.dumps(c.to_dict()))
-        assert MoRConfig.from_dict(data) == c
-
-
-@pytest.mark.parametrize(
-    "kwargs, error, match",
-    [
-        (dict(lora_dropout=-0.1), ValueError, "lora_dropout"),
-        (dict(lora_dropout=1.0), ValueError, "lora_dropout"),
-        (dict(lora_alpha=0), ValueError, "lora_alpha"),
-        (dict(lora_alpha=float("nan")), ValueError, "lora_alpha"),
-        (dict(aux_loss_coef=-1), ValueError, "aux_loss_coef"),
-        (dict(orth_loss_coef="x"), TypeError, "orth_loss_coef"),
-        (dict(context_role="planner"), ValueError, "planner.*reasoner"),
-        (dict(default_role="planner"), ValueError, "default_role"),
-        (dict(default_role=0), TypeError, "default_role"),
-        (dict(target_modules="q_proj"), TypeError, "list"),
-        (dict(target_modules=[]), ValueError, "empty"),
-        (dict(add_aux_losses=1), TypeError, "add_aux_losses"),
-        (dict(spec={"roles": []}), TypeError, "MoRSpec"),
-    ],
-)
-def test_config_validation(kwargs, error, match):
-    with pytest.raises(error, match=match):
-        MoRConfig(**kwargs)
-
-
-def test_config_from_dict_rejects_unknown_keys():
-    data = MoRConfig().to_dict()
-    data["lora_alpah"] = 8
-    with pytest.raises(ValueError, match="lora_alpah"):
-        MoRConfig.from_dict(data)
-
-
-# --------------------------------------------------------------------------------------------- MoRLinear alone
-def test_mor_linear_matches_the_functional_api():
-    torch.manual_seed(0)
-    spec = MoRSpec(roles=(RoleSpec("a", 3, 2, True), RoleSpec("b", 0, 0, True)), rank=2)
-    layer = MoRLinear(nn.Linear(8, 6), spec, scaling=0.5)
-    with torch.no_grad():
-        layer.lora_B.normal_()
-    x = torch.randn(2, 5, 8)
-    roles = torch.tensor([[0, 1, -1, 0, 1], [-1, -1, 1, 0, 0]])
-    expected = functional.mor_linear(
-        x, layer.weight, layer.bias, layer.lora_A, layer.lora_B, layer.router_weight, layer.shared_gate_weight,
-        roles, spec, 0.5,
-    )
-    torch.testing.assert_close(layer(x, roles), expected)
-    assert torch.equal(layer(x), layer.base_layer(x))  # no roles: base only
-    mor_ext.set_active_role(layer, "b")
-    torch.testing.assert_close(layer(x), layer(x, torch.ones(2, 5, dtype=torch.long)))
-    assert layer.in_features == 8 and layer.out_features == 6 and layer.weight is layer.base_layer.weight
-    assert "rank=2" in repr(layer) and "a(1+3, top-2)" in repr(layer)
-    with pytest.raises(TypeError, match="nn.Linear"):
-        MoRLinear(nn.Conv1d(2, 2, 1), spec)
 
 
 class _Block(nn.Module):

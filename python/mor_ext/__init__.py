@@ -1,4 +1,10 @@
-"""mor_ext: Mixture-of-Roles LoRA for agent tuning, with fused PyTorch custom ops."""
+"""mor_ext: Mixture-of-Roles LoRA for agent tuning, with fused PyTorch custom ops.
+
+Layering (a module imports only from the layers before it): ``spec`` / ``config`` / ``checks``
+-> ``ops`` -> ``functional`` -> ``layers`` -> ``patching`` -> ``adapters``, ``generation`` ->
+``train``, ``cli``. ``tools`` imports nothing of mor_ext; ``data`` may import ``tools`` and ``spec``.
+The contract (math, layout, losses, API, official checkpoints) is ``docs/spec.md``.
+"""
 
 from . import functional
 from .config import MoRConfig

@@ -1,4 +1,4 @@
-"""The public functional API of Mixture-of-Roles LoRA (stable names; see the README's spec section).
+"""The public functional API of Mixture-of-Roles LoRA (stable names; the contract is docs/spec.md §5).
 
 Every function accepts any leading batch shape (``x [..., d_in]``, ``role_ids`` of shape
 ``x.shape[:-1]``), validates its inputs with errors that say what was expected and where, flattens,
@@ -7,13 +7,12 @@ and hands over to :mod:`mor_ext.ops` (compiled kernels, or the pure-PyTorch refe
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import torch
 
 from . import ops
+from .checks import check_lora_index, check_lora_index_dtype, check_role_ids, check_role_ids_tensor, ids_checked
 from .spec import MoRSpec
 
 __all__ = [
@@ -33,6 +32,8 @@ class Routing(NamedTuple):
 
 
 # ------------------------------------------------------------------------------------------- validation
+# The rules on role ids and LoRA indices have one home, mor_ext.checks; `ids_checked` is re-exported
+# here as part of the functional API (MF.ids_checked()).
 def _check_tensor(t: object, name: str) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -62,60 +63,9 @@ def _check_spec(spec: object) -> MoRSpec:
     return spec
 
 
-_IDS_CHECKED: contextvars.ContextVar[bool] = contextvars.ContextVar("mor_ext_ids_checked", default=False)
-
-
-@contextlib.contextmanager
-def ids_checked() -> Iterator[None]:
-    """Within this block the functions here trust that ``role_ids`` and ``lora_index`` hold valid
-    values and skip the range check, which on a GPU costs a device-to-host sync per call.
-
-    For callers that checked the ids once themselves: a patched model checks a call's ``role_ids``
-    once per forward, not once per layer. Shapes, dtypes and devices are still checked; out-of-range
-    ids then count as "no adapter" in the compiled kernels (the reference may raise an index error).
-    """
-    token = _IDS_CHECKED.set(True)
-    try:
-        yield
-    finally:
-        _IDS_CHECKED.reset(token)
-
-
-def _check_range(ids: torch.Tensor, name: str, upper: int, why: str) -> None:
-    """Every entry of ``ids`` in ``-1 .. upper-1``, else a ValueError naming the first bad position.
-
-    One reduction on the happy path (a sync on GPU). Skipped inside :func:`ids_checked` and while
-    torch.compile traces (a data-dependent branch would break the graph); the CPU kernels check
-    the values again and raise ValueError.
-    """
-    if ids.numel() == 0 or torch.compiler.is_compiling() or _IDS_CHECKED.get():
-        return
-    low, high = torch.aminmax(ids)
-    if int(low) >= -1 and int(high) < upper:
-        return
-    where = tuple(int(i) for i in ((ids < -1) | (ids >= upper)).nonzero()[0].tolist())
-    raise ValueError(f"{name}[{', '.join(map(str, where))}] = {int(ids[where])}, {why}")
-
-
-def check_role_ids(role_ids: torch.Tensor, spec: MoRSpec) -> None:
-    """ValueError naming the first entry of ``role_ids`` outside ``-1 .. R-1`` (one reduction)."""
-    _check_range(
-        role_ids, "role_ids", spec.num_roles,
-        f"but the spec has {spec.num_roles} roles {list(spec.role_names)} "
-        f"(valid ids: -1 .. {spec.num_roles - 1}; -1 = no adapter)",
-    )
-
-
-def check_role_ids_dtype(role_ids: torch.Tensor) -> None:
-    """TypeError unless ``role_ids`` holds integers (floats would be truncated to a role silently)."""
-    if role_ids.is_floating_point() or role_ids.is_complex() or role_ids.dtype == torch.bool:
-        raise TypeError(f"role_ids must be an integer tensor, got {role_ids.dtype}")
-
-
 def _flat_role_ids(role_ids: torch.Tensor, x: torch.Tensor, spec: MoRSpec) -> torch.Tensor:
-    """role_ids as a flat int64 tensor, after checking its shape, device and range."""
-    _check_tensor(role_ids, "role_ids")
-    check_role_ids_dtype(role_ids)
+    """role_ids as a flat int64 tensor, after checking its type, shape, device and range."""
+    check_role_ids_tensor(role_ids)
     if tuple(role_ids.shape) != tuple(x.shape[:-1]):
         raise ValueError(
             f"role_ids must have shape x.shape[:-1] = {list(x.shape[:-1])} (one role per token), "
@@ -214,10 +164,8 @@ def grouped_lora(
 
 
 def _check_slots(x: torch.Tensor, lora_index: torch.Tensor, lora_weight: torch.Tensor, num_loras: int):
-    _check_tensor(lora_index, "lora_index")
+    check_lora_index_dtype(lora_index)
     _check_float(lora_weight, "lora_weight", x)
-    if lora_index.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"lora_index must be int32 or int64, got {lora_index.dtype}")
     if lora_index.dim() != x.dim() or tuple(lora_index.shape[:-1]) != tuple(x.shape[:-1]):
         raise ValueError(f"lora_index must have shape [*x.shape[:-1], K] = {list(x.shape[:-1])} + [K], "
                          f"got {list(lora_index.shape)}")
@@ -225,8 +173,7 @@ def _check_slots(x: torch.Tensor, lora_index: torch.Tensor, lora_weight: torch.T
         raise ValueError(f"lora_weight {list(lora_weight.shape)} must match lora_index {list(lora_index.shape)}")
     if lora_index.device != x.device:
         raise ValueError(f"lora_index is on {lora_index.device} but x is on {x.device}")
-    _check_range(lora_index, "lora_index", num_loras,
-                 f"but there are {num_loras} LoRAs (valid: -1 .. {num_loras - 1})")
+    check_lora_index(lora_index, "lora_index", num_loras)
     # Explicit sizes: with K = 0 slots or 0 tokens, -1 has nothing to infer from.
     n, k = lora_index.shape[:-1].numel(), lora_index.shape[-1]
     return lora_index.reshape(n, k), lora_weight.reshape(n, k)
@@ -286,15 +233,12 @@ def load_balance_loss(
         raise ValueError(f"router_probs must have shape [..., E_total={spec.num_experts_total}], got {list(router_probs.shape)}")
     lead = router_probs.shape[:-1]
     roles = _flat_role_ids(role_ids, router_probs, spec)
-    _check_tensor(lora_index, "lora_index")
-    if lora_index.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"lora_index must be int32 or int64, got {lora_index.dtype}")
+    check_lora_index_dtype(lora_index)
     if tuple(lora_index.shape[:-1]) != tuple(lead) or lora_index.dim() != router_probs.dim():
         raise ValueError(f"lora_index must have shape {list(lead)} + [K], got {list(lora_index.shape)}")
     if lora_index.device != router_probs.device:
         raise ValueError(f"lora_index is on {lora_index.device} but router_probs is on {router_probs.device}")
-    _check_range(lora_index, "lora_index", spec.num_loras,
-                 f"but the spec has {spec.num_loras} LoRAs (valid: -1 .. {spec.num_loras - 1})")
+    check_lora_index(lora_index, "lora_index", spec.num_loras, "the spec has")
     n = roles.shape[0]
     return ops.load_balance_loss(
         router_probs.reshape(n, spec.num_experts_total).float(), lora_index.reshape(n, lora_index.shape[-1]),
@@ -328,16 +272,13 @@ def load_balance_loss_layers(
         _check_float(p, f"router_probs[{i}]")
         if tuple(p.shape) != tuple(lead) + (e_total,):
             raise ValueError(f"router_probs[{i}] must have shape {list(lead)} + [E_total={e_total}], got {list(p.shape)}")
-        _check_tensor(idx, f"lora_index[{i}]")
-        if idx.dtype not in (torch.int32, torch.int64):
-            raise TypeError(f"lora_index[{i}] must be int32 or int64, got {idx.dtype}")
+        check_lora_index_dtype(idx, f"lora_index[{i}]")
         if tuple(idx.shape[:-1]) != tuple(lead) or idx.shape[-1] != lora_index[0].shape[-1]:
             raise ValueError(f"lora_index[{i}] must have shape {list(lead)} + [K={lora_index[0].shape[-1]}], "
                              f"got {list(idx.shape)}")
         if p.device != roles.device or idx.device != roles.device:
             raise ValueError(f"layer {i}: router_probs, lora_index and role_ids must share one device")
-        _check_range(idx, f"lora_index[{i}]", spec.num_loras,
-                     f"but the spec has {spec.num_loras} LoRAs (valid: -1 .. {spec.num_loras - 1})")
+        check_lora_index(idx, f"lora_index[{i}]", spec.num_loras, "the spec has")
         probs_flat.append(p.reshape(n, e_total).float())
         index_flat.append(idx.reshape(n, idx.shape[-1]))
     total = ops.load_balance_loss_layers(probs_flat, index_flat, roles, spec)

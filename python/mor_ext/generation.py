@@ -27,7 +27,6 @@ def cache_argument(model: nn.Module) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-@torch.no_grad()
 def _token_list(values: Sequence[int] | torch.Tensor, name: str) -> list[int]:
     """One sequence of integer ids as a list: a 1-D tensor or a sequence of ints (one prompt, no batch)."""
     if isinstance(values, torch.Tensor):
@@ -41,6 +40,7 @@ def _token_list(values: Sequence[int] | torch.Tensor, name: str) -> list[int]:
     return values
 
 
+@torch.no_grad()  # the prefill too, not only generate(): no autograd graph through every LoRA
 def generate_role_turn(
     model: nn.Module,
     input_ids: Sequence[int],

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import functional, ops
+from . import checks, functional, ops
 from .spec import MoRSpec
 
 __all__ = ["MoRLinear", "RoleContext"]
@@ -79,16 +79,12 @@ class RoleContext:
         return cached[1]
 
     def begin_call(self, role_ids: torch.Tensor | None, collect_stats: bool) -> tuple:
-        """Install one model call's roles; returns what :meth:`end_call` restores (calls may nest)."""
+        """Install one model call's roles, already checked by the caller; returns what :meth:`end_call`
+        restores (calls may nest)."""
         saved = (self.role_ids, self.role_ids_any, self.collect_stats, self.routings, self._by_device)
+        # The model call checked the ids (patching, once per forward), so no layer checks them again.
         self.role_ids = role_ids
-        # The call's ids are range-checked here, once, so the layers can skip the per-layer check
-        # (a device-to-host sync each on GPU): one sync per forward instead of one per layer.
-        self.role_ids_any = False
-        if role_ids is not None and role_ids.numel() > 0:
-            if not torch.compiler.is_compiling():
-                functional.check_role_ids(role_ids, self.spec)
-            self.role_ids_any = bool((role_ids != -1).any())
+        self.role_ids_any = role_ids is not None and role_ids.numel() > 0 and bool((role_ids != -1).any())
         self.collect_stats = collect_stats
         self.routings, self._by_device = [], {}
         if torch.is_grad_enabled():
@@ -102,7 +98,7 @@ class RoleContext:
 class MoRLinear(nn.Module):
     """A frozen ``nn.Linear`` (``self.base_layer``) plus a Mixture-of-Roles LoRA adapter.
 
-    Trainable parameters, in the canonical layout of the spec: ``lora_A [L, r, d_in]``,
+    Trainable parameters, in the canonical layout (``docs/spec.md`` §2): ``lora_A [L, r, d_in]``,
     ``lora_B [L, d_out, r]``, ``router_weight [E_total, d_in]``, ``shared_gate_weight [R, d_in]``,
     in the base weight's dtype and device. ``B`` starts at zero, so a new layer computes exactly the
     base layer.
@@ -195,7 +191,7 @@ class MoRLinear(nn.Module):
         """Context for the functional.* ops: the ids of a model call were checked once per call (or are
         one valid active role), so the layers skip the per-layer check; ids passed in are checked."""
         if ids_checked and not torch.compiler.is_compiling():
-            return functional.ids_checked()
+            return checks.ids_checked()
         return contextlib.nullcontext()
 
     def _kernel_args(self) -> tuple:
@@ -224,7 +220,7 @@ class MoRLinear(nn.Module):
         self, x, roles, call, ids_checked, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight
     ) -> torch.Tensor:
         if self.training and isinstance(self.lora_dropout, nn.Dropout):
-            # The router sees the undropped input (spec section 3); only the LoRA input is dropped.
+            # The router sees the undropped input (docs/spec.md §3); only the LoRA input is dropped.
             with self._functional_checks(ids_checked):
                 routing = functional.route(x, router_weight, shared_gate_weight, roles, self.spec)
                 y = F.linear(x, weight, bias) + functional.grouped_lora(
@@ -252,18 +248,18 @@ class MoRLinear(nn.Module):
                     self.scaling, return_routing=True,
                 )
         if call.collect_stats and not call.replay:
-            spec = self.spec
-            self.role_context.routings.append((routing.router_probs.reshape(-1, spec.num_experts_total),
-                                               routing.lora_index.reshape(-1, spec.k_max), roles.reshape(-1).long()))
+            spec, n = self.spec, roles.numel()  # explicit sizes: a spec without routers has E_total = 0
+            self.role_context.routings.append((routing.router_probs.reshape(n, spec.num_experts_total),
+                                               routing.lora_index.reshape(n, spec.k_max), roles.reshape(-1).long()))
         return y
 
     def _roles_for(self, x: torch.Tensor, role_ids: torch.Tensor | None, call: CallRoles) -> torch.Tensor | None:
         """Per-token role ids of shape ``x.shape[:-1]``, or None when every token is -1 (base only)."""
         lead = x.shape[:-1]
         if role_ids is not None:
-            if not isinstance(role_ids, torch.Tensor):
-                raise TypeError(f"role_ids must be a torch.Tensor, got {type(role_ids).__name__}")
-            functional.check_role_ids_dtype(role_ids)  # the compiled path's .long() would truncate floats
+            # A layer called with its own ids is an entry point: the compiled path's .long() would
+            # truncate float ids (their range is checked by the functional API or the kernel).
+            checks.check_role_ids_tensor(role_ids)
             # `!= -1` rather than `>= 0`: an invalid id such as -3 must reach the functional checks.
             return role_ids if bool((role_ids != -1).any()) else None
         roles = call.roles

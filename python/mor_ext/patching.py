@@ -21,8 +21,10 @@ import torch
 import torch.nn as nn
 
 from . import functional, ops
+from .checks import check_role_ids, check_role_ids_tensor
 from .config import MoRConfig, default_target_modules
 from .layers import MoRLinear, RoleContext
+from .spec import MoRSpec
 
 __all__ = [
     "patch",
@@ -160,7 +162,8 @@ def _mor_forward(self: nn.Module, *args: Any, role_ids: torch.Tensor | None = No
     state: _PatchState = getattr(self, _STATE_ATTR)
     config, ctx = state.config, state.context
     if role_ids is not None:
-        role_ids = _check_role_ids(role_ids, args, kwargs)
+        # The one check of the call's ids (the range costs a device-to-host sync on GPU): layers trust it.
+        role_ids = _call_role_ids(role_ids, config.spec, args, kwargs)
     labels = kwargs.get("labels")
     collect = labels is not None or (self.training and torch.is_grad_enabled())
 
@@ -175,10 +178,10 @@ def _mor_forward(self: nn.Module, *args: Any, role_ids: torch.Tensor | None = No
     return _add_losses(self, out, config, routings, labels is not None)
 
 
-def _check_role_ids(role_ids: Any, args: tuple, kwargs: dict) -> torch.Tensor:
-    if not isinstance(role_ids, torch.Tensor):
-        raise TypeError(f"role_ids must be a torch.Tensor of ints ([batch, seq]), got {type(role_ids).__name__}")
-    functional.check_role_ids_dtype(role_ids)
+def _call_role_ids(role_ids: Any, spec: MoRSpec, args: tuple, kwargs: dict) -> torch.Tensor:
+    """The call's ``role_ids`` as int64, after checking their type, that they match the tokens, and
+    their range."""
+    check_role_ids_tensor(role_ids)
     first = kwargs.get("input_ids", args[0] if args else None)
     inputs_embeds = kwargs.get("inputs_embeds")
     if isinstance(first, torch.Tensor) and not first.is_floating_point():
@@ -195,6 +198,7 @@ def _check_role_ids(role_ids: Any, args: tuple, kwargs: dict) -> torch.Tensor:
             f"{list(role_ids.shape)}. For generation, where each step sees only new tokens, choose the role "
             "with mor_ext.active_role(model, role) instead of passing role_ids."
         )
+    check_role_ids(role_ids, spec)
     return role_ids.long()
 
 
@@ -214,7 +218,7 @@ def _add_losses(
     add = config.add_aux_losses and ce is not None
     device = ce.device if ce is not None else next(iter(model.parameters())).device
 
-    # Model values are means over adapted layers (spec section 4), so the coefficients do not scale with depth.
+    # Model values are means over adapted layers (docs/spec.md §4), so the coefficients do not scale with depth.
     groups = _routing_groups(routings)
     with torch.enable_grad() if add else torch.no_grad():
         aux = _load_balance_loss(config, groups, len(routings), device)

@@ -1,6 +1,6 @@
 """`MoRSpec` / `RoleSpec`: the shape of a Mixture-of-Roles adapter, validated in one place.
 
-The canonical parameter layout (see ``docs/spec`` in the README) follows directly from the spec:
+The canonical parameter layout (``docs/spec.md`` §2) follows directly from the spec:
 
 * ``lora_A [L, r, d_in]`` / ``lora_B [L, d_out, r]`` with ``L = sum(shared + num_experts)``; for each
   role in order, its shared LoRA first (if any), then its routed LoRAs.

@@ -1,4 +1,4 @@
-"""Training with the Hugging Face Trainer: MoR, the plain-LoRA baseline, ablations, checkpoints, DDP.
+"""mor_ext.train.trainer: MoR, the plain-LoRA baseline, ablations, checkpoints, DDP, ``mor-ext train``.
 
 Everything runs on a tiny Llama (2 layers, hidden 64) saved to a temporary directory with a byte-level
 BPE tokenizer trained here on the synthetic trajectories (ChatML template), so `train` goes through
@@ -23,15 +23,7 @@ import mor_ext
 from mor_ext.data.synthetic import generate
 from mor_ext.data.jsonl import write_trajectories
 from mor_ext.data.tokenize import render_messages
-from mor_ext.training import (
-    CHECKPOINT_ADAPTER_DIR,
-    TRAINING_LOG_NAME,
-    TrainConfig,
-    _mor_config,
-    lora_rank_for_budget,
-    one_role_spec,
-    train,
-)
+from mor_ext.train import CHECKPOINT_ADAPTER_DIR, TRAINING_LOG_NAME, TrainConfig, mor_config_for, train
 
 # Training data goes through the BFCL decontamination check, which needs the BFCL data.
 pytestmark = pytest.mark.bfcl
@@ -117,8 +109,6 @@ def test_time_budget_stops_after_the_step_in_progress(workdir):
     result = train(_config(workdir, "budget", max_steps=50, max_minutes=1e-6))
     assert result.global_step == 1
     assert (result.adapter_dir / "mor_config.json").is_file()
-    with pytest.raises(ValueError, match="max_minutes"):
-        _config(workdir, "bad", max_minutes=0)
 
 
 def test_checkpoints_hold_a_loadable_adapter_and_resume_continues(workdir):
@@ -168,17 +158,6 @@ def test_lora_baseline_matches_the_parameter_budget(workdir):
     assert (result.adapter_dir / "adapter_config.json").is_file()
 
 
-def test_ablation_flags_change_the_config(workdir):
-    base = _mor_config(_config(workdir, "x"))
-    assert base.aux_loss_coef > 0 and base.orth_loss_coef > 0
-    assert _mor_config(_config(workdir, "x", no_aux=True)).aux_loss_coef == 0
-    assert _mor_config(_config(workdir, "x", no_orth=True)).orth_loss_coef == 0
-    one = _mor_config(_config(workdir, "x", one_role=True))
-    assert one.spec.role_names == ("agent",) and one.context_role == "agent"
-    assert one.spec.num_loras == mor_ext.MoRSpec.moragent(RANK).num_loras == one_role_spec(RANK).num_loras
-    with pytest.raises(ValueError, match="MoR ablations"):
-        _config(workdir, "x", method="lora", no_aux=True)
-    assert lora_rank_for_budget(1000, [(10, 10)]) == 50
 
 
 def test_one_role_ablation_trains(workdir):
@@ -214,7 +193,7 @@ def test_ddp_two_processes_equal_one_process_on_the_same_global_batch(workdir):
     a = mor_ext.adapters.adapter_state_dict(mor_ext.load_adapter(load_model(workdir / "model")[0], workdir / "ddp"))
     b = mor_ext.adapters.adapter_state_dict(mor_ext.load_adapter(load_model(workdir / "model")[0], workdir / "single"))
     init = mor_ext.adapters.adapter_state_dict(mor_ext.patch(load_model(workdir / "model")[0],
-                                                             _mor_config(_config(workdir, "x", no_aux=True))))
+                                                             mor_config_for(_config(workdir, "x", no_aux=True))))
     moved = sum(float((b[k] - init[k]).abs().max()) for k in b)
     assert moved > 1e-3  # training changed the adapter
     for key in a:
@@ -276,27 +255,23 @@ def test_cli_reports_user_errors_without_a_traceback(workdir, tmp_path, capsys):
     assert report["bad"] == 0 and report["bfcl"]["clean"] is False and report["bfcl"]["query_overlaps"] == 1
 
 
-def test_cli_data_generate_and_validate(tmp_path, capsys):
-    from mor_ext.cli import main
+# ------------------------------------------------------------------------------------------- transformers contract
+# MoRTrainer overrides one private Trainer method, because transformers offers no public hook for it:
+# _load_from_checkpoint (the weights of a resumed checkpoint are loaded before any callback runs).
+# Saving goes through the public save_model, the training order through the public
+# TrainingArguments.train_sampling_strategy. These tests fail loudly when transformers changes them.
+def test_trainer_private_hooks_keep_their_signatures():
+    import inspect
 
-    out = tmp_path / "gen.jsonl"
-    assert main(["data", "generate", "--n", "3", "--out", str(out), "--seed", "1"]) == 0
-    assert json.loads(capsys.readouterr().out)["written"] == 3
-    assert main(["data", "validate", str(out)]) == 0
-    assert json.loads(capsys.readouterr().out)["ok"] == 3
-    out.write_text(out.read_text() + "{not json}\n")
-    assert main(["data", "validate", str(out)]) == 1
-    assert json.loads(capsys.readouterr().out)["bad"] == 1
+    from transformers import Trainer, TrainingArguments
 
-
-@pytest.mark.parametrize("field, value, message", [
-    ("lr", -1.0, "lr must be > 0"),
-    ("weight_decay", -0.1, "weight_decay must be >= 0"),
-    ("warmup_steps", -1, "warmup_steps must be >= 0"),
-    ("save_total_limit", 0, "save_total_limit must be >= 1"),
-    ("rank", 0, "rank must be >= 1"),
-    ("eval_fraction", 1.0, "eval_fraction must be in"),
-])
-def test_train_config_refuses_bad_values_before_any_work(tmp_path, field, value, message):
-    with pytest.raises(ValueError, match=message):
-        TrainConfig(out_dir=str(tmp_path / "o"), generate=2, **{field: value})
+    load = inspect.signature(Trainer._load_from_checkpoint)
+    assert list(load.parameters) == ["self", "resume_from_checkpoint", "model"], load
+    assert load.parameters["model"].default is None
+    save = inspect.signature(Trainer.save_model)
+    assert list(save.parameters) == ["self", "output_dir", "_internal_call"], save
+    source = inspect.getsource(Trainer._save_checkpoint)
+    assert "self.save_model(output_dir, _internal_call=True)" in source  # checkpoints save through save_model
+    assert "self._load_from_checkpoint(resume_from_checkpoint" in inspect.getsource(Trainer.train)
+    fields = {f.name: f for f in dataclasses.fields(TrainingArguments)}
+    assert {"random", "sequential"} <= set(fields["train_sampling_strategy"].metadata["choices"])

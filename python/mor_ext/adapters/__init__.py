@@ -1,0 +1,26 @@
+"""Adapter files: mor_ext's own format and the official MoRAgent checkpoints.
+
+* :mod:`.io` - :func:`save_adapter` / :func:`load_adapter` (safetensors + ``mor_config.json``,
+  written atomically, every mismatch listed on load) and the helpers both importers share.
+* :mod:`.official` - :func:`load_official_checkpoint` and friends: the official ``moelora.py``
+  tensors mapped to the canonical layout (``docs/spec.md`` §6).
+
+Layering: imports ``spec``, ``config``, ``layers``, ``patching`` and ``files``; nothing above it
+(``generation``, ``train``, ``cli``) is imported here.
+"""
+
+from . import io, official
+from .io import (
+    ADAPTER_CONFIG_NAME,
+    ADAPTER_FORMAT,
+    ADAPTER_FORMAT_VERSION,
+    ADAPTER_WEIGHTS_NAME,
+    PENDING_SUFFIX,
+    AdapterError,
+    adapter_state_dict,
+    load_adapter,
+    save_adapter,
+)
+from .official import convert_official_state_dict, load_official_checkpoint, official_mask_to_role_ids
+
+__all__ = [*io.__all__, *official.__all__]
