@@ -88,6 +88,9 @@ TORCH_LIBRARY(mor_ext, m) {
   // Whether mor_linear's CPU kernel has its AVX-512 paths here (decode, and the by-role GEMMs; for
   // backend_info); no tensor arguments, so one kernel for every dispatch key.
   m.def("cpu_avx512() -> bool", &mor_ext::cpu::avx512::available);
+  // For the tests only: how often each of mor_linear's CPU paths ran in this process (counts in the
+  // order of cpu/path_counts.h), so a test sees that a switch such as ATEN_CPU_CAPABILITY took effect.
+  m.def("testing_cpu_path_counts() -> int[]");
   m.def(
       "orthogonal_loss_backward(Tensor grad, Tensor lora_A, Tensor lora_B, int[] num_experts, int[] top_k, "
       "int[] has_shared) -> (Tensor grad_lora_A, Tensor grad_lora_B)");

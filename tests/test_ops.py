@@ -508,33 +508,38 @@ def test_mor_linear_decode_sizes(spec_name, pattern, lead):
 @pytest.mark.parametrize("tokens", [3, 300], ids=["decode", "by_role"])
 def test_avx512_path_switch_gives_the_same_results(tokens):
     """ATEN_CPU_CAPABILITY=avx2 turns the AVX-512 paths (decode, by-role GEMMs) off, as it keeps
-    torch below AVX-512: both paths give the same routing and, to fp32 rounding, the same output."""
+    torch below AVX-512: the path counters show which path ran, and both paths give the same
+    routing and, to fp32 rounding, the same output. (Whether the bits differ depends on the CPU.)"""
     code = textwrap.dedent(f"""
         import torch, mor_ext
-        from mor_ext.ops import _flags
+        from mor_ext.ops import _flags, cpu_path_counts
         spec = mor_ext.MoRSpec.moragent(16)
         g = torch.Generator().manual_seed(3)
         x, w = torch.randn({tokens}, 300, generator=g), torch.randn(24, 300, generator=g)
         a, b = torch.randn(14, 16, 300, generator=g), torch.randn(14, 24, 16, generator=g)
         rw, sg = torch.randn(11, 300, generator=g), torch.randn(3, 300, generator=g)
         roles = torch.arange({tokens}) % 4 - 1
+        before = cpu_path_counts()
         out = torch.ops.mor_ext.mor_linear(x, w, None, a, b, rw, sg, roles, *_flags(spec), True, 0.5)
-        torch.save([t for t in out[:4]], "out.pt")
+        after = cpu_path_counts()
+        torch.save([[t for t in out[:4]], {{k: after[k] - before[k] for k in after}}], "out.pt")
     """)
-    results = []
+    results, ran = [], []
     for cap in ("avx512", "avx2"):
         tmp_dir = Path(tempfile.mkdtemp())
         env = {**os.environ, "ATEN_CPU_CAPABILITY": cap}
         subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp_dir)
-        results.append(torch.load(tmp_dir / "out.pt"))
+        out, counts = torch.load(tmp_dir / "out.pt")
+        results.append(out)
+        ran.append(counts)
+    avx512_path = "avx512_decode" if tokens <= 4 else "avx512_role_gemms"
+    assert ran[0] == {**dict.fromkeys(ran[0], 0), avx512_path: 1}, ran[0]
+    assert ran[1] == {**dict.fromkeys(ran[1], 0), "generic": 1}, ran[1]
     for got, want in zip(*results):
         if got.is_floating_point():  # fp32 rounding of sums of 300 terms, relative to the largest value
             torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * max(1.0, want.abs().max().item()))
         else:
             assert torch.equal(got, want)
-    # Different code ran: the paths sum 300-term dot products in different orders, so bit-identical
-    # outputs would mean the switch did nothing (this machine has AVX-512; see the skip above).
-    assert not torch.equal(results[0][0], results[1][0])
 
 
 # mor_linear_decode on CPU runs the CUDA decode kernels' per-token bodies (kernels/decode.h) in loops.

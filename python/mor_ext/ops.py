@@ -92,6 +92,16 @@ def backend_info() -> dict[str, Any]:
     }
 
 
+# The names of the counts that the test-only op testing_cpu_path_counts returns, in its order
+# (csrc/cpu/path_counts.h): which of mor_linear's CPU paths ran, forward and backward calls.
+CPU_PATHS = ("avx512_decode", "avx512_role_gemms", "generic")
+
+
+def cpu_path_counts() -> dict[str, int]:
+    """For tests: how often each of mor_linear's CPU paths ran in this process."""
+    return dict(zip(CPU_PATHS, torch.ops.mor_ext.testing_cpu_path_counts()))
+
+
 def describe_backend() -> str:
     info = backend_info()
     if info["backend"] == "reference":
