@@ -1,7 +1,7 @@
 """Helpers of the op tests: a catalogue of specs, seeded inputs, backend switching, the
 flash-attention error rule, and an independent per-token fp64 oracle of the spec's math.
 
-The oracle is written from ``/work/shared/mor-spec.md`` (sections 3 and 4) with plain loops, on
+The oracle is written from ``docs/spec.md`` §3 and §4 with plain loops, on
 purpose unlike the vectorised reference, so that a misreading shared by the reference and the
 kernels still shows up.
 """
@@ -304,6 +304,6 @@ def oracle_orthogonal(lora_A, lora_B, spec: MoRSpec) -> float:
     total = 0.0
     for rho in range(spec.num_roles):
         for i, j in itertools.combinations(spec.routed_loras(rho), 2):
-            # The literal formula of the spec, d_out x d_out matrix included (fine in a test).
+            # The literal formula of docs/spec.md §4, d_out x d_out matrix included (fine in a test).
             total += (A[i] @ A[j].T).square().sum().item() + (B[i] @ B[j].T).square().sum().item()
     return total

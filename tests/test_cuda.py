@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import mor_ext
-from mor_ext import MoRSpec, RoleSpec, functional as F, reference
-from mor_ext.ops import ORTHOGONAL_CUDA_MAX_RANK, _flags, uses_compiled
+from mor_ext import MoRSpec, RoleSpec, functional as F
+from mor_ext.ops import ORTHOGONAL_CUDA_MAX_RANK, _flags, reference, uses_compiled
 
 pytestmark = [
     pytest.mark.cuda,
@@ -114,8 +114,8 @@ def _layers(spec, shapes, dtype, seed=1):
 def test_orthogonal_products_kernel_matches_cpu_bodies(dtype):
     spec = SPECS["moragent"]
     a, b = _layers(spec, [(2048, 512), (33, 97), (8192, 2048)], dtype)
-    got = torch.ops.mor_ext.orthogonal_products(a, b, *_flags(spec))
-    want = torch.ops.mor_ext.orthogonal_products([t.cpu() for t in a], [t.cpu() for t in b], *_flags(spec))
+    got = torch.ops.mor_ext.testing_orthogonal_products(a, b, *_flags(spec))
+    want = torch.ops.mor_ext.testing_orthogonal_products([t.cpu() for t in a], [t.cpu() for t in b], *_flags(spec))
     torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-4)
 
 
@@ -125,8 +125,8 @@ def test_orthogonal_products_kernel_every_micro_tile(rank):
     for odd ranks above 16), inner sizes ending mid-tile and on a tile edge."""
     spec = MoRSpec(roles=(RoleSpec("a", 3, 1, True),), rank=rank)
     a, b = _layers(spec, [(300, 129), (256, 7)], torch.bfloat16, seed=rank)
-    got = torch.ops.mor_ext.orthogonal_products(a, b, *_flags(spec))
-    want = torch.ops.mor_ext.orthogonal_products([t.cpu() for t in a], [t.cpu() for t in b], *_flags(spec))
+    got = torch.ops.mor_ext.testing_orthogonal_products(a, b, *_flags(spec))
+    want = torch.ops.mor_ext.testing_orthogonal_products([t.cpu() for t in a], [t.cpu() for t in b], *_flags(spec))
     torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-4)
 
 
@@ -137,8 +137,8 @@ def test_orthogonal_products_kernel_groups_and_dtypes(rank, dtype):
     with 2-10 groups), in the dtypes the micro-tile test does not run."""
     spec = MoRSpec(roles=(RoleSpec("a", 3, 1, True),), rank=rank)
     a, b = _layers(spec, [(300, 129), (128, 7)], dtype, seed=rank)
-    got = torch.ops.mor_ext.orthogonal_products(a, b, *_flags(spec))
-    want = torch.ops.mor_ext.orthogonal_products([t.cpu() for t in a], [t.cpu() for t in b], *_flags(spec))
+    got = torch.ops.mor_ext.testing_orthogonal_products(a, b, *_flags(spec))
+    want = torch.ops.mor_ext.testing_orthogonal_products([t.cpu() for t in a], [t.cpu() for t in b], *_flags(spec))
     torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-4)
 
 
@@ -193,7 +193,7 @@ def test_cuda_ops_reject_tensors_from_another_device():
 
 def test_cuda_decode_too_large_for_shared_memory_takes_the_gemm_path():
     """A spec whose decode kernel would need > 48 KB of shared memory per token: mor_linear takes the
-    GEMM path even for 4 tokens (and matches the CPU), mor_linear_decode says why it cannot run."""
+    GEMM path even for 4 tokens (and matches the CPU), testing_mor_linear_decode says why it cannot run."""
     spec = MoRSpec(roles=(RoleSpec("wide", num_experts=60, top_k=2, shared=True),), rank=200)
     p = make_params(spec, (4,), 32, 16, seed=5, dtype=torch.float32)
     roles = torch.zeros(4, dtype=torch.long)
@@ -203,7 +203,7 @@ def test_cuda_decode_too_large_for_shared_memory_takes_the_gemm_path():
     for g_, w_ in zip(got, want):
         torch.testing.assert_close(g_.cpu(), w_, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="shared memory"):
-        torch.ops.mor_ext.mor_linear_decode(*[t.cuda() for t in args], *_flags(spec), True, 0.5)
+        torch.ops.mor_ext.testing_mor_linear_decode(*[t.cuda() for t in args], *_flags(spec), True, 0.5)
 
 
 @pytest.mark.parametrize("spec_name", list(SPECS))
@@ -261,7 +261,7 @@ def compare_on_cuda(fn, inputs, diff, dtype, names) -> Run:
     return comp
 
 
-@pytest.mark.parametrize("op", ["grouped_lora", "mor_linear", "mor_linear_decode", "load_balance_loss",
+@pytest.mark.parametrize("op", ["grouped_lora", "mor_linear", "testing_mor_linear_decode", "load_balance_loss_layers",
                                 "orthogonal_loss_layers"])
 def test_cuda_kernels_are_registered(op):
     if op in mor_ext.ops.OP_NAMES:
@@ -485,7 +485,7 @@ def test_cuda_orthogonal_loss_per_layer_and_opcheck(spec_name):
     for g_, w, t in zip(grads, ref_grads, ref):
         torch.testing.assert_close(g_.double(), torch.zeros_like(t) if w is None else w.double(), rtol=1e-3, atol=1e-5)
     flags = _flags(spec)
-    torch.library.opcheck(torch.ops.mor_ext.orthogonal_loss.default, (leaves[0], leaves[1], *flags))
+    torch.library.opcheck(torch.ops.mor_ext.orthogonal_loss_layers.default, ([leaves[0]], [leaves[1]], *flags))
     _, products = torch.ops.mor_ext.orthogonal_loss_layers([a], [b], *flags)
     torch.library.opcheck(torch.ops.mor_ext.orthogonal_loss_layers_backward.default,
                           (torch.tensor(0.7, device="cuda"), products, [a], [b], *flags))

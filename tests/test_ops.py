@@ -25,8 +25,7 @@ import torch
 import mor_ext
 from mor_ext import MoRSpec, RoleSpec
 from mor_ext import functional as F
-from mor_ext import reference
-from mor_ext.ops import ORTHOGONAL_CUDA_MAX_RANK, _flags, uses_compiled
+from mor_ext.ops import ORTHOGONAL_CUDA_MAX_RANK, _flags, reference, uses_compiled
 
 from op_utils import (
     DTYPES,
@@ -76,6 +75,32 @@ def test_compiled_backend_is_in_use(op):
         assert not uses_compiled(torch.zeros(1), op)
     assert op in mor_ext.backend_info()["compiled_kernels"]["cpu"]
     assert "cpu (all ops" in mor_ext.describe_backend()
+
+
+TENSOR_OPS = [op for op in mor_ext.ops.library_ops() if not op.startswith(("cpu_avx512", "testing_cpu_path_counts"))]
+
+
+def test_op_names_come_from_the_library():
+    """csrc/op_table.h is the one list of ops: Python reads it back from the loaded library."""
+    names = mor_ext.ops.library_ops()
+    assert set(mor_ext.ops.OP_NAMES) == {"route", "grouped_lora", "mor_linear", "load_balance_loss_layers",
+                                         "orthogonal_loss_layers"}
+    assert set(mor_ext.ops.OP_NAMES) <= set(names)
+    for op in names:  # each backward op beside its forward
+        if op.endswith("_backward"):
+            assert op[: -len("_backward")] in names, op
+    # The test-only ops say so by their name.
+    assert {op for op in names if op.startswith(mor_ext.ops.TESTING_PREFIX)} == {
+        "testing_cpu_path_counts", "testing_mor_linear_decode", "testing_orthogonal_grads",
+        "testing_orthogonal_products"}
+
+
+@pytest.mark.parametrize("op", TENSOR_OPS)
+def test_every_op_has_a_fake_kernel(op):
+    """An op of csrc/op_table.h without a fake kernel (mor_ext/ops/fake.py) breaks torch.compile."""
+    from torch._library import simple_registry
+
+    assert simple_registry.singleton.find(f"mor_ext::{op}").fake_impl.kernel is not None
 
 
 def test_backend_info_reports_the_cpu_avx512_paths():
@@ -270,7 +295,7 @@ def test_softmax_and_sigmoid_values(backend_name):
 @pytest.mark.parametrize("spec_name", SPECS)
 @pytest.mark.parametrize("backend_name", ["reference", "compiled"])
 def test_backends_agree_with_a_per_token_oracle(spec_name, backend_name):
-    """Both backends against a loop-per-token fp64 reading of the spec (not the vectorised reference)."""
+    """Both backends against a loop-per-token fp64 reading of docs/spec.md §3 (not the vectorised reference)."""
     spec = SPECS[spec_name]
     lead = (11,)
     p = make_params(spec, lead, D_IN, D_OUT, seed=7)
@@ -542,14 +567,14 @@ def test_avx512_path_switch_gives_the_same_results(tokens):
             assert torch.equal(got, want)
 
 
-# mor_linear_decode on CPU runs the CUDA decode kernels' per-token bodies (kernels/decode.h) in loops.
+# testing_mor_linear_decode on CPU runs the CUDA decode kernels' per-token bodies (kernels/decode.h) in loops.
 def decode_fn(spec, scaling=0.5):
     reference_fn = mor_linear_fn(spec, scaling)
 
     def fn(x, weight, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, bias=None):
         if mor_ext.ops.get_backend() != "compiled":
             return reference_fn(x, weight, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, bias)
-        y, index, gate, probs, _, _ = torch.ops.mor_ext.mor_linear_decode(
+        y, index, gate, probs, _, _ = torch.ops.mor_ext.testing_mor_linear_decode(
             x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, *_flags(spec),
             spec.shared_gate == "sigmoid", scaling)
         return y, index, gate, probs
@@ -573,14 +598,14 @@ def test_decode_op_saves_what_the_backward_needs():
     backward works on either."""
     spec, p, roles, flags, gated, _, _, _ = opcheck_inputs("moragent", n=6)
     args = (p.x, p.weight, p.bias, p.lora_A, p.lora_B, p.router_weight, p.shared_gate_weight, roles, *flags, gated, 0.5)
-    got = ops.mor_linear_decode(*args)
+    got = ops.testing_mor_linear_decode(*args)
     want = ops.mor_linear(*args)
     for g, w in zip(got, want):
         if g.is_floating_point():
             torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
         else:
             assert torch.equal(g, w)
-    torch.library.opcheck(ops.mor_linear_decode.default, args, test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(ops.testing_mor_linear_decode.default, args, test_utils=("test_schema", "test_faketensor"))
 
 
 # The CPU kernels spread batches over threads (token_batches.h: plan_work), cutting long ones into
@@ -956,10 +981,14 @@ def test_mor_linear_op_matches_route_plus_grouped_lora():
 @pytest.mark.parametrize("spec_name", OPCHECK_SPECS)
 def test_opcheck_losses(spec_name):
     spec, p, roles, flags, gated, index, weight, probs = opcheck_inputs(spec_name)
-    torch.library.opcheck(ops.load_balance_loss.default, (grad(probs), index, roles, *flags))
-    torch.library.opcheck(ops.load_balance_loss_backward.default, (torch.tensor(1.5), probs, index, roles, *flags))
-    torch.library.opcheck(ops.orthogonal_loss.default, (grad(p.lora_A), grad(p.lora_B), *flags))
-    torch.library.opcheck(ops.orthogonal_loss_backward.default, (torch.tensor(1.5), p.lora_A, p.lora_B, *flags))
+    # One layer: what mor_ext.ops.load_balance_loss / orthogonal_loss call.
+    torch.library.opcheck(ops.load_balance_loss_layers.default, ([grad(probs)], [index], roles, *flags))
+    torch.library.opcheck(ops.load_balance_loss_layers_backward.default,
+                          (torch.tensor(1.5), [probs], [index], roles, *flags))
+    torch.library.opcheck(ops.orthogonal_loss_layers.default, ([grad(p.lora_A)], [grad(p.lora_B)], *flags))
+    products = ops.orthogonal_loss_layers([p.lora_A], [p.lora_B], *flags)[1]
+    torch.library.opcheck(ops.orthogonal_loss_layers_backward.default,
+                          (torch.tensor(1.5), products, [p.lora_A], [p.lora_B], *flags))
 
 
 # =========================================================================================== autocast
@@ -1263,9 +1292,9 @@ def test_ops_validate_spec_lists():
     with pytest.raises(ValueError, match="has_shared"):
         ops.route(x, rw, sg, roles, [4, 4, 3], [3, 3, 2], [1, 2, 1], True)
     with pytest.raises(ValueError, match="has no LoRA"):
-        ops.orthogonal_loss(torch.zeros(1, 2, 3), torch.zeros(1, 3, 2), [0], [0], [0])
+        ops.orthogonal_loss_layers([torch.zeros(1, 2, 3)], [torch.zeros(1, 3, 2)], [0], [0], [0])
     with pytest.raises(ValueError, match="at least one role"):
-        ops.orthogonal_loss(torch.zeros(1, 2, 3), torch.zeros(1, 3, 2), [], [], [])
+        ops.orthogonal_loss_layers([torch.zeros(1, 2, 3)], [torch.zeros(1, 3, 2)], [], [], [])
 
 
 def test_ops_validate_grouped_lora_inputs():
@@ -1311,7 +1340,7 @@ def test_ops_reject_rank_zero():
         torch.ops.mor_ext.mor_linear(p.x, p.weight, None, a0, b0, p.router_weight, p.shared_gate_weight, roles,
                                      *flags, True, 1.0)
     with pytest.raises(ValueError, match="rank must be >= 1"):
-        torch.ops.mor_ext.orthogonal_products([a0.contiguous()], [b0.contiguous()], *flags[:3])
+        torch.ops.mor_ext.testing_orthogonal_products([a0.contiguous()], [b0.contiguous()], *flags[:3])
 
 
 @pytest.mark.parametrize("n", [6, 200])  # 200: the fp32 by-role GEMM path of the CPU backward
@@ -1351,28 +1380,27 @@ def test_specs_beyond_the_kernels_tables_are_refused():
     MoRSpec(roles=tuple(RoleSpec(f"r{i}", MAX_EXPERTS_PER_ROLE, 2, True) for i in range(MAX_ROLES)))
     probs, index, roles = torch.rand(5, 2), torch.zeros(5, 1, dtype=torch.int32), torch.zeros(5, dtype=torch.long)
     with pytest.raises(ValueError, match="the kernels support at most 64"):
-        ops.load_balance_loss(probs, index, roles, [2**63 - 1, 2**63 - 1, 4], [0, 0, 1], [0, 0, 0])
+        ops.load_balance_loss_layers([probs], [index], roles, [2**63 - 1, 2**63 - 1, 4], [0, 0, 1], [0, 0, 0])
     with pytest.raises(ValueError, match="at most 16 roles"):
-        ops.load_balance_loss(probs, index, roles, [1] * 17, [1] * 17, [0] * 17)
+        ops.load_balance_loss_layers([probs], [index], roles, [1] * 17, [1] * 17, [0] * 17)
 
 
 def test_loss_ops_name_bad_index_and_dtypes():
     spec, p, roles, flags, index, weight, probs = direct_setup()
     bad = index.clone()
     bad[2, 1] = spec.num_loras
-    for op in (ops.load_balance_loss, ops.load_balance_loss_backward):
-        args = (probs, bad, roles, *flags) if op is ops.load_balance_loss else (torch.tensor(1.0), probs, bad, roles,
-                                                                                   *flags)
-        with pytest.raises(ValueError, match=re.escape(f"lora_index[2, 1] = {spec.num_loras}")):
-            op(*args)
     with pytest.raises(ValueError, match=re.escape(f"lora_index[2, 1] = {spec.num_loras}")):
         ops.load_balance_loss_layers([probs], [bad], roles, *flags)
+    with pytest.raises(ValueError, match=re.escape(f"lora_index[2, 1] = {spec.num_loras}")):
+        ops.load_balance_loss_layers_backward(torch.tensor(1.0), [probs], [bad], roles, *flags)
+    with pytest.raises(ValueError, match=re.escape(f"lora_index[2, 1] = {spec.num_loras}")):
+        ops.load_balance_loss_layers([probs, probs], [index, bad], roles, *flags)
     with pytest.raises(TypeError, match="lora_index must be an integer tensor"):
-        ops.load_balance_loss(probs, index.float(), roles, *flags)
-    with pytest.raises(TypeError, match="lora_B has dtype Double but lora_A has dtype Float"):
-        ops.orthogonal_loss(p.lora_A, p.lora_B.double(), *flags)
+        ops.load_balance_loss_layers([probs], [index.float()], roles, *flags)
+    with pytest.raises(TypeError, match="every tensor needs one dtype, got Float and Double"):
+        ops.orthogonal_loss_layers([p.lora_A], [p.lora_B.double()], *flags)
     with pytest.raises(TypeError, match="must be floating-point"):
-        ops.orthogonal_products([p.lora_A.long()], [p.lora_B.long()], *flags)
+        ops.testing_orthogonal_products([p.lora_A.long()], [p.lora_B.long()], *flags)
     a, b = p.lora_A, p.lora_B
     shrink = torch.randn(p.x.shape[0], index.shape[1], spec.rank)
     with pytest.raises(ValueError, match="weight must be"):
@@ -1398,19 +1426,20 @@ def test_orthogonal_loss_of_strided_adapters():
 def test_ops_validate_loss_inputs():
     spec, p, roles, flags, index, weight, probs = direct_setup()
     with pytest.raises(ValueError, match="router_probs must be"):
-        ops.load_balance_loss(probs[:, :5], index, roles, *flags)
+        ops.load_balance_loss_layers([probs[:, :5]], [index], roles, *flags)
     with pytest.raises(ValueError, match=re.escape("role_ids[0] = 9")):
-        ops.load_balance_loss(probs, index, torch.full_like(roles, 9), *flags)
+        ops.load_balance_loss_layers([probs], [index], torch.full_like(roles, 9), *flags)
     with pytest.raises(ValueError, match="lora_index must be"):
-        ops.load_balance_loss(probs, index[:3], roles, *flags)
-    with pytest.raises(ValueError, match="need 14 LoRAs"):
-        ops.orthogonal_loss(p.lora_A[:13], p.lora_B[:13], *flags)
+        ops.load_balance_loss_layers([probs], [index[:3]], roles, *flags)
+    with pytest.raises(ValueError, match=re.escape("must be [L=14, ...]")):
+        ops.orthogonal_loss_layers([p.lora_A[:13]], [p.lora_B[:13]], *flags)
     with pytest.raises(ValueError, match="rank"):
-        ops.orthogonal_loss(p.lora_A, p.lora_B[:, :, :2], *flags)
-    with pytest.raises(TypeError, match="lora_B has dtype"):
-        ops.orthogonal_loss(p.lora_A, p.lora_B.double(), *flags)
-    with pytest.raises(ValueError, match="need 14 LoRAs"):
-        ops.orthogonal_loss_backward(torch.tensor(1.0), p.lora_A[:13], p.lora_B[:13], *flags)
+        ops.orthogonal_loss_layers([p.lora_A], [p.lora_B[:, :, :2].contiguous()], *flags)
+    with pytest.raises(TypeError, match="needs one dtype"):
+        ops.orthogonal_loss_layers([p.lora_A], [p.lora_B.double()], *flags)
+    products = ops.orthogonal_loss_layers([p.lora_A], [p.lora_B], *flags)[1]
+    with pytest.raises(ValueError, match=re.escape("must be [L=14, ...]")):
+        ops.orthogonal_loss_layers_backward(torch.tensor(1.0), products, [p.lora_A[:13]], [p.lora_B[:13]], *flags)
 
 
 def test_ops_grouped_lora_rejects_int64_index_beyond_int32():
@@ -1602,7 +1631,7 @@ def test_orthogonal_products_kernel_bodies_on_cpu(spec_name, dtype):
     """orthogonal_products on CPU runs the CUDA kernel's per-thread steps (tile loads, accumulation)."""
     spec = SPECS[spec_name]
     a, b = layer_stack(spec, LAYER_SHAPES, dtype)
-    got = torch.ops.mor_ext.orthogonal_products(a, b, *_flags(spec))
+    got = torch.ops.mor_ext.testing_orthogonal_products(a, b, *_flags(spec))
     if not any(r.num_experts >= 2 for r in spec.roles):
         assert got.shape[0] == 0
         return
@@ -1617,7 +1646,7 @@ def test_orthogonal_products_kernel_bodies_every_rank(rank):
     thread groups per block), over inner sizes that end mid-tile and on a tile edge."""
     spec = MoRSpec(roles=(RoleSpec("a", num_experts=3, top_k=1, shared=True),), rank=rank)
     a, b = layer_stack(spec, [(300, 129), (256, 7)], torch.float32, seed=rank)
-    got = torch.ops.mor_ext.orthogonal_products(a, b, *_flags(spec))
+    got = torch.ops.mor_ext.testing_orthogonal_products(a, b, *_flags(spec))
     torch.testing.assert_close(got.double(), products_by_formula(spec, a, b), rtol=1e-5, atol=1e-5)
 
 
@@ -1631,16 +1660,16 @@ def test_orthogonal_kernels_refuse_ranks_above_their_limit():
         a, b = layer_stack(spec, [(40, 24)], torch.float32)
         flags, g = _flags(spec), torch.tensor(0.7)
         with pytest.raises(ValueError, match=f"rank {rank} is not supported"):
-            torch.ops.mor_ext.orthogonal_products(a, b, *flags)
+            torch.ops.mor_ext.testing_orthogonal_products(a, b, *flags)
         loss, products = torch.ops.mor_ext.orthogonal_loss_layers(a, b, *flags)
         with pytest.raises(ValueError, match=f"rank {rank} is not supported"):
-            torch.ops.mor_ext.orthogonal_grads(g, products, a, b, *flags)
+            torch.ops.mor_ext.testing_orthogonal_grads(g, products, a, b, *flags)
         want = reference.orthogonal_loss(a[0].double(), b[0].double(), spec)
         torch.testing.assert_close(loss.double(), want.double(), rtol=1e-5, atol=1e-6)
         torch.ops.mor_ext.orthogonal_loss_layers_backward(g, products, a, b, *flags)
     spec = MoRSpec.moragent(rank=limit)
     a, b = layer_stack(spec, [(40, 24)], torch.float32)
-    assert torch.ops.mor_ext.orthogonal_products(a, b, *_flags(spec)).shape[1:] == (limit, limit)
+    assert torch.ops.mor_ext.testing_orthogonal_products(a, b, *_flags(spec)).shape[1:] == (limit, limit)
 
 
 # Ranks 4, 8, 16 and 32 run the compile-time-rank instantiation of the bodies (kernels::with_rank),
@@ -1654,14 +1683,14 @@ def test_orthogonal_grads_kernel_bodies_on_cpu(spec_name, dtype):
     a, b = layer_stack(spec, LAYER_SHAPES, dtype)
     grad_out = torch.tensor(0.7)
     _, products = torch.ops.mor_ext.orthogonal_loss_layers(a, b, *_flags(spec))
-    got_a, got_b = torch.ops.mor_ext.orthogonal_grads(grad_out, products, a, b, *_flags(spec))
+    got_a, got_b = torch.ops.mor_ext.testing_orthogonal_grads(grad_out, products, a, b, *_flags(spec))
     want_a, want_b = torch.ops.mor_ext.orthogonal_loss_layers_backward(grad_out, products, a, b, *_flags(spec))
     # fp32 rounding grows with the rank (sums of r products summed in another order than the GEMMs')
     tol = {"rtol": 1e-4, "atol": 1e-6 * spec.rank} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 1e-3}
     for got, want in zip(got_a + got_b, want_a + want_b):
         assert got.dtype == want.dtype and got.shape == want.shape
         torch.testing.assert_close(got.float(), want.float(), **tol)
-    torch.library.opcheck(torch.ops.mor_ext.orthogonal_grads.default, (grad_out, products, a, b, *_flags(spec)))
+    torch.library.opcheck(torch.ops.mor_ext.testing_orthogonal_grads.default, (grad_out, products, a, b, *_flags(spec)))
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
@@ -1685,7 +1714,7 @@ def test_opcheck_orthogonal_loss_layers():
     spec = SPECS["moragent"]
     a, b = layer_stack(spec, LAYER_SHAPES[:2])
     flags = _flags(spec)
-    torch.library.opcheck(torch.ops.mor_ext.orthogonal_products.default, (a, b, *flags))
+    torch.library.opcheck(torch.ops.mor_ext.testing_orthogonal_products.default, (a, b, *flags))
     torch.library.opcheck(torch.ops.mor_ext.orthogonal_loss_layers.default,
                           ([grad(t) for t in a], [grad(t) for t in b], *flags))
     _, products = torch.ops.mor_ext.orthogonal_loss_layers(a, b, *flags)
@@ -1701,7 +1730,7 @@ def test_orthogonal_loss_layers_backward_uses_the_forwards_products():
     flags, g = _flags(spec), torch.tensor(0.7)
     _, products = ops.orthogonal_loss_layers(a, b, *flags)
     assert products.shape == (3 * (10 + 10 + 6), spec.rank, spec.rank)  # per role E(E-1)/2 + E, E = 4, 4, 3
-    torch.testing.assert_close(products, ops.orthogonal_products(a, b, *flags), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(products, ops.testing_orthogonal_products(a, b, *flags), rtol=1e-5, atol=1e-6)
     once = ops.orthogonal_loss_layers_backward(g, products, a, b, *flags)
     twice = ops.orthogonal_loss_layers_backward(g, 2 * products, a, b, *flags)
     for x, y in zip(once[0] + once[1], twice[0] + twice[1]):

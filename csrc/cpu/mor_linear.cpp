@@ -466,7 +466,4 @@ TORCH_LIBRARY_IMPL(mor_ext, CPU, m) {
   m.impl("mor_linear_backward", &mor_linear_backward_cpu);
 }
 
-// No tensor arguments: one kernel for every dispatch key.
-TORCH_LIBRARY_IMPL(mor_ext, CompositeImplicitAutograd, m) { m.impl("testing_cpu_path_counts", &path_counts); }
-
 }  // namespace mor_ext::cpu
