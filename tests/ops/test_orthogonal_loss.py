@@ -159,7 +159,7 @@ def products_by_formula(spec, a_list, b_list):
 @pytest.mark.parametrize("spec_name", ["moragent", "mixed", "decoupled"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_orthogonal_products_kernel_bodies_on_cpu(spec_name, dtype):
-    """orthogonal_products on CPU runs the CUDA kernel's per-thread steps (tile loads, accumulation)."""
+    """testing_orthogonal_products on CPU runs the CUDA kernel's per-thread steps (tile loads, accumulation)."""
     spec = SPECS[spec_name]
     a, b = layer_stack(spec, LAYER_SHAPES, dtype)
     got = torch.ops.mor_ext.testing_orthogonal_products(a, b, *_flags(spec))
@@ -208,7 +208,7 @@ def test_orthogonal_kernels_refuse_ranks_above_their_limit():
 @pytest.mark.parametrize("spec_name", ["moragent", "mixed", "decoupled", "single_role", "r8", "r16", "r32"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_orthogonal_grads_kernel_bodies_on_cpu(spec_name, dtype):
-    """orthogonal_grads on CPU runs the CUDA backward kernel's per-thread steps (term coefficients from
+    """testing_orthogonal_grads on CPU runs the CUDA backward kernel's per-thread steps (term coefficients from
     the products, accumulation, strided stores): it must equal the ATen backward, zeros included."""
     spec = SPECS[spec_name] if spec_name in SPECS else MoRSpec.moragent(rank=int(spec_name[1:]))
     a, b = layer_stack(spec, LAYER_SHAPES, dtype)
