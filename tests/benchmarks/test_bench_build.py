@@ -8,13 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import mor_ext
+from ops.op_utils import AVX512_CPU, NEEDS_COMPILED  # tests/ops/op_utils.py
 
-from ops.op_utils import AVX512_CPU  # tests/ops/op_utils.py
-
-pytestmark = pytest.mark.skipif(
-    not mor_ext.ops.compiled_available(), reason="mor_ext._C is not built: nothing to compare the reference with"
-)
+pytestmark = NEEDS_COMPILED
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")

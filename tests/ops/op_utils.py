@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import pytest
 import torch
 
 import mor_ext
@@ -314,6 +315,10 @@ def oracle_orthogonal(lora_A, lora_B, spec: MoRSpec) -> float:
 
 
 # ------------------------------------------------------------------------------------------ shared op-test helpers
+# The CPU op tests compare the compiled kernels with the reference: without the library, nothing to compare.
+NEEDS_COMPILED = pytest.mark.skipif(
+    not mor_ext.ops.compiled_available(), reason="mor_ext._C is not built: nothing to compare the reference with"
+)
 ops = torch.ops.mor_ext
 D_IN, D_OUT = 33, 17  # odd on purpose: no dimension is a multiple of a vector width
 LEADS = [(1,), (37,), (3, 11)]  # T=1, a flat batch, [B, S]

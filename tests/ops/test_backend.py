@@ -16,14 +16,13 @@ import mor_ext
 from mor_ext.ops import uses_compiled
 
 from op_utils import (
+    NEEDS_COMPILED,
     backend,
     grad,
     opcheck_inputs,
 )
 
-pytestmark = pytest.mark.skipif(
-    not mor_ext.ops.compiled_available(), reason="mor_ext._C is not built: nothing to compare the reference with"
-)
+pytestmark = NEEDS_COMPILED
 
 ops = torch.ops.mor_ext
 

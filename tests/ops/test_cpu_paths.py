@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import mor_ext
 from mor_ext import functional as F, MoRSpec
 
 from op_utils import (
+    NEEDS_COMPILED,
     AVX512_CPU,
     MOR_DIFF,
     MOR_NAMES,
@@ -32,9 +32,7 @@ from op_utils import (
     mor_linear_fn,
 )
 
-pytestmark = pytest.mark.skipif(
-    not mor_ext.ops.compiled_available(), reason="mor_ext._C is not built: nothing to compare the reference with"
-)
+pytestmark = NEEDS_COMPILED
 
 
 ROLE_GEMM_SPECS = {**SPECS, "moragent_r16": MoRSpec.moragent(rank=16)}

@@ -7,9 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import mor_ext
-
 from op_utils import (
+    NEEDS_COMPILED,
     DTYPES,
     MOR_NAMES,
     ROLE_PATTERNS,
@@ -21,9 +20,7 @@ from op_utils import (
     opcheck_inputs,
 )
 
-pytestmark = pytest.mark.skipif(
-    not mor_ext.ops.compiled_available(), reason="mor_ext._C is not built: nothing to compare the reference with"
-)
+pytestmark = NEEDS_COMPILED
 
 ops = torch.ops.mor_ext
 

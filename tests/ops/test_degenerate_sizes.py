@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import mor_ext
 from mor_ext import functional as F, MoRSpec, RoleSpec
 
 from op_utils import (
+    NEEDS_COMPILED,
     BACKENDS,
     D_IN,
     D_OUT,
@@ -23,9 +23,7 @@ from op_utils import (
     mor_linear_fn,
 )
 
-pytestmark = pytest.mark.skipif(
-    not mor_ext.ops.compiled_available(), reason="mor_ext._C is not built: nothing to compare the reference with"
-)
+pytestmark = NEEDS_COMPILED
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)

@@ -13,6 +13,7 @@ import mor_ext
 from mor_ext import functional as F
 
 from op_utils import (
+    NEEDS_COMPILED,
     D_IN,
     D_OUT,
     DTYPES,
@@ -29,9 +30,7 @@ from op_utils import (
     planned_grouped_path,
 )
 
-pytestmark = pytest.mark.skipif(
-    not mor_ext.ops.compiled_available(), reason="mor_ext._C is not built: nothing to compare the reference with"
-)
+pytestmark = NEEDS_COMPILED
 
 ops = torch.ops.mor_ext
 

@@ -12,11 +12,11 @@ import textwrap
 import pytest
 import torch
 
-import mor_ext
 from mor_ext import functional as F, MoRSpec, RoleSpec
 from mor_ext.ops import _flags
 
 from op_utils import (
+    NEEDS_COMPILED,
     BACKENDS,
     D_IN,
     D_OUT,
@@ -26,9 +26,7 @@ from op_utils import (
     make_role_ids,
 )
 
-pytestmark = pytest.mark.skipif(
-    not mor_ext.ops.compiled_available(), reason="mor_ext._C is not built: nothing to compare the reference with"
-)
+pytestmark = NEEDS_COMPILED
 
 ops = torch.ops.mor_ext
 

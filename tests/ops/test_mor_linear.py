@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import mor_ext
 from mor_ext import functional as F
 
 from op_utils import (
+    NEEDS_COMPILED,
     D_IN,
     D_OUT,
     DTYPES,
@@ -36,9 +36,7 @@ from op_utils import (
     separated_route_inputs,
 )
 
-pytestmark = pytest.mark.skipif(
-    not mor_ext.ops.compiled_available(), reason="mor_ext._C is not built: nothing to compare the reference with"
-)
+pytestmark = NEEDS_COMPILED
 
 ops = torch.ops.mor_ext
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import mor_ext
 from mor_ext import functional as F, MoRSpec, RoleSpec
 from mor_ext.ops import _flags, ORTHOGONAL_CUDA_MAX_RANK, reference
 
 from op_utils import (
+    NEEDS_COMPILED,
     BACKENDS,
     D_IN,
     D_OUT,
@@ -27,9 +27,7 @@ from op_utils import (
     opcheck_inputs,
 )
 
-pytestmark = pytest.mark.skipif(
-    not mor_ext.ops.compiled_available(), reason="mor_ext._C is not built: nothing to compare the reference with"
-)
+pytestmark = NEEDS_COMPILED
 
 ops = torch.ops.mor_ext
 
