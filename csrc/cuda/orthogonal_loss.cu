@@ -1,14 +1,16 @@
 // CUDA kernels of mor_ext::orthogonal_loss_layers and its backward (docs/spec.md §4).
 //
-// The products (also the test-only op testing_orthogonal_products): every r x r product the loss needs, for all layers at once, in one launch:
-// one block per product (A_i A_j^T or B_i^T B_i), the inner dimension (d_in or d_out) streamed
-// through shared memory in tiles, register tiles of M x M outputs per thread (kernels/products.h
-// holds the per-thread steps, which the CPU build runs in loops for the tests).
+// The products (also the test-only op testing_orthogonal_products): every r x r product the loss
+// needs, for all layers at once, in one launch: one block per product (A_i A_j^T or B_i^T B_i), the
+// inner dimension (d_in or d_out) streamed through shared memory in tiles, register tiles of M x M
+// outputs per thread (kernels/products.h holds the per-thread steps, which the CPU build runs in
+// loops for the tests).
 // orthogonal_loss_layers = those products + a few ATen reductions; it returns the products too, and
 // its backward writes every gradient of every layer from them in one more launch
 // (kernels/orthogonal_grads.h: one block per LoRA matrix and column tile; also the test-only op
 // testing_orthogonal_grads). One layer is a list of one (mor_ext.ops.orthogonal_loss). The
-// load-balance loss has no CUDA kernel of its own: csrc/aten/load_balance_loss.cpp serves every device.
+// load-balance loss has no CUDA kernel of its own: csrc/aten/load_balance_loss.cpp serves every
+// device.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
