@@ -17,7 +17,7 @@ versions=(${TORCH_HEADER_VERSIONS:-2.14.1 2.11.0})
 mkdir -p "$log_dir"
 shopt -s nullglob
 sources=(csrc/cuda/*.cu)
-cxx_sources=(csrc/*.cpp csrc/cpu/*.cpp)
+cxx_sources=(csrc/*.cpp csrc/aten/*.cpp csrc/cpu/*.cpp)
 if (( ${#sources[@]} == 0 )); then
   echo "cuda gate: no .cu files"
   exit 0

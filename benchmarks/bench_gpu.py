@@ -140,7 +140,7 @@ def orthogonal() -> None:
         profile_tables(layers_fwd_bwd)
     ms = min(ms, ms_layers)
 
-    def dense_fwd_bwd():  # forms A_i^T A_j and B_i B_j^T (d x d): what the spec calls a performance bug
+    def dense_fwd_bwd():  # forms A_i^T A_j and B_i B_j^T (d x d): what docs/spec.md §4 calls a performance bug
         for a, b in params:  # one layer at a time, or the d x d products of 112 layers fill the GPU
             total = 0
             for rho in range(spec.num_roles):
@@ -267,7 +267,7 @@ def decode() -> None:
         # mor_linear at max(t, 65) tokens runs the GEMM path (65 for 32 and 64: near enough in cost)
         sizes = {"decode": t, "layer": max(t, 65)}
         ms = {}
-        for name, op in (("decode", torch.ops.mor_ext.mor_linear_decode), ("layer", torch.ops.mor_ext.mor_linear)):
+        for name, op in (("decode", torch.ops.mor_ext.testing_mor_linear_decode), ("layer", torch.ops.mor_ext.mor_linear)):
             n = sizes[name]
             x = torch.randn(n, d, device="cuda", generator=g).bfloat16()
             roles = torch.randint(0, 3, (n,), device="cuda", generator=g)

@@ -42,7 +42,7 @@ fi
 # crash); on a crash, cuda-gdb (which also debugs host code) records where.
 errors_py='import torch, mor_ext
 try:
-    torch.ops.mor_ext.orthogonal_loss(torch.zeros(1, 2, 3), torch.zeros(1, 3, 2), [], [], [])
+    torch.ops.mor_ext.orthogonal_loss_layers([torch.zeros(1, 2, 3)], [torch.zeros(1, 3, 2)], [], [], [])
 except ValueError as e:
     print("ok: a C++ ValueError reached Python:", str(e).splitlines()[0])'
 if ! step errors 60 "$PY" -c "$errors_py" && command -v cuda-gdb > /dev/null; then
@@ -50,9 +50,9 @@ if ! step errors 60 "$PY" -c "$errors_py" && command -v cuda-gdb > /dev/null; th
     echo "--- ldd"; ldd "$("$PY" -c 'import mor_ext._C as c; print(c.__file__)')"; } >> "$out/errors.log" 2>&1
 fi
 # The CPU suite's validation tests (C++ errors on purpose), in one plain pytest process.
-if ! step validate 90 "$PY" -m pytest tests/test_ops.py -q -p no:cacheprovider -k "validate or bad_input or out_of_range" \
+if ! step validate 90 "$PY" -m pytest tests/ops/test_input_checks.py -q -p no:cacheprovider -k "validate or bad_input or out_of_range" \
     && command -v cuda-gdb > /dev/null; then
-  { echo "--- cuda-gdb"; timeout 120 cuda-gdb -batch -ex run -ex bt --args "$PY" -m pytest tests/test_ops.py -q -x \
+  { echo "--- cuda-gdb"; timeout 120 cuda-gdb -batch -ex run -ex bt --args "$PY" -m pytest tests/ops/test_input_checks.py -q -x \
       -p no:cacheprovider -k "validate or bad_input or out_of_range"; } >> "$out/validate.log" 2>&1
 fi
 timeout_flag=()
@@ -61,10 +61,10 @@ timeout_flag=()
 # pytest-xdist; without it they run in one process).
 workers=()
 "$PY" -c "import xdist" 2> /dev/null && workers=(-n 4)
-step cuda_tests 200 "$PY" -m pytest tests/test_cuda.py -q -rs -p no:cacheprovider "${timeout_flag[@]}" "${workers[@]}" \
+step cuda_tests 200 "$PY" -m pytest tests/ops/test_cuda.py -q -rs -p no:cacheprovider "${timeout_flag[@]}" "${workers[@]}" \
   --durations=8
 if command -v compute-sanitizer > /dev/null; then
-  step memcheck 60 compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" -m pytest tests/test_cuda.py -q \
+  step memcheck 60 compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" -m pytest tests/ops/test_cuda.py -q \
     -p no:cacheprovider -k "(route_matches_reference and moragent and float32) or orthogonal_products \
 or (cuda_grouped_lora and small and (gaps or duplicates)) or (cuda_mor_linear and spans and bfloat16) \
 or (orthogonal_grads and bfloat16) or (cuda_decode_kernels and moragent and not 300)"

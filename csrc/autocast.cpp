@@ -8,6 +8,8 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
+#include "op_table.h"
+
 namespace mor_ext {
 namespace {
 
@@ -16,14 +18,11 @@ void without_autocast(const c10::OperatorHandle& op, c10::DispatchKeySet, torch:
   op.callBoxed(stack);
 }
 
-constexpr const char* kOps[] = {
-    "route",           "route_backward",         "grouped_lora",
-    "grouped_lora_backward", "mor_linear",        "mor_linear_backward",
-    "load_balance_loss", "load_balance_loss_backward", "load_balance_loss_layers",
-    "load_balance_loss_layers_backward", "orthogonal_loss", "orthogonal_loss_backward",
-    "orthogonal_loss_layers", "orthogonal_loss_layers_backward", "orthogonal_products",
-    "orthogonal_grads", "mor_linear_decode",
-};
+// Every op with tensor arguments, and the test-only ones (testing_cpu_path_counts has none: its
+// autocast kernel is never reached, and harmless).
+#define MOR_EXT_NAME(name, schema) #name,
+constexpr const char* kOps[] = {MOR_EXT_OPS(MOR_EXT_NAME) MOR_EXT_TESTING_OPS(MOR_EXT_NAME)};
+#undef MOR_EXT_NAME
 
 void register_all(torch::Library& m) {
   for (const char* name : kOps) m.impl(name, torch::CppFunction::makeFromBoxedFunction<&without_autocast>());

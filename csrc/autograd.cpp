@@ -6,7 +6,7 @@
 // decode sizes and, on an H100, most of a training step's host time. Here each op's Autograd kernel
 // is a torch::autograd::Function, as torchvision registers its ops; each backward is itself an op
 // (mor_linear_backward, ...), so torch.compile traces both through their fake kernels. The losses,
-// called once per step, keep their Python autograd in ops.py.
+// called once per step, keep their Python autograd in python/mor_ext/ops/autograd.py.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>

@@ -1,4 +1,4 @@
-// The work list of the orthogonal loss over many layers at once (spec section 4): for every layer
+// The work list of the orthogonal loss over many layers at once (docs/spec.md §4): for every layer
 // and every role with two or more routed LoRAs, the cross products A_i A_j^T (i < j) and the Gram
 // matrices B_i^T B_i, each an r x r product (kernels/products.h), and which Gram pairs to dot.
 //   loss = sum_cross ||P||_F^2 + sum_{(i, j) gram pairs} <P_i, P_j>_F

@@ -1,4 +1,4 @@
-// CPU kernel of mor_ext::mor_linear_decode: the CUDA decode path's per-token bodies
+// CPU kernel of the test-only op mor_ext::testing_mor_linear_decode: the CUDA decode path's per-token bodies
 // (kernels/decode.h) in plain loops, so that the CPU tests check the code a GPU block runs. Not a
 // fast path: mor_linear's CPU kernel runs the same bodies with AVX-512 dot products for a few fp32
 // tokens (decode_avx512.cpp) and GEMMs otherwise.
@@ -65,6 +65,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   return out.with(y);
 }
 
-TORCH_LIBRARY_IMPL(mor_ext, CPU, m) { m.impl("mor_linear_decode", &mor_linear_decode_cpu); }
+TORCH_LIBRARY_IMPL(mor_ext, CPU, m) { m.impl("testing_mor_linear_decode", &mor_linear_decode_cpu); }
 
 }  // namespace mor_ext::cpu

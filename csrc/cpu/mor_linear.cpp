@@ -22,6 +22,7 @@
 #include "cpu_utils.h"
 #include "decode_avx512.h"
 #include "gemm_avx512.h"
+#include "path_counts.h"
 #include "role_gemms.h"
 #include "token_batches.h"
 
@@ -271,8 +272,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     decode_avx512_f32(spec, xc, roles, a, lora_B.contiguous(), router_weight.contiguous(),
                       shared_gate_weight.contiguous(), scaling, y, lora_index, lora_weight, router_probs, shrink,
                       shared_gate_logit);
+    count_path(CpuPath::kAvx512Decode);
     return out.with(y);
   }
+  count_path(use_role_gemms(x) ? CpuPath::kAvx512RoleGemms : CpuPath::kGeneric);
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "mor_linear_cpu", [&] {
     int32_t* index_p = lora_index.data_ptr<int32_t>();
@@ -358,6 +361,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
 
   at::Tensor grad_x = at::mm(gy, weight);
   const bool by_role = use_role_gemms(x);
+  count_path(by_role ? CpuPath::kAvx512RoleGemms : CpuPath::kGeneric);
   const std::vector<Batch> batches = by_role ? role_groups(roles) : plan_role_batches(roles);
   const std::map<int64_t, RoleBlock> blocks =
       make_blocks(spec, batches, a, lora_B, router_weight, shared_gate_weight, /*stacked=*/true);

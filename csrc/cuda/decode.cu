@@ -1,5 +1,5 @@
-// CUDA decode path of mor_ext::mor_linear (and the mor_linear_decode op): for a few tokens, two
-// kernels after the frozen layer's GEMM instead of the GEMM path's eight small launches.
+// CUDA decode path of mor_ext::mor_linear (and the test-only op testing_mor_linear_decode): for a
+// few tokens, two kernels after the frozen layer's GEMM instead of the GEMM path's eight small launches.
 //
 //   decode_route_kernel   one block per token: its warps dot x with the token's role rows (A rows,
 //                         router rows, shared-gate row; read in place, nothing stacked), then one
@@ -26,6 +26,7 @@
 #include "../kernels/decode.h"
 #include "../spec_table.h"
 #include "decode.cuh"
+#include "launch.cuh"
 
 namespace mor_ext::cuda {
 namespace {
@@ -162,9 +163,9 @@ MorLinearOutputs mor_linear_decode_cuda(const at::Tensor& x, const at::Tensor& w
                                         bool sigmoid_gate, double scaling) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, sigmoid_gate);
   check_layer_inputs(x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, spec);
-  TORCH_CHECK_VALUE(x.size(0) <= 65535, "mor_linear_decode is for decode-sized calls (at most 65535 tokens), got ",
-                    x.size(0));
-  TORCH_CHECK_VALUE(decode_fits(spec, lora_A.size(1), x.element_size()), "mor_linear_decode: this spec at rank ",
+  TORCH_CHECK_VALUE(x.size(0) <= kMaxGridY, "testing_mor_linear_decode is for decode-sized calls (at most ",
+                    kMaxGridY, " tokens), got ", x.size(0));
+  TORCH_CHECK_VALUE(decode_fits(spec, lora_A.size(1), x.element_size()), "testing_mor_linear_decode: this spec at rank ",
                     lora_A.size(1), " needs ", decode_smem_bytes(spec, lora_A.size(1), x.element_size()),
                     " bytes of shared memory per token, more than the decode kernel's ", kDecodeMaxSmem,
                     "; use mor_linear (its GEMM path) instead");
@@ -174,6 +175,6 @@ MorLinearOutputs mor_linear_decode_cuda(const at::Tensor& x, const at::Tensor& w
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(mor_ext, CUDA, m) { m.impl("mor_linear_decode", &mor_linear_decode_cuda); }
+TORCH_LIBRARY_IMPL(mor_ext, CUDA, m) { m.impl("testing_mor_linear_decode", &mor_linear_decode_cuda); }
 
 }  // namespace mor_ext::cuda

@@ -36,7 +36,7 @@ inline bool decode_fits(const SpecTable& spec, int64_t rank, int64_t element_siz
 
 using MorLinearOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-// Inputs already checked (check_layer_inputs); at most 65535 tokens (the expand kernel's grid).
+// Inputs already checked (check_layer_inputs); at most kMaxGridY tokens (the expand kernel's grid y).
 MorLinearOutputs mor_linear_decode_path(const at::Tensor& x, const at::Tensor& weight,
                                         const std::optional<at::Tensor>& bias, const at::Tensor& lora_A,
                                         const at::Tensor& lora_B, const at::Tensor& router_weight,

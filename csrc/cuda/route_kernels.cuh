@@ -1,5 +1,5 @@
-// The per-token routing kernels, shared by route.cu (the route op) and grouped_lora.cu (the fused
-// mor_linear op). One thread per token runs the __host__ __device__ bodies of kernels/routing.h,
+// The per-token routing kernels, shared by route.cu (the route op) and mor_linear.cu (the fused
+// layer op). One thread per token runs the __host__ __device__ bodies of kernels/routing.h,
 // which the CPU kernels run too. Each .cu file that includes this gets its own copy (internal
 // linkage), so no relocatable device code is needed.
 #pragma once

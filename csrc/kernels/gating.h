@@ -1,5 +1,5 @@
 // Per-element bodies of the grouped-LoRA gate, shared by the CPU kernels (csrc/cpu/grouped_lora.cpp)
-// and the CUDA kernels (csrc/cuda/grouped_lora.cu), so that the CPU tests check the code a GPU
+// and the CUDA kernels (csrc/cuda/gate_kernels.cuh), so that the CPU tests check the code a GPU
 // thread runs.
 //
 // Vocabulary: a token has K slots (lora_index[t, s], lora_weight[t, s]; index -1 = empty). Its

@@ -1,4 +1,4 @@
-"""The pure-PyTorch truth: every op of the spec, vectorised, written to be read.
+"""The pure-PyTorch truth: every op of ``docs/spec.md`` (§3 and §4), vectorised, written to be read.
 
 These functions take already-validated, flattened inputs (``x [N, d_in]``, ``role_ids [N]`` int64)
 and rely on PyTorch's autograd for gradients. The compiled kernels are tested against them, and
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .spec import MoRSpec
+from ..spec import MoRSpec
 
 __all__ = ["route", "grouped_lora", "mor_linear", "load_balance_loss", "orthogonal_loss"]
 

@@ -1,7 +1,7 @@
 """Helpers of the op tests: a catalogue of specs, seeded inputs, backend switching, the
 flash-attention error rule, and an independent per-token fp64 oracle of the spec's math.
 
-The oracle is written from ``/work/shared/mor-spec.md`` (sections 3 and 4) with plain loops, on
+The oracle is written from ``docs/spec.md`` §3 and §4 with plain loops, on
 purpose unlike the vectorised reference, so that a misreading shared by the reference and the
 kernels still shows up.
 """
@@ -12,13 +12,18 @@ import contextlib
 import itertools
 import math
 import os
+import sys
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import pytest
 import torch
 
 import mor_ext
 from mor_ext import MoRSpec, RoleSpec
+from mor_ext import functional as F
+from mor_ext.ops import _flags
 
 # ------------------------------------------------------------------------------------------ specs
 SPECS: dict[str, MoRSpec] = {
@@ -304,6 +309,195 @@ def oracle_orthogonal(lora_A, lora_B, spec: MoRSpec) -> float:
     total = 0.0
     for rho in range(spec.num_roles):
         for i, j in itertools.combinations(spec.routed_loras(rho), 2):
-            # The literal formula of the spec, d_out x d_out matrix included (fine in a test).
+            # The literal formula of docs/spec.md §4, d_out x d_out matrix included (fine in a test).
             total += (A[i] @ A[j].T).square().sum().item() + (B[i] @ B[j].T).square().sum().item()
     return total
+
+
+# ------------------------------------------------------------------------------------------ shared op-test helpers
+# The CPU op tests compare the compiled kernels with the reference: without the library, nothing to compare.
+NEEDS_COMPILED = pytest.mark.skipif(
+    not mor_ext.ops.compiled_available(), reason="mor_ext._C is not built: nothing to compare the reference with"
+)
+ops = torch.ops.mor_ext
+D_IN, D_OUT = 33, 17  # odd on purpose: no dimension is a multiple of a vector width
+LEADS = [(1,), (37,), (3, 11)]  # T=1, a flat batch, [B, S]
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def lead_id(lead) -> str:
+    return "x".join(map(str, lead))
+
+
+def compare_backends(fn, inputs, diff, dtype, names):
+    """fp64 reference (truth), same-dtype reference and compiled kernels, forward and backward."""
+    truth = run_with_grads(fn, inputs, diff, "reference", torch.float64)
+    ref = run_with_grads(fn, inputs, diff, "reference", dtype)
+    comp = run_with_grads(fn, inputs, diff, "compiled", dtype)
+    compare_runs(comp, ref, truth, dtype, names)
+    return comp, ref, truth
+
+
+ROUTE_NAMES = ("lora_index", "lora_weight", "router_probs")
+
+
+def make_slots(case: str, n: int, num_loras: int, seed: int, dtype: torch.dtype):
+    """lora_index [n, K] / lora_weight [n, K] for grouped_lora, independent of any routing."""
+    gen = torch.Generator().manual_seed(seed)
+    k = 1 if case == "k1" else 4
+    index = torch.randint(0, num_loras, (n, k), generator=gen)
+    if case == "duplicates":  # one LoRA in several slots of a token: the weights sum
+        index[:, 1] = index[:, 0]
+        index[::3, 3] = index[::3, 0]
+    elif case == "gaps":  # -1 holes in the middle of a row, and whole empty rows
+        index[:, 1] = -1
+        index[1::2, 2] = -1
+        index[::5] = -1
+    elif case == "random_any":
+        index = torch.randint(-1, num_loras, (n, k), generator=gen)
+    elif case == "all_empty":
+        index.fill_(-1)
+    elif case == "one_block":  # every token in LoRAs 5..9 with 5 first: one long run (the run path)
+        index = torch.randint(6, 10, (n, k), generator=gen)
+        index[:, 0] = 5
+        index[::4, 2] = -1
+    weight = torch.randn(n, k, generator=gen, dtype=torch.float64)  # any sign: not only gates
+    return index, weight.to(dtype)
+
+
+SLOT_CASES = ("random", "duplicates", "gaps", "random_any", "all_empty", "k1", "one_block")
+
+
+def grouped_fn(scaling):
+    def fn(x, lora_A, lora_B, lora_index, lora_weight):
+        return (F.grouped_lora(x, lora_A, lora_B, lora_index, lora_weight, scaling=scaling),)
+
+    return fn
+
+
+GROUPED_DIFF = ("x", "lora_A", "lora_B", "lora_weight")
+
+
+def mor_linear_fn(spec, scaling=1.0):
+    def fn(x, weight, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, bias=None):
+        y, routing = F.mor_linear(x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, spec,
+                                  scaling, return_routing=True)
+        return (y, *routing)
+
+    return fn
+
+
+MOR_NAMES = ("y", *ROUTE_NAMES)
+MOR_DIFF = ("x", "weight", "bias", "lora_A", "lora_B", "router_weight", "shared_gate_weight")
+
+
+def mor_inputs(spec, lead, pattern, dtype, seed, span=5, bias=True):
+    p = make_params(spec, lead, D_IN, D_OUT, seed, dtype)
+    inputs = dict(x=p.x, weight=p.weight, lora_A=p.lora_A, lora_B=p.lora_B, router_weight=p.router_weight,
+                  shared_gate_weight=p.shared_gate_weight,
+                  role_ids=make_role_ids(pattern, lead, spec.num_roles, seed, span=span))
+    if bias:
+        inputs["bias"] = p.bias
+    return inputs, [d for d in MOR_DIFF if d in inputs]
+
+
+# fp32 calls of >= 128 tokens on an AVX-512 CPU take the by-role path: per role, one GEMM per kind
+# over all of its tokens, addressed by row pointers (csrc/cpu/gemm_avx512.cpp: 8 x 48 register
+# tiles, 48-column panels with a masked last vector). The sizes cut every tile and panel edge:
+# d 17 (one partial vector), 49 and 100 (a panel and a tail), 130 (three panels); token counts per
+# role that are not multiples of 8; rank 16 gives the paper's 85-column shrink.
+AVX512_CPU = sys.platform == "linux" and "avx512f" in Path("/proc/cpuinfo").read_text()
+
+
+# testing_mor_linear_decode on CPU runs the CUDA decode kernels' per-token bodies (kernels/decode.h) in loops.
+def decode_fn(spec, scaling=0.5):
+    reference_fn = mor_linear_fn(spec, scaling)
+
+    def fn(x, weight, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, bias=None):
+        if mor_ext.ops.get_backend() != "compiled":
+            return reference_fn(x, weight, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, bias)
+        y, index, gate, probs, _, _ = torch.ops.mor_ext.testing_mor_linear_decode(
+            x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, *_flags(spec),
+            spec.shared_gate == "sigmoid", scaling)
+        return y, index, gate, probs
+
+    return fn
+
+
+# The spec computes routing in fp32 (softmax_fp32) and returns fp32 losses, so route and the losses
+# are only fp32-accurate even for fp64 inputs, in both backends: their gradchecks use a large eps
+# (1e-3: finite-difference noise ~ 1e-7 / eps) with matching tolerances, and inputs whose router
+# logits are far apart so that no finite-difference step changes the top-k selection.
+LOOSE = dict(eps=1e-3, atol=1e-3, rtol=1e-3)
+FAST = dict(LOOSE, fast_mode=True)  # random projections of the Jacobian: the reference is slow per call
+
+
+def separated_route_inputs(spec, n, d_in, seed, min_gap=0.05):
+    """fp64 route inputs whose logits within each token's role differ by at least min_gap."""
+    for attempt in range(100):
+        p = make_params(spec, (n,), d_in, 3, seed=seed + attempt, dtype=torch.float64)
+        roles = make_role_ids("random", (n,), spec.num_roles, seed=seed + attempt)
+        logits = p.x @ p.router_weight.T  # [n, E_total]
+        ok = True
+        for t, rho in enumerate(roles.tolist()):
+            if rho >= 0 and spec.roles[rho].num_experts > 1:
+                lo = spec.router_offsets[rho]
+                z = logits[t, lo : lo + spec.roles[rho].num_experts].sort().values
+                ok &= bool((z[1:] - z[:-1]).min() > min_gap)
+        if ok:
+            return p, roles
+    raise AssertionError("no well-separated inputs found")
+
+
+def opcheck_inputs(spec_name, seed=50, n=9):
+    spec = SPECS[spec_name]
+    p = make_params(spec, (n,), D_IN, D_OUT, seed)
+    roles = make_role_ids("random", (n,), spec.num_roles, seed)
+    flags = _flags(spec)
+    gated = spec.shared_gate == "sigmoid"
+    with torch.no_grad():
+        index, weight, probs = ops.route(p.x, p.router_weight, p.shared_gate_weight, roles, *flags, gated)
+    return spec, p, roles, flags, gated, index, weight, probs
+
+
+OPCHECK_SPECS = ["moragent", "moragent_nogate", "mixed", "decoupled"]
+
+
+def grad(t):
+    return t.detach().clone().requires_grad_()
+
+
+def compiled_forward_backward(spec, inputs):
+    """Everything the compiled backend computes for one layer: outputs and every gradient."""
+    leaves = {k: (grad(v) if v.is_floating_point() else v) for k, v in inputs.items()}
+    with backend("compiled"):
+        y, routing = F.mor_linear(leaves["x"], leaves["weight"], leaves["bias"], leaves["lora_A"], leaves["lora_B"],
+                                  leaves["router_weight"], leaves["shared_gate_weight"], leaves["role_ids"], spec,
+                                  return_routing=True)
+        aux = F.load_balance_loss(routing.router_probs, routing.lora_index, leaves["role_ids"], spec)
+        orth = F.orthogonal_loss(leaves["lora_A"], leaves["lora_B"], spec)
+        delta = F.grouped_lora(leaves["x"], leaves["lora_A"], leaves["lora_B"], routing.lora_index,
+                               routing.lora_weight)
+        loss = (y.double() * y.double().cos()).sum() + aux + orth + delta.double().square().sum() \
+            + (routing.router_probs.double() * 3).square().sum()
+        names = [k for k, v in leaves.items() if isinstance(v, torch.Tensor) and v.requires_grad]
+        grads = torch.autograd.grad(loss, [leaves[k] for k in names], allow_unused=True)
+    return [y, *routing, aux, orth, delta] + [g if g is not None else torch.zeros(()) for g in grads]
+
+
+def compile_inputs():
+    spec = SPECS["moragent"]
+    inputs, _ = mor_inputs(spec, (2, 24), "random", torch.float32, seed=70)
+    return spec, inputs
+
+
+def run_mor_linear(fn, spec, inputs):
+    leaves = {k: (grad(v) if v.is_floating_point() else v) for k, v in inputs.items()}
+    y, routing = fn(leaves["x"], leaves["weight"], leaves["bias"], leaves["lora_A"], leaves["lora_B"],
+                    leaves["router_weight"], leaves["shared_gate_weight"], leaves["role_ids"])
+    loss = (y * y.detach().sin()).sum() + routing.router_probs.square().sum()
+    names = ["x", "lora_A", "lora_B", "router_weight", "shared_gate_weight"]
+    return [y, routing.lora_index, *torch.autograd.grad(loss, [leaves[k] for k in names])]
+
+
+BACKENDS = ["reference", "compiled"]

@@ -1,14 +1,16 @@
-// CUDA kernels of the losses.
+// CUDA kernels of mor_ext::orthogonal_loss_layers and its backward (docs/spec.md §4).
 //
-// orthogonal_products: every r x r product the loss needs, for all layers at once, in one launch:
-// one block per product (A_i A_j^T or B_i^T B_i), the inner dimension (d_in or d_out) streamed
-// through shared memory in tiles, register tiles of M x M outputs per thread (kernels/products.h
-// holds the per-thread steps, which the CPU build runs in loops for the tests).
+// The products (also the test-only op testing_orthogonal_products): every r x r product the loss
+// needs, for all layers at once, in one launch: one block per product (A_i A_j^T or B_i^T B_i), the
+// inner dimension (d_in or d_out) streamed through shared memory in tiles, register tiles of M x M
+// outputs per thread (kernels/products.h holds the per-thread steps, which the CPU build runs in
+// loops for the tests).
 // orthogonal_loss_layers = those products + a few ATen reductions; it returns the products too, and
 // its backward writes every gradient of every layer from them in one more launch
-// (kernels/orthogonal_grads.h: one block per LoRA matrix and column tile). The per-layer
-// orthogonal_loss op is the same with one layer. The load-balance loss uses the device-generic ATen
-// implementation (a few reductions, no host sync).
+// (kernels/orthogonal_grads.h: one block per LoRA matrix and column tile; also the test-only op
+// testing_orthogonal_grads). One layer is a list of one (mor_ext.ops.orthogonal_loss). The
+// load-balance loss has no CUDA kernel of its own: csrc/aten/load_balance_loss.cpp serves every
+// device.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
@@ -18,17 +20,15 @@
 
 #include <algorithm>
 
-#include "../cpu/losses.h"
 #include "../cpu/cpu_utils.h"
 #include "../kernels/orthogonal_grads.h"
 #include "../kernels/products.h"
 #include "../orthogonal_plan.h"
 #include "../spec_table.h"
+#include "launch.cuh"
 
 namespace mor_ext::cuda {
 namespace {
-
-constexpr int64_t kMaxGridY = 65535;
 
 // Shared memory of the products kernel: the U and V tiles, later the groups' partial sums.
 constexpr int kProductSmem = 2 * kernels::kMaxRank * kernels::kTileStride;
@@ -180,7 +180,7 @@ std::tuple<at::Tensor, at::Tensor> orthogonal_loss_layers_cuda(at::TensorList lo
   return {loss, products};
 }
 
-// The backward (and orthogonal_grads, the op its CPU emulation is checked against): one launch
+// The backward (and testing_orthogonal_grads, the op its CPU emulation is checked against): one launch
 // from the forward's products.
 std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> orthogonal_grads_cuda(
     const at::Tensor& grad, const at::Tensor& products, at::TensorList lora_A, at::TensorList lora_B,
@@ -192,37 +192,11 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> orthogonal_grads_cu
   return run_grads(grad, products, lora_A, lora_B, spec);
 }
 
-// The per-layer op: the same kernels with one layer (contiguous copies if need be).
-at::Tensor orthogonal_loss_cuda(const at::Tensor& lora_A, const at::Tensor& lora_B, at::IntArrayRef num_experts,
-                                at::IntArrayRef top_k, at::IntArrayRef has_shared) {
-  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
-  cpu::check_lora_pair(lora_A, lora_B, spec);
-  return std::get<0>(
-      orthogonal_loss_layers_cuda({lora_A.contiguous()}, {lora_B.contiguous()}, num_experts, top_k, has_shared));
-}
-
-std::tuple<at::Tensor, at::Tensor> orthogonal_loss_backward_cuda(const at::Tensor& grad, const at::Tensor& lora_A,
-                                                                 const at::Tensor& lora_B, at::IntArrayRef num_experts,
-                                                                 at::IntArrayRef top_k, at::IntArrayRef has_shared) {
-  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
-  cpu::check_lora_pair(lora_A, lora_B, spec);
-  const at::Tensor a = lora_A.contiguous(), b = lora_B.contiguous();
-  const at::Tensor products = orthogonal_products_cuda({a}, {b}, num_experts, top_k, has_shared);
-  auto [ga, gb] = orthogonal_grads_cuda(grad, products, {a}, {b}, num_experts, top_k, has_shared);
-  return {ga[0], gb[0]};
-}
-
 TORCH_LIBRARY_IMPL(mor_ext, CUDA, m) {
-  m.impl("orthogonal_products", &orthogonal_products_cuda);
   m.impl("orthogonal_loss_layers", &orthogonal_loss_layers_cuda);
   m.impl("orthogonal_loss_layers_backward", &orthogonal_grads_cuda);
-  m.impl("orthogonal_grads", &orthogonal_grads_cuda);
-  m.impl("orthogonal_loss", &orthogonal_loss_cuda);
-  m.impl("orthogonal_loss_backward", &orthogonal_loss_backward_cuda);
-  m.impl("load_balance_loss", &cpu::load_balance_loss_aten);
-  m.impl("load_balance_loss_backward", &cpu::load_balance_loss_backward_aten);
-  m.impl("load_balance_loss_layers", &cpu::load_balance_loss_layers_aten);
-  m.impl("load_balance_loss_layers_backward", &cpu::load_balance_loss_layers_backward_aten);
+  m.impl("testing_orthogonal_products", &orthogonal_products_cuda);
+  m.impl("testing_orthogonal_grads", &orthogonal_grads_cuda);
 }
 
 }  // namespace mor_ext::cuda

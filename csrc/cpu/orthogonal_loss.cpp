@@ -1,11 +1,10 @@
-// CPU kernels of the two auxiliary losses and their backward passes.
+// CPU kernels of mor_ext::orthogonal_loss_layers and its backward (docs/spec.md §4), and of the
+// test-only ops that run the CUDA kernels' per-thread bodies in loops.
 //
-// load_balance_loss: counting and averaging over tokens with ATen ops and no host sync, so the same
-// code serves CPU and CUDA tensors.
-// orthogonal_loss: only r x r products per role (A_blk A_blk^T and the Gram matrices B_i^T B_i);
-// a d_out x d_out or d_in x d_in matrix is never formed; *_layers sum over many layers and hand
-// their products to the backward, and orthogonal_products_cpu / orthogonal_grads_cpu run the CUDA
-// kernels' per-thread bodies for the tests.
+// Only r x r products per role (A_blk A_blk^T and the Gram matrices B_i^T B_i): a d_out x d_out or
+// d_in x d_in matrix is never formed; the forward hands its products to the backward.
+// orthogonal_products_cpu / orthogonal_grads_cpu (testing_orthogonal_products / _grads) run the
+// CUDA kernels' per-thread bodies for the tests.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -13,154 +12,14 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <tuple>
 #include <vector>
 
-#include "../device_tables.h"
 #include "../orthogonal_plan.h"
 #include "../spec_table.h"
-#include "losses.h"
 #include "cpu_utils.h"
 
 namespace mor_ext::cpu {
-namespace {
-
-// Per router column: its role, and that role's expert count (float, for the arithmetic below).
-struct ColumnTables {
-  at::Tensor role;     // [E_total] int64
-  at::Tensor experts;  // [E_total] float
-  at::Tensor of_lora;  // [L + 1] int64: router column of LoRA index - 1 (E_total for shared LoRAs and -1)
-};
-
-ColumnTables column_tables(const SpecTable& spec, const at::Device& device) {
-  // One int64 table [role | experts | of_lora], one host-to-device copy without a sync.
-  const int64_t e_total = spec.num_experts_total;
-  std::vector<int64_t> table(2 * e_total + spec.num_loras + 1, e_total);
-  for (int64_t rho = 0; rho < spec.num_roles; ++rho)
-    for (int64_t i = 0; i < spec.num_experts[rho]; ++i) {
-      const int64_t col = spec.router_start[rho] + i;
-      table[col] = rho;
-      table[e_total + col] = spec.num_experts[rho];
-      table[2 * e_total + spec.lora_start[rho] + spec.shared[rho] + i + 1] = col;
-    }
-  const at::Tensor t = to_device_async(table, device);
-  return {t.narrow(0, 0, e_total), t.narrow(0, e_total, e_total).to(at::kFloat),
-          t.narrow(0, 2 * e_total, spec.num_loras + 1)};
-}
-
-// For layers sharing one set of tokens (role ids [N]) and lora_index [Lg, N, K]: coef [Lg, E_total],
-// coef[l, col] = E_rho * f_col / |T_rho| (the gradient of layer l's aux w.r.t. each token's p[col]) for
-// roles with >= 2 experts and some tokens, else 0; and in_role [N, E_total], the mask of each token's
-// own role's columns. ATen ops only, no host sync: the same code serves CPU and CUDA tensors.
-std::pair<at::Tensor, at::Tensor> balance_terms(const at::Tensor& lora_index, const at::Tensor& role_ids,
-                                                const SpecTable& spec) {
-  const int64_t n = role_ids.size(0), e_total = spec.num_experts_total;
-  const ColumnTables cols = column_tables(spec, lora_index.device());
-  const auto i64 = lora_index.options().dtype(at::kLong);
-  const at::Tensor in_role = cols.role.unsqueeze(0) == role_ids.unsqueeze(1);  // [N, E_total]
-  // Counts as sums of comparisons, not index_add: on a GPU, thousands of atomic adds into three
-  // bins serialise.
-  const at::Tensor tokens = (role_ids.unsqueeze(1) == at::arange(spec.num_roles, i64)).sum(0).to(at::kFloat);  // |T_rho|
-  // A slot counts for column c when its LoRA is column c's expert and the token has c's role. An
-  // index outside [-1, L) counts as no LoRA (the CPU checks values first and raises; on a GPU that
-  // check would be a sync, and an out-of-range index_select a device-side assert).
-  const at::Tensor wide = lora_index.to(at::kLong);
-  const at::Tensor slot = at::where((wide >= -1) & (wide < spec.num_loras), wide + 1, at::zeros_like(wide));
-  const at::Tensor slot_col = cols.of_lora.index_select(0, slot.reshape(-1))
-                                  .view(lora_index.sizes());  // [Lg, N, K], E_total = no column
-  const at::Tensor slot_role = at::cat({cols.role, cols.role.new_full({1}, -2)}).index_select(0, slot_col.reshape(-1))
-                                   .view_as(slot_col);
-  const at::Tensor counted = slot_role == role_ids.view({1, n, 1});  // [Lg, N, K]
-  const at::Tensor dispatched = ((slot_col.unsqueeze(3) == at::arange(e_total, i64)) & counted.unsqueeze(3))
-                                    .sum(at::IntArrayRef{1, 2})
-                                    .to(at::kFloat);  // [Lg, E_total]
-  const at::Tensor n_col = tokens.index_select(0, cols.role);
-  const at::Tensor active = (cols.experts >= 2) & (n_col > 0);
-  const at::Tensor coef = at::where(active, cols.experts * dispatched / n_col.clamp_min(1).square(),
-                                    at::zeros_like(n_col));
-  return {coef, in_role};
-}
-
-void check_balance_inputs(const at::Tensor& router_probs, const at::Tensor& lora_index, const at::Tensor& role_ids,
-                          const SpecTable& spec) {
-  const int64_t n = role_ids.size(0), e_total = spec.num_experts_total;
-  TORCH_CHECK_VALUE(router_probs.dim() == 2 && router_probs.size(0) == n && router_probs.size(1) == e_total,
-                    "router_probs must be [", n, ", ", e_total, "], got ", router_probs.sizes());
-  TORCH_CHECK_VALUE(lora_index.dim() == 2 && lora_index.size(0) == n, "lora_index must be [", n, ", K], got ",
-                    lora_index.sizes());
-  TORCH_CHECK_VALUE(lora_index.device() == router_probs.device(), "lora_index is on ", lora_index.device(),
-                    " but router_probs is on ", router_probs.device());
-  TORCH_CHECK_TYPE(at::isIntegralType(lora_index.scalar_type(), /*includeBool=*/false),
-                   "lora_index must be an integer tensor, got ", lora_index.scalar_type());
-  TORCH_CHECK_TYPE(at::isFloatingType(router_probs.scalar_type()), "router_probs must be a floating-point tensor, got ",
-                   router_probs.scalar_type());
-  if (lora_index.is_cpu()) checked_index(lora_index, spec.num_loras);  // values: CPU only (a sync on a GPU)
-  check_role_ids(role_ids, n, spec.num_roles, router_probs);
-}
-
-// The layers' lora_index stacked [Lg, N, K] (int64), after checking every layer's inputs.
-at::Tensor checked_layer_index(at::TensorList router_probs, at::TensorList lora_index, const at::Tensor& role_ids,
-                               const SpecTable& spec) {
-  TORCH_CHECK_VALUE(!router_probs.empty() && router_probs.size() == lora_index.size(),
-                    "load_balance_loss_layers needs one lora_index per router_probs and at least one layer, got ",
-                    router_probs.size(), " and ", lora_index.size());
-  for (size_t l = 0; l < router_probs.size(); ++l) {
-    check_balance_inputs(router_probs[l], lora_index[l], role_ids, spec);
-    TORCH_CHECK_VALUE(lora_index[l].size(1) == lora_index[0].size(1), "layer ", l, ": lora_index has ",
-                      lora_index[l].size(1), " slots, layer 0 has ", lora_index[0].size(1));
-  }
-  std::vector<at::Tensor> index;
-  for (const at::Tensor& t : lora_index) index.push_back(t.to(at::kLong));
-  return at::stack(index);
-}
-
-}  // namespace
-
-at::Tensor load_balance_loss_aten(const at::Tensor& router_probs, const at::Tensor& lora_index,
-                                  const at::Tensor& role_ids, at::IntArrayRef num_experts, at::IntArrayRef top_k,
-                                  at::IntArrayRef has_shared) {
-  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
-  check_balance_inputs(router_probs, lora_index, role_ids, spec);
-  const auto [coef, in_role] = balance_terms(lora_index.unsqueeze(0), role_ids, spec);
-  // aux = sum_rho E_rho sum_i f_i P_i = sum_col coef[col] * (sum of p[t, col] over the column's tokens)
-  const at::Tensor prob_sum = (router_probs.to(at::kFloat) * in_role).sum(0);
-  return (coef[0] * prob_sum).sum();
-}
-
-at::Tensor load_balance_loss_backward_aten(const at::Tensor& grad, const at::Tensor& router_probs,
-                                           const at::Tensor& lora_index, const at::Tensor& role_ids,
-                                           at::IntArrayRef num_experts, at::IntArrayRef top_k,
-                                           at::IntArrayRef has_shared) {
-  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
-  check_balance_inputs(router_probs, lora_index, role_ids, spec);
-  const auto [coef, in_role] = balance_terms(lora_index.unsqueeze(0), role_ids, spec);
-  return (grad.to(at::kFloat) * coef[0]).unsqueeze(0) * in_role;
-}
-
-// Sum over layers that share one call's tokens: every layer's terms in one set of ops (a patched
-// model computes its aux loss with one call instead of one per adapted layer).
-at::Tensor load_balance_loss_layers_aten(at::TensorList router_probs, at::TensorList lora_index,
-                                        const at::Tensor& role_ids, at::IntArrayRef num_experts, at::IntArrayRef top_k,
-                                        at::IntArrayRef has_shared) {
-  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
-  const auto [coef, in_role] = balance_terms(checked_layer_index(router_probs, lora_index, role_ids, spec), role_ids, spec);
-  const at::Tensor probs = at::stack(router_probs).to(at::kFloat);  // [Lg, N, E_total]
-  return (coef * (probs * in_role.unsqueeze(0)).sum(1)).sum();
-}
-
-std::vector<at::Tensor> load_balance_loss_layers_backward_aten(const at::Tensor& grad, at::TensorList router_probs,
-                                                               at::TensorList lora_index, const at::Tensor& role_ids,
-                                                               at::IntArrayRef num_experts, at::IntArrayRef top_k,
-                                                               at::IntArrayRef has_shared) {
-  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
-  // Only the index and role ids matter here: the gradient is linear in the probabilities.
-  const auto [coef, in_role] = balance_terms(checked_layer_index(router_probs, lora_index, role_ids, spec), role_ids, spec);
-  const at::Tensor scaled = coef * grad.to(at::kFloat);  // [Lg, E_total]
-  const at::Tensor mask = in_role.to(at::kFloat);
-  std::vector<at::Tensor> grads;
-  for (int64_t l = 0; l < scaled.size(0); ++l) grads.push_back(mask * scaled[l]);
-  return grads;
-}
-
 namespace {
 
 // The orthogonal loss on the CPU, in two steps that the CUDA ops share: the r x r products of every
@@ -299,23 +158,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> layers_grads(const 
 
 }  // namespace
 
-at::Tensor orthogonal_loss_aten(const at::Tensor& lora_A, const at::Tensor& lora_B, at::IntArrayRef num_experts,
-                               at::IntArrayRef top_k, at::IntArrayRef has_shared) {
-  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
-  check_lora_pair(lora_A, lora_B, spec);
-  return loss_from_products(layers_products({lora_A}, {lora_B}, spec), 1, spec);
-}
-
-std::tuple<at::Tensor, at::Tensor> orthogonal_loss_backward_aten(const at::Tensor& grad, const at::Tensor& lora_A,
-                                                               const at::Tensor& lora_B, at::IntArrayRef num_experts,
-                                                               at::IntArrayRef top_k, at::IntArrayRef has_shared) {
-  const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
-  check_lora_pair(lora_A, lora_B, spec);
-  auto [grad_a, grad_b] = layers_grads(grad, layers_products({lora_A}, {lora_B}, spec), {lora_A}, {lora_B}, spec);
-  return {grad_a[0], grad_b[0]};
-}
-
-std::tuple<at::Tensor, at::Tensor> orthogonal_loss_layers_aten(at::TensorList lora_A, at::TensorList lora_B,
+std::tuple<at::Tensor, at::Tensor> orthogonal_loss_layers_cpu(at::TensorList lora_A, at::TensorList lora_B,
                                                                at::IntArrayRef num_experts, at::IntArrayRef top_k,
                                                                at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
@@ -325,7 +168,7 @@ std::tuple<at::Tensor, at::Tensor> orthogonal_loss_layers_aten(at::TensorList lo
   return {loss, products};
 }
 
-std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> orthogonal_loss_layers_backward_aten(
+std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> orthogonal_loss_layers_backward_cpu(
     const at::Tensor& grad, const at::Tensor& products, at::TensorList lora_A, at::TensorList lora_B,
     at::IntArrayRef num_experts, at::IntArrayRef top_k, at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
@@ -334,6 +177,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> orthogonal_loss_lay
   return layers_grads(grad, products, lora_A, lora_B, spec);
 }
 
+// testing_orthogonal_products: the CUDA products kernel's steps (kernels/products.h) in loops.
 at::Tensor orthogonal_products_cpu(at::TensorList lora_A, at::TensorList lora_B, at::IntArrayRef num_experts,
                                    at::IntArrayRef top_k, at::IntArrayRef has_shared) {
   const SpecTable spec = SpecTable::from(num_experts, top_k, has_shared, true);
@@ -399,8 +243,8 @@ at::Tensor orthogonal_products_cpu(at::TensorList lora_A, at::TensorList lora_B,
   return out;
 }
 
-// The CUDA gradient kernel's steps (kernels/orthogonal_grads.h) in loops, from the forward's
-// products: what the tests check the CUDA backward's bodies with.
+// testing_orthogonal_grads: the CUDA gradient kernel's steps (kernels/orthogonal_grads.h) in loops,
+// from the forward's products: what the tests check the CUDA backward's bodies with.
 std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> orthogonal_grads_cpu(
     const at::Tensor& grad, const at::Tensor& products, at::TensorList lora_A, at::TensorList lora_B,
     at::IntArrayRef num_experts, at::IntArrayRef top_k, at::IntArrayRef has_shared) {
@@ -437,16 +281,10 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> orthogonal_grads_cp
 }
 
 TORCH_LIBRARY_IMPL(mor_ext, CPU, m) {
-  m.impl("orthogonal_loss_layers", &orthogonal_loss_layers_aten);
-  m.impl("orthogonal_loss_layers_backward", &orthogonal_loss_layers_backward_aten);
-  m.impl("orthogonal_products", &orthogonal_products_cpu);
-  m.impl("orthogonal_grads", &orthogonal_grads_cpu);
-  m.impl("load_balance_loss", &load_balance_loss_aten);
-  m.impl("load_balance_loss_backward", &load_balance_loss_backward_aten);
-  m.impl("load_balance_loss_layers", &load_balance_loss_layers_aten);
-  m.impl("load_balance_loss_layers_backward", &load_balance_loss_layers_backward_aten);
-  m.impl("orthogonal_loss", &orthogonal_loss_aten);
-  m.impl("orthogonal_loss_backward", &orthogonal_loss_backward_aten);
+  m.impl("orthogonal_loss_layers", &orthogonal_loss_layers_cpu);
+  m.impl("orthogonal_loss_layers_backward", &orthogonal_loss_layers_backward_cpu);
+  m.impl("testing_orthogonal_products", &orthogonal_products_cpu);
+  m.impl("testing_orthogonal_grads", &orthogonal_grads_cpu);
 }
 
 }  // namespace mor_ext::cpu

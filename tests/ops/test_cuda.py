@@ -1,7 +1,7 @@
 """CUDA kernels against the reference, on a GPU. Every test here skips cleanly without one.
 
 The per-token bodies these kernels run (kernels/routing.h) are the CPU kernels' bodies too, so
-tests/test_ops.py checks them on every CI run; what only a GPU can check is here: launch
+the CPU tests in tests/ops/ check them on every CI run; what only a GPU can check is here: launch
 configuration, memory access, and agreement with the reference on device.
 """
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import mor_ext
-from mor_ext import MoRSpec, RoleSpec, functional as F, reference
-from mor_ext.ops import ORTHOGONAL_CUDA_MAX_RANK, _flags, uses_compiled
+from mor_ext import MoRSpec, RoleSpec, functional as F
+from mor_ext.ops import ORTHOGONAL_CUDA_MAX_RANK, _flags, reference, uses_compiled
 
 pytestmark = [
     pytest.mark.cuda,
@@ -114,8 +114,8 @@ def _layers(spec, shapes, dtype, seed=1):
 def test_orthogonal_products_kernel_matches_cpu_bodies(dtype):
     spec = SPECS["moragent"]
     a, b = _layers(spec, [(2048, 512), (33, 97), (8192, 2048)], dtype)
-    got = torch.ops.mor_ext.orthogonal_products(a, b, *_flags(spec))
-    want = torch.ops.mor_ext.orthogonal_products([t.cpu() for t in a], [t.cpu() for t in b], *_flags(spec))
+    got = torch.ops.mor_ext.testing_orthogonal_products(a, b, *_flags(spec))
+    want = torch.ops.mor_ext.testing_orthogonal_products([t.cpu() for t in a], [t.cpu() for t in b], *_flags(spec))
     torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-4)
 
 
@@ -125,8 +125,8 @@ def test_orthogonal_products_kernel_every_micro_tile(rank):
     for odd ranks above 16), inner sizes ending mid-tile and on a tile edge."""
     spec = MoRSpec(roles=(RoleSpec("a", 3, 1, True),), rank=rank)
     a, b = _layers(spec, [(300, 129), (256, 7)], torch.bfloat16, seed=rank)
-    got = torch.ops.mor_ext.orthogonal_products(a, b, *_flags(spec))
-    want = torch.ops.mor_ext.orthogonal_products([t.cpu() for t in a], [t.cpu() for t in b], *_flags(spec))
+    got = torch.ops.mor_ext.testing_orthogonal_products(a, b, *_flags(spec))
+    want = torch.ops.mor_ext.testing_orthogonal_products([t.cpu() for t in a], [t.cpu() for t in b], *_flags(spec))
     torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-4)
 
 
@@ -137,8 +137,8 @@ def test_orthogonal_products_kernel_groups_and_dtypes(rank, dtype):
     with 2-10 groups), in the dtypes the micro-tile test does not run."""
     spec = MoRSpec(roles=(RoleSpec("a", 3, 1, True),), rank=rank)
     a, b = _layers(spec, [(300, 129), (128, 7)], dtype, seed=rank)
-    got = torch.ops.mor_ext.orthogonal_products(a, b, *_flags(spec))
-    want = torch.ops.mor_ext.orthogonal_products([t.cpu() for t in a], [t.cpu() for t in b], *_flags(spec))
+    got = torch.ops.mor_ext.testing_orthogonal_products(a, b, *_flags(spec))
+    want = torch.ops.mor_ext.testing_orthogonal_products([t.cpu() for t in a], [t.cpu() for t in b], *_flags(spec))
     torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-4)
 
 
@@ -178,7 +178,7 @@ def test_cuda_orthogonal_loss_above_the_kernels_rank_takes_the_reference():
 
 def test_cuda_ops_reject_tensors_from_another_device():
     """A CPU tensor among a CUDA call's saved tensors is an error, not a host pointer in a kernel."""
-    spec, p, roles, flags, gated, _, _, _ = test_ops.opcheck_inputs("moragent", n=80)
+    spec, p, roles, flags, gated, _, _, _ = op_utils.opcheck_inputs("moragent", n=80)
     x, w, a, b, rw, sg = [t.cuda() for t in (p.x, p.weight, p.lora_A, p.lora_B, p.router_weight, p.shared_gate_weight)]
     roles = roles.cuda()
     y, index, weight, probs, shrink, shared = torch.ops.mor_ext.mor_linear(x, w, None, a, b, rw, sg, roles, *flags,
@@ -193,7 +193,7 @@ def test_cuda_ops_reject_tensors_from_another_device():
 
 def test_cuda_decode_too_large_for_shared_memory_takes_the_gemm_path():
     """A spec whose decode kernel would need > 48 KB of shared memory per token: mor_linear takes the
-    GEMM path even for 4 tokens (and matches the CPU), mor_linear_decode says why it cannot run."""
+    GEMM path even for 4 tokens (and matches the CPU), testing_mor_linear_decode says why it cannot run."""
     spec = MoRSpec(roles=(RoleSpec("wide", num_experts=60, top_k=2, shared=True),), rank=200)
     p = make_params(spec, (4,), 32, 16, seed=5, dtype=torch.float32)
     roles = torch.zeros(4, dtype=torch.long)
@@ -203,7 +203,7 @@ def test_cuda_decode_too_large_for_shared_memory_takes_the_gemm_path():
     for g_, w_ in zip(got, want):
         torch.testing.assert_close(g_.cpu(), w_, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="shared memory"):
-        torch.ops.mor_ext.mor_linear_decode(*[t.cuda() for t in args], *_flags(spec), True, 0.5)
+        torch.ops.mor_ext.testing_mor_linear_decode(*[t.cuda() for t in args], *_flags(spec), True, 0.5)
 
 
 @pytest.mark.parametrize("spec_name", list(SPECS))
@@ -237,11 +237,10 @@ def test_load_balance_loss_matches_reference(spec_name):
 
 
 # =========================================================================================== grouped LoRA, mor_linear
-# The same cases as the CPU kernels' tests (tests/test_ops.py), on the GPU: compiled CUDA kernels
+# The same cases as the CPU kernels' tests (tests/ops/), on the GPU: compiled CUDA kernels
 # against the reference run on the same device in the same dtype and the fp64 reference on CPU
-# (flash-attention's 2x error rule, tests/op_utils.py), outputs and every gradient.
+# (flash-attention's 2x error rule, tests/ops/op_utils.py), outputs and every gradient.
 import op_utils  # noqa: E402
-import test_ops  # noqa: E402
 from op_utils import Run, compare_runs, make_params, run_with_grads  # noqa: E402
 
 
@@ -261,7 +260,7 @@ def compare_on_cuda(fn, inputs, diff, dtype, names) -> Run:
     return comp
 
 
-@pytest.mark.parametrize("op", ["grouped_lora", "mor_linear", "mor_linear_decode", "load_balance_loss",
+@pytest.mark.parametrize("op", ["grouped_lora", "mor_linear", "testing_mor_linear_decode", "load_balance_loss_layers",
                                 "orthogonal_loss_layers"])
 def test_cuda_kernels_are_registered(op):
     if op in mor_ext.ops.OP_NAMES:
@@ -275,16 +274,16 @@ GROUPED_SHAPES = {"t1": ((1,), 33, 17), "small": ((5, 9), 33, 17), "wide": ((300
 @pytest.mark.parametrize("dtype,index_dtype", [(torch.float32, torch.int32), (torch.float32, torch.int64),
                                                (torch.bfloat16, torch.int32), (torch.float16, torch.int64)], ids=str)
 @pytest.mark.parametrize("shape", list(GROUPED_SHAPES))
-@pytest.mark.parametrize("case", test_ops.SLOT_CASES)
+@pytest.mark.parametrize("case", op_utils.SLOT_CASES)
 def test_cuda_grouped_lora(case, shape, dtype, index_dtype):
     spec = op_utils.SPECS["moragent"]
     lead, d_in, d_out = GROUPED_SHAPES[shape]
     p = make_params(spec, lead, d_in, d_out, seed=11, dtype=dtype)
     n = p.x[..., 0].numel()
-    index, weight = test_ops.make_slots(case, n, spec.num_loras, seed=11, dtype=dtype)
+    index, weight = op_utils.make_slots(case, n, spec.num_loras, seed=11, dtype=dtype)
     inputs = dict(x=p.x, lora_A=p.lora_A, lora_B=p.lora_B, lora_index=index.to(index_dtype).view(*lead, -1),
                   lora_weight=weight.view(*lead, -1))
-    compare_on_cuda(test_ops.grouped_fn(0.75), inputs, test_ops.GROUPED_DIFF, dtype, ["delta"])
+    compare_on_cuda(op_utils.grouped_fn(0.75), inputs, op_utils.GROUPED_DIFF, dtype, ["delta"])
 
 
 @pytest.mark.parametrize("with_weight,with_bias", [(False, False), (True, False), (True, True)])
@@ -292,14 +291,14 @@ def test_cuda_grouped_lora(case, shape, dtype, index_dtype):
 def test_cuda_fused_lora_linear(dtype, with_weight, with_bias):
     spec = op_utils.SPECS["mixed"]
     p = make_params(spec, (40,), 33, 17, seed=13, dtype=dtype)
-    index, weight = test_ops.make_slots("gaps", 40, spec.num_loras, seed=13, dtype=dtype)
+    index, weight = op_utils.make_slots("gaps", 40, spec.num_loras, seed=13, dtype=dtype)
     index = index.cuda()
 
     def fn(x, lora_A, lora_B, lora_weight, weight=None, bias=None):
         return (mor_ext.ops.lora_linear(x, lora_A, lora_B, index.to(x.device), lora_weight, 1.5, weight, bias),)
 
     inputs = dict(x=p.x, lora_A=p.lora_A, lora_B=p.lora_B, lora_weight=weight)
-    diff = list(test_ops.GROUPED_DIFF)
+    diff = list(op_utils.GROUPED_DIFF)
     if with_weight:
         inputs["weight"], diff = p.weight, diff + ["weight"]
     if with_bias:
@@ -312,8 +311,8 @@ def test_cuda_fused_lora_linear(dtype, with_weight, with_bias):
 @pytest.mark.parametrize("spec_name", ["moragent", "moragent_nogate", "mixed", "routed_only", "decoupled"])
 def test_cuda_mor_linear(spec_name, pattern, dtype):
     spec = op_utils.SPECS[spec_name]
-    inputs, diff = test_ops.mor_inputs(spec, (4, 16), pattern, dtype, seed=22)
-    compare_on_cuda(test_ops.mor_linear_fn(spec, scaling=0.5), inputs, diff, dtype, test_ops.MOR_NAMES)
+    inputs, diff = op_utils.mor_inputs(spec, (4, 16), pattern, dtype, seed=22)
+    compare_on_cuda(op_utils.mor_linear_fn(spec, scaling=0.5), inputs, diff, dtype, op_utils.MOR_NAMES)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -325,7 +324,7 @@ def test_cuda_mor_linear_shapes(lead, d_in, d_out, dtype):
     inputs = dict(x=p.x, weight=p.weight, bias=p.bias, lora_A=p.lora_A, lora_B=p.lora_B,
                   router_weight=p.router_weight, shared_gate_weight=p.shared_gate_weight,
                   role_ids=op_utils.make_role_ids("spans", lead, spec.num_roles, 24, span=300))
-    compare_on_cuda(test_ops.mor_linear_fn(spec), inputs, list(test_ops.MOR_DIFF), dtype, test_ops.MOR_NAMES)
+    compare_on_cuda(op_utils.mor_linear_fn(spec), inputs, list(op_utils.MOR_DIFF), dtype, op_utils.MOR_NAMES)
 
 
 # mor_linear takes the decode kernels (csrc/cuda/decode.cu) for at most 64 tokens: the tests above
@@ -335,15 +334,15 @@ def test_cuda_mor_linear_shapes(lead, d_in, d_out, dtype):
 @pytest.mark.parametrize("spec_name", ["moragent", "mixed", "decoupled"])
 def test_cuda_decode_kernels(spec_name, n, dtype):
     """The decode op on CUDA against the reference (index exact, floats by the 2x rule), at sizes on
-    both sides of mor_linear's switch; on CPU the same op runs the kernels' bodies (test_ops)."""
+    both sides of mor_linear's switch; on CPU the same op runs the kernels' bodies (tests/ops/test_decode.py)."""
     spec = op_utils.SPECS[spec_name]
-    inputs, _ = test_ops.mor_inputs(spec, (n,), "random", dtype, seed=27)
-    compare_on_cuda(test_ops.decode_fn(spec), inputs, [], dtype, test_ops.MOR_NAMES)
+    inputs, _ = op_utils.mor_inputs(spec, (n,), "random", dtype, seed=27)
+    compare_on_cuda(op_utils.decode_fn(spec), inputs, [], dtype, op_utils.MOR_NAMES)
 
 
 def test_cuda_decode_path_and_gemm_path_agree():
     """At 64 tokens (decode kernels) and 65 (GEMM path) mor_linear gives the same per-token results."""
-    spec, p, roles, flags, gated, _, _, _ = test_ops.opcheck_inputs("moragent", n=65)
+    spec, p, roles, flags, gated, _, _, _ = op_utils.opcheck_inputs("moragent", n=65)
     args = [t.cuda() for t in (p.x, p.weight, p.bias, p.lora_A, p.lora_B, p.router_weight, p.shared_gate_weight)]
     full = torch.ops.mor_ext.mor_linear(*args, roles.cuda(), *flags, gated, 0.5)
     head = torch.ops.mor_ext.mor_linear(args[0][:64], *args[1:], roles[:64].cuda(), *flags, gated, 0.5)
@@ -360,26 +359,26 @@ def test_cuda_decode_path_and_gemm_path_agree():
 def test_cuda_poisoned_outputs_are_all_written(spec_name, pattern, lead, dtype, monkeypatch):
     """MOR_EXT_POISON=1 fills every fresh output with NaN / -7 before the kernels run."""
     spec = op_utils.SPECS[spec_name]
-    inputs, _ = test_ops.mor_inputs(spec, lead, pattern, dtype, seed=60, span=40)
+    inputs, _ = op_utils.mor_inputs(spec, lead, pattern, dtype, seed=60, span=40)
     inputs = _cuda(inputs)
     monkeypatch.setenv("MOR_EXT_POISON", "0")
-    clean = test_ops.compiled_forward_backward(spec, inputs)
+    clean = op_utils.compiled_forward_backward(spec, inputs)
     monkeypatch.setenv("MOR_EXT_POISON", "1")
-    poisoned = test_ops.compiled_forward_backward(spec, inputs)
+    poisoned = op_utils.compiled_forward_backward(spec, inputs)
     for i, (a, b) in enumerate(zip(clean, poisoned)):
         assert not b.isnan().any() if b.is_floating_point() else not (b == -7).any(), f"result {i}"
         assert torch.equal(a, b), f"result {i} depends on the poison"
 
 
 def _opcheck_inputs(spec_name):
-    spec, p, roles, flags, gated, index, weight, probs = test_ops.opcheck_inputs(spec_name)
+    spec, p, roles, flags, gated, index, weight, probs = op_utils.opcheck_inputs(spec_name)
     p = op_utils.Params(**{k: getattr(p, k).cuda() for k in vars(p)})
     return spec, p, roles.cuda(), flags, gated, index.cuda(), weight.cuda(), probs.cuda()
 
 
-@pytest.mark.parametrize("spec_name", test_ops.OPCHECK_SPECS)
+@pytest.mark.parametrize("spec_name", op_utils.OPCHECK_SPECS)
 def test_cuda_opcheck_grouped_lora_and_mor_linear(spec_name):
-    grad = test_ops.grad
+    grad = op_utils.grad
     ops = torch.ops.mor_ext
     spec, p, roles, flags, gated, index, weight, probs = _opcheck_inputs(spec_name)
     torch.library.opcheck(ops.grouped_lora.default,
@@ -399,8 +398,8 @@ def test_cuda_opcheck_grouped_lora_and_mor_linear(spec_name):
 
 def test_cuda_mor_linear_op_matches_cpu_kernel():
     """Same spec, same fp32 inputs: the CUDA and CPU fused ops agree on routing, output and gradients."""
-    spec, p, roles, flags, gated, _, _, _ = test_ops.opcheck_inputs("moragent", n=300)
-    grad = test_ops.grad
+    spec, p, roles, flags, gated, _, _, _ = op_utils.opcheck_inputs("moragent", n=300)
+    grad = op_utils.grad
     results = []
     for device in ("cpu", "cuda"):
         leaves = [grad(t.to(device)) for t in (p.x, p.weight, p.bias, p.lora_A, p.lora_B, p.router_weight,
@@ -415,15 +414,15 @@ def test_cuda_mor_linear_op_matches_cpu_kernel():
 
 
 def test_cuda_torch_compile_mor_linear():
-    spec, inputs = test_ops.compile_inputs()
+    spec, inputs = op_utils.compile_inputs()
     inputs = _cuda(inputs)
 
     def layer(*args):
         return F.mor_linear(*args, spec, return_routing=True)
 
     torch._dynamo.reset()
-    eager = test_ops.run_mor_linear(layer, spec, inputs)
-    compiled = test_ops.run_mor_linear(torch.compile(layer, backend="aot_eager", fullgraph=True), spec, inputs)
+    eager = op_utils.run_mor_linear(layer, spec, inputs)
+    compiled = op_utils.run_mor_linear(torch.compile(layer, backend="aot_eager", fullgraph=True), spec, inputs)
     for a, b in zip(eager, compiled):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
@@ -485,7 +484,7 @@ def test_cuda_orthogonal_loss_per_layer_and_opcheck(spec_name):
     for g_, w, t in zip(grads, ref_grads, ref):
         torch.testing.assert_close(g_.double(), torch.zeros_like(t) if w is None else w.double(), rtol=1e-3, atol=1e-5)
     flags = _flags(spec)
-    torch.library.opcheck(torch.ops.mor_ext.orthogonal_loss.default, (leaves[0], leaves[1], *flags))
+    torch.library.opcheck(torch.ops.mor_ext.orthogonal_loss_layers.default, ([leaves[0]], [leaves[1]], *flags))
     _, products = torch.ops.mor_ext.orthogonal_loss_layers([a], [b], *flags)
     torch.library.opcheck(torch.ops.mor_ext.orthogonal_loss_layers_backward.default,
                           (torch.tensor(0.7, device="cuda"), products, [a], [b], *flags))
