@@ -1,4 +1,4 @@
-// Gradients of the orthogonal loss from its r x r products, for all layers in one launch (spec §4):
+// Gradients of the orthogonal loss from its r x r products, for all layers in one launch (docs/spec.md §4):
 //   dL/dA_i = 2 g sum_{j != i} (A_i A_j^T) A_j        (A_i: r x d_in)
 //   dL/dB_i = 2 g B_i sum_{j != i} B_j^T B_j          (B_i: d_out x r)
 // over the routed LoRAs i, j of one role; every other LoRA's gradient is zero. Both are

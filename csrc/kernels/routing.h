@@ -79,7 +79,7 @@ MOR_HD void route_token_backward(const float* probs, int n, const int* selected,
   for (int j = 0; j < n; ++j) grad_logits[j] = probs[j] * (grad_logits[j] - p_dot);
 }
 
-// The spec's per-role tables in a form a host loop and a kernel launch (by value) can both carry.
+// The spec's per-role tables (docs/spec.md §1) in a form a host loop and a kernel launch (by value) can both carry.
 constexpr int kMaxRoles = 16;
 constexpr int kMaxExperts = 64;
 struct RoleTables {

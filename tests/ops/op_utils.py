@@ -1,5 +1,5 @@
 """Helpers of the op tests: a catalogue of specs, seeded inputs, backend switching, the
-flash-attention error rule, and an independent per-token fp64 oracle of the spec's math.
+flash-attention error rule, and an independent per-token fp64 oracle of the math in docs/spec.md §3-§4.
 
 The oracle is written from ``docs/spec.md`` §3 and §4 with plain loops, on
 purpose unlike the vectorised reference, so that a misreading shared by the reference and the
@@ -250,7 +250,7 @@ def planned_grouped_path(lora_index: torch.Tensor) -> str:
 # ------------------------------------------------------------------------------------------ fp64 oracle
 def oracle_route(x: torch.Tensor, router_weight: torch.Tensor, shared_gate_weight: torch.Tensor,
                  role_ids: torch.Tensor, spec: MoRSpec):
-    """Spec section 3, one token at a time, in fp64. ``x [N, d_in]``, ``role_ids [N]``."""
+    """docs/spec.md §3, one token at a time, in fp64. ``x [N, d_in]``, ``role_ids [N]``."""
     x, rw, sg = x.double(), router_weight.double(), shared_gate_weight.double()
     n = x.shape[0]
     index = torch.full((n, spec.k_max), -1, dtype=torch.int32)
@@ -407,6 +407,9 @@ def mor_inputs(spec, lead, pattern, dtype, seed, span=5, bias=True):
 # d 17 (one partial vector), 49 and 100 (a panel and a tail), 130 (three panels); token counts per
 # role that are not multiples of 8; rank 16 gives the paper's 85-column shrink.
 AVX512_CPU = sys.platform == "linux" and "avx512f" in Path("/proc/cpuinfo").read_text()
+# What mor_ext's AVX-512 paths see: ATEN_CPU_CAPABILITY=default|avx2 turns them off, as it does torch's
+# (CI runs the op tests once more that way, for the CPUs without AVX-512).
+AVX512_PATHS = AVX512_CPU and os.environ.get("ATEN_CPU_CAPABILITY", "").lower() not in ("default", "avx2")
 
 
 # testing_mor_linear_decode on CPU runs the CUDA decode kernels' per-token bodies (kernels/decode.h) in loops.

@@ -56,7 +56,7 @@ def test_orthogonal_loss_is_accurate_near_its_optimum():
     lora_B[0, :, 2:] *= 1e-3  # B_0 lives (almost) in rank columns 0-1,
     lora_B[1, :, :2] = 0.0  # B_1 in columns 2-3: B_0 B_1^T is small, each B_i^T B_i is not
 
-    def orth(a, b):  # [2, r, d_in], [2, d_out, r] -> the spec's formula, in the inputs' dtype
+    def orth(a, b):  # [2, r, d_in], [2, d_out, r] -> the formula of docs/spec.md §4, in the inputs' dtype
         return (a[0] @ a[1].T).square().sum() + (b[0] @ b[1].T).square().sum()
 
     a64, b64 = lora_A.double().requires_grad_(), lora_B.double().requires_grad_()

@@ -41,7 +41,7 @@ ops = torch.ops.mor_ext
 
 
 def check_routing_invariants(routing: F.Routing, role_ids: torch.Tensor, spec: MoRSpec) -> None:
-    """Spec section 5: shared LoRA first, then routed in descending probability; unused slots -1 / 0;
+    """docs/spec.md §5: shared LoRA first, then routed in descending probability; unused slots -1 / 0;
     router_probs a softmax over the token's own role and zero elsewhere; top-k gates renormalised."""
     n, k_max, e_total = role_ids.numel(), spec.k_max, spec.num_experts_total
     index = routing.lora_index.reshape(n, k_max)  # [N, K_max]
