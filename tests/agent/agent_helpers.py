@@ -3,6 +3,7 @@ whose failures are known, and a token chooser that forces scripted role turns.""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 
@@ -62,9 +63,10 @@ def build_tokenizer():
     base.decoder = decoders.ByteLevel()
     corpus = [" ".join(("system", "user", "observation") + ROLE_TURNS),
               "Next: executor\nNext: summarizer\n", '{"name": "add", "arguments": {"a": 2, "b": 3}}',
-              '{"result": 5} {"error": "unknown tool"} What is 2 + 3? I should add the numbers.', SYSTEM]
+              '{"result": 5} {"error": "unknown tool"} What is 2 + 3? I should add the numbers.', SYSTEM,
+              "Available tools (one JSON object per line):\n" + "\n".join(json.dumps(t.to_dict()) for t in TOOLS.values())]
     base.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+        vocab_size=600, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
     base.add_special_tokens(["<|im_start|>", "<|im_end|>"])
     return PreTrainedTokenizerFast(tokenizer_object=base, eos_token="<|im_end|>", pad_token="<|im_end|>",
                                    chat_template=CHATML_TEMPLATE)

@@ -98,7 +98,7 @@ def test_huge_allocation_fails_inside():
 
 def test_huge_output_is_cut():
     r = run("while True:\n    print('y' * 1000)")
-    assert not r.ok and r.killed == "SIGXFSZ" and len(r.stdout) < 1000 and r.truncated
+    assert not r.ok and len(r.stdout) < 1000 and r.truncated and "bytes to a file or its output" in r.error
 
 
 def test_killing_the_parent_is_contained():
@@ -106,7 +106,7 @@ def test_killing_the_parent_is_contained():
     r = run(f"import os, signal\nos.kill({parent}, signal.SIGKILL)")
     assert not r.ok and "not allowed" in r.stderr  # and we are still here
     r = run("import os\nprint(os.getppid())")
-    assert r.stdout.strip() == "0"  # PID namespace: the agent's process is not visible
+    assert int(r.stdout) <= 1  # PID namespace: its parent is the sandbox's PID 1, ours is not visible
 
 
 def test_as_an_agent_tool():

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,43 +86,65 @@ def namespaces_available() -> bool:
     return done.returncode == 0
 
 
-# Runs in the child before the user's code: limits, then the audit hook, then the code.
+# PID 1 of the sandbox: forks the worker, which sets its limits and the audit hook and runs the code;
+# PID 1 records how the worker ended (a signal is otherwise lost: unshare reports it as status 1).
 _BOOT = r"""
-import json, os, resource, sys
+import json, os, resource, sys, traceback
 cfg = json.loads(sys.argv[1])
+worker = os.fork()
+if worker:
+    _, status = os.waitpid(worker, 0)
+    end = {"signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+           "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None}
+    with open(cfg["status"], "w") as f:
+        json.dump(end, f)
+    os._exit(end["exit"] if end["exit"] is not None else 128 + end["signal"])
 for name, value in cfg["rlimits"].items():
     resource.setrlimit(getattr(resource, name), (value, value))
 work = os.path.realpath(cfg["work"])
 readable = tuple(os.path.realpath(p) for p in cfg["readable"]) + (work,)
 blocked = ("socket.", "subprocess.", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
            "os.forkpty", "os.kill", "os.killpg", "signal.pthread_kill", "ctypes.", "pty.", "os.chdir",
-           "os.symlink", "os.link", "shutil.")
+           "os.symlink", "os.link", "shutil.", "sys.addaudithook")
 def inside(path, roots):
     try:
-        real = os.path.realpath(os.fsdecode(path) if not isinstance(path, int) else "")
+        real = os.path.realpath(os.fsdecode(path))
     except Exception:
         return False
     return any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots)
 def hook(event, args):
     if event == "open":
-        path, mode = args[0], args[1] or "r"
+        path, mode, flags = args
         if isinstance(path, int):
             return
-        writing = any(c in str(mode) for c in "wax+") or (isinstance(args[2], int) and args[2] & (os.O_WRONLY | os.O_RDWR))
+        writing = any(c in str(mode or "") for c in "wax+") or (isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR))
         if not inside(path, (work,) if writing else readable):
             raise PermissionError(f"sandbox: {'writing' if writing else 'reading'} {path!r} is not allowed")
     elif event in ("os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate",
                    "os.utime", "os.listdir", "os.scandir"):
         path = args[0] if args else "."
-        if not isinstance(path, int) and not inside(path, (work,) if event not in ("os.listdir", "os.scandir") else readable):
+        roots = readable if event in ("os.listdir", "os.scandir") else (work,)
+        if not isinstance(path, int) and not inside(path, roots):
             raise PermissionError(f"sandbox: {event} on {path!r} is not allowed")
-    elif event.startswith(blocked) or event in blocked:
+    elif event.startswith(blocked):
         raise PermissionError(f"sandbox: {event} is not allowed")
 code = open(os.path.join(work, "main.py"), encoding="utf-8").read()
+del cfg
 sys.addaudithook(hook)
-del hook, inside
 sys.argv = ["main.py"]
-exec(compile(code, "main.py", "exec"), {"__name__": "__main__"})
+status = 0
+try:
+    exec(compile(code, "main.py", "exec"), {"__name__": "__main__"})
+except SystemExit as exc:
+    status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+except BaseException:
+    traceback.print_exc()
+    status = 1
+try:
+    sys.stdout.flush()
+    sys.stderr.flush()
+finally:
+    os._exit(status)
 """
 
 
@@ -132,13 +154,17 @@ def _readable_roots() -> list[str]:
     return sorted(r for r in roots if r)
 
 
-def _read_capped(path: Path, limit: int) -> tuple[str, bool]:
+def _read_capped(path: Path, limit: int, tail: bool = False) -> tuple[str, bool]:
+    """At most ``limit`` characters of a file: its head, or its tail (where a traceback ends)."""
+    size = path.stat().st_size
     with open(path, "rb") as f:
-        data = f.read(limit * 4 + 4)
+        if tail:
+            f.seek(max(0, size - limit * 4))
+        data = f.read(limit * 4)
     text = data.decode("utf-8", errors="replace")
-    if len(text) > limit or path.stat().st_size > len(data):
-        return text[:limit] + "\n[... output truncated]", True
-    return text, False
+    if len(text) <= limit and len(data) == size:
+        return text, False
+    return ("[... output truncated]\n" + text[-limit:]) if tail else (text[:limit] + "\n[... output truncated]"), True
 
 
 def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
@@ -154,7 +180,7 @@ def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
     outputs = Path(tempfile.mkdtemp(prefix="mor_ext-sandbox-out-"))  # outside the code's reach
     try:
         (work / "main.py").write_text(code, encoding="utf-8")
-        config = {"work": str(work), "readable": _readable_roots(), "rlimits": {
+        config = {"work": str(work), "readable": _readable_roots(), "status": str(outputs / "status"), "rlimits": {
             "RLIMIT_CPU": limits.cpu_seconds, "RLIMIT_AS": limits.memory_bytes, "RLIMIT_NPROC": limits.processes,
             "RLIMIT_FSIZE": limits.file_bytes, "RLIMIT_NOFILE": limits.open_files, "RLIMIT_CORE": 0}}
         command = [sys.executable, "-I", "-c", _BOOT, json.dumps(config)]
@@ -178,15 +204,19 @@ def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
                 proc.wait()
         seconds = time.perf_counter() - start
         stdout, cut_out = _read_capped(outputs / "stdout", limits.max_output_chars)
-        stderr, cut_err = _read_capped(outputs / "stderr", limits.max_output_chars)
-        code_ = proc.returncode
-        # unshare --fork reports a child killed by signal N as exit status 128 + N
-        signum = -code_ if code_ is not None and code_ < 0 else (code_ - 128 if isolated and code_ and code_ > 128 else None)
-        if killed is None and signum:
+        stderr, cut_err = _read_capped(outputs / "stderr", limits.max_output_chars, tail=True)
+        try:
+            end = json.loads((outputs / "status").read_text())
+        except (OSError, ValueError):  # the wall clock (or something outside) killed PID 1 first
+            end = {"signal": None, "exit": None}
+        code_ = end["exit"]
+        if killed is None and end["signal"]:
             try:
-                killed = signal.Signals(signum).name
+                killed = signal.Signals(end["signal"]).name
             except ValueError:
-                killed = f"signal {signum}"
+                killed = f"signal {end['signal']}"
+        if killed is None and code_ is None:
+            killed, code_ = "unknown", proc.returncode
         error = None
         if killed == "wall_clock":
             error = f"killed after {limits.wall_seconds:g} s of wall-clock time"
@@ -196,6 +226,8 @@ def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
             error = f"killed for writing more than {limits.file_bytes} bytes to a file or its output"
         elif killed:
             error = f"killed by {killed}"
+        elif "File too large" in stderr:  # Python ignores SIGXFSZ: the write fails instead
+            error = f"stopped for writing more than {limits.file_bytes} bytes to a file or its output"
         elif "MemoryError" in stderr:
             error = f"ran out of its {limits.memory_bytes // 2**20} MiB of memory"
         elif "PermissionError: sandbox:" in stderr:
