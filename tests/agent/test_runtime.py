@@ -131,6 +131,11 @@ def test_token_limit_and_turn_limit_with_the_raw_model(tokenizer, model):
     assert result.trajectory.meta["warnings"]
 
 
+def test_a_prompt_over_the_token_limit_runs_nothing(tokenizer, model):
+    result = make_agent(tokenizer, model, max_tokens=50).run("What is 2 + 3?")
+    assert result.status == TOKEN_LIMIT and result.tokens_fed == 0 and "prompt alone" in result.trajectory.meta["warnings"][0]
+
+
 def test_stream_sees_each_role_turn(tokenizer, model):
     seen: list[tuple[str, str]] = []
     result = make_agent(tokenizer, model, Script(tokenizer, HAPPY)).run(
@@ -144,9 +149,11 @@ def test_stream_sees_each_role_turn(tokenizer, model):
 
 
 def test_sampling_is_reproducible_with_a_seed(tokenizer, model):
+    prompt = len(make_agent(tokenizer, model).episode("What is 2 + 3?").input_ids)
+
     def run(seed):
         agent = make_agent(tokenizer, model, do_sample=True, temperature=1.0, top_k=50, top_p=0.9, seed=seed,
-                           max_tokens=120, max_turn_tokens=16)
+                           max_tokens=prompt + 40, max_turn_tokens=16)
         return agent.run("What is 2 + 3?").input_ids
 
     assert run(1) == run(1)

@@ -79,9 +79,26 @@ def run_episodes(model: torch.nn.Module, make_episode: Callable[[int], Episode],
                             top_p=cfg.top_p, generator=generators[index])
 
     forward_calls = tokens_fed = generated = 0
+
+    def finish(index: int, episode: Episode) -> None:
+        nonlocal generated
+        results[index] = episode.result()
+        generated += results[index].generated_tokens
+
+    def start_next() -> tuple[int, Episode] | None:
+        """The next waiting episode that has anything to run (one may end before its first token)."""
+        while waiting:
+            index = waiting.popleft()
+            episode = make_episode(index)
+            if not episode.done:
+                return index, episode
+            finish(index, episode)
+        return None
+
     while waiting:
-        slots: list[tuple[int, Episode]] = [(i, make_episode(i)) for i in
-                                            (waiting.popleft() for _ in range(min(batch_size, len(waiting))))]
+        slots = [slot for slot in (start_next() for _ in range(min(batch_size, len(waiting)))) if slot is not None]
+        if not slots:
+            break
         decoder = CacheDecoder(model, len(slots), pad_id)
         limit = refill_limit if refill_limit is not None else 2 * slots[0][1].config.max_tokens
         while slots:
@@ -89,16 +106,13 @@ def run_episodes(model: torch.nn.Module, make_episode: Callable[[int], Episode],
             for (index, episode), row_logits in zip(slots, logits):
                 episode.push(pick(row_logits, episode, index))
             finished = [row for row, (_, episode) in enumerate(slots) if episode.done]
-            if not finished:
-                continue
             for row in finished:
-                index, episode = slots[row]
-                results[index] = episode.result()
-                generated += results[index].generated_tokens
+                finish(*slots[row])
                 if waiting and decoder.length < limit:
-                    new = waiting.popleft()
-                    slots[row] = (new, make_episode(new))
-                    decoder.restart_row(row)
+                    new = start_next()
+                    if new is not None:
+                        slots[row] = new
+                        decoder.restart_row(row)
             keep = [row for row, (_, episode) in enumerate(slots) if not episode.done]
             if len(keep) < len(slots):
                 if keep:

@@ -114,6 +114,9 @@ class Episode:
         self._turn_text = ""
         prompt_ids, prompt_roles = encoder.prompt(self._trajectory(), "reasoner")  # the training prefix
         self._append(prompt_ids, prompt_roles)
+        if len(prompt_ids) >= config.max_tokens:  # nothing to generate: end before running anything
+            self.warnings.append(f"the prompt alone has {len(prompt_ids)} tokens, max_tokens={config.max_tokens}")
+            self.status = TOKEN_LIMIT
 
     # ------------------------------------------------------------------------------ driver interface
     @property
