@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from ..generation import cache_argument
+from ..patching import is_patched
 from ..data.tokenize import NO_ROLE
 
 __all__ = ["CacheDecoder", "Feed", "sample_token"]
@@ -37,6 +38,7 @@ class CacheDecoder:
         self.pad_id = pad_id
         self.cache = DynamicCache(config=model.config)
         self._cache_kw = cache_argument(model)
+        self._role_kw = is_patched(model)  # an unpatched model (a baseline) takes no role ids
         self.mask = torch.zeros(rows, 0, dtype=torch.long, device=self.device)  # 1 = a real token
         self.positions = [0] * rows  # next position id of each row
         self.tokens_processed = 0  # real (unpadded) tokens that went through the model
@@ -77,9 +79,9 @@ class CacheDecoder:
             positions[row] = torch.arange(self.positions[row], self.positions[row] + width)
             self.positions[row] += n
         self.mask = torch.cat([self.mask, new_mask.to(self.device)], dim=1)
-        out = self.model(input_ids=ids.to(self.device), role_ids=roles.to(self.device),
-                         attention_mask=self.mask, position_ids=positions.to(self.device),
-                         use_cache=True, **{self._cache_kw: self.cache})
+        extra = {"role_ids": roles.to(self.device)} if self._role_kw else {}
+        out = self.model(input_ids=ids.to(self.device), attention_mask=self.mask, position_ids=positions.to(self.device),
+                         use_cache=True, **{self._cache_kw: self.cache}, **extra)
         self.tokens_processed += sum(lengths)
         self.forward_calls += 1
         logits = out.logits
