@@ -36,8 +36,10 @@ def test_demo_query_episode(trained):
     model, tokenizer = trained
     agent = Agent(model, tokenizer, demo.DEMO_TOOLS, system=demo.SYSTEM_PROMPT, config=AgentConfig(max_turn_tokens=48))
     result = agent.run(demo.DEMO_QUERY)
+    # the demo's adapter memorises its examples: the full protocol with a real tool call
     roles = [t.role for t in result.trajectory.turns]
-    assert roles[:2] == ["user", "reasoner"] and result.status in ("answered", "step_limit", "token_limit")
+    assert roles == ["user", "reasoner", "executor", "observation", "reasoner", "summarizer"]
+    assert result.trajectory.turns[3].content == '{"result": "Oslo"}' and "Oslo" in result.answer
     # teacher forcing reproduces each generated token's logits, under the role that produced it
     with torch.no_grad():
         full = model(input_ids=torch.tensor([result.input_ids[:-1]]), role_ids=torch.tensor([result.role_ids[:-1]])).logits[0]
@@ -55,5 +57,7 @@ def test_batch_of_demo_queries(trained):
     batch = agent.run_batch(queries, batch_size=3)
     assert len(batch.episodes) == 3 and batch.tokens_per_second > 0
     print(batch.summary())
-    for episode in batch.episodes:
-        print(episode.status, [(t.role, t.content or [c.to_dict() for c in t.calls]) for t in episode.trajectory.turns[1:]])
+    # batched greedy decoding gives the single run's episode (fp32: compared where it matters, the text)
+    single = agent.run(demo.DEMO_QUERY)
+    assert batch.episodes[0].trajectory.to_dict() == single.trajectory.to_dict()
+    assert all(e.status == "answered" and e.steps == 1 for e in batch.episodes)
