@@ -11,19 +11,18 @@ from mor_ext import demo
 from mor_ext.agent import Agent, AgentConfig
 from mor_ext.data.tokenize import RoleTokenizer, collate
 from mor_ext.data.trajectory import ROLE_TURNS
-from mor_ext.models import ModelNotFoundError, default_model_file, load_model
+from mor_ext.models import ModelNotFoundError, load_model
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def trained():
+    torch.manual_seed(0)
     try:
-        default_model_file()
+        model, tokenizer = load_model()
     except ModelNotFoundError as exc:
         pytest.skip(f"default model not installed: {exc}")
-    torch.manual_seed(0)
-    model, tokenizer = load_model()
     config = mor_ext.MoRConfig(spec=mor_ext.MoRSpec.moragent(16))
     mor_ext.patch(model, config)
     encoder = RoleTokenizer(tokenizer, config.spec, config.context_role)
