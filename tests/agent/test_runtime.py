@@ -56,6 +56,7 @@ def test_scripted_episode_end_to_end(tokenizer, model):
     assert result.trajectory.turns[3].content == '{"result": 5}'
     # the trajectory is in the training format, and re-encodes to exactly the tokens the episode ran
     parse_trajectory(json.loads(result.trajectory.to_json()))
+    assert result.trainable
     encoded = agent.encoder.encode(result.trajectory)
     n = len(result.input_ids)
     assert encoded.input_ids[:n] == result.input_ids and encoded.role_ids[:n] == result.role_ids
@@ -111,6 +112,9 @@ def test_every_failure_becomes_an_observation_and_the_episode_recovers(tokenizer
     assert "exploded: test" in observations[3]["error"]
     assert "did not finish" in observations[4]["error"]
     assert observations[-1] == {"result": 5}
+    # the unreadable call is kept in meta; the run is not trainable as it stands
+    assert result.trajectory.meta["unreadable_calls"] == [{"turn": 2, "text": FAILURES["malformed"]}]
+    assert not result.trainable
 
 
 def test_step_limit_ends_a_runaway_episode(tokenizer, model):

@@ -85,6 +85,13 @@ class EpisodeResult:
     def generated_tokens(self) -> int:
         return sum(self.generated)
 
+    @property
+    def trainable(self) -> bool:
+        """Answered, and every executor turn held readable calls: the trajectory passes
+        :func:`~mor_ext.data.trajectory.parse_trajectory` and can be trained on (failed calls and their
+        error observations included: recovering from them is worth learning)."""
+        return self.status == ANSWERED and all(t.calls for t in self.trajectory.turns if t.role == "executor")
+
 
 class Episode:
     """The state of one episode (see the module docstring)."""
@@ -166,6 +173,9 @@ class Episode:
             meta.update(status=self.status, steps=self.steps, tokens=len(self.input_ids))
         if self.warnings:
             meta["warnings"] = list(self.warnings)
+        unreadable = [{"turn": i, "text": t.content} for i, t in enumerate(self.turns) if t.role == "executor" and not t.calls]
+        if unreadable:  # the format's executor turn holds calls only: keep what the model wrote here
+            meta["unreadable_calls"] = unreadable
         return Trajectory(tuple(self.tools.values()), tuple(self.turns), self.system, self.id, meta)
 
     def _role_id(self, header: str) -> int:
