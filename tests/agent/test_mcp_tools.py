@@ -55,3 +55,29 @@ def test_full_episode_against_the_server(server):
 def test_a_server_that_does_not_start_is_a_clear_error():
     with pytest.raises(OSError, match="did not start"):
         MCPToolServer([sys.executable, "-c", "import sys; sys.exit(3)"], start_timeout=20)
+
+
+def test_connects_to_a_running_server_over_http():
+    import socket
+    import subprocess
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "mor_ext.agent.mcp_server", "--tools", "country_capital_city",
+                             "--http", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # wait until it listens
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "the HTTP server did not come up"
+                time.sleep(0.2)
+        with MCPToolServer(url=f"http://127.0.0.1:{port}/mcp") as server:
+            assert execute(server.tools(), "country_capital_city", {"country": "Peru"}).result == "Lima"
+    finally:
+        proc.kill()
+        proc.wait()

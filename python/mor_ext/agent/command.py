@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--tools", default=None, metavar="MODULE:ATTR",
                         help="a ToolRegistry, a Tool or a list of Tools to import (default: the demo's tools)")
-    source.add_argument("--mcp", default=None, metavar="COMMAND", help="an MCP server to start over stdio")
+    source.add_argument("--mcp", default=None, metavar="COMMAND|URL",
+                        help="an MCP server: a command to start over stdio, or an http(s):// URL to connect to")
     parser.add_argument("--sandbox", action="store_true", help="add the sandboxed run_python tool")
     parser.add_argument("--system", default=None, help="system prompt (default: the demo's)")
     parser.add_argument("--max-steps", type=int, default=6)
@@ -87,7 +88,9 @@ def run_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         if args.mcp:
             from .mcp_tools import MCPToolServer
 
-            tools = list(stack.enter_context(MCPToolServer(shlex.split(args.mcp))).tools().values())
+            server = MCPToolServer(url=args.mcp) if args.mcp.startswith(("http://", "https://")) \
+                else MCPToolServer(shlex.split(args.mcp))
+            tools = list(stack.enter_context(server).tools().values())
         elif args.tools:
             tools = load_tools(args.tools)
         else:

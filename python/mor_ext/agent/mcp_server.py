@@ -1,6 +1,6 @@
 """A small MCP server of our own, over stdio: tools of the built-in catalogue and the code sandbox.
 
-    python -m mor_ext.agent.mcp_server [--tools NAME ...] [--sandbox]
+    python -m mor_ext.agent.mcp_server [--tools NAME ...] [--sandbox] [--http PORT]
 
 It exists so that the agent's MCP path is tested against a real server process (and can be tried
 without installing one): ``mor-ext agent --mcp "python -m mor_ext.agent.mcp_server --sandbox" ...``.
@@ -61,8 +61,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mor_ext.agent.mcp_server", description=__doc__.splitlines()[0])
     parser.add_argument("--tools", nargs="*", default=list(DEFAULT_TOOLS), help="catalogue tool names")
     parser.add_argument("--sandbox", action="store_true", help="also serve run_python (the code sandbox)")
+    parser.add_argument("--http", type=int, default=None, metavar="PORT",
+                        help="serve streamable HTTP on 127.0.0.1:PORT/mcp instead of stdio (mcp 2.x)")
     args = parser.parse_args(argv)
-    build_server(args.tools, args.sandbox).run("stdio")
+    server = build_server(args.tools, args.sandbox)
+    if args.http is None:
+        server.run("stdio")
+    else:
+        server.run("streamable-http", host="127.0.0.1", port=args.http)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Tools of an MCP server, through the official ``mcp`` SDK, as ordinary :class:`~mor_ext.tools.Tool`\\ s.
 
-:class:`MCPToolServer` starts a server over stdio (``MCPToolServer(["python", "server.py"])``),
+:class:`MCPToolServer` starts a server over stdio (``MCPToolServer(["python", "server.py"])``) or
+connects to a running one over streamable HTTP (``MCPToolServer(url="http://host:port/mcp")``),
 initialises a session, lists the server's tools and turns each into a ``Tool`` whose callable calls
 it; from there the agent treats them like any Python tool (the one executor validates the arguments
 against the server's schemas, and turns errors and timeouts into observations). The SDK is async;
@@ -49,20 +50,22 @@ def _content_value(result: Any) -> Any:
 
 
 class MCPToolServer:
-    """A running MCP server (started over stdio) and a session with it; a context manager.
+    """An MCP server and a session with it; a context manager.
 
-    ``command``: the server's command line; ``env``: extra environment variables; ``call_timeout``:
+    ``command``: the command line of a server to start over stdio (``env``: extra environment
+    variables, ``cwd``); or ``url``: a running server's streamable-HTTP endpoint. ``call_timeout``:
     seconds a call may take before it fails (the executor's own timeout also applies).
     """
 
-    def __init__(self, command: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
-                 start_timeout: float = 60.0, call_timeout: float = 30.0) -> None:
+    def __init__(self, command: Sequence[str] | None = None, *, url: str | None = None, env: dict[str, str] | None = None,
+                 cwd: str | None = None, start_timeout: float = 60.0, call_timeout: float = 30.0) -> None:
         from mcp import ClientSession, StdioServerParameters
         from mcp.client.stdio import stdio_client
 
-        if not command:
-            raise ValueError("MCPToolServer needs a command line")
-        self.command = list(command)
+        if bool(command) == bool(url):
+            raise ValueError("MCPToolServer needs a command line or a url (one of them)")
+        self.command = list(command or [])
+        self.url = url
         self.call_timeout = call_timeout
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="mor_ext-mcp", daemon=True)
@@ -70,12 +73,20 @@ class MCPToolServer:
         self._ready: Future = Future()
         self._stop: asyncio.Event | None = None
         self._session: Any = None
-        params = StdioServerParameters(command=self.command[0], args=self.command[1:], env=env, cwd=cwd)
+        if url:
+            try:
+                from mcp.client.streamable_http import streamable_http_client as transport
+            except ImportError:  # mcp 1.x
+                from mcp.client.streamable_http import streamablehttp_client as transport
+            connection = lambda: transport(url)  # noqa: E731
+        else:
+            params = StdioServerParameters(command=self.command[0], args=self.command[1:], env=env, cwd=cwd)
+            connection = lambda: stdio_client(params)  # noqa: E731
 
         async def main() -> None:
             self._stop = asyncio.Event()
             try:
-                async with stdio_client(params) as streams:
+                async with connection() as streams:
                     async with ClientSession(streams[0], streams[1]) as session:
                         await session.initialize()
                         listed = await session.list_tools()
@@ -92,7 +103,8 @@ class MCPToolServer:
             self._listed = self._ready.result(timeout=start_timeout)
         except BaseException as exc:
             self.close()
-            raise OSError(f"MCP server {' '.join(self.command)!r} did not start: {type(exc).__name__}: {exc}") from exc
+            where = url or " ".join(self.command)
+            raise OSError(f"MCP server {where!r} did not start: {type(exc).__name__}: {exc}") from exc
 
     def call(self, name: str, arguments: dict[str, Any]) -> Any:
         """Call tool ``name``; its result as JSON, or :class:`MCPToolError` for an error result."""
