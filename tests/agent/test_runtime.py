@@ -173,3 +173,18 @@ def test_needs_a_patched_model(tokenizer):
                                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))
     with pytest.raises(ValueError, match="MoR-patched"):
         Agent(plain, tokenizer)
+
+
+def test_sandboxed_code_as_a_tool_in_an_episode(tokenizer, model):
+    from mor_ext.agent import Agent, AgentConfig, python_tool
+    from mor_ext.agent.sandbox import namespaces_available
+
+    if not namespaces_available():
+        pytest.skip("unprivileged namespaces are not allowed here")
+    script = Script(tokenizer, ["Compute it.\nNext: executor",
+                                '{"name": "run_python", "arguments": {"code": "print(sum(range(101)))"}}',
+                                "Done.\nNext: summarizer", "5050."])
+    agent = Agent(model, tokenizer, [python_tool()], config=AgentConfig(), choose=script)
+    result = agent.run("Sum of 0..100?")
+    observation = json.loads(result.trajectory.turns[3].content)
+    assert observation["result"]["stdout"].strip() == "5050" and result.answer == "5050."
