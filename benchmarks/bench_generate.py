@@ -34,34 +34,33 @@ from mor_ext.models import load_model
 PROMPT, NEW, SWITCH = 512, 128, 32
 
 
-def decode_tokens_per_second(model, batch: int, repeats: int, vocab: int) -> tuple[float, float]:
-    """(decode tokens/s over all rows, prefill ms) for PROMPT + NEW greedy tokens; median of ``repeats``."""
-    generator = torch.Generator().manual_seed(0)
-    prompt = torch.randint(10, vocab, (batch, PROMPT), generator=generator).tolist()
-    rates, prefills = [], []
-    for _ in range(repeats):
-        decoder = CacheDecoder(model, batch)
-        role = 0
-        start = time.perf_counter()
-        logits = decoder.step([(row, [role] * PROMPT) for row in prompt])
-        prefills.append(1e3 * (time.perf_counter() - start))
-        start = time.perf_counter()
-        for step in range(NEW):
-            role = (step // SWITCH) % 3
-            tokens = [int(torch.argmax(row_logits)) for row_logits in logits]
-            logits = decoder.step([([t], [role]) for t in tokens])  # roles unused by the base model
-        rates.append(batch * NEW / (time.perf_counter() - start))
-    return statistics.median(rates), statistics.median(prefills)
+def decode_once(model, batch: int, vocab: int) -> tuple[float, float]:
+    """(decode tokens/s over all rows, prefill ms) for PROMPT + NEW greedy tokens, one run."""
+    prompt = torch.randint(10, vocab, (batch, PROMPT), generator=torch.Generator().manual_seed(0)).tolist()
+    decoder = CacheDecoder(model, batch)  # roles are ignored by the unpatched model
+    start = time.perf_counter()
+    logits = decoder.step([(row, [0] * PROMPT) for row in prompt])
+    prefill = 1e3 * (time.perf_counter() - start)
+    start = time.perf_counter()
+    for step in range(NEW):
+        role = (step // SWITCH) % 3
+        logits = decoder.step([([int(torch.argmax(row))], [role]) for row in logits])
+    return batch * NEW / (time.perf_counter() - start), prefill
+
+
+def set_patched(model, patched: bool) -> None:
+    if patched and not mor_ext.is_patched(model):
+        mor_ext.patch(model, mor_ext.MoRConfig(spec=mor_ext.MoRSpec.moragent(16)))
+        model.eval()
+    elif not patched and mor_ext.is_patched(model):
+        mor_ext.unpatch(model)
 
 
 def episode_throughput(model, tokenizer, batch: int, count: int) -> str:
     examples = [demo.EXAMPLES[i % len(demo.EXAMPLES)] for i in range(count)]
     scripts = [[render_content(t) for t in ex.turns if t.role in ROLE_TURNS] for ex in examples]
-    end_id = None
 
-    def choose(logits: torch.Tensor, episode: Episode) -> int:
-        nonlocal end_id
-        end_id = episode.end_id
+    def choose(logits: torch.Tensor, episode: Episode) -> int:  # the model runs; the script picks
         text = scripts[int(episode.id)][episode.role_turns]
         ids = tokenizer.encode(text, add_special_tokens=False) + [episode.end_id]
         return ids[min(len(episode.turn_ids), len(ids) - 1)]
@@ -87,23 +86,25 @@ def main() -> None:
     print(mor_ext.describe_backend())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; prompt {PROMPT}, {NEW} new tokens, "
           f"role switched every {SWITCH}; median of {args.repeats}")
-    rows = []
-    for batch in args.batches:
-        if mor_ext.is_patched(model):
-            mor_ext.unpatch(model)
-        base, base_prefill = decode_tokens_per_second(model, batch, args.repeats, vocab)
-        mor_ext.patch(model, mor_ext.MoRConfig(spec=mor_ext.MoRSpec.moragent(16)))
-        model.eval()
-        mor, mor_prefill = decode_tokens_per_second(model, batch, args.repeats, vocab)
-        rows.append((batch, base, mor, base_prefill, mor_prefill))
-    print("\n| batch | base tok/s | MoR tok/s | MoR / base | base ms/token | MoR ms/token | prefill ms base / MoR |")
+    # Base and MoR runs alternate, round by round, so that a noisy machine hits both alike; the
+    # ratio is the median of the per-round ratios.
+    runs: dict[tuple[int, bool], list[tuple[float, float]]] = {}
+    for _ in range(args.repeats):
+        for batch in args.batches:
+            for patched in (False, True):
+                set_patched(model, patched)
+                runs.setdefault((batch, patched), []).append(decode_once(model, batch, vocab))
+    print("\n| batch | base tok/s | MoR tok/s | MoR / base | base ms/step | MoR ms/step | prefill ms base / MoR |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
-    for batch, base, mor, bp, mp in rows:
-        print(f"| {batch} | {base:.1f} | {mor:.1f} | {mor / base:.2f}x | {1e3 * batch / base:.1f} | "
-              f"{1e3 * batch / mor:.1f} | {bp:.0f} / {mp:.0f} |")
+    for batch in args.batches:
+        base, mor = runs[(batch, False)], runs[(batch, True)]
+        ratio = statistics.median(m[0] / b[0] for b, m in zip(base, mor))
+        base_rate, mor_rate = statistics.median(r[0] for r in base), statistics.median(r[0] for r in mor)
+        print(f"| {batch} | {base_rate:.1f} | {mor_rate:.1f} | {ratio:.2f}x | {1e3 * batch / base_rate:.1f} | "
+              f"{1e3 * batch / mor_rate:.1f} | {statistics.median(r[1] for r in base):.0f} / "
+              f"{statistics.median(r[1] for r in mor):.0f} |")
     if not args.skip_episodes:
-        if not mor_ext.is_patched(model):
-            mor_ext.patch(model, mor_ext.MoRConfig(spec=mor_ext.MoRSpec.moragent(16)))
+        set_patched(model, True)
         print("\nepisodes (demo queries, forced turns):")
         for batch in args.batches:
             print("  " + episode_throughput(model.eval(), tokenizer, batch, args.episodes))
