@@ -78,8 +78,9 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
 
 def _cmd_agent(args: argparse.Namespace) -> int:
     from .agent.command import run_command
+    from .demo import DEMO_TOOLS, SYSTEM_PROMPT
 
-    return run_command(args)
+    return run_command(args, default_tools=list(DEMO_TOOLS.values()), default_system=SYSTEM_PROMPT)
 
 
 def _add_train_parser(sub) -> None:

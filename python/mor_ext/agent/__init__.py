@@ -19,8 +19,8 @@ tokens ever go through the model.
     command.py    ``mor-ext agent``
 
 Layering: may import ``mor_ext.tools``, ``mor_ext.data`` (tokenize, trajectory), ``mor_ext.spec``,
-``mor_ext.patching`` / ``mor_ext.generation`` (public helpers only) and, in ``command.py`` (CLI
-level), the model loaders, adapters and the demo's tools and system prompt; nothing below imports
+``mor_ext.patching`` / ``mor_ext.generation`` (public helpers only), and in ``command.py`` the model
+loaders and adapters; never ``demo``, ``train`` or ``cli`` (above it), and nothing below imports
 this package. ``mcp`` is an optional dependency (``pip install
 mor_ext[agent]``), imported only by the MCP modules.
 """

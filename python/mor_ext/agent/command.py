@@ -4,7 +4,7 @@
 
 Without ``--adapter`` the model is patched with fresh (zero) adapters, i.e. it is the base model
 under the MoR protocol: useful to try the plumbing, not to get answers. Without ``--tools`` /
-``--mcp`` the tools are the demo's (those the demo adapter was trained on). Several queries run as
+``--mcp`` the tools are the demo's (those the demo adapter was trained on), passed in by ``mor_ext.cli``. Several queries run as
 one batch (``--batch-size``) and the throughput is printed. ``--json PATH`` writes the trajectories
 (one JSON object per line; ``-`` for stdout).
 """
@@ -17,6 +17,7 @@ import json
 import shlex
 import sys
 from contextlib import ExitStack
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 __all__ = ["add_arguments", "run_command", "load_tools"]
@@ -76,9 +77,11 @@ def _printer(out: TextIO, colour: bool):
     return stream
 
 
-def run_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run_command(args: argparse.Namespace, out: TextIO = sys.stdout, *, default_tools: Sequence[Any] = (),
+                default_system: str | None = None) -> int:
+    """Run ``mor-ext agent``; ``default_tools`` / ``default_system`` apply without ``--tools`` /
+    ``--mcp`` / ``--system`` (the CLI passes the demo's: this package sits below the demo)."""
     from .. import load_adapter, patch
-    from ..demo import DEMO_TOOLS, SYSTEM_PROMPT
     from ..models import load_model
     from .episode import AgentConfig
     from .runtime import Agent
@@ -94,7 +97,7 @@ def run_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         elif args.tools:
             tools = load_tools(args.tools)
         else:
-            tools = list(DEMO_TOOLS.values())
+            tools = list(default_tools)
         if args.sandbox:
             tools.append(python_tool())
         model, tokenizer = load_model(args.model)
@@ -105,7 +108,7 @@ def run_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         model.eval()
         config = AgentConfig(max_steps=args.max_steps, max_tokens=args.max_tokens, max_turn_tokens=args.max_turn_tokens,
                              do_sample=args.sample, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
-        agent = Agent(model, tokenizer, tools, system=args.system or SYSTEM_PROMPT, config=config)
+        agent = Agent(model, tokenizer, tools, system=args.system or default_system, config=config)
         colour = out.isatty()
         if len(args.queries) == 1:
             episodes = [agent.run(args.queries[0], stream=_printer(out, colour))]
