@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +70,11 @@ class SandboxResult:
 
     def observation(self) -> dict[str, Any]:
         """The JSON an agent reads."""
-        keys = ("ok", "exit_code", "stdout", "stderr", "truncated", "killed", "error")
-        return {k: v for k, v in asdict(self).items() if k in keys and v not in (None, "", False) or k == "ok"}
+        shown = {"ok": self.ok, "exit_code": self.exit_code}
+        optional = {"stdout": self.stdout, "stderr": self.stderr, "truncated": self.truncated,
+                    "killed": self.killed, "error": self.error}
+        shown.update((k, v) for k, v in optional.items() if v)  # empty fields would only cost tokens
+        return shown
 
 
 @functools.lru_cache(maxsize=1)
