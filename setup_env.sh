@@ -64,7 +64,7 @@ say "build tools"
 
 if [[ $with_tests == 1 ]]; then
   say "test tools"
-  "${PIP[@]}" install "pytest>=8" "pytest-benchmark>=4"
+  "${PIP[@]}" install "pytest>=8" "pytest-benchmark>=4" "mcp>=1.0"
 fi
 
 say "building mor_ext (C++ extension; MOR_EXT_CUDA=${MOR_EXT_CUDA:-AUTO})"

@@ -4,6 +4,7 @@
     mor-ext info     which backend runs the ops, and the versions in use
     mor-ext train    fine-tune with MoR LoRA (or the plain-LoRA baseline / MoR ablations) on trajectories
     mor-ext data     generate synthetic trajectories, or validate a trajectory JSONL file
+    mor-ext agent    answer queries with the role-switching agent (tools, MCP servers, sandboxed code)
 
 ``mor-ext train`` also runs data-parallel on CPU or GPU under torchrun:
 ``torchrun --nproc_per_node 2 -m mor_ext.cli train ...``.
@@ -73,6 +74,13 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
     print(json.dumps(report, indent=2, ensure_ascii=False))
     contaminated = report["bfcl"].get("clean") is False
     return 0 if report["bad"] == 0 and not contaminated else 1
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from .agent.command import run_command
+    from .demo import DEMO_TOOLS, SYSTEM_PROMPT
+
+    return run_command(args, default_tools=list(DEMO_TOOLS.values()), default_system=SYSTEM_PROMPT)
 
 
 def _add_train_parser(sub) -> None:
@@ -155,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=_cmd_info)
     _add_train_parser(sub)
     _add_data_parser(sub)
+    from .agent.command import add_arguments  # argparse only; the runtime loads on use
+
+    agent = sub.add_parser("agent", help="answer queries role by role with tools, MCP servers or sandboxed code")
+    add_arguments(agent)
+    agent.set_defaults(func=_cmd_agent)
     return parser
 
 

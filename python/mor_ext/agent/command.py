@@ -1,0 +1,135 @@
+"""``mor-ext agent``: run the role-switching agent on one or more queries and print each role's turns.
+
+    mor-ext agent [--model M] [--adapter DIR] [--tools module:attr | --mcp "command"] [--sandbox] "query" ...
+
+Without ``--adapter`` the model is patched with fresh (zero) adapters, i.e. it is the base model
+under the MoR protocol: useful to try the plumbing, not to get answers. Without ``--tools`` /
+``--mcp`` the tools are the demo's (those the demo adapter was trained on), passed in by ``mor_ext.cli``. Several queries run as
+one batch (``--batch-size``) and the throughput is printed. ``--json PATH`` writes the trajectories
+(one JSON object per line; ``-`` for stdout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import shlex
+import sys
+from contextlib import ExitStack
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+__all__ = ["add_arguments", "run_command", "load_tools"]
+
+_COLOURS = {"reasoner": "36", "executor": "33", "observation": "90", "summarizer": "32"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("queries", nargs="+", metavar="query", help="what to ask (several run as one batch)")
+    parser.add_argument("--model", default=None, help="'smollm2' (default), a local .gguf file or HF model directory")
+    parser.add_argument("--adapter", default=None, help="a MoR adapter directory (mor_ext.save_adapter)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--tools", default=None, metavar="MODULE:ATTR",
+                        help="a ToolRegistry, a Tool or a list of Tools to import (default: the demo's tools)")
+    source.add_argument("--mcp", default=None, metavar="COMMAND|URL",
+                        help="an MCP server: a command to start over stdio, or an http(s):// URL to connect to")
+    parser.add_argument("--sandbox", action="store_true", help="add the sandboxed run_python tool")
+    parser.add_argument("--system", default=None, help="system prompt (default: the demo's)")
+    parser.add_argument("--max-steps", type=int, default=6)
+    parser.add_argument("--max-tokens", type=int, default=2048)
+    parser.add_argument("--max-turn-tokens", type=int, default=256)
+    parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--json", default=None, metavar="PATH", help="write the trajectories as JSON lines ('-': stdout)")
+
+
+def load_tools(spec: str) -> list[Any]:
+    """``module:attr`` -> a list of Tools (the attribute may be a registry, a Tool or a list)."""
+    from ..tools import Tool
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"--tools expects module:attr, got {spec!r}")
+    value = getattr(importlib.import_module(module_name), attr)
+    if isinstance(value, Tool):
+        return [value]
+    items = list(value.values()) if hasattr(value, "values") else list(value)
+    if not all(isinstance(t, Tool) for t in items):
+        raise ValueError(f"{spec} is not a Tool, a ToolRegistry or a list of Tools")
+    return items
+
+
+def _printer(out: TextIO, colour: bool):
+    state = {"role": None}
+
+    def stream(role: str, text: str) -> None:
+        if role != state["role"]:
+            label = f"[{role}] "
+            out.write(("\n" if state["role"] else "") + (f"\033[1;{_COLOURS.get(role, '0')}m{label}\033[0m" if colour else label))
+            state["role"] = role
+        out.write(f"\033[{_COLOURS.get(role, '0')}m{text}\033[0m" if colour else text)
+        out.flush()
+
+    return stream
+
+
+def run_command(args: argparse.Namespace, out: TextIO = sys.stdout, *, default_tools: Sequence[Any] = (),
+                default_system: str | None = None) -> int:
+    """Run ``mor-ext agent``; ``default_tools`` / ``default_system`` apply without ``--tools`` /
+    ``--mcp`` / ``--system`` (the CLI passes the demo's: this package sits below the demo)."""
+    from .. import load_adapter, patch
+    from ..models import load_model
+    from .episode import AgentConfig
+    from .runtime import Agent
+    from .sandbox import python_tool
+
+    with ExitStack() as stack:
+        if args.mcp:
+            from .mcp_tools import MCPToolServer
+
+            server = MCPToolServer(url=args.mcp) if args.mcp.startswith(("http://", "https://")) \
+                else MCPToolServer(shlex.split(args.mcp))
+            tools = list(stack.enter_context(server).tools().values())
+        elif args.tools:
+            tools = load_tools(args.tools)
+        else:
+            tools = list(default_tools)
+        if args.sandbox:
+            tools.append(python_tool())
+        model, tokenizer = load_model(args.model)
+        if args.adapter:
+            load_adapter(model, args.adapter)
+        else:
+            patch(model)
+        model.eval()
+        config = AgentConfig(max_steps=args.max_steps, max_tokens=args.max_tokens, max_turn_tokens=args.max_turn_tokens,
+                             do_sample=args.sample, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+        agent = Agent(model, tokenizer, tools, system=args.system or default_system, config=config)
+        colour = out.isatty()
+        if len(args.queries) == 1:
+            episodes = [agent.run(args.queries[0], stream=_printer(out, colour))]
+            out.write("\n")
+        else:
+            batch = agent.run_batch(args.queries, batch_size=args.batch_size)
+            episodes = batch.episodes
+            for query, episode in zip(args.queries, episodes):
+                out.write(f"\nquery: {query}\n")
+                stream = _printer(out, colour)
+                for turn in episode.trajectory.turns[1:]:
+                    stream(turn.role, turn.content or json.dumps([c.to_dict() for c in turn.calls]))
+                out.write("\n")
+            out.write(batch.summary() + "\n")
+        for episode in episodes:
+            out.write(f"answer ({episode.status}): {episode.answer if episode.answer is not None else '-'}\n")
+        if args.json:
+            lines = "".join(e.trajectory.to_json() + "\n" for e in episodes)
+            if args.json == "-":
+                out.write(lines)
+            else:
+                with open(args.json, "w", encoding="utf-8") as f:
+                    f.write(lines)
+    return 0

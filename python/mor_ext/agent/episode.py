@@ -1,0 +1,250 @@
+"""One agent episode as a state machine over tokens: what to feed next, what a new token means.
+
+An :class:`Episode` never runs the model. The driver (:mod:`.batch`) asks it for the tokens it has
+not fed yet (:meth:`Episode.take_feed`), runs them, picks the next token and hands it back
+(:meth:`Episode.push`). The episode decides when a role's turn ends, appends what follows (end of
+turn, separator, observations, the next role's header) as new tokens with their role ids, runs the
+tool calls, and records the whole token sequence, so the same sequence could be re-run with teacher
+forcing. Its token layout is :mod:`mor_ext.data.tokenize`'s (each piece encoded on its own, role ids
+as in training), so a finished episode is a training example.
+
+Turn ends:
+
+* reasoner: as soon as its text ends with ``Next: executor`` / ``Next: summarizer`` (the end-of-turn
+  marker is then appended for it), or at its end-of-turn token (no decision: executor before any tool
+  call, summarizer after; recorded in ``meta["warnings"]``);
+* executor and summarizer: at the end-of-turn token;
+* any role: at ``max_turn_tokens`` (the turn is cut, recorded in the warnings).
+
+Every failure of a call (unreadable output, unknown tool, bad arguments, an exception, a timeout) is
+an observation the reasoner reads. ``max_steps`` executor turns and ``max_tokens`` tokens end an
+episode with status ``step_limit`` / ``token_limit`` instead of an answer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..data.tokenize import RoleTokenizer
+from ..data.trajectory import ROLE_TURNS, Trajectory, Turn
+from ..tools import Tool, execute, observation_text
+from .parsing import parse_executor_output
+
+__all__ = ["AgentConfig", "Episode", "EpisodeResult", "ANSWERED", "STEP_LIMIT", "TOKEN_LIMIT", "Stream"]
+
+ANSWERED, STEP_LIMIT, TOKEN_LIMIT = "answered", "step_limit", "token_limit"
+_DECISION = re.compile(r"Next:\s*(executor|summarizer)\s*$", re.IGNORECASE)
+
+Stream = Callable[[str, str], None]  # (role or "observation", new text)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Limits and decoding of an episode.
+
+    ``max_steps``: executor turns (tool rounds) before the episode stops; ``max_tokens``: the whole
+    episode's length (prompt included); ``max_turn_tokens``: one role turn's length.
+    Decoding is greedy unless ``do_sample``; sampled runs are reproducible with ``seed``.
+    """
+
+    max_steps: int = 6
+    max_tokens: int = 2048
+    max_turn_tokens: int = 256
+    tool_timeout: float | None = 10.0
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+@dataclass
+class EpisodeResult:
+    """A finished episode: its trajectory (training format), status and token record.
+
+    ``input_ids`` / ``role_ids`` are every token of the episode in order (the last generated token
+    included); ``generated[i]`` says whether token ``i`` was chosen by the model (else it was
+    appended by the runtime: prompt, markers, headers, observations). ``tokens_fed`` counts the
+    tokens that went through the model for this episode: ``len(input_ids) - 1`` for an answered one.
+    """
+
+    trajectory: Trajectory
+    status: str
+    answer: str | None
+    input_ids: list[int]
+    role_ids: list[int]
+    generated: list[bool]
+    tokens_fed: int
+    steps: int
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(self.generated)
+
+    @property
+    def trainable(self) -> bool:
+        """Answered, and every executor turn held readable calls: the trajectory passes
+        :func:`~mor_ext.data.trajectory.parse_trajectory` and can be trained on (failed calls and their
+        error observations included: recovering from them is worth learning)."""
+        return self.status == ANSWERED and all(t.calls for t in self.trajectory.turns if t.role == "executor")
+
+
+class Episode:
+    """The state of one episode (see the module docstring)."""
+
+    def __init__(self, encoder: RoleTokenizer, tools: Mapping[str, Tool], query: str, config: AgentConfig, *,
+                 system: str | None = None, id: str | None = None, stream: Stream | None = None) -> None:
+        self.encoder, self.tools, self.config, self.stream = encoder, tools, config, stream
+        tokenizer = encoder.tokenizer
+        self._encode = lambda text: tokenizer.encode(text, add_special_tokens=False) if text else []
+        self._decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
+        self.end_id = encoder.end_of_turn_id
+        self._end, self._separator = self._encode(encoder.format.end_of_turn), self._encode(encoder.format.separator)
+        self._headers: dict[str, list[int]] = {}
+        self.turns: list[Turn] = [Turn("user", query)]
+        self.system, self.id = system, id
+        self.input_ids: list[int] = []
+        self.role_ids: list[int] = []
+        self.generated: list[bool] = []
+        self._feed_from = 0  # input_ids[_feed_from:] have not gone through the model yet
+        self.tokens_fed = 0
+        self.steps = 0
+        self.status: str | None = None
+        self.answer: str | None = None
+        self.warnings: list[str] = []
+        self.role = "reasoner"
+        self.turn_ids: list[int] = []  # what the speaking role has generated so far this turn
+        self._turn_text = ""
+        prompt_ids, prompt_roles = encoder.prompt(self._trajectory(), "reasoner")  # the training prefix
+        self._append(prompt_ids, prompt_roles)
+        if len(prompt_ids) >= config.max_tokens:  # nothing to generate: end before running anything
+            self.warnings.append(f"the prompt alone has {len(prompt_ids)} tokens, max_tokens={config.max_tokens}")
+            self.status = TOKEN_LIMIT
+
+    # ------------------------------------------------------------------------------ driver interface
+    @property
+    def done(self) -> bool:
+        return self.status is not None
+
+    @property
+    def role_turns(self) -> int:
+        """Role turns finished so far (the index of the turn being generated)."""
+        return sum(1 for t in self.turns if t.role in ROLE_TURNS)
+
+    def take_feed(self) -> tuple[list[int], list[int]]:
+        """The tokens (and role ids) not yet run through the model; they count as fed."""
+        ids, roles = self.input_ids[self._feed_from:], self.role_ids[self._feed_from:]
+        self._feed_from = len(self.input_ids)
+        self.tokens_fed += len(ids)
+        return ids, roles
+
+    def push(self, token: int) -> None:
+        """The model chose ``token`` for the speaking role."""
+        if self.done:
+            raise RuntimeError("push on a finished episode")
+        self.turn_ids.append(token)
+        self._append([token], [self._role_id(self.role)], generated=True)
+        if token != self.end_id:
+            self._emit_text()
+        if token == self.end_id:
+            self._end_turn(ended=True)
+        elif self.role == "reasoner" and _DECISION.search(self._turn_text):
+            self._end_turn(ended=False)
+        elif len(self.turn_ids) >= self.config.max_turn_tokens:
+            self.warnings.append(f"{self.role} turn {self.role_turns} cut at max_turn_tokens={self.config.max_turn_tokens}")
+            self._end_turn(ended=False)
+        if not self.done and len(self.input_ids) >= self.config.max_tokens:
+            self.status = TOKEN_LIMIT
+
+    def result(self) -> EpisodeResult:
+        if not self.done:
+            raise RuntimeError("the episode has not finished")
+        return EpisodeResult(self._trajectory(), self.status, self.answer, list(self.input_ids),
+                             list(self.role_ids), list(self.generated), self.tokens_fed, self.steps)
+
+    # ------------------------------------------------------------------------------ internals
+    def _trajectory(self) -> Trajectory:
+        meta: dict[str, Any] = {"source": "mor_ext.agent"}
+        if self.status is not None:
+            meta.update(status=self.status, steps=self.steps, tokens=len(self.input_ids))
+        if self.warnings:
+            meta["warnings"] = list(self.warnings)
+        unreadable = [{"turn": i, "text": t.content} for i, t in enumerate(self.turns) if t.role == "executor" and not t.calls]
+        if unreadable:  # the format's executor turn holds calls only: keep what the model wrote here
+            meta["unreadable_calls"] = unreadable
+        return Trajectory(tuple(self.tools.values()), tuple(self.turns), self.system, self.id, meta)
+
+    def _role_id(self, header: str) -> int:
+        return self.encoder.spec.role_index(header) if header in ROLE_TURNS else self.encoder.context_role_id
+
+    def _header(self, header: str) -> list[int]:
+        if header not in self._headers:
+            self._headers[header] = self._encode(self.encoder.format.header.format(role=header))
+        return self._headers[header]
+
+    def _append(self, ids: list[int], roles: list[int] | int | str, generated: bool = False) -> None:
+        if isinstance(roles, str):
+            roles = [self._role_id(roles)] * len(ids)
+        self.input_ids += ids
+        self.role_ids += roles
+        self.generated += [generated] * len(ids)
+
+    def _emit_text(self) -> None:
+        text = self._decode(self.turn_ids)
+        if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+            return
+        if self.stream is not None and len(text) > len(self._turn_text):
+            self.stream(self.role, text[len(self._turn_text):])
+        self._turn_text = text
+
+    def _append_context_turn(self, header: str, text: str) -> None:
+        self._append(self._header(header) + self._encode(text) + self._end + self._separator, header)
+        if self.stream is not None:
+            self.stream(header, text)
+
+    def _end_turn(self, ended: bool) -> None:
+        role = self.role
+        content = self.turn_ids[:-1] if ended else self.turn_ids
+        text = self._decode(content).strip()
+        if not ended:  # the model did not write the marker: the runtime does, as training has it
+            self._append(self._end, role)
+        if role == "summarizer":
+            self.turns.append(Turn("summarizer", text))
+            self.answer, self.status = text, ANSWERED
+            return
+        self._append(self._separator, role)
+        if role == "reasoner":
+            match = _DECISION.search(text)
+            if match:
+                decision = match.group(1).lower()
+                text = text[:match.start()].rstrip()
+            else:
+                decision = "summarizer" if self.steps else "executor"
+                self.warnings.append(f"reasoner turn {self.role_turns} wrote no decision; went on with {decision}")
+            self.turns.append(Turn("reasoner", text, next=decision))
+            if decision == "executor" and self.steps >= self.config.max_steps:
+                self.status = STEP_LIMIT
+                return
+            self._start_turn(decision)
+            return
+        # executor: parse, run, observe; the reasoner reads the observation next
+        parsed = parse_executor_output(text)
+        self.steps += 1
+        if parsed.ok:
+            results = [execute(self.tools, c.name, c.arguments, timeout=self.config.tool_timeout) for c in parsed.calls]
+            observation = observation_text(results)
+        else:
+            observation = json.dumps({"error": parsed.error}, ensure_ascii=False)
+        # An unreadable call stays as the raw text (no calls): kept for inspection, not for training.
+        self.turns.append(Turn("executor", text, calls=parsed.calls))
+        self.turns.append(Turn("observation", observation))
+        self._append_context_turn("observation", observation)
+        self._start_turn("reasoner")
+
+    def _start_turn(self, role: str) -> None:
+        self.role, self.turn_ids, self._turn_text = role, [], ""
+        self._append(self._header(role), role)

@@ -1,0 +1,66 @@
+""":class:`Agent`: a MoR-patched model, its tokenizer and tools, answering queries role by role.
+
+The reasoner, executor and summarizer take turns inside one model and one KV cache; only new tokens
+(headers, observations, generated text) ever run through the model, each with its role id. The
+per-episode logic is :class:`~.episode.Episode`; the decoding loop is :func:`~.batch.run_episodes`
+(a single episode is a batch of one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import torch
+
+from ..data.tokenize import RoleTokenizer
+from ..tools import Tool, ToolRegistry
+from .batch import BatchResult, TokenChooser, run_episodes
+from .episode import AgentConfig, Episode, EpisodeResult, Stream
+
+__all__ = ["Agent"]
+
+
+class Agent:
+    """An agent over a patched ``model`` (:func:`mor_ext.patch`), its ``tokenizer`` and ``tools``.
+
+    ``tools``: a registry or any iterable of :class:`~mor_ext.tools.Tool` (e.g. the sandbox's
+    :func:`~.sandbox.python_tool`, an MCP server's tools from :class:`~.mcp_tools.MCPToolServer`).
+    ``system``: the system prompt the model was trained with (the tools are rendered after it).
+    ``choose``: replaces sampling, ``(logits, episode) -> token`` (tests force scripted outputs).
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer, tools: Mapping[str, Tool] | Iterable[Tool] = (), *,
+                 system: str | None = None, config: AgentConfig | None = None, encoder: RoleTokenizer | None = None,
+                 choose: TokenChooser | None = None) -> None:
+        mor_config = getattr(model, "mor_config", None)
+        if mor_config is None:
+            raise ValueError("Agent needs a MoR-patched model (mor_ext.patch or mor_ext.load_adapter)")
+        self.model, self.tokenizer = model, tokenizer
+        self.tools = ToolRegistry.of(tools)
+        self.system = system
+        self.config = config or AgentConfig()
+        self.encoder = encoder or RoleTokenizer(tokenizer, mor_config.spec, mor_config.context_role)
+        self.choose = choose
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else 0
+
+    def episode(self, query: str, *, id: str | None = None, stream: Stream | None = None) -> Episode:
+        """A new, not yet started episode for ``query``."""
+        return Episode(self.encoder, self.tools, query, self.config, system=self.system, id=id, stream=stream)
+
+    def run(self, query: str, *, stream: Stream | None = None, id: str | None = None) -> EpisodeResult:
+        """Answer one query; ``stream(role, text)`` sees each role's text as it is decoded and each
+        observation."""
+        return self.run_batch([query], batch_size=1, stream=stream, ids=[id]).episodes[0]
+
+    def run_batch(self, queries: Sequence[str], *, batch_size: int = 8, ids: Sequence[str | None] | None = None,
+                  stream: Stream | None = None, refill_limit: int | None = None) -> BatchResult:
+        """Answer many queries, ``batch_size`` rows at a time (see :mod:`.batch`); the episodes come
+        back in query order with the run's throughput."""
+        ids = list(ids) if ids is not None else [None] * len(queries)
+
+        def make(index: int) -> Episode:
+            return self.episode(queries[index], id=ids[index], stream=stream)
+
+        return run_episodes(self.model, make, len(queries), batch_size=batch_size, choose=self.choose,
+                            pad_id=self.pad_id, refill_limit=refill_limit)
