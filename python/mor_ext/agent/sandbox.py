@@ -6,8 +6,9 @@ Layers, each of which contains a different escape on its own:
   namespace: sockets fail with "Network is unreachable"), its own PID namespace (the code is PID 1,
   cannot see or signal the agent's process, and all its children die with it);
 * **resource limits** set in the child (``resource.setrlimit``): CPU seconds, address space,
-  processes (fork bombs), file size (also caps stdout/stderr, which go to files), open files; a
-  wall-clock limit kills the whole process group;
+  processes, file size (also caps stdout/stderr, which go to files), open files; a wall-clock limit
+  kills the whole process group. (The kernel does not apply the process limit to real uid 0: run as
+  root, a fork bomb is stopped by the audit hook below and the PID namespace, not by the limit);
 * **an audit hook** (PEP 578) installed before the code runs: reading outside the working directory
   and Python's own installation, writing outside the working directory, sockets, subprocesses,
   ``os.fork``/``exec``, signals and ``ctypes`` are refused with a ``PermissionError``;
