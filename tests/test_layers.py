@@ -62,3 +62,26 @@ def test_layer_called_with_non_integer_role_ids(tiny_model, small_spec):
         with pytest.raises(TypeError, match="role_ids must be an integer tensor"):
             layer(x, role_ids=bad)
     layer(x, role_ids=torch.tensor([0, 1, 2], dtype=torch.int32))
+
+
+def test_layer_called_with_out_of_range_role_ids(tiny_model, small_spec, monkeypatch):
+    """Ids handed to a layer directly are range-checked by the layer itself, once, on every path
+    (the compiled CUDA op would read them as "no adapter"), with the message that names the entry."""
+    from mor_ext import checks
+
+    model = patched(tiny_model, small_spec)
+    _, layer = next(iter(mor_ext.mor_layers(model)))
+    x = torch.randn(3, layer.in_features)
+    for bad, where in ((torch.tensor([0, 7, 1]), r"role_ids\[1\] = 7"), (torch.tensor([-3, 0, 1]), r"role_ids\[0\] = -3")):
+        with pytest.raises(ValueError, match=where + ", but the spec has"):
+            layer(x, role_ids=bad)
+    real, calls = checks._check_range, []
+
+    def spy(ids, name, upper, why):
+        if not checks._IDS_CHECKED.get():  # inside ids_checked the check returns at once
+            calls.append(name)
+        return real(ids, name, upper, why)
+
+    monkeypatch.setattr(checks, "_check_range", spy)
+    layer(x, role_ids=torch.tensor([0, 1, -1]))
+    assert calls == ["role_ids"]  # checked once, whichever backend computed the layer

@@ -184,13 +184,14 @@ class MoRLinear(nn.Module):
         roles = self._roles_for(x, role_ids, call)
         if roles is None:
             return self.base_layer(x)
-        return self._forward_autocast(x, roles, call, ids_checked=role_ids is None)
+        return self._forward_autocast(x, roles, call)
 
     @staticmethod
-    def _functional_checks(ids_checked: bool):
-        """Context for the functional.* ops: the ids of a model call were checked once per call (or are
-        one valid active role), so the layers skip the per-layer check; ids passed in are checked."""
-        if ids_checked and not torch.compiler.is_compiling():
+    def _functional_checks():
+        """Context for the functional.* ops: every id a layer sees was checked already (a model call's
+        once per call, ids handed to the layer in :meth:`_roles_for`, an active role is valid by
+        construction), so the layers skip the per-layer range check."""
+        if not torch.compiler.is_compiling():
             return checks.ids_checked()
         return contextlib.nullcontext()
 
@@ -202,7 +203,7 @@ class MoRLinear(nn.Module):
         return cached[2]
 
     def _forward_autocast(
-        self, x: torch.Tensor, roles: torch.Tensor, call: CallRoles, ids_checked: bool
+        self, x: torch.Tensor, roles: torch.Tensor, call: CallRoles
     ) -> torch.Tensor:
         params = (self.weight, self.bias, self.lora_A, self.lora_B, self.router_weight, self.shared_gate_weight)
         device_type = x.device.type
@@ -213,15 +214,15 @@ class MoRLinear(nn.Module):
             x = x.to(dtype)
             params = tuple(None if p is None else p.to(dtype) for p in params)
             with torch.autocast(device_type, enabled=False):
-                return self._forward(x, roles, call, ids_checked, *params)
-        return self._forward(x, roles, call, ids_checked, *params)
+                return self._forward(x, roles, call, *params)
+        return self._forward(x, roles, call, *params)
 
     def _forward(
-        self, x, roles, call, ids_checked, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight
+        self, x, roles, call, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight
     ) -> torch.Tensor:
         if self.training and isinstance(self.lora_dropout, nn.Dropout):
             # The router sees the undropped input (docs/spec.md §3); only the LoRA input is dropped.
-            with self._functional_checks(ids_checked):
+            with self._functional_checks():
                 routing = functional.route(x, router_weight, shared_gate_weight, roles, self.spec)
                 y = F.linear(x, weight, bias) + functional.grouped_lora(
                     self.lora_dropout(x), lora_A, lora_B, routing.lora_index, routing.lora_weight, self.scaling
@@ -242,7 +243,7 @@ class MoRLinear(nn.Module):
                 self.role_context.routings.append((probs, index, flat_roles))
             return y.view(*lead, y.shape[-1])
         else:
-            with self._functional_checks(ids_checked):
+            with self._functional_checks():
                 y, routing = functional.mor_linear(
                     x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, roles, self.spec,
                     self.scaling, return_routing=True,
@@ -257,10 +258,11 @@ class MoRLinear(nn.Module):
         """Per-token role ids of shape ``x.shape[:-1]``, or None when every token is -1 (base only)."""
         lead = x.shape[:-1]
         if role_ids is not None:
-            # A layer called with its own ids is an entry point: the compiled path's .long() would
-            # truncate float ids (their range is checked by the functional API or the kernel).
+            # A layer called with its own ids is an entry point, so they are checked here, once, for
+            # every path below: the compiled path's .long() would truncate float ids, and the CUDA
+            # kernels read an out-of-range id as "no adapter" instead of refusing it.
             checks.check_role_ids_tensor(role_ids)
-            # `!= -1` rather than `>= 0`: an invalid id such as -3 must reach the functional checks.
+            checks.check_role_ids(role_ids, self.spec)
             return role_ids if bool((role_ids != -1).any()) else None
         roles = call.roles
         if not call.any_active:
