@@ -278,6 +278,25 @@ def test_prompt_is_the_training_prefix(tokenizers, kind):
         prompt_for_role(tok, TRAJECTORIES["calc"], "user", SPEC)
 
 
+@pytest.mark.parametrize("kind", FORMATS)
+def test_pieces_build_the_encoding_turn_by_turn(tokenizers, kind):
+    """The public pieces the agent runtime appends (headers, context turns, end markers) are exactly
+    the spans of the training encoding, so an incremental episode never re-encodes its prefix."""
+    tok = tokenizers[kind]
+    rt = RoleTokenizer(tok, SPEC)
+    for trajectory in TRAJECTORIES.values():
+        ex = rt.encode(trajectory)
+        messages = render_messages(trajectory)
+        offset = len(messages) - len(trajectory.turns)
+        for span in ex.spans:
+            content = messages[span.turn + offset]["content"]
+            assert ex.input_ids[span.start:span.content] == rt.header_ids(span.header)
+            assert ex.input_ids[span.output_end:span.end] == rt.separator_ids
+            assert ex.input_ids[span.output_end - len(rt.end_of_turn_ids):span.output_end] == rt.end_of_turn_ids
+            if span.header not in ROLE_TURNS:
+                assert ex.input_ids[span.start:span.end] == rt.context_turn_ids(span.header, content)
+
+
 # ------------------------------------------------------------------------------------------- batches
 def _fake(n: int, offset: int = 0) -> EncodedExample:
     ids = [3 + (offset + i) % (VOCAB - 3) for i in range(n)]

@@ -100,11 +100,9 @@ class Episode:
                  system: str | None = None, id: str | None = None, stream: Stream | None = None) -> None:
         self.encoder, self.tools, self.config, self.stream = encoder, tools, config, stream
         tokenizer = encoder.tokenizer
-        self._encode = lambda text: tokenizer.encode(text, add_special_tokens=False) if text else []
         self._decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
         self.end_id = encoder.end_of_turn_id
-        self._end, self._separator = self._encode(encoder.format.end_of_turn), self._encode(encoder.format.separator)
-        self._headers: dict[str, list[int]] = {}
+        self._end, self._separator = encoder.end_of_turn_ids, encoder.separator_ids
         self.turns: list[Turn] = [Turn("user", query)]
         self.system, self.id = system, id
         self.input_ids: list[int] = []
@@ -181,11 +179,6 @@ class Episode:
     def _role_id(self, header: str) -> int:
         return self.encoder.spec.role_index(header) if header in ROLE_TURNS else self.encoder.context_role_id
 
-    def _header(self, header: str) -> list[int]:
-        if header not in self._headers:
-            self._headers[header] = self._encode(self.encoder.format.header.format(role=header))
-        return self._headers[header]
-
     def _append(self, ids: list[int], roles: list[int] | int | str, generated: bool = False) -> None:
         if isinstance(roles, str):
             roles = [self._role_id(roles)] * len(ids)
@@ -202,7 +195,7 @@ class Episode:
         self._turn_text = text
 
     def _append_context_turn(self, header: str, text: str) -> None:
-        self._append(self._header(header) + self._encode(text) + self._end + self._separator, header)
+        self._append(self.encoder.context_turn_ids(header, text), header)
         if self.stream is not None:
             self.stream(header, text)
 
@@ -247,4 +240,4 @@ class Episode:
 
     def _start_turn(self, role: str) -> None:
         self.role, self.turn_ids, self._turn_text = role, [], ""
-        self._append(self._header(role), role)
+        self._append(self.encoder.header_ids(role), role)

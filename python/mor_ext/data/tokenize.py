@@ -263,9 +263,9 @@ class RoleTokenizer:
         self.spec = MoRSpec.moragent() if spec is None else spec
         self.format = _resolve_format(tokenizer, chat_format)
         self.context_role_id = NO_ROLE if context_role is None else self.spec.role_index(context_role)
-        self._begin = self._encode(self.format.begin)
-        self._end = self._encode(self.format.end_of_turn)
-        self._separator = self._encode(self.format.separator)
+        self._begin = self.encode_text(self.format.begin)
+        self._end = self.encode_text(self.format.end_of_turn)
+        self._separator = self.encode_text(self.format.separator)
         self._headers: dict[str, list[int]] = {}
 
     @property
@@ -273,13 +273,31 @@ class RoleTokenizer:
         """The token a role's output ends with: the stop token for generation."""
         return self._end[-1]
 
-    def _encode(self, text: str) -> list[int]:
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of ``text`` alone, without special tokens (the way every piece is encoded)."""
         return self.tokenizer.encode(text, add_special_tokens=False) if text else []
 
-    def _header(self, role: str) -> list[int]:
-        if role not in self._headers:
-            self._headers[role] = self._encode(self.format.header.format(role=role))
-        return self._headers[role]
+
+    def header_ids(self, header: str) -> list[int]:
+        """Token ids of the header that opens a turn of ``header`` (a role or a context header)."""
+        if header not in self._headers:
+            self._headers[header] = self.encode_text(self.format.header.format(role=header))
+        return self._headers[header]
+
+    def context_turn_ids(self, header: str, text: str) -> list[int]:
+        """A whole context turn (e.g. an observation) as it renders in training: header, content, end
+        of turn, separator."""
+        return self.header_ids(header) + self.encode_text(text) + self._end + self._separator
+
+    @property
+    def end_of_turn_ids(self) -> list[int]:
+        """The end-of-turn marker's ids (its last one is :attr:`end_of_turn_id`)."""
+        return list(self._end)
+
+    @property
+    def separator_ids(self) -> list[int]:
+        """The ids between one turn's end marker and the next turn's header."""
+        return list(self._separator)
 
     def _role_id(self, header: str, where: str) -> int:
         if header not in ROLE_TURNS:
@@ -293,7 +311,7 @@ class RoleTokenizer:
         """``(header, turn index, header ids, content ids)`` per rendered turn."""
         messages = render_messages(trajectory)
         first = len(messages) - len(trajectory.turns)  # 1 if there is a system turn
-        return [(m["role"], i - first, self._header(m["role"]), self._encode(m["content"]))
+        return [(m["role"], i - first, self.header_ids(m["role"]), self.encode_text(m["content"]))
                 for i, m in enumerate(messages)]
 
     def encode(self, trajectory: Trajectory, max_length: int | None = None) -> EncodedExample:
@@ -354,7 +372,7 @@ class RoleTokenizer:
         if role not in ROLE_TURNS:
             raise ValueError(f"prompt role must be one of {list(ROLE_TURNS)}, got {role!r}")
         encoded = self.encode(trajectory)
-        header = self._header(role)
+        header = self.header_ids(role)
         return encoded.input_ids + header, encoded.role_ids + [self._role_id(role, "prompt role")] * len(header)
 
 
