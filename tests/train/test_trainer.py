@@ -97,6 +97,23 @@ def test_mor_training_loss_falls_and_logs_every_term(workdir):
     assert mor_ext.is_patched(model)
 
 
+@pytest.mark.parametrize("method", ["mor", "lora"])
+def test_eval_ce_is_logged_apart_from_aux_and_orth(workdir, method):
+    """Methods are compared on eval CE: MoR's eval_loss adds its weighted aux and orth terms, so the
+    comparison metric is logged by itself (one eval batch here, so the two must agree exactly)."""
+    result = train(_config(workdir, f"evalce-{method}", method=method, max_steps=2, eval_fraction=0.25, batch_size=2))
+    metrics = {k: v for h in result.log_history for k, v in h.items() if k.startswith("eval_")}
+    assert math.isfinite(metrics["eval_ce"]) and metrics["eval_ce"] > 0
+    if method == "lora":
+        assert metrics["eval_ce"] == pytest.approx(metrics["eval_loss"], rel=1e-5)
+        assert "eval_aux" not in metrics
+    else:
+        coef = mor_config_for(_config(workdir, "x"))
+        extra = coef.aux_loss_coef * metrics["eval_aux"] + coef.orth_loss_coef * metrics["eval_orth"]
+        assert extra > 0
+        assert metrics["eval_loss"] == pytest.approx(metrics["eval_ce"] + extra, rel=1e-5)
+
+
 def test_bf16_mixed_precision_trains(workdir):
     """--bf16 on CPU: autocast bf16 through the patched layers; the loss stays finite and falls."""
     result = train(_config(workdir, "bf16", max_steps=6, lr=2e-2, lr_scheduler="constant", bf16=True))

@@ -64,6 +64,7 @@ def _trainer_class():
             self.loss_is_scaled_for_ga = True
             self._sums: dict[str, float] = {}
             self._count = 0
+            self._eval_sums: dict[str, float] = {}
 
         def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
             # A MoR checkpoint holds the adapter, not the frozen base weights (SmolLM2: ~0.3 GB of
@@ -119,6 +120,8 @@ def _trainer_class():
                 ce = ce / steps
             if model.training:
                 self._accumulate(ce_mean, outputs)
+            else:
+                self._accumulate_eval(ce_mean, outputs, inputs)
             loss = ce + extra / steps
             return (loss, outputs) if return_outputs else loss
 
@@ -134,6 +137,38 @@ def _trainer_class():
                     name = f"router_load/{role}/{i}"
                     sums[name] = sums.get(name, 0.0) + float(f)
             self._count += 1
+
+        def _accumulate_eval(self, ce: float, outputs, inputs) -> None:
+            # Weighted by supervised tokens, so eval_ce is the per-token CE of the whole split whatever the
+            # batch composition: the number two methods are compared on (aux and orth are not part of it).
+            labels = inputs.get("labels")
+            tokens = float((labels[..., 1:] != -100).sum()) if labels is not None else 1.0
+            sums = self._eval_sums
+            sums["ce"] = sums.get("ce", 0.0) + ce * tokens
+            sums["tokens"] = sums.get("tokens", 0.0) + tokens
+            for key in ("aux_loss", "orth_loss"):
+                if key in outputs:
+                    sums[key] = sums.get(key, 0.0) + float(outputs[key].detach())
+                    sums[key + "_batches"] = sums.get(key + "_batches", 0.0) + 1.0
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+            """The Trainer's evaluation plus ``{prefix}_ce`` (per supervised token, the comparison metric)
+            and the mean ``{prefix}_aux`` / ``{prefix}_orth``, apart from ``{prefix}_loss`` (which adds them)."""
+            self._eval_sums = {}
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            sums, extra = self._eval_sums, {}
+            if sums.get("tokens"):
+                values = [sums["ce"], sums["tokens"]]
+                if self.accelerator.num_processes > 1:  # token-weighted over every process's share
+                    values = self.accelerator.reduce(torch.tensor(values, device=self.args.device), reduction="sum").tolist()
+                extra[f"{metric_key_prefix}_ce"] = values[0] / values[1]
+            for key in ("aux_loss", "orth_loss"):
+                if sums.get(key + "_batches"):
+                    extra[f"{metric_key_prefix}_{key.removesuffix('_loss')}"] = sums[key] / sums[key + "_batches"]
+            if extra:
+                metrics.update(extra)
+                self.log(extra)
+            return metrics
 
         def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
             if "loss" in logs and self._count:  # a training log: add the interval's means
