@@ -1,0 +1,161 @@
+"""A fair MoR-vs-LoRA comparison, stage by stage, with every command and raw output kept.
+
+    python benchmarks/compare_methods.py sweep  --data runs/cmp/train.jsonl --out runs/cmp
+    python benchmarks/compare_methods.py final  --data runs/cmp/train.jsonl --out runs/cmp --minutes 20
+    python benchmarks/compare_methods.py report --out runs/cmp
+
+Fairness, as the project's rules ask for it:
+
+* **Each method its own learning rate**, chosen by a sweep of short runs (at least 4 values spanning
+  30x per method) on a held-out split of our own synthetic data (``--eval-fraction`` of the training
+  file, the same split for every run because the seed is the same), on eval CE per supervised token
+  (``eval_ce``: without MoR's aux and orth terms). Never on BFCL.
+* **The same data, seed, batches and budget**: the final runs train side by side, one core each
+  (``OMP_NUM_THREADS=1``), for the same wall time (``--max-minutes``), so both see the same machine.
+* **Everything published**: each run's command line is written beside its output directory
+  (``command.txt``), with the trainer's ``training_log.json``; ``sweep.json`` / ``final.json`` hold
+  the numbers the report is made of.
+
+Evaluation of the final adapters (BFCL, held-out tools) is ``mor-ext eval``'s job; ``report`` prints
+what the stages above measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Per-method grids (each spans 33x): MoR's gated mix of rank-16 LoRAs moves its output less per Adam
+# step than one LoRA of the same parameter budget, so its useful range sits higher.
+GRIDS = {"mor": [3e-4, 1e-3, 3e-3, 1e-2], "lora": [3e-5, 1e-4, 3e-4, 1e-3]}
+MOR_EXT = [sys.executable, "-m", "mor_ext.cli"]
+
+
+def _train_command(args: argparse.Namespace, method: str, lr: float, out: Path, *, steps: int | None,
+                   minutes: float | None) -> list[str]:
+    cmd = MOR_EXT + ["train", "--model", args.model, "--data", str(args.data), "--out", str(out),
+                     "--method", method, "--lr", f"{lr:g}", "--batch-size", str(args.batch_size),
+                     "--max-length", str(args.max_length), "--eval-fraction", str(args.eval_fraction),
+                     "--seed", str(args.seed), "--logging-steps", "1", "--lr-scheduler", "constant",
+                     "--no-progress"]
+    cmd += ["--max-steps", str(steps if steps is not None else 100000)]
+    if minutes is not None:
+        cmd += ["--max-minutes", f"{minutes:g}"]
+    return cmd
+
+
+def _run_pair(jobs: list[tuple[list[str], Path]]) -> None:
+    """Run the jobs two at a time, one core each; a failed run stops the stage with its log's tail."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    pending = list(jobs)
+    while pending:
+        batch, pending = pending[:2], pending[2:]
+        running = []
+        for cmd, out in batch:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "command.txt").write_text("OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 " + shlex.join(cmd) + "\n")
+            log = open(out / "stdout.log", "w")
+            print(f"[{time.strftime('%H:%M:%S')}] start {out.name}", flush=True)
+            running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), out, log))
+        for proc, out, log in running:
+            code = proc.wait()
+            log.close()
+            print(f"[{time.strftime('%H:%M:%S')}] done  {out.name} (exit {code})", flush=True)
+            if code != 0:
+                tail = (out / "stdout.log").read_text()[-3000:]
+                raise SystemExit(f"{out.name} failed with exit code {code}:\n{tail}")
+
+
+def _summary(run: Path) -> dict:
+    log = json.loads((run / "training_log.json").read_text())
+    history = log["log_history"]
+    evals = [h for h in history if "eval_ce" in h]
+    ce = [h.get("ce", h.get("loss")) for h in history if "loss" in h and "eval_loss" not in h and "train_runtime" not in h]
+    runtime = next((h["train_runtime"] for h in history if "train_runtime" in h), None)
+    return {"run": run.name, "method": log["config"]["method"], "lr": log["config"]["lr"],
+            "steps": log["global_step"], "train_seconds": runtime,
+            "train_ce_first": ce[0] if ce else None, "train_ce_last": ce[-1] if ce else None,
+            "eval_ce": evals[-1]["eval_ce"] if evals else None,
+            "trainable": log["parameter_counts"].get("trainable")}
+
+
+def sweep(args: argparse.Namespace) -> None:
+    jobs = [(_train_command(args, m, lr, args.out / "sweep" / f"{m}-lr{lr:g}", steps=args.sweep_steps, minutes=None),
+             args.out / "sweep" / f"{m}-lr{lr:g}") for m in args.methods for lr in GRIDS[m]]
+    _run_pair([(c, o) for c, o in jobs if not (o / "training_log.json").is_file()])
+    rows = [_summary(out) for _, out in jobs]
+    best = {}
+    for m in args.methods:
+        mine = [r for r in rows if r["method"] == m]
+        pick = min(mine, key=lambda r: r["eval_ce"])
+        edge = pick["lr"] in (min(GRIDS[m]), max(GRIDS[m]))
+        best[m] = {"lr": pick["lr"], "eval_ce": pick["eval_ce"], "at_grid_edge": edge}
+    (args.out / "sweep.json").write_text(json.dumps({"rows": rows, "best": best}, indent=2) + "\n")
+    _print_rows(rows)
+    for m, b in best.items():
+        warn = "  (at the edge of the grid: widen it)" if b["at_grid_edge"] else ""
+        print(f"best {m}: lr {b['lr']:g}, eval CE {b['eval_ce']:.4f}{warn}")
+
+
+def final(args: argparse.Namespace) -> None:
+    best = json.loads((args.out / "sweep.json").read_text())["best"]
+    jobs = [(_train_command(args, m, best[m]["lr"], args.out / "final" / m, steps=None, minutes=args.minutes),
+             args.out / "final" / m) for m in args.methods]
+    _run_pair(jobs)  # both at once: the same wall time on the same (shared) machine
+    rows = [_summary(out) for _, out in jobs]
+    (args.out / "final.json").write_text(json.dumps(rows, indent=2) + "\n")
+    _print_rows(rows)
+
+
+def _print_rows(rows: list[dict]) -> None:
+    print("| run | lr | steps | train s | train CE first -> last | eval CE |")
+    print("|---|---:|---:|---:|---|---:|")
+    for r in rows:
+        secs = f"{r['train_seconds']:.0f}" if r["train_seconds"] is not None else "-"
+        print(f"| {r['run']} | {r['lr']:g} | {r['steps']} | {secs} | {r['train_ce_first']:.3f} -> "
+              f"{r['train_ce_last']:.3f} | {r['eval_ce']:.4f} |")
+
+
+def report(args: argparse.Namespace) -> None:
+    for name in ("sweep.json", "final.json"):
+        path = args.out / name
+        if path.is_file():
+            print(f"## {name}")
+            data = json.loads(path.read_text())
+            _print_rows(data["rows"] if isinstance(data, dict) else data)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("stage", choices=["sweep", "final", "report"])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--data", type=Path, help="training trajectories (JSONL); its --eval-fraction is the held-out split")
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--methods", nargs="+", default=["mor", "lora"], choices=sorted(GRIDS))
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--max-length", type=int, default=768)
+    ap.add_argument("--eval-fraction", type=float, default=0.05)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sweep-steps", type=int, default=12)
+    ap.add_argument("--minutes", type=float, default=20.0, help="final runs: training wall time each")
+    ap.add_argument("--grid", action="append", default=[], metavar="METHOD=LR,LR,...",
+                    help="replace a method's sweep grid (e.g. to widen it when the best is at an edge)")
+    args = ap.parse_args(argv)
+    for item in args.grid:
+        method, _, values = item.partition("=")
+        if method not in GRIDS or not values:
+            ap.error(f"--grid wants METHOD=LR,LR,... with METHOD in {sorted(GRIDS)}, got {item!r}")
+        GRIDS[method] = [float(v) for v in values.split(",")]
+    if args.stage in ("sweep", "final") and args.data is None:
+        ap.error(f"{args.stage} needs --data")
+    {"sweep": sweep, "final": final, "report": report}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()
