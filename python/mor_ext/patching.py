@@ -169,7 +169,7 @@ def _mor_forward(self: nn.Module, *args: Any, role_ids: torch.Tensor | None = No
 
     # FSDP2 holds the layers' parameters sharded outside their own forward: each layer then computes
     # its orthogonal term there (layers.MoRLinear._orthogonal_term_in_forward).
-    orth_in_layers = collect and _adapter_sharded(self)
+    orth_in_layers = collect and adapter_is_sharded(self)
     saved = ctx.begin_call(role_ids, collect, orth_in_layers)
     try:
         out = state.original_forward(*args, **kwargs)
@@ -181,8 +181,9 @@ def _mor_forward(self: nn.Module, *args: Any, role_ids: torch.Tensor | None = No
     return _add_losses(self, out, config, routings, labels is not None, orth_terms)
 
 
-def _adapter_sharded(model: nn.Module) -> bool:
-    """Whether some MoR parameters are DTensors here, at the top of the model's forward (FSDP2)."""
+def adapter_is_sharded(model: nn.Module) -> bool:
+    """Whether some MoR parameters of ``model`` are DTensors now (FSDP2 shards them outside their
+    layer's forward); a layer's parameters are sharded together, so its ``lora_A`` tells."""
     return sharding.distributed_active() and any(sharding.is_sharded(layer.lora_A) for _, layer in mor_layers(model))
 
 

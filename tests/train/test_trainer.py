@@ -204,6 +204,49 @@ def test_ddp_two_processes_equal_one_process_on_the_same_global_batch(workdir):
     assert _losses(ddp_log["log_history"], "ce") == pytest.approx(_losses(single_log["log_history"], "ce"), rel=1e-4)
 
 
+def _torchrun(workdir: Path, nproc: int, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
+         "--master_port", str(_free_port()), "-m", "mor_ext.cli", "train", "--model", str(workdir / "model"),
+         "--data", str(workdir / "data.jsonl"), "--rank", str(RANK), "--max-length", str(MAX_LENGTH),
+         "--optim", "sgd", "--lr", "0.05", "--lr-scheduler", "constant", "--no-shuffle", "--no-aux",
+         "--logging-steps", "1", "--no-progress", "--batch-size", "1", *args],
+        env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.distributed
+def test_fsdp_two_processes_equal_ddp_and_resume_on_three(workdir):
+    """``train --fsdp`` (FSDP2 through the Trainer, gloo) takes the steps DDP takes on the same global
+    batch; its checkpoint holds a whole adapter, and the run resumes on 3 processes."""
+    from mor_ext.models import load_model
+
+    fsdp = _torchrun(workdir, 2, "--fsdp", "--activation-checkpointing", "--max-steps", "3", "--save-steps", "2",
+                     "--out", str(workdir / "fsdp"))
+    assert fsdp.returncode == 0, fsdp.stderr[-4000:]
+    if not (workdir / "ddp").is_dir():  # the DDP test's run, when it ran first
+        ddp = _torchrun(workdir, 2, "--max-steps", "3", "--out", str(workdir / "ddp"))
+        assert ddp.returncode == 0, ddp.stderr[-4000:]
+    load = lambda d: mor_ext.adapters.adapter_state_dict(mor_ext.load_adapter(load_model(workdir / "model")[0], d))
+    a, b = load(workdir / "fsdp"), load(workdir / "ddp")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6, msg=key)
+    fsdp_log = json.loads((workdir / "fsdp" / TRAINING_LOG_NAME).read_text())
+    ddp_log = json.loads((workdir / "ddp" / TRAINING_LOG_NAME).read_text())
+    assert _losses(fsdp_log["log_history"], "ce") == pytest.approx(_losses(ddp_log["log_history"], "ce"), rel=1e-4)
+
+    checkpoint = workdir / "fsdp" / "checkpoint-2"
+    saved = load(checkpoint / CHECKPOINT_ADAPTER_DIR)  # whole, loadable unsharded
+    assert saved.keys() == a.keys()
+    resumed = _torchrun(workdir, 3, "--fsdp", "--max-steps", "4", "--resume", str(checkpoint),
+                        "--out", str(workdir / "fsdp"))
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    log = json.loads((workdir / "fsdp" / TRAINING_LOG_NAME).read_text())
+    assert log["global_step"] == 4
+    steps = [h["step"] for h in log["log_history"] if "ce" in h]
+    assert steps == [3, 4]  # continued from step 2
+
+
 # A BFCL question (simple_python_0) and function name: evaluation data, never training data.
 BFCL_QUESTION = "Find the area of a triangle with a base of 10 units and height of 5 units."
 

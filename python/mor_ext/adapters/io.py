@@ -32,7 +32,7 @@ from .. import sharding
 from ..config import MoRConfig
 from ..files import atomic_write, fsync_dir
 from ..layers import MoRLinear
-from ..patching import is_patched, mor_layers, patch, unpatch
+from ..patching import adapter_is_sharded, is_patched, mor_layers, patch, unpatch
 
 __all__ = [
     "AdapterError",
@@ -118,7 +118,7 @@ def save_adapter(
         raise AdapterError("the model has no mor_config: patch it with mor_ext.patch(model, config) first")
     if metadata is not None and not isinstance(metadata, Mapping):
         raise TypeError(f"save_adapter: metadata must be a mapping (a dict), got {type(metadata).__name__}")
-    if _sharded(model):
+    if adapter_is_sharded(model):
         import torch.distributed as dist
 
         _check_metadata(metadata)  # here, not on process 0 alone: the others would wait at the barrier
@@ -135,10 +135,6 @@ def _check_metadata(metadata: Mapping | None) -> None:
         json.dumps(dict(metadata) if metadata is not None else {})
     except (TypeError, ValueError) as exc:
         raise TypeError(f"save_adapter: metadata must be JSON-serialisable ({exc})") from exc
-
-
-def _sharded(model: torch.nn.Module) -> bool:
-    return sharding.distributed_active() and any(sharding.is_sharded(p) for p in adapter_params(model).values())
 
 
 def write_adapter(config: MoRConfig, tensors: dict[str, torch.Tensor], directory: str | os.PathLike,

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import torch
 import torch.nn as nn
 
-__all__ = ["decoder_layers", "shard_model", "fsdp_training_arguments"]
+__all__ = ["decoder_layers", "shard_model", "fsdp_training_arguments", "configure_fsdp"]
 
 
 def decoder_layers(model: nn.Module, layer_classes: Iterable[str] | None = None) -> list[nn.Module]:
@@ -87,3 +87,30 @@ def fsdp_training_arguments(activation_checkpointing: bool = False) -> dict[str,
             "activation_checkpointing": activation_checkpointing,
         },
     }
+
+
+def configure_fsdp(trainer: Any) -> None:
+    """Finish the FSDP2 set-up of a ``Trainer`` whose arguments ask for FSDP (called once its
+    accelerator exists, before training prepares the model).
+
+    * Mixed precision: parameters gathered in bf16/fp16 but gradients reduced in fp32 (accelerate's
+      default reduces in the low dtype).
+    * On CPU: accelerate enables FSDP only on accelerators and would wrap the model in DDP; FSDP2
+      itself runs on CPU with gloo, so the accelerator is switched to its FSDP path.
+    """
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    from ..sharding import distributed_active
+
+    state = trainer.accelerator.state
+    if getattr(state, "fsdp_plugin", None) is None:
+        if not distributed_active() or torch.distributed.get_world_size() < 2 or \
+                state.distributed_type != DistributedType.MULTI_CPU:
+            raise RuntimeError("--fsdp shards over processes: run it under torchrun with at least 2 processes, e.g. "
+                               "torchrun --nproc_per_node 2 -m mor_ext.cli train --fsdp ...")
+        state.fsdp_plugin = FullyShardedDataParallelPlugin(**trainer.args.fsdp_plugin_args)
+        state.distributed_type = DistributedType.FSDP
+        trainer.is_fsdp_enabled = True
+    low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(trainer.accelerator.mixed_precision))
+    state.fsdp_plugin.mixed_precision_policy = MixedPrecisionPolicy(param_dtype=low, reduce_dtype=torch.float32)
