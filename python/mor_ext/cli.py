@@ -7,7 +7,7 @@
     mor-ext agent    answer queries with the role-switching agent (tools, MCP servers, sandboxed code)
 
 ``mor-ext train`` also runs data-parallel on CPU or GPU under torchrun:
-``torchrun --nproc_per_node 2 -m mor_ext.cli train ...``.
+``torchrun --nproc_per_node 2 -m mor_ext.cli train ...``, or sharded with FSDP2 (``train --fsdp``).
 """
 
 from __future__ import annotations
@@ -127,6 +127,10 @@ def _add_train_parser(sub) -> None:
                        help="resume from a checkpoint directory, or the latest one in --out without a value")
     train.add_argument("--no-shuffle", dest="shuffle", action="store_false", help="train in file order")
     train.add_argument("--ddp-find-unused-parameters", action="store_true")
+    train.add_argument("--fsdp", action="store_true",
+                       help="under torchrun: shard the model, adapter and optimiser state with FSDP2 (instead of DDP)")
+    train.add_argument("--activation-checkpointing", action="store_true",
+                       help="recompute each decoder layer in the backward: less activation memory, more compute")
     train.add_argument("--no-progress", dest="progress_bar", action="store_false")
     train.set_defaults(func=_cmd_train)
 

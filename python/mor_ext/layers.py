@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import checks, functional, ops
+from . import checks, functional, ops, sharding
 from .spec import MoRSpec
 
 __all__ = ["MoRLinear", "RoleContext"]
@@ -32,6 +32,9 @@ class CallRoles(NamedTuple):
     # True when a layer re-runs inside backward (gradient checkpointing): it must save the same
     # tensors as the first run, so it computes the statistics again, but must not record them.
     replay: bool
+    # When the model's adapter is sharded (FSDP2): layer -> its orthogonal-loss term, computed in its
+    # own forward, where its parameters are whole (docs/spec.md §4); None otherwise.
+    orth_terms: dict | None = None
 
 
 class RoleContext:
@@ -50,6 +53,7 @@ class RoleContext:
         self.role_ids: torch.Tensor | None = None  # [batch, seq] int64
         self.role_ids_any: bool = False  # whether any id != -1 (computed once per call, not per layer)
         self.collect_stats: bool = False
+        self.orth_terms: dict | None = None  # see CallRoles.orth_terms
         # Per adapted layer run in the call, when stats are collected: (router_probs [N, E_total] fp32,
         # lora_index [N, K], role ids [N]); the model's loss turns them into the load-balance loss
         # and the router load with one op for all layers (patching._add_losses).
@@ -64,9 +68,9 @@ class RoleContext:
         if self._replay is not None and torch._C._current_graph_task_id() != -1:
             return self._replay
         if self.role_ids is not None:
-            return CallRoles(self.role_ids, self.role_ids_any, self.collect_stats, False)
+            return CallRoles(self.role_ids, self.role_ids_any, self.collect_stats, False, self.orth_terms)
         role = self.default_role if self.active_role is None else self.active_role
-        return CallRoles(role, role != -1, self.collect_stats, False)
+        return CallRoles(role, role != -1, self.collect_stats, False, self.orth_terms)
 
     def role_ids_on(self, role_ids: torch.Tensor, device: torch.device) -> torch.Tensor:
         """``role_ids`` on ``device``, copied once per call per device (models split over GPUs)."""
@@ -78,21 +82,25 @@ class RoleContext:
             self._by_device[device] = cached
         return cached[1]
 
-    def begin_call(self, role_ids: torch.Tensor | None, collect_stats: bool) -> tuple:
+    def begin_call(self, role_ids: torch.Tensor | None, collect_stats: bool, orth_in_layers: bool = False) -> tuple:
         """Install one model call's roles, already checked by the caller; returns what :meth:`end_call`
-        restores (calls may nest)."""
-        saved = (self.role_ids, self.role_ids_any, self.collect_stats, self.routings, self._by_device)
+        restores (calls may nest). ``orth_in_layers``: each layer computes its orthogonal-loss term in
+        its forward, into :attr:`orth_terms` (for sharded adapters)."""
+        saved = (self.role_ids, self.role_ids_any, self.collect_stats, self.routings, self._by_device,
+                 self.orth_terms)
         # The model call checked the ids (patching, once per forward), so no layer checks them again.
         self.role_ids = role_ids
         self.role_ids_any = role_ids is not None and role_ids.numel() > 0 and bool((role_ids != -1).any())
         self.collect_stats = collect_stats
         self.routings, self._by_device = [], {}
+        self.orth_terms = {} if orth_in_layers else None
         if torch.is_grad_enabled():
             self._replay = self.current()._replace(replay=True)
         return saved
 
     def end_call(self, saved: tuple) -> None:
-        (self.role_ids, self.role_ids_any, self.collect_stats, self.routings, self._by_device) = saved
+        (self.role_ids, self.role_ids_any, self.collect_stats, self.routings, self._by_device,
+         self.orth_terms) = saved
 
 
 class MoRLinear(nn.Module):
@@ -182,9 +190,21 @@ class MoRLinear(nn.Module):
         defaults to the model call's ids, else the active role, else the default role."""
         call = self.role_context.current()
         roles = self._roles_for(x, role_ids, call)
-        if roles is None:
-            return self.base_layer(x)
-        return self._forward_autocast(x, roles, call)
+        y = self.base_layer(x) if roles is None else self._forward_autocast(x, roles, call)
+        if call.orth_terms is not None:
+            y = self._orthogonal_term_in_forward(y, call)
+        return y
+
+    def _orthogonal_term_in_forward(self, y: torch.Tensor, call: CallRoles) -> torch.Tensor:
+        """Under FSDP2 the parameters are whole only inside this forward (and backward), so the model's
+        orthogonal loss takes this layer's term from here, tied to ``y`` so that its backward runs inside
+        the layer's backward (:func:`mor_ext.sharding.tie_to_output`). A replay (activation
+        checkpointing) computes it again, to save the same tensors, but does not record it."""
+        term = functional.orthogonal_loss(self.lora_A, self.lora_B, self.spec)
+        y, term = sharding.tie_to_output(y, term)
+        if not call.replay:
+            call.orth_terms.setdefault(self, term)
+        return y
 
     @staticmethod
     def _functional_checks():

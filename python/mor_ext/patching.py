@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn as nn
 
-from . import functional, ops
+from . import functional, ops, sharding
 from .checks import check_role_ids, check_role_ids_tensor
 from .config import MoRConfig, default_target_modules
 from .layers import MoRLinear, RoleContext
@@ -167,15 +167,24 @@ def _mor_forward(self: nn.Module, *args: Any, role_ids: torch.Tensor | None = No
     labels = kwargs.get("labels")
     collect = labels is not None or (self.training and torch.is_grad_enabled())
 
-    saved = ctx.begin_call(role_ids, collect)
+    # FSDP2 holds the layers' parameters sharded outside their own forward: each layer then computes
+    # its orthogonal term there (layers.MoRLinear._orthogonal_term_in_forward).
+    orth_in_layers = collect and adapter_is_sharded(self)
+    saved = ctx.begin_call(role_ids, collect, orth_in_layers)
     try:
         out = state.original_forward(*args, **kwargs)
-        routings = ctx.routings
+        routings, orth_terms = ctx.routings, ctx.orth_terms
     finally:
         ctx.end_call(saved)
     if not collect:
         return out
-    return _add_losses(self, out, config, routings, labels is not None)
+    return _add_losses(self, out, config, routings, labels is not None, orth_terms)
+
+
+def adapter_is_sharded(model: nn.Module) -> bool:
+    """Whether some MoR parameters of ``model`` are DTensors now (FSDP2 shards them outside their
+    layer's forward); a layer's parameters are sharded together, so its ``lora_A`` tells."""
+    return sharding.distributed_active() and any(sharding.is_sharded(layer.lora_A) for _, layer in mor_layers(model))
 
 
 def _call_role_ids(role_ids: Any, spec: MoRSpec, args: tuple, kwargs: dict) -> torch.Tensor:
@@ -208,8 +217,10 @@ def _add_losses(
     config: MoRConfig,
     routings: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     has_labels: bool,
+    orth_terms: dict | None = None,
 ) -> Any:
-    """``loss = ce + aux_loss_coef * aux + orth_loss_coef * orth``; each term reported on ``out``."""
+    """``loss = ce + aux_loss_coef * aux + orth_loss_coef * orth``; each term reported on ``out``.
+    ``orth_terms``: the layers' orthogonal terms computed in their forward (sharded adapters)."""
     is_tuple = isinstance(out, tuple)
     if is_tuple:
         ce = out[0] if has_labels else None
@@ -222,7 +233,10 @@ def _add_losses(
     groups = _routing_groups(routings)
     with torch.enable_grad() if add else torch.no_grad():
         aux = _load_balance_loss(config, groups, len(routings), device)
-        orth = _orthogonal_loss(model, config, device)
+        orth = _orthogonal_loss(model, config, device) if orth_terms is None else \
+            _orthogonal_loss_from_layers(model, config, device, orth_terms)
+    if orth_terms is not None and not add:
+        orth = orth.detach()  # the layers' terms were computed with the forward's grad mode
 
     loss = ce + config.aux_loss_coef * aux + config.orth_loss_coef * orth if add else ce
     if is_tuple:
@@ -241,16 +255,40 @@ def _add_losses(
 
 def _orthogonal_loss(model: nn.Module, config: MoRConfig, device: torch.device) -> torch.Tensor:
     """Mean over adapted layers, computed per (device, dtype) group in one call each (one launch on CUDA)."""
+    layers = [layer for _, layer in mor_layers(model)]
+    return _orthogonal_loss_sum(layers, config, device) / len(layers)
+
+
+def _orthogonal_loss_sum(layers: list[MoRLinear], config: MoRConfig, device: torch.device) -> torch.Tensor | int:
+    """Sum of the layers' orthogonal terms, one op per (device, dtype) group (0 for no layers)."""
     groups: dict[tuple[torch.device, torch.dtype], list[MoRLinear]] = {}
-    for _, layer in mor_layers(model):
+    for layer in layers:
         groups.setdefault((layer.lora_A.device, layer.lora_A.dtype), []).append(layer)
-    total = sum(
+    return sum(
         functional.orthogonal_loss_layers(
-            [l.lora_A for l in layers], [l.lora_B for l in layers], config.spec, reduction="sum"
+            [l.lora_A for l in group], [l.lora_B for l in group], config.spec, reduction="sum"
         ).to(device)
-        for layers in groups.values()
+        for group in groups.values()
     )
-    return total / sum(len(layers) for layers in groups.values())
+
+
+def _orthogonal_loss_from_layers(
+    model: nn.Module, config: MoRConfig, device: torch.device, terms: dict[MoRLinear, torch.Tensor]
+) -> torch.Tensor:
+    """The mean over adapted layers from the terms each layer computed in its forward (sharded
+    adapters); layers that did not run in this call are added here if their parameters are whole."""
+    layers = [layer for _, layer in mor_layers(model)]
+    missing = [layer for layer in layers if layer not in terms]
+    missing_set = set(missing)
+    sharded = [name for name, layer in mor_layers(model) if layer in missing_set and sharding.is_sharded(layer.lora_A)]
+    if sharded:
+        raise RuntimeError(
+            f"{len(sharded)} MoR layers (e.g. {sharded[0]!r}) did not run in this forward and their parameters "
+            "are sharded (FSDP2), so their orthogonal loss cannot be computed; run every adapted layer in each "
+            "forward"
+        )
+    total = sum(term.to(device) for term in terms.values()) + _orthogonal_loss_sum(missing, config, device)
+    return total / len(layers)
 
 
 RoutingGroup = tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]  # role ids, probs, indices

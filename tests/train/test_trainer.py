@@ -221,6 +221,54 @@ def test_ddp_two_processes_equal_one_process_on_the_same_global_batch(workdir):
     assert _losses(ddp_log["log_history"], "ce") == pytest.approx(_losses(single_log["log_history"], "ce"), rel=1e-4)
 
 
+def _torchrun(workdir: Path, nproc: int, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
+         "--master_port", str(_free_port()), "-m", "mor_ext.cli", "train", "--model", str(workdir / "model"),
+         "--data", str(workdir / "data.jsonl"), "--rank", str(RANK), "--max-length", str(MAX_LENGTH),
+         "--optim", "sgd", "--lr", "0.05", "--lr-scheduler", "constant", "--no-shuffle", "--no-aux",
+         "--logging-steps", "1", "--no-progress", "--batch-size", "1", *args],
+        env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.distributed
+def test_fsdp_two_processes_equal_ddp_and_resume_on_three(workdir):
+    """``train --fsdp`` (FSDP2 through the Trainer, gloo, activation checkpointing) takes the steps DDP
+    takes on the same global batch; its checkpoint holds a whole adapter, and the run resumes on 3
+    processes. AdamW, as a resumed FSDP optimiser needs state to restore (torch's set_optimizer_state_dict
+    refuses a stateless one such as plain SGD)."""
+    from mor_ext.models import load_model
+
+    adam = ("--optim", "adamw_torch", "--lr", "0.01", "--max-steps", "3")
+    fsdp = _torchrun(workdir, 2, *adam, "--fsdp", "--activation-checkpointing", "--save-steps", "2",
+                     "--out", str(workdir / "fsdp"))
+    assert fsdp.returncode == 0, fsdp.stderr[-20000:]
+    ddp = _torchrun(workdir, 2, *adam, "--out", str(workdir / "ddp_adam"))
+    assert ddp.returncode == 0, ddp.stderr[-20000:]
+    load = lambda d: mor_ext.adapters.adapter_state_dict(mor_ext.load_adapter(load_model(workdir / "model")[0], d))
+    a, b = load(workdir / "fsdp"), load(workdir / "ddp_adam")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+    fsdp_log = json.loads((workdir / "fsdp" / TRAINING_LOG_NAME).read_text())
+    ddp_log = json.loads((workdir / "ddp_adam" / TRAINING_LOG_NAME).read_text())
+    assert _losses(fsdp_log["log_history"], "ce") == pytest.approx(_losses(ddp_log["log_history"], "ce"), rel=1e-4)
+
+    checkpoint = workdir / "fsdp" / "checkpoint-2"
+    saved = load(checkpoint / CHECKPOINT_ADAPTER_DIR)  # whole, loadable unsharded
+    assert saved.keys() == a.keys()
+    resumed = _torchrun(workdir, 3, *adam[:-1], "4", "--fsdp", "--resume", str(checkpoint),
+                        "--out", str(workdir / "fsdp"))
+    assert resumed.returncode == 0, resumed.stderr[-20000:]
+    log = json.loads((workdir / "fsdp" / TRAINING_LOG_NAME).read_text())
+    assert log["global_step"] == 4
+    logged = {h["step"]: h["ce"] for h in log["log_history"] if "ce" in h}
+    assert sorted(logged) == [1, 2, 3, 4]
+    # Steps 1-2 come from the checkpoint's state (3 processes would have seen other batches), 3-4 are new.
+    first = {h["step"]: h["ce"] for h in fsdp_log["log_history"] if "ce" in h}
+    assert [logged[1], logged[2]] == [first[1], first[2]]
+
+
 # A BFCL question (simple_python_0) and function name: evaluation data, never training data.
 BFCL_QUESTION = "Find the area of a triangle with a base of 10 units and height of 5 units."
 

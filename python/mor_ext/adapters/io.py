@@ -28,10 +28,11 @@ from typing import Any, Mapping
 
 import torch
 
+from .. import sharding
 from ..config import MoRConfig
 from ..files import atomic_write, fsync_dir
 from ..layers import MoRLinear
-from ..patching import is_patched, mor_layers, patch, unpatch
+from ..patching import adapter_is_sharded, is_patched, mor_layers, patch, unpatch
 
 __all__ = [
     "AdapterError",
@@ -49,6 +50,8 @@ ADAPTER_CONFIG_NAME = "mor_config.json"
 PENDING_SUFFIX = ".pending"  # save_adapter stages the new pair under these names before committing it
 ADAPTER_FORMAT = "mor_ext.adapter"
 ADAPTER_FORMAT_VERSION = 1
+# torch.distributed.algorithms checkpoint_wrapper's submodule name (accelerate's FSDP activation checkpointing)
+_CHECKPOINT_WRAPPED = "_checkpoint_wrapped_module"
 
 
 class AdapterError(ValueError):
@@ -62,9 +65,11 @@ def _model_config(model: torch.nn.Module):
 
 
 def adapter_params(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
-    """``{"<module path>.lora_A": parameter, ...}`` for every MoRLinear of ``model``."""
+    """``{"<module path>.lora_A": parameter, ...}`` for every MoRLinear of ``model``. Module paths are
+    those of the unwrapped model: an activation-checkpoint wrapper's path element is left out."""
     params: dict[str, torch.nn.Parameter] = {}
     for module_name, layer in mor_layers(model):
+        module_name = module_name.replace(_CHECKPOINT_WRAPPED + ".", "")
         for pname in MoRLinear.PARAMETER_NAMES:
             params[f"{module_name}.{pname}"] = getattr(layer, pname)
     return params
@@ -88,11 +93,12 @@ def _format_mismatch_table(rows: list[tuple[str, Any, Any]]) -> str:
 
 # =========================================================================================== save
 def adapter_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The MoR parameters of a patched model as contiguous CPU tensors, keyed ``<module path>.<param>``."""
+    """The MoR parameters of a patched model as contiguous CPU tensors, keyed ``<module path>.<param>``.
+    Sharded parameters (FSDP2) are gathered whole, one at a time: then every process must call it."""
     params = adapter_params(model)
     if not params:
         raise AdapterError("the model has no MoR layers: patch it with mor_ext.patch(model, config) first")
-    return {name: p.detach().to("cpu").contiguous() for name, p in params.items()}
+    return {name: sharding.full_tensor(p).to("cpu").contiguous() for name, p in params.items()}
 
 
 def save_adapter(
@@ -103,17 +109,42 @@ def save_adapter(
     Writes ``adapter_model.safetensors`` (MoR parameters only) then ``mor_config.json`` (config, versions,
     tensor table, sha256 of the weights), each atomically. ``metadata`` (JSON-serialisable) is stored
     under ``"metadata"`` in the config.
+
+    A model sharded with FSDP2 is saved whole: every process must call this (the parameters are gathered),
+    process 0 writes, and all return once the files are in place.
     """
-    from safetensors.torch import save_file
-
-    from .. import __version__
-
     config = _model_config(model)
     if config is None:
         raise AdapterError("the model has no mor_config: patch it with mor_ext.patch(model, config) first")
     if metadata is not None and not isinstance(metadata, Mapping):
         raise TypeError(f"save_adapter: metadata must be a mapping (a dict), got {type(metadata).__name__}")
-    tensors = adapter_state_dict(model)
+    if adapter_is_sharded(model):
+        import torch.distributed as dist
+
+        _check_metadata(metadata)  # here, not on process 0 alone: the others would wait at the barrier
+        tensors = adapter_state_dict(model)
+        if dist.get_rank() == 0:
+            write_adapter(config, tensors, directory, metadata)
+        dist.barrier()  # no process reads the directory before it is whole
+        return Path(directory)
+    return write_adapter(config, adapter_state_dict(model), directory, metadata)
+
+
+def _check_metadata(metadata: Mapping | None) -> None:
+    try:
+        json.dumps(dict(metadata) if metadata is not None else {})
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"save_adapter: metadata must be JSON-serialisable ({exc})") from exc
+
+
+def write_adapter(config: MoRConfig, tensors: dict[str, torch.Tensor], directory: str | os.PathLike,
+                  metadata: Mapping | None = None) -> Path:
+    """Write ``tensors`` (whole CPU tensors, keyed as :func:`adapter_state_dict`) as an adapter of
+    ``config`` to ``directory``, atomically (see :func:`save_adapter`)."""
+    from safetensors.torch import save_file
+
+    from .. import __version__
+
     directory = Path(directory)
     weights_path = directory / ADAPTER_WEIGHTS_NAME
     config_path = directory / ADAPTER_CONFIG_NAME
@@ -130,11 +161,7 @@ def save_adapter(
         },
         "metadata": dict(metadata) if metadata is not None else {},
     }
-    # Fail on unserialisable metadata before anything touches the directory.
-    try:
-        json.dumps(document)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"save_adapter: metadata must be JSON-serialisable ({exc})") from exc
+    _check_metadata(metadata)  # before anything touches the directory
     directory.mkdir(parents=True, exist_ok=True)
 
     # Two files cannot be renamed at once, so the new pair is staged first and committed in two
@@ -319,9 +346,8 @@ def copy_into(
             f"{'...' if len(unexpected) > 4 else ''}",
             stacklevel=3,
         )
-    with torch.no_grad():
-        for name in sorted(set(params) & set(tensors)):
-            params[name].copy_(tensors[name])
+    for name in sorted(set(params) & set(tensors)):
+        sharding.copy_full_into(params[name], tensors[name])  # a sharded parameter keeps its own part
 
 
 def load_adapter(

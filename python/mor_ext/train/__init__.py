@@ -30,8 +30,13 @@ matches exactly; the load-balance loss of a shard is not the load-balance loss o
 slightly, as in every data-parallel MoE. Logged ce/aux/orth are averaged over processes;
 the router load is rank 0's.
 
+Sharded training: ``TrainConfig(fsdp=True)`` (``mor-ext train --fsdp`` under torchrun) trains with FSDP2
+through the Trainer's own FSDP configuration (:mod:`.distributed`): adapter, gradients and optimiser
+state sharded, checkpoints holding them whole, so a run resumes on another number of processes.
+
 Modules: :mod:`.config` (TrainConfig, and the MoRConfig of each method / ablation), :mod:`.data`
-(trajectories -> datasets -> batches), :mod:`.trainer` (the Trainer subclass, :func:`train`).
+(trajectories -> datasets -> batches), :mod:`.trainer` (the Trainer subclass, :func:`train`),
+:mod:`.distributed` (FSDP2: :func:`~.distributed.shard_model`, the Trainer's FSDP set-up).
 Layering: the top of the package; it may import everything below it (``spec``, ``config``,
 ``patching``, ``adapters``, ``models``, ``files``, ``data``); only ``cli`` imports it.
 """

@@ -59,6 +59,8 @@ class TrainConfig:
     resume: str | bool | None = None
     shuffle: bool = True
     ddp_find_unused_parameters: bool = False
+    fsdp: bool = False  # FSDP2 under torchrun (train.distributed): adapter, gradients and optimiser state sharded
+    activation_checkpointing: bool = False  # recompute each decoder layer in the backward (non-reentrant)
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
@@ -67,6 +69,8 @@ class TrainConfig:
                              f"got data={self.data!r}, generate={self.generate!r}")
         if self.generate is not None and (not isinstance(self.generate, int) or self.generate < 1):
             raise ValueError(f"generate must be a positive number of trajectories, got {self.generate!r}")
+        if self.fsdp and self.method != "mor":
+            raise ValueError("fsdp trains MoR adapters (method='mor'); the lora baseline runs with DDP")
         if self.method not in ("mor", "lora"):
             raise ValueError(f"method must be 'mor' or 'lora', got {self.method!r}")
         if self.method == "lora" and (self.no_aux or self.no_orth or self.one_role):

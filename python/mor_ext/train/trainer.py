@@ -14,6 +14,7 @@ import torch
 
 from ..adapters import AdapterError, load_adapter, save_adapter
 from ..files import atomic_write_text
+from ..patching import adapter_is_sharded
 from .config import TrainConfig, mor_config_for
 from .data import RoleDataCollator, build_datasets, load_trajectories
 
@@ -73,14 +74,20 @@ def _trainer_class():
             model = self.accelerator.unwrap_model(self.model)
             if getattr(model, "mor_config", None) is None:
                 return super().save_model(output_dir, _internal_call)
-            if not self.args.should_save:  # one writer: the processes would race on the staged files
-                return
-            from transformers.trainer import TRAINING_ARGS_NAME
-
             output_dir = Path(output_dir or self.args.output_dir)
-            output_dir.mkdir(parents=True, exist_ok=True)
-            save_adapter(model, output_dir / CHECKPOINT_ADAPTER_DIR, metadata={"global_step": self.state.global_step})
-            torch.save(self.args, output_dir / TRAINING_ARGS_NAME)
+            # A sharded adapter is gathered by every process, then written by process 0.
+            _save_mor_adapter(self, model, output_dir / CHECKPOINT_ADAPTER_DIR, {"global_step": self.state.global_step})
+            if self.args.should_save:
+                from transformers.trainer import TRAINING_ARGS_NAME
+
+                torch.save(self.args, output_dir / TRAINING_ARGS_NAME)
+
+        def create_accelerator_and_postprocess(self) -> None:
+            super().create_accelerator_and_postprocess()
+            if self.args.fsdp_plugin_args is not None:
+                from .distributed import configure_fsdp
+
+                configure_fsdp(self)
 
         # transformers has no public hook for loading the weights of a resumed checkpoint (callbacks run
         # after it); tests/train/test_trainer.py pins this private method's signature.
@@ -187,6 +194,15 @@ def _trainer_class():
     return _MoRTrainer
 
 
+def _save_mor_adapter(trainer, model, directory: Path, metadata: dict) -> None:
+    """save_adapter from one writer (the processes would race on the staged files), or from every
+    process when FSDP2 shards the adapter (they all gather it; process 0 writes)."""
+    if adapter_is_sharded(model):
+        save_adapter(model, directory, metadata=metadata)
+    elif trainer.args.should_save:
+        save_adapter(model, directory, metadata=metadata)
+
+
 def _time_budget_callback(minutes: float):
     from transformers import TrainerCallback
 
@@ -282,6 +298,12 @@ def _training_arguments(config: TrainConfig, has_eval: bool):
         dataloader_pin_memory=torch.cuda.is_available(),
         train_sampling_strategy="random" if config.shuffle else "sequential",
     )
+    if config.fsdp:
+        from .distributed import fsdp_training_arguments
+
+        kwargs.update(fsdp_training_arguments(config.activation_checkpointing))
+    elif config.activation_checkpointing:
+        kwargs.update(gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False})
     if not torch.cuda.is_available() and config.bf16:
         kwargs.update(use_cpu=True)  # transformers allows CPU bf16 (autocast) only when told it is on CPU
     if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -321,12 +343,12 @@ def train(config: TrainConfig) -> TrainResult:
 
     out_dir = Path(config.out_dir)
     adapter_dir = out_dir
+    meta = {"method": config.method, "global_step": trainer.state.global_step}
+    if config.method == "mor":
+        _save_mor_adapter(trainer, model, adapter_dir, meta)
     if trainer.is_world_process_zero():
         out_dir.mkdir(parents=True, exist_ok=True)
-        meta = {"method": config.method, "global_step": trainer.state.global_step}
-        if config.method == "mor":
-            save_adapter(model, adapter_dir, metadata=meta)
-        else:
+        if config.method != "mor":
             model.save_pretrained(adapter_dir)
         log = {
             "config": dataclasses.asdict(config),
