@@ -177,7 +177,9 @@ def _introspect(module: Any, fn_name: str, params: dict[str, tuple]) -> Callable
 
     used = [sig.parameters[n].replace(kind=inspect.Parameter.KEYWORD_ONLY, default=inspect.Parameter.empty,
                                       annotation=Annotated[_HINTS[params[n][0]] if params[n][0] != "array" or "items" not in params[n][2]
-                                                           else list[_HINTS[params[n][2]["items"]["type"]]], dict(params[n][2])])
+                                                           else list[_HINTS[params[n][2]["items"]["type"]]],
+                                                           {"description": f"The {n} argument of {module.__name__}.{fn_name}.",
+                                                            **params[n][2]}])
             for n in names if n in params]
     wrapper.__signature__ = inspect.Signature(used)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in used}
