@@ -62,6 +62,11 @@ def fill_spec(template: str, fields: dict[str, Any], **extra: Any) -> str:
     return template.format(**values)
 
 
+def _listed(value: Any) -> str:
+    """A value in a list of values: texts with spaces quoted, so that the items stay apart."""
+    return f'"{value}"' if isinstance(value, str) and " " in value else show(value)
+
+
 def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
@@ -195,7 +200,7 @@ def _second_key(spec: ToolSpec, fields: dict[str, Any]) -> str | None:
 def _same_request(rng: random.Random, spec: ToolSpec, group: list[dict[str, Any]], form: str,
                   keys: Sequence[str]) -> str:
     items = [fill_spec(spec.item, f) for f in group]
-    lists = [joined([show(f[key]) for f in group]) for key in keys]
+    lists = [joined([_listed(f[key]) for f in group]) for key in keys]
     word = lambda p: p.replace("_", " ")  # noqa: E731
     if form == "and_list":
         if spec.many and len(keys) == 1:
@@ -312,17 +317,19 @@ def refusal_near_miss(pool: Pool, rng: random.Random, max_tools: int) -> tuple[l
     fields = spec.sample(rng)
     item = fill_spec(spec.item, fields)
     why = "; ".join(f"{s.name} {s.does}" for s in offered)
-    axis_text = {"wrong_quantity": "they give a different quantity", "wrong_object": "they work on different things",
-                 "wrong_operation": "they do a different operation"}[spec.axis]
+    one = len(offered) == 1
+    axis_text = {"wrong_quantity": "give{s} a different quantity", "wrong_object": "work{s} on something else",
+                 "wrong_operation": "do{es} a different operation"}[spec.axis].format(s="s" if one else "", es="es" if one else "")
+    axis_text = ("it " if one else "they ") + axis_text
     plan = rng.choice((
         "The user wants {item}. The offered tools look close but do not answer it: {why}. So {axis}, and calling one "
         "would give the wrong answer. No call; I'll tell the user.",
-        "I need {item}. Checking the tools: {why}. None of them provides it ({axis}), so I won't call any.",
+        "I need {item}. Checking the tools: {why}. None of them provides it ({axis}), so I won't call one.",
     )).format(item=item, why=why, axis=axis_text)
     answer = rng.choice((
-        "I can't get {item} with the tools available here: they only cover {caps}.",
-        "Sorry, none of my tools can provide {item}. The ones I have {caps}.",
-    )).format(item=item, caps=joined([s.does for s in offered]))
+        "I can't get {item} with the tools available here: {caps}.",
+        "Sorry, none of my tools can provide {item} ({caps}).",
+    )).format(item=item, caps=joined([f"{s.name} {s.does}" for s in offered]))
     turns = [
         Turn("user", fill_spec(rng.choice(spec.ask), fields)),
         Turn("reasoner", plan, "summarizer"),

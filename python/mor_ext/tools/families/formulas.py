@@ -98,7 +98,9 @@ def _shape_specs(family: str, shapes) -> list[ToolSpec]:
                       + ("" if len(pnames) == 1 else " (the other measures fixed: "
                          + ", ".join(f"{p.strip().replace('_', ' ')} {{{p.strip()}}}" for p in pnames[1:]) + ")")
                       + "?",),
-                partial={pnames[0].strip(): f"What is the {q} of my {shape_w}?"}))
+                partial={pnames[0].strip(): f"What is the {q} of my {shape_w}"
+                         + "".join(f"{' with' if i == 0 else ' and'} {p.strip().replace('_', ' ')} {{{p.strip()}}}"
+                                   for i, p in enumerate(pnames[1:])) + "?"}))
     return out
 
 
@@ -342,6 +344,13 @@ def _factors(n: int) -> list[int]:
     return out + ([n] if n > 1 else [])
 
 
+def _partial(label: str, params: str) -> str:
+    """A request for ``label`` that gives every required parameter but the first."""
+    rest = [p.split(":") for p in params.split(";")[1:] if "?" not in p.split(":")[1]]
+    given = ", ".join(f"{text.strip().rstrip('.').lower()} = {{{name.strip()}}}" for name, _, text in rest)
+    return f"Work out {label} for me" + (f": {given}." if given else ".")
+
+
 def _formula_specs(family: str, domain: str, table) -> list[ToolSpec]:
     out = []
     for name, desc, params, fn, item in table:
@@ -351,7 +360,7 @@ def _formula_specs(family: str, domain: str, table) -> list[ToolSpec]:
                        (f"Please compute {item}.", f"Could you work out {item}?", f"I'd like to know {item}."),
                        item, label, desc[0].lower() + desc[1:].rstrip("."), axis="wrong_quantity",
                        many=(f"Work out {item.replace('{' + first + '}', '{list}')}, for each of those values.",),
-                       partial={first: f"Work out {item.replace('{' + first + '}', 'mine')}."}))
+                       partial={first: _partial(label, params)}))
     return out
 
 
