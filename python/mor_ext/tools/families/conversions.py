@@ -7,15 +7,7 @@ import random
 from itertools import permutations
 
 from ..catalogue.common import money, rounded
-from ..catalogue.units import (
-    AREA_TO_SQUARE_METERS,
-    CURRENCY_PER_USD,
-    DATA_SIZE_TO_BYTES,
-    LENGTH_TO_METERS,
-    MASS_TO_KILOGRAMS,
-    SPEED_TO_METERS_PER_SECOND,
-    VOLUME_TO_LITERS,
-)
+from ..catalogue import units as catalogue_units
 from .spec import ToolSpec, make_tool, prop
 
 __all__ = ["SPECS", "DIMENSIONS"]
@@ -51,8 +43,9 @@ _SLUG = {"m/s": "mps", "km/h": "kmh", "ft/s": "fps", "BTU/h": "btuh", "l/s": "lp
          "gal/min": "gpm", "m/s2": "mps2", "ft/s2": "fps2"}
 
 DIMENSIONS: dict[str, dict[str, float]] = {
-    "length": LENGTH_TO_METERS, "mass": MASS_TO_KILOGRAMS, "volume": VOLUME_TO_LITERS,
-    "speed": SPEED_TO_METERS_PER_SECOND, "data_size": DATA_SIZE_TO_BYTES, "area": AREA_TO_SQUARE_METERS,
+    "length": catalogue_units.LENGTH_TO_METERS, "mass": catalogue_units.MASS_TO_KILOGRAMS,
+    "volume": catalogue_units.VOLUME_TO_LITERS, "speed": catalogue_units.SPEED_TO_METERS_PER_SECOND,
+    "data_size": catalogue_units.DATA_SIZE_TO_BYTES, "area": catalogue_units.AREA_TO_SQUARE_METERS,
     "duration": {"s": 1.0, "min": 60.0, "h": 3600.0, "day": 86400.0, "week": 604800.0},
     "pressure": {"Pa": 1.0, "kPa": 1e3, "bar": 1e5, "atm": 101325.0, "psi": 6894.757293168, "mmHg": 133.322387415},
     "energy": {"J": 1.0, "kJ": 1e3, "cal": 4.184, "kcal": 4184.0, "Wh": 3600.0, "kWh": 3.6e6, "BTU": 1055.05585262},
@@ -98,14 +91,13 @@ def _pair_spec(dimension: str, table: dict[str, float], a: str, b: str) -> ToolS
         partial={"value": f"Convert some {wa} to {wb} for me."})
 
 
-_CURRENCY_SAMPLES = tuple(CURRENCY_PER_USD)
 
 
 def _currency_spec(target: str) -> ToolSpec:
-    sources = [c for c in CURRENCY_PER_USD if c != target]
+    sources = [c for c in catalogue_units.CURRENCY_PER_USD if c != target]
 
     def convert(amount: float, from_currency: str) -> float:
-        return money(amount / CURRENCY_PER_USD[from_currency] * CURRENCY_PER_USD[target])
+        return money(amount / catalogue_units.CURRENCY_PER_USD[from_currency] * catalogue_units.CURRENCY_PER_USD[target])
 
     def sample(rng: random.Random) -> dict:
         return {"amount": rng.choice((rng.randint(5, 5000), round(rng.uniform(1, 900), 2))),
@@ -130,4 +122,4 @@ def _currency_spec(target: str) -> ToolSpec:
 
 SPECS: tuple[ToolSpec, ...] = tuple(
     _pair_spec(dim, table, a, b) for dim, table in DIMENSIONS.items() for a, b in permutations(table, 2)
-) + tuple(_currency_spec(c) for c in CURRENCY_PER_USD)
+) + tuple(_currency_spec(c) for c in catalogue_units.CURRENCY_PER_USD)
