@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from ..catalogue.lookup import COUNTRIES, ELEMENTS, PLANETS
 from .spec import ToolSpec, make_tool, prop
 
