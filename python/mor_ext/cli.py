@@ -56,21 +56,56 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _length_tokenizer(name: str):
+    """The tokenizer that token lengths are measured with (``none``: no lengths)."""
+    if name == "none":
+        return None
+    from transformers import AutoTokenizer
+
+    from .models import resolve_model
+
+    directory, gguf = resolve_model(None if name == "smollm2" else name)
+    return AutoTokenizer.from_pretrained(directory, gguf_file=gguf, local_files_only=True)
+
+
+def _parse_mix(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    mix = {}
+    for part in text.split(","):
+        kind, sep, weight = part.partition("=")
+        if not sep:
+            raise ValueError(f"--mix takes kind=weight pairs separated by commas, got {part!r}")
+        mix[kind.strip()] = float(weight)
+    return mix
+
+
 def _cmd_data_generate(args: argparse.Namespace) -> int:
     from .data.jsonl import write_trajectories
     from .data.synthetic import generate
+    from .data.synthetic.report import format_report, pattern_report
 
-    count = write_trajectories(args.out, generate(args.n, seed=args.seed))
-    print(json.dumps({"path": args.out, "written": count}))
+    forms = tuple(args.forms.split(",")) if args.forms else None
+    options = {"forms": forms} if forms else {}
+    data = generate(args.n, seed=args.seed, split=args.split, mix=_parse_mix(args.mix), max_tools=args.max_tools,
+                    max_chars=args.max_chars or None, **options)
+    count = write_trajectories(args.out, data)
+    report = pattern_report(data, _length_tokenizer(args.tokenizer), args.max_length)
+    print(format_report(report), file=sys.stderr)
+    print(json.dumps({"path": args.out, "written": count, "split": args.split, "patterns": report}))
     return 0
 
 
 def _cmd_data_validate(args: argparse.Namespace) -> int:
-    from .data.jsonl import validate_file
+    from .data.jsonl import read_trajectories, validate_file
+    from .data.synthetic.report import format_report, pattern_report
 
     report = validate_file(args.file)
     if not args.all_errors:
         report["errors"] = report["errors"][:20]
+    trajectories, _ = read_trajectories(args.file, on_error="skip")
+    report["patterns"] = pattern_report(trajectories, _length_tokenizer(args.tokenizer), args.max_length)
+    print(format_report(report["patterns"]), file=sys.stderr)
     print(json.dumps(report, indent=2, ensure_ascii=False))
     contaminated = report["bfcl"].get("clean") is False
     return 0 if report["bad"] == 0 and not contaminated else 1
@@ -142,11 +177,22 @@ def _add_data_parser(sub) -> None:
     gen.add_argument("--n", type=int, required=True)
     gen.add_argument("--out", required=True)
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--split", choices=("train", "heldout", "all"), default="train",
+                     help="tools to use: train (default), heldout (tool families never used in training) or all")
+    gen.add_argument("--mix", help="kind weights, e.g. single=3,parallel_same=2,refusal_near_miss=1 (default: the built-in mix)")
+    gen.add_argument("--max-tools", type=int, default=4, help="most tools offered per episode (default 4)")
+    gen.add_argument("--max-chars", type=int, default=2100,
+                     help="redraw episodes longer than this many rendered characters (0: no bound; default 2100, ~768 tokens)")
+    gen.add_argument("--forms", help="same-tool request forms to use, comma-separated (and_list,respectively,for_each,bullets)")
     gen.set_defaults(func=_cmd_data_generate)
-    val = data_sub.add_parser("validate", help="report the bad records of a trajectory JSONL file and its overlap "
-                                               "with BFCL (exit 1 if any)")
+    val = data_sub.add_parser("validate", help="report the bad records of a trajectory JSONL file, its pattern mix and "
+                                               "its overlap with BFCL (exit 1 if bad or overlapping)")
     val.add_argument("file")
     val.add_argument("--all-errors", action="store_true", help="list every error (default: the first 20)")
+    for p in (gen, val):
+        p.add_argument("--tokenizer", default="smollm2",
+                       help="tokenizer for the token-length report: smollm2 (default), a model path, or none")
+        p.add_argument("--max-length", type=int, default=768, help="training length the report counts fits against")
     val.set_defaults(func=_cmd_data_validate)
 
 

@@ -6,6 +6,8 @@
     executor.py    :func:`execute` -> :class:`ToolResult`: every failure is a result, never an exception
     registry.py    :class:`ToolRegistry`, name -> Tool (what "the tools" means everywhere)
     catalogue/     the built-in deterministic tools by domain (:data:`~.catalogue.CATALOGUE`)
+    families/      1,000+ procedurally built tools with request templates for synthetic data, and
+                   the train / held-out split of tool families (:func:`~.families.specs`)
 
 Layering: this package imports nothing of ``mor_ext`` (only the standard library, ``jsonschema`` and
 ``docstring-parser``), so the data pipeline, the demo and the agent runtime can all build on it.

@@ -7,33 +7,41 @@ import math
 import random
 from typing import Any, Mapping
 
-from ...tools import ToolResult, execute, observation_text
+from ...tools import ToolResult, execute
 from ...tools.catalogue import CATALOGUE
-from ..decontamination import assert_clean
+from ...tools.families import SPLITS, specs
+from ..decontamination import assert_clean, check, load_bfcl_index
+from ..tokenize import render_messages
 from ..trajectory import Tool, ToolCall, Trajectory, Turn, parse_trajectory
+from . import episodes
 from .chains import CHAINS
 from .formatting import fill, joined
 from .phrasing import (
     DONE_MULTI,
-    DONE_PARALLEL,
     DONE_SINGLE,
-    JOIN_PARALLEL,
     MID_MULTI,
     NO_TOOL,
     NO_TOOL_FILL,
-    NUMBER_WORDS,
     PLAN_MULTI,
     PLAN_NONE,
-    PLAN_PARALLEL,
     PLAN_SINGLE,
 )
 from .tasks import TASKS, result_text
 
-__all__ = ["KINDS", "DEFAULT_MIX", "generate"]
+__all__ = ["KINDS", "DEFAULT_MIX", "HELDOUT_MIX", "generate"]
 
-KINDS = ("single", "multi_step", "parallel", "no_tool")
-DEFAULT_MIX: dict[str, float] = {"single": 0.4, "multi_step": 0.25, "parallel": 0.2, "no_tool": 0.15}
-_DISTRACTORS = (2, 5)  # inclusive range of distractor tools per trajectory
+KINDS = ("single", "multi_step", "parallel_same", "parallel_multiple", "refusal_near_miss", "missing_argument", "no_tool")
+DEFAULT_MIX: dict[str, float] = {"single": 0.28, "multi_step": 0.08, "parallel_same": 0.18, "parallel_multiple": 0.14,
+                                 "refusal_near_miss": 0.14, "missing_argument": 0.08, "no_tool": 0.10}
+# multi_step uses the catalogue's two-call chains, which are training tools: the held-out split has none.
+HELDOUT_MIX: dict[str, float] = {k: w for k, w in DEFAULT_MIX.items() if k != "multi_step"}
+MAX_TOOLS = 4  # tools offered per episode, at most (BFCL offers 1 to 4)
+CATALOGUE_SHARE = 0.25  # share of training ``single`` episodes drawn from the hand-written catalogue tasks
+MAX_CHARS = 2100  # rendered characters per trajectory; about 768 SmolLM2 tokens (see README)
+_ATTEMPTS = 12  # episodes built per slot until one fits MAX_CHARS (and is BFCL-clean); else the shortest
+_BUILDERS = {"single": episodes.single, "parallel_same": episodes.parallel_same,
+             "parallel_multiple": episodes.parallel_multiple, "refusal_near_miss": episodes.refusal_near_miss,
+             "missing_argument": episodes.missing_argument}
 
 
 def _run(call: ToolCall) -> ToolResult:
@@ -49,9 +57,10 @@ def _raw(result: Any) -> str:
     return json.dumps(result, ensure_ascii=False)
 
 
-def _tools(rng: random.Random, needed: list[str]) -> tuple[Tool, ...]:
+def _tools(rng: random.Random, needed: list[str], max_tools: int = MAX_TOOLS) -> tuple[Tool, ...]:
+    needed = list(dict.fromkeys(needed))
     others = [name for name in CATALOGUE if name not in needed]
-    names = list(dict.fromkeys(needed)) + rng.sample(others, rng.randint(*_DISTRACTORS))
+    names = needed + rng.sample(others, max(0, rng.randint(max(len(needed), 1), max(max_tools, len(needed))) - len(needed)))
     rng.shuffle(names)
     return tuple(CATALOGUE[n] for n in names)
 
@@ -100,42 +109,6 @@ def _multi_step(rng: random.Random) -> tuple[list[str], list[Turn]]:
     return list(chain.tools), turns
 
 
-def _parallel(rng: random.Random) -> tuple[list[str], list[Turn]]:
-    k = rng.choice((2, 2, 3))
-    if rng.random() < 0.3:  # the same tool with different values ("capital of X and of Y")
-        tasks = [rng.choice(TASKS)] * k
-    else:
-        tasks = rng.sample(TASKS, k)
-    calls, runs, queries, goals, answers = [], [], [], [], []
-    for task in tasks:
-        for _ in range(20):  # distinct calls (a repeated tool with repeated values would be odd)
-            fields = task.sample(rng)
-            call = ToolCall(task.tool, task.arguments(fields))
-            if call not in calls:
-                break
-        run = _run(call)
-        result = run.result
-        calls.append(call)
-        runs.append(run)
-        queries.append(fill(rng.choice(task.queries), fields))
-        goals.append(fill(task.goal, fields))
-        answers.append(fill(rng.choice(task.answers), {**fields, "result": task.show(result)}))
-    observation = observation_text(runs)
-    count, every = NUMBER_WORDS[k]
-    raws = "; ".join(_raw(o.get("result")) for o in json.loads(observation))
-    turns = [
-        Turn("user", rng.choice(JOIN_PARALLEL)[k - 2].format(*queries)),
-        Turn("reasoner", rng.choice(PLAN_PARALLEL).format(k=count, all_k=every, goals=joined(goals)), "executor"),
-        Turn("executor", calls=tuple(calls)),
-        Turn("observation", observation),
-        Turn("reasoner", rng.choice(DONE_PARALLEL).format(All_k=every.capitalize(), raws=raws), "summarizer"),
-        # numbered in question order, so answers stay unambiguous when a tool is asked twice
-        Turn("summarizer", rng.choice(("", "Here you go. ", "Here are the results. "))
-             + " ".join(f"{j}) {a}" for j, a in enumerate(answers, 1))),
-    ]
-    return [t.tool for t in tasks], turns
-
-
 def _no_tool(rng: random.Random, tools: tuple[Tool, ...]) -> list[Turn]:
     queries, need, declines, answers = rng.choice(NO_TOOL)
     fill = {k: rng.choice(v) for k, v in NO_TOOL_FILL.items()}
@@ -173,35 +146,85 @@ def _check_mix(mix: Mapping[str, float] | None) -> dict[str, float]:
     return {k: float(w) for k, w in mix.items() if w > 0}
 
 
-def generate(n: int, *, seed: int = 0, mix: Mapping[str, float] | None = None,
-             skip_decontamination_for_generator_tests: bool = False) -> list[Trajectory]:
+def _episode(kind: str, pool: episodes.Pool, rng: random.Random, max_tools: int, forms: tuple[str, ...],
+             with_catalogue: bool, split: str, tid: str) -> Trajectory:
+    """One trajectory of ``kind``, drawn with ``rng``."""
+    extra: dict[str, Any] = {}
+    if kind == "no_tool":
+        offered = rng.sample(pool.specs, rng.randint(1, min(3, max_tools)))
+        tools = tuple(s.tool for s in offered)
+        turns = _no_tool(rng, tools)
+        extra = {"calls": [], "refusal": "off_topic", "tools": len(tools)}
+    elif kind == "multi_step" or (kind == "single" and with_catalogue and rng.random() < CATALOGUE_SHARE):
+        needed, turns = (_multi_step if kind == "multi_step" else _single)(rng)
+        tools = _tools(rng, needed, max_tools)
+        extra = {"calls": [1] * sum(t.role == "executor" for t in turns), "tools": len(tools)}
+    else:
+        builder = _BUILDERS[kind]
+        made = builder(pool, rng, max_tools, forms) if kind == "parallel_same" else builder(pool, rng, max_tools)
+        tools, turns, extra = tuple(made[0]), made[1], made[2]
+    traj = Trajectory(tuple(tools), tuple(turns), id=tid, meta={"source": "synthetic", "kind": kind, "split": split, **extra})
+    parse_trajectory(traj.to_dict(), traj.id)  # the generator's own output must always be valid
+    return traj
+
+
+def generate(n: int, *, seed: int = 0, mix: Mapping[str, float] | None = None, split: str = "train",
+             max_tools: int = MAX_TOOLS, forms: tuple[str, ...] = episodes.SURFACE_FORMS,
+             max_chars: int | None = MAX_CHARS, skip_decontamination_for_generator_tests: bool = False) -> list[Trajectory]:
     """``n`` synthetic trajectories, deterministic for ``seed``, kinds in proportion to ``mix``.
 
-    ``mix`` maps kinds (:data:`KINDS`) to weights (default :data:`DEFAULT_MIX`); counts are exact up to
-    rounding. Every trajectory passes :func:`parse_trajectory`, and its summarizer states the executed
-    result. The output is checked against BFCL and a :class:`~mor_ext.data.decontamination.ContaminationError`
-    is raised instead of returning contaminated data (needs ``pip install --no-deps bfcl-eval``).
+    ``split`` picks the tools: ``train`` (the catalogue and every family not held out), ``heldout``
+    (only :data:`~mor_ext.tools.families.HELDOUT_FAMILIES`: tools never seen in training) or ``all``.
+    ``mix`` maps kinds (:data:`KINDS`) to weights (default :data:`DEFAULT_MIX`, or :data:`HELDOUT_MIX`
+    for ``heldout``); counts are exact up to rounding. ``max_tools`` caps the tools offered per
+    episode (1-4 like BFCL by default); ``forms`` restricts the surface forms of same-tool requests.
+    ``max_chars`` bounds an episode's rendered text (tools, turns): up to 12 episodes of the slot's
+    kind are drawn until one fits, else the shortest is kept (None: no bound, the first is kept).
+    Episodes whose query shares an n-gram with a BFCL question are redrawn the same way (so output
+    with and without the BFCL check can differ where a template met a BFCL question by chance).
+    Every trajectory passes :func:`parse_trajectory`; every call was executed and its summarizer
+    states the result. The output is checked against BFCL and a
+    :class:`~mor_ext.data.decontamination.ContaminationError` is raised instead of returning
+    contaminated data (needs ``pip install --no-deps bfcl-eval``).
     ``skip_decontamination_for_generator_tests`` skips that check; it exists only for tests of the
     generator itself and must not be set when making training data.
     """
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    weights = _check_mix(mix)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if not isinstance(max_tools, int) or max_tools < 1:
+        raise ValueError(f"max_tools must be an integer >= 1, got {max_tools!r}")
+    bad_forms = [f for f in forms if f not in episodes.SURFACE_FORMS] or ([] if forms else ["(none)"])
+    if bad_forms:
+        raise ValueError(f"forms must be a non-empty subset of {episodes.SURFACE_FORMS}, got {list(forms)}")
+    weights = _check_mix(mix if mix is not None else HELDOUT_MIX if split == "heldout" else None)
+    if split == "heldout" and weights.get("multi_step"):
+        raise ValueError("multi_step uses the catalogue's training tools; it cannot be in a heldout mix")
+    if max_chars is not None and (not isinstance(max_chars, int) or max_chars < 1):
+        raise ValueError(f"max_chars must be a positive integer or None, got {max_chars!r}")
+    pool = episodes.Pool(specs(split))
+    with_catalogue = split != "heldout"
+    index = None if skip_decontamination_for_generator_tests else load_bfcl_index()
     master = random.Random(seed)
     kinds = [k for k, c in _kind_counts(n, weights).items() for _ in range(c)]
     master.shuffle(kinds)
     out: list[Trajectory] = []
     for i, kind in enumerate(kinds):
-        rng = random.Random(f"mor_ext.synthetic:{seed}:{i}")
-        if kind == "no_tool":
-            tools = _tools(rng, [])
-            turns = _no_tool(rng, tools)
-        else:
-            needed, turns = {"single": _single, "multi_step": _multi_step, "parallel": _parallel}[kind](rng)
-            tools = _tools(rng, needed)
-        traj = Trajectory(tools, tuple(turns), id=f"synthetic-{seed}-{i}", meta={"source": "synthetic", "kind": kind})
-        parse_trajectory(traj.to_dict(), traj.id)  # the generator's own output must always be valid
-        out.append(traj)
+        rng = random.Random(f"mor_ext.synthetic:{seed}:{split}:{i}")
+        best: tuple[int, Trajectory] | None = None
+        for _ in range(_ATTEMPTS):
+            traj = _episode(kind, pool, rng, max_tools, forms, with_catalogue, split, f"synthetic-{split}-{seed}-{i}")
+            if index is not None and not check([traj], index).clean:
+                continue  # a template met a BFCL question by chance: draw again
+            size = sum(len(m["content"]) for m in render_messages(traj))
+            if best is None or size < best[0]:
+                best = (size, traj)
+            if max_chars is None or size <= max_chars:
+                break
+        # never clean (a planted or systematic overlap): keep it, so that assert_clean below fails loudly
+        out.append(best[1] if best is not None else traj)
     if not skip_decontamination_for_generator_tests:
-        assert_clean(out, tools=list(CATALOGUE.values()))
+        library = list(pool.tools.values()) + (list(CATALOGUE.values()) if with_catalogue else [])
+        assert_clean(out, tools=library)
     return out

@@ -79,15 +79,6 @@ MID_MULTI = ("{tool1} returned {raw1}. Now I'll {goal2} with {tool2}.",
               "Got {raw1}. I'll pass it to {tool2} to {goal2}.")
 DONE_MULTI = ("{tool2} returned {raw2}, so I have the final answer.", "Both steps are done; the result is {raw2}.",
                "Final value: {raw2}. Time to answer.")
-PLAN_PARALLEL = ("The user asks for {k} independent things: to {goals}. None depends on another, so I'll make {all_k} calls at once.",
-                  "There are {k} separate requests; I need to {goals}. I can run them in parallel.",
-                  "I need to {goals}. These are independent, so one executor turn with {k} calls will do.")
-DONE_PARALLEL = ("{All_k} calls returned: {raws}.", "I have every result ({raws}) and can answer.",
-                  "The results are in: {raws}.")
 PLAN_NONE = ("The user wants {need}. None of the available tools ({tools}) can help with that, so no call is needed; I'll {plan}.",
               "This asks for {need}. The tools I have ({tools}) don't cover it. I'll {plan}.",
               "No tool applies here: the request is {need}, and {tools} are unrelated. I'll {plan}.")
-JOIN_PARALLEL = (("{0} Also: {1}", "{0} Also: {1} And: {2}"), ("{0} Next: {1}", "{0} Next: {1} Finally: {2}"),
-                  ("Two things. First: {0} Second: {1}", "Three questions. 1) {0} 2) {1} 3) {2}"),
-                  ("{0} Plus: {1}", "{0} Plus: {1} One more: {2}"))
-NUMBER_WORDS = {2: ("two", "both"), 3: ("three", "all three")}

@@ -1,0 +1,367 @@
+"""Episodes over the procedural tool families (:mod:`mor_ext.tools.families`), a few tools offered each:
+
+* ``single``: one call of the right tool, beside 0-3 distractors (often same-family siblings);
+* ``parallel_same``: one executor turn calling ONE tool 2-4 times with different arguments; the
+  request takes one of :data:`SURFACE_FORMS` (``and_list`` "A, B and C", ``respectively``,
+  ``for_each``, ``bullets``); the reasoner names every call;
+* ``parallel_multiple``: one turn calling several tools, usually a same-tool group plus others;
+* ``refusal_near_miss``: only tools of the request's own family are offered and none answers it
+  (a different quantity, object or operation, :data:`~mor_ext.tools.families.REFUSAL_AXES`): the
+  reasoner says why each does not fit and goes to the summarizer, who says so;
+* ``missing_argument``: the right tool is offered but the request lacks a required argument: the
+  reasoner does not guess, and the summarizer asks for the value.
+
+Each builder returns ``(tools offered, turns, meta)``; the generator assembles trajectories.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any, Sequence
+
+from ...tools import Tool, ToolResult, execute, observation_text
+from ...tools.families import ToolSpec
+from ..trajectory import ToolCall, Turn
+
+__all__ = ["SURFACE_FORMS", "Pool", "show", "fill_spec"]
+
+SURFACE_FORMS = ("and_list", "respectively", "for_each", "bullets")
+
+
+def brief(value: Any) -> str:
+    """How an answer states a result: :func:`show`, with objects cut to their first three fields (the
+    full result is in the observation; answers should stay short)."""
+    if isinstance(value, dict) and len(value) > 3:
+        value = dict(list(value.items())[:3])
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return " | ".join(brief(v) for v in value)
+    return show(value)
+
+
+def show(value: Any) -> str:
+    """How a value reads in a request or an answer (lists in brackets, objects as ``key: value``)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if isinstance(value, list):
+        return "[" + ", ".join(show(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "; ".join(f"{k.replace('_', ' ')}: {show(v)}" for k, v in value.items())
+    return str(value)
+
+
+def joined(items: Sequence[str], word: str = "and") -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" {word} " + items[-1]
+
+
+def fill_spec(template: str, fields: dict[str, Any], **extra: Any) -> str:
+    values = {k: show(v) for k, v in fields.items()}
+    values.update(extra)
+    return template.format(**values)
+
+
+def _listed(value: Any) -> str:
+    """A value in a list of values: texts with spaces quoted, so that the items stay apart."""
+    return f'"{value}"' if isinstance(value, str) and " " in value else show(value)
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _raw(result: Any) -> str:
+    return json.dumps(result, ensure_ascii=False)
+
+
+def _done(rng: random.Random, results: list[Any]) -> str:
+    """The reasoner after the observation: short results are repeated, long ones only acknowledged."""
+    raws = [_raw(r) for r in results]
+    if sum(map(len, raws)) > 120:
+        return rng.choice(("Every call succeeded; the observation has what the user asked for.",
+                           "The results are in and answer the request."))
+    if len(raws) == 1:
+        return rng.choice(("The tool returned {r}. That answers the question.", "The result is {r}; I can answer now.")).format(r=raws[0])
+    return f"All {len(raws)} calls returned: " + "; ".join(raws) + "."
+
+
+def _arg_text(args: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in args.items())
+
+
+class Pool:
+    """The specs one generation run may use (one split), indexed by family, with the executor."""
+
+    def __init__(self, specs: Sequence[ToolSpec]) -> None:
+        if not specs:
+            raise ValueError("no tool specs to generate from")
+        self.specs = tuple(specs)
+        self.by_name = {s.name: s for s in self.specs}
+        self.tools = {s.name: s.tool for s in self.specs}
+        self.families: dict[str, list[ToolSpec]] = {}
+        for s in self.specs:
+            self.families.setdefault(s.family, []).append(s)
+        self.family_names = sorted(self.families)
+        self.parallel_families = sorted(f for f, v in self.families.items() if any(s.vary for s in v))
+        self.sibling_families = sorted(f for f, v in self.families.items() if len(v) >= 3)
+        self.partial_families = sorted(f for f, v in self.families.items() if any(s.partial for s in v))
+
+    # ------------------------------------------------------------------------------------ picking
+    def pick(self, rng: random.Random, families: Sequence[str] | None = None, need: str = "") -> ToolSpec:
+        """A spec from a uniformly chosen family (so big families such as unit pairs do not dominate)."""
+        family = rng.choice(list(families or self.family_names))
+        options = [s for s in self.families[family] if not need or getattr(s, need)]
+        return rng.choice(options)
+
+    def run(self, spec: ToolSpec, args: dict[str, Any]) -> ToolResult:
+        result = execute(self.tools, spec.name, args, timeout=None, coerce=False)
+        if not result.ok:
+            raise RuntimeError(f"synthetic template made a failing call {spec.name}({args}): {result.message}")
+        return result
+
+    def distractors(self, rng: random.Random, needed: Sequence[ToolSpec], total: int,
+                    siblings_first: float = 0.5) -> list[Tool]:
+        """``needed``'s tools plus distractors up to ``total`` tools, shuffled; same-family siblings
+        (hard negatives) with probability ``siblings_first`` each, otherwise tools of other families."""
+        names = list(dict.fromkeys(s.name for s in needed))
+        families = {s.family for s in needed}
+        while len(names) < total:
+            if rng.random() < siblings_first:
+                family = rng.choice(sorted(families))
+                options = [s.name for s in self.families[family] if s.name not in names]
+            else:
+                other = [f for f in self.family_names if f not in families] or self.family_names
+                options = [s.name for s in self.families[rng.choice(other)] if s.name not in names]
+            if options:
+                names.append(rng.choice(options))
+            elif all(n in names for n in self.by_name):
+                break
+        rng.shuffle(names)
+        return [self.tools[n] for n in names]
+
+
+# ----------------------------------------------------------------------------------------- builders
+def _answer(rng: random.Random, spec: ToolSpec, fields: dict[str, Any], result: Any) -> str:
+    item = fill_spec(spec.item, fields)
+    forms = ["{Item}: {r}.", "Here is {item}: {r}."]
+    if not isinstance(result, (bool, dict, list)):
+        forms.append("{Item} is {r}.")
+    return rng.choice(forms).format(Item=_cap(item), item=item, r=brief(result))
+
+
+def single(pool: Pool, rng: random.Random, max_tools: int) -> tuple[list[Tool], list[Turn], dict]:
+    spec = pool.pick(rng)
+    fields = spec.sample(rng)
+    args = spec.arguments(fields)
+    run = pool.run(spec, args)
+    item = fill_spec(spec.item, fields)
+    plan = rng.choice(("The user wants {item}. {tool} {does}, so I'll call it with {args}.",
+                       "I need {item}. Of the offered tools, {tool} fits ({does}); calling it with {args}.",
+                       "{tool} {does}; that gives {item}. Call: {args}."))
+    turns = [
+        Turn("user", fill_spec(rng.choice(spec.ask), fields)),
+        Turn("reasoner", plan.format(item=item, tool=spec.name, does=spec.does, args=_arg_text(args)), "executor"),
+        Turn("executor", calls=(ToolCall(spec.name, args),)),
+        Turn("observation", run.observation_text()),
+        Turn("reasoner", _done(rng, [run.result]), "summarizer"),
+        Turn("summarizer", _answer(rng, spec, fields, run.result)),
+    ]
+    tools = pool.distractors(rng, [spec], rng.randint(1, max_tools))
+    return tools, turns, {"calls": [1], "tools": len(tools)}
+
+
+def _varied(pool: Pool, rng: random.Random, spec: ToolSpec, k: int, keys: Sequence[str]) -> list[dict[str, Any]]:
+    """``k`` field sets that share everything but ``keys`` (resampled), with distinct calls."""
+    base = spec.sample(rng)
+    out, seen = [], []
+    for _ in range(20 * k):
+        fresh = spec.sample(rng)
+        fields = {**base, **{key: fresh[key] for key in keys}}
+        args = spec.arguments(fields)
+        if args not in seen:
+            seen.append(args)
+            out.append(fields)
+        if len(out) == k:
+            return out
+    if len(out) >= 2:  # a small value range (an enum of three): fewer calls rather than repeats
+        return out
+    raise RuntimeError(f"{spec.name}: cannot vary {list(keys)} into 2 distinct calls")
+
+
+def _second_key(spec: ToolSpec, fields: dict[str, Any]) -> str | None:
+    """Another required scalar parameter to vary along with ``spec.vary`` (for ``respectively``)."""
+    for p in spec.tool.required:
+        if p != spec.vary and p in fields and isinstance(fields[p], (int, float, str)) and not isinstance(fields[p], bool):
+            return p
+    return None
+
+
+def _same_request(rng: random.Random, spec: ToolSpec, group: list[dict[str, Any]], form: str,
+                  keys: Sequence[str]) -> str:
+    items = [fill_spec(spec.item, f) for f in group]
+    lists = [joined([_listed(f[key]) for f in group]) for key in keys]
+    word = lambda p: p.replace("_", " ")  # noqa: E731
+    if form == "and_list":
+        if spec.many and len(keys) == 1:
+            return fill_spec(rng.choice(spec.many), group[0], list=lists[0])
+        return f"What are {joined(items)}?"
+    if form == "respectively":
+        pairs = " and ".join(f"{word(k)} {v}" for k, v in zip(keys, lists))
+        return rng.choice((f"Find {spec.label} for {pairs}, respectively.",
+                           f"I need {spec.label} with {pairs} respectively."))
+    if form == "for_each":
+        fixed = [p for p in spec.tool.required if p not in keys and p in group[0]]
+        rest = f" (with {', '.join(f'{word(p)} {show(group[0][p])}' for p in fixed)})" if fixed else ""
+        return rng.choice((f"For each {word(keys[0])} in {lists[0]}, tell me {spec.label}{rest}.",
+                           f"Give me {spec.label}{rest} for each of these {word(keys[0])} values: {lists[0]}."))
+    return rng.choice(("I need a few things:\n", "Please get me:\n", "")) + "\n".join(f"- {_cap(i)}" for i in items)
+
+
+def _calls_text(calls: Sequence[ToolCall]) -> str:
+    return "; ".join(f"{j}) {c.name}({_arg_text(c.arguments)})" for j, c in enumerate(calls, 1))
+
+
+def parallel_same(pool: Pool, rng: random.Random, max_tools: int,
+                  forms: Sequence[str] = SURFACE_FORMS) -> tuple[list[Tool], list[Turn], dict]:
+    spec = pool.pick(rng, pool.parallel_families, need="vary")
+    k = rng.choice((2, 2, 3, 3, 4))
+    form = rng.choice(list(forms))
+    keys = [spec.vary]
+    if form == "respectively":
+        second = _second_key(spec, spec.sample(rng))
+        if second is not None:
+            keys.append(second)
+    group = _varied(pool, rng, spec, k, keys)
+    k = len(group)
+    calls = [ToolCall(spec.name, spec.arguments(f)) for f in group]
+    runs = [pool.run(spec, c.arguments) for c in calls]
+    plan = rng.choice((
+        "The user wants {label} for {k} different inputs. {tool} handles one input per call, so I'll call it {k} times "
+        "in one turn: {calls}.",
+        "{k} separate values, one tool: {tool} {does}. One call each, all at once: {calls}.",
+    )).format(label=spec.label, k=k, tool=spec.name, does=spec.does, calls=_calls_text(calls))
+    answers = [f"{j}) {_cap(fill_spec(spec.item, f))}: {brief(r.result)}." for j, (f, r) in enumerate(zip(group, runs), 1)]
+    turns = [
+        Turn("user", _same_request(rng, spec, group, form, keys)),
+        Turn("reasoner", plan, "executor"),
+        Turn("executor", calls=tuple(calls)),
+        Turn("observation", observation_text(runs)),
+        Turn("reasoner", _done(rng, [r.result for r in runs]), "summarizer"),
+        Turn("summarizer", " ".join(answers)),
+    ]
+    tools = pool.distractors(rng, [spec], rng.randint(1, max_tools))
+    return tools, turns, {"calls": [k], "form": form, "tools": len(tools)}
+
+
+def parallel_multiple(pool: Pool, rng: random.Random, max_tools: int) -> tuple[list[Tool], list[Turn], dict]:
+    n_tools = rng.randint(2, min(3, max_tools))
+    first = pool.pick(rng, pool.parallel_families, need="vary")
+    chosen = [first]
+    while len(chosen) < n_tools:
+        s = pool.pick(rng)
+        if s.name not in {c.name for c in chosen}:
+            chosen.append(s)
+    same = rng.random() < 0.75  # usually one of the tools is called for several inputs
+    parts: list[tuple[ToolSpec, list[dict[str, Any]]]] = []
+    for i, s in enumerate(chosen):
+        group = _varied(pool, rng, s, rng.randint(2, 3), [s.vary]) if i == 0 and same else [s.sample(rng)]
+        parts.append((s, group))
+    requests = []
+    for s, group in parts:
+        if len(group) > 1:
+            requests.append(_same_request(rng, s, group, rng.choice(("and_list", "for_each")), [s.vary]))
+        else:
+            requests.append(fill_spec(rng.choice(s.ask), group[0]))
+    style = rng.choice(("also", "numbered", "plain"))
+    if style == "numbered":
+        query = f"{len(requests)} requests. " + " ".join(f"({j}) {r}" for j, r in enumerate(requests, 1))
+    elif style == "also":
+        query = requests[0] + "".join(f" Also, {r[:1].lower() + r[1:]}" for r in requests[1:])
+    else:
+        query = " ".join(requests)
+    calls, runs, answers = [], [], []
+    for s, group in parts:
+        for f in group:
+            call = ToolCall(s.name, s.arguments(f))
+            calls.append(call)
+            run = pool.run(s, call.arguments)
+            runs.append(run)
+            answers.append(f"{len(answers) + 1}) {_cap(fill_spec(s.item, f))}: {brief(run.result)}.")
+    plan = (f"This needs {len(calls)} independent calls of {len(parts)} tools, all in one turn: {_calls_text(calls)}.")
+    turns = [
+        Turn("user", query),
+        Turn("reasoner", plan, "executor"),
+        Turn("executor", calls=tuple(calls)),
+        Turn("observation", observation_text(runs)),
+        Turn("reasoner", _done(rng, [r.result for r in runs]), "summarizer"),
+        Turn("summarizer", " ".join(answers)),
+    ]
+    tools = pool.distractors(rng, chosen, rng.randint(len(chosen), max(len(chosen), max_tools)))
+    return tools, turns, {"calls": [len(calls)], "tools": len(tools)}
+
+
+def _chains(asked: ToolSpec, other: ToolSpec) -> bool:
+    """Whether ``other`` shares an end with ``asked`` (a unit pair): two such siblings could be chained
+    into the asked conversion, so they would not be a fair 'cannot answer'."""
+    a, b = asked.name.split("_into_"), other.name.split("_into_")
+    if len(a) != 2 or len(b) != 2:
+        return False
+    return a[0] == b[0] or a[1] == b[1]
+
+
+def refusal_near_miss(pool: Pool, rng: random.Random, max_tools: int) -> tuple[list[Tool], list[Turn], dict]:
+    spec = pool.pick(rng, pool.sibling_families)
+    siblings = [s for s in pool.families[spec.family] if s.name != spec.name and not _chains(spec, s)]
+    offered = rng.sample(siblings, min(len(siblings), rng.randint(1, max(1, min(3, max_tools)))))
+    fields = spec.sample(rng)
+    item = fill_spec(spec.item, fields)
+    why = "; ".join(f"{s.name} {s.does}" for s in offered)
+    one = len(offered) == 1
+    axis_text = {"wrong_quantity": "give{s} a different quantity", "wrong_object": "work{s} on something else",
+                 "wrong_operation": "do{es} a different operation"}[spec.axis].format(s="s" if one else "", es="es" if one else "")
+    axis_text = ("it " if one else "they ") + axis_text
+    plan = rng.choice((
+        "The user wants {item}. The offered tools look close but do not answer it: {why}. So {axis}, and calling one "
+        "would give the wrong answer. No call; I'll tell the user.",
+        "I need {item}. Checking the tools: {why}. None of them provides it ({axis}), so I won't call one.",
+    )).format(item=item, why=why, axis=axis_text)
+    answer = rng.choice((
+        "I can't get {item} with the tools available here: {caps}.",
+        "Sorry, none of my tools can provide {item} ({caps}).",
+    )).format(item=item, caps=joined([f"{s.name} {s.does}" for s in offered]))
+    turns = [
+        Turn("user", fill_spec(rng.choice(spec.ask), fields)),
+        Turn("reasoner", plan, "summarizer"),
+        Turn("summarizer", answer),
+    ]
+    tools = [s.tool for s in offered]
+    rng.shuffle(tools)
+    return tools, turns, {"calls": [], "refusal": spec.axis, "tools": len(tools), "asked": spec.name}
+
+
+def missing_argument(pool: Pool, rng: random.Random, max_tools: int) -> tuple[list[Tool], list[Turn], dict]:
+    spec = pool.pick(rng, pool.partial_families, need="partial")
+    param = rng.choice(sorted(spec.partial))
+    fields = spec.sample(rng)
+    schema = spec.tool.parameters["properties"][param]
+    what = (schema.get("description") or param.replace("_", " ")).rstrip(".")
+    what = what[:1].lower() + what[1:]
+    plan = rng.choice((
+        "The user wants {label}. {tool} can do it, but it needs {param} ({what}) and the request does not give it. "
+        "I must not guess a value, so I'll ask for it instead of calling.",
+        "{tool} fits, but its required argument {param} ({what}) is missing from the request. No call until the "
+        "user provides it.",
+    )).format(label=spec.label, tool=spec.name, param=param, what=what)
+    answer = rng.choice((
+        "I can do that, but I need one more detail: {what}. Could you tell me?",
+        "To get {label}, please tell me {what} first.",
+    )).format(what=what, label=spec.label)
+    turns = [
+        Turn("user", fill_spec(spec.partial[param], fields)),
+        Turn("reasoner", plan, "summarizer"),
+        Turn("summarizer", answer),
+    ]
+    tools = pool.distractors(rng, [spec], rng.randint(1, max(1, min(3, max_tools))))
+    return tools, turns, {"calls": [], "refusal": "missing_argument", "tools": len(tools), "missing": param,
+                          "asked": spec.name}
