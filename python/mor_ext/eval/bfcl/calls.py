@@ -9,10 +9,10 @@ decoder reads them back as the same calls (the tests hold this round trip):
 * Python: ``repr`` of each value, as BFCL's ``convert_to_function_call`` writes calls.
 * Java and JavaScript: BFCL gives every parameter as "type in string representation" and its checker
   reads each value as source text (``"50"``, ``"true"``, ``"new int[]{1, 2}"``), a top-level string
-  literal's quotes removed. A string is written as a double-quoted literal (decoded back to itself,
-  except that BFCL's parsers keep escape sequences such as ``\\"`` as written), booleans, numbers and
-  null as literals; lists and objects as JSON (a JavaScript literal; in Java, where ``[1]`` is no
-  expression, a string literal of the JSON).
+  literal's quotes removed. A string is written as a double-quoted literal, or where that would need
+  escapes (BFCL's parsers keep them as written) in the form BFCL's parser reads back unchanged;
+  booleans, numbers and null as literals; lists and objects as JSON (a JavaScript literal; in Java,
+  where ``[1]`` is no expression, a string literal of the JSON).
 
 A keyword that is not a valid identifier (``from``, ``max-results``) cannot be written as a Python
 call; such a call's text does not decode, and BFCL scores it wrong, as it would a prompt-mode model's.
@@ -27,6 +27,7 @@ from typing import Any
 
 from ...data.trajectory import ToolCall
 from ...tools import Tool
+from .shim import bfcl
 
 __all__ = ["LANGUAGES", "NO_CALL", "call_text", "calls_text", "schema_tools"]
 
@@ -34,11 +35,30 @@ LANGUAGES = ("python", "java", "javascript")
 NO_CALL = "[]"  # BFCL decodes it to no call: wrong on AST categories, right on irrelevance
 
 
+def _string_literal(value: str, language: str) -> str:
+    """A Java/JavaScript string as source text that BFCL's parser reads back as ``value``: a double-quoted
+    literal, unless that needs escapes (which BFCL's parsers keep as written); then the value bare (e.g.
+    ``new Point("a", 1)``, a Java expression given as text) or, in JavaScript, single-quoted, whichever
+    BFCL's decoder reads back unchanged."""
+    quoted = json.dumps(value, ensure_ascii=False)
+    if "\\" not in quoted:
+        return quoted
+    candidates = [value] + ([f"'{value}'"] if language == "javascript" and "'" not in value else [])
+    form = getattr(bfcl().ReturnFormat, language.upper())
+    for candidate in candidates:
+        try:
+            if bfcl().decode_ast(f"[f(x={candidate})]", form, False) == [{"f": {"x": value}}]:
+                return candidate
+        except Exception:  # not a readable expression: try the next form
+            continue
+    return quoted
+
+
 def _literal(value: Any, language: str) -> str:
     if language == "python":
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        return _string_literal(value, language)
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:

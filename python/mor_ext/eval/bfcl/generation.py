@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from ...agent import AgentConfig, Episode, EpisodeResult, run_episodes
+from ...agent.batch import TokenChooser
 from ...data.tokenize import RoleTokenizer
 from ...patching import active_role, is_patched
 from ...spec import MoRSpec
@@ -94,9 +95,10 @@ def _agent_answer(question: Question, episode: EpisodeResult) -> Answer:
 
 def answer_as_agent(model: torch.nn.Module, tokenizer, questions: Sequence[Question], *, system: str | None = None,
                     batch_size: int = 8, max_new_tokens: int = 256, max_tokens: int | None = None,
-                    progress: Progress | None = None) -> list[Answer]:
+                    progress: Progress | None = None, choose: TokenChooser | None = None) -> list[Answer]:
     """Agent-mode answers, in question order (see the module docstring). ``max_new_tokens`` bounds
-    each role turn; ``max_tokens`` the whole episode (default: the model's context length)."""
+    each role turn; ``max_tokens`` the whole episode (default: the model's context length).
+    ``choose`` replaces greedy decoding, ``(logits, episode) -> token`` (tests script the output)."""
     b = bfcl()
     encoder = _role_encoder(model, tokenizer)
     if max_tokens is None:
@@ -115,7 +117,7 @@ def answer_as_agent(model: torch.nn.Module, tokenizer, questions: Sequence[Quest
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     done = (lambda index, result: progress(1)) if progress is not None else None
-    batch = run_episodes(model, make, len(questions), batch_size=batch_size, pad_id=pad, on_done=done)
+    batch = run_episodes(model, make, len(questions), batch_size=batch_size, pad_id=pad, on_done=done, choose=choose)
     return [_agent_answer(q, e) for q, e in zip(questions, batch.episodes)]
 
 

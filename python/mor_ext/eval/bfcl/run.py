@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ...agent.batch import TokenChooser
 from .data import AST_LIVE, AST_NON_LIVE, IRRELEVANCE, RELEVANCE, load_category, resolve_categories
 from .generation import Answer, answer_as_agent, answer_with_prompt
 from .scoring import Aggregate, CategoryScore, Verdict, aggregates, category_score, score_answer
@@ -153,7 +154,8 @@ def evaluate(model: torch.nn.Module, tokenizer, categories: Sequence[str] = ("no
              limit: int | None = None, out: str | Path | None = None, batch_size: int = 8,
              max_new_tokens: int = 256, system: str | None = None, progress: bool = True,
              meta: Mapping[str, Any] | None = None,
-             on_category: Callable[[str, CategoryScore], None] | None = None) -> BFCLResult:
+             on_category: Callable[[str, CategoryScore], None] | None = None,
+             choose: TokenChooser | None = None) -> BFCLResult:
     """Answer and score BFCL ``categories`` (names or BFCL collections such as ``non_live``).
 
     ``mode``: ``agent`` (the model as the project's agent; a MoR, plain-LoRA or base model) or
@@ -163,7 +165,8 @@ def evaluate(model: torch.nn.Module, tokenizer, categories: Sequence[str] = ("no
     written without it). ``system``: agent mode's system prompt (the one the model was trained with;
     BFCL's own system messages are appended to it). Decoding is greedy; ``max_new_tokens`` bounds each
     generation (agent mode: each role turn). ``meta`` is recorded with the settings (model, adapter,
-    method); ``on_category(category, score)`` is called as each category is scored.
+    method); ``on_category(category, score)`` is called as each category is scored. ``choose``: agent
+    mode's token chooser instead of greedy decoding (tests script the model's text).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -185,7 +188,7 @@ def evaluate(model: torch.nn.Module, tokenizer, categories: Sequence[str] = ("no
             bar.category(category)
             if mode == "agent":
                 answers = answer_as_agent(model, tokenizer, questions, system=system, batch_size=batch_size,
-                                          max_new_tokens=max_new_tokens, progress=bar)
+                                          max_new_tokens=max_new_tokens, progress=bar, choose=choose)
             else:
                 answers = answer_with_prompt(model, tokenizer, questions, batch_size=batch_size,
                                              max_new_tokens=max_new_tokens, progress=bar)
