@@ -81,7 +81,7 @@ class BFCLResult:
         names = {"simple": "simple (non-live)", "non_live": "non-live AST", "live": "live AST",
                  "relevance": "relevance", "irrelevance": "irrelevance"}
         for name, agg in self.aggregates.items():
-            if len(agg.missing) == len(_components(name)):
+            if agg.total == 0:
                 continue  # nothing of it was run
             note = f"  (missing: {', '.join(agg.missing)})" if agg.missing else ""
             lines.append(f"  {names[name]:<{width}} {pct(agg.accuracy)}{note}")
@@ -89,15 +89,6 @@ class BFCLResult:
             lines.append("  note: irrelevance alone proves nothing (a model that never calls scores 100%); "
                          "run AST categories beside it")
         return "\n".join(lines)
-
-
-def _components(name: str) -> tuple[str, ...]:
-    from .scoring import AGGREGATES
-
-    components: list[str] = []
-    for c in AGGREGATES[name][0]:
-        components += list(_components(c)) if c in AGGREGATES else [c]
-    return tuple(components)
 
 
 def _write_lines(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:

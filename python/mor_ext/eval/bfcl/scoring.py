@@ -143,7 +143,7 @@ def aggregates(scores: Mapping[str, CategoryScore]) -> dict[str, Aggregate]:
         parts: list[tuple[float | None, int]] = []
         missing: list[str] = []
         for component in components:
-            if component in out:  # an aggregate of aggregates (non_live holds simple)
+            if component in out and component != name:  # an aggregate of aggregates (non_live holds simple)
                 part = out[component]
                 missing += part.missing
                 parts.append((part.accuracy, part.total))
