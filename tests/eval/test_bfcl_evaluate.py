@@ -154,3 +154,21 @@ def test_the_cli_runs_evaluate_and_prints_the_table(tokenizer, model, tmp_path, 
     assert summary["settings"]["method"] == "base" and summary["settings"]["limit"] == 2
     assert main(["eval", "bfcl", "--method", "lora", "--categories", "irrelevance"]) == 2
     assert "--method lora needs --adapter" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["plain", "one_role"])
+def test_agent_mode_runs_plain_models_and_one_role_ablations(tokenizer, kind):
+    """A plain model (the base, or a merged LoRA) runs the same prompt without role ids; a one-role
+    ablation runs every token under its one role (role ids are range-checked, so a wrong id fails)."""
+    import mor_ext
+    from mor_ext.train.config import one_role_spec
+
+    model = build_model(len(tokenizer), torch.float64)
+    mor_ext.unpatch(model)
+    if kind == "one_role":
+        mor_ext.patch(model, mor_ext.MoRConfig(spec=one_role_spec(4), context_role="agent"))
+    model.config.max_position_embeddings = 16384
+    script = {"simple_python_0": SCRIPT["simple_python_0"]}
+    result = evaluate(model, tokenizer, ["simple_python"], mode="agent", limit=1, choose=ScriptedAgent(tokenizer, script),
+                      progress=False)
+    assert result.scores["simple_python"].correct == 1
