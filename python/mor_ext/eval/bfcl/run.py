@@ -1,6 +1,6 @@
 """:func:`evaluate`: answer BFCL categories, score them with BFCL's checker, write BFCL's files.
 
-Files written to ``out`` (each a JSON line per question, in question order):
+Files written to ``out`` (JSON lines in question order, except ``summary.json``):
 
     BFCL_v4_<category>_result.json    {"id": ..., "result": "[func(a=1)]"}: BFCL's result-file shape,
                                       re-scorable with BFCL's own tools
