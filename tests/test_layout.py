@@ -26,8 +26,9 @@ RANKS = {
     "patching": 5,
     "adapters": 6, "generation": 6, "models": 6,
     "train": 7, "agent": 7,
-    "demo": 8,
-    "cli": 9,
+    "eval": 8,
+    "demo": 9,
+    "cli": 10,
 }
 
 

@@ -5,6 +5,7 @@
     mor-ext train    fine-tune with MoR LoRA (or the plain-LoRA baseline / MoR ablations) on trajectories
     mor-ext data     generate synthetic trajectories, or validate a trajectory JSONL file
     mor-ext agent    answer queries with the role-switching agent (tools, MCP servers, sandboxed code)
+    mor-ext eval     evaluate a base, LoRA or MoR-tuned model (``eval bfcl``: BFCL, scored by BFCL's checker)
 
 ``mor-ext train`` also runs data-parallel on CPU or GPU under torchrun:
 ``torchrun --nproc_per_node 2 -m mor_ext.cli train ...``, or sharded with FSDP2 (``train --fsdp``).
@@ -118,6 +119,22 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     return run_command(args, default_tools=list(DEMO_TOOLS.values()), default_system=SYSTEM_PROMPT)
 
 
+def _cmd_eval_bfcl(args: argparse.Namespace) -> int:
+    from .eval.bfcl.command import run_command
+
+    return run_command(args)
+
+
+def _add_eval_parser(sub) -> None:
+    from .eval.bfcl.command import add_arguments  # argparse only; the model and BFCL load on use
+
+    evaluation = sub.add_parser("eval", help="evaluate a model on a benchmark (bfcl)")
+    benchmarks = evaluation.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    bfcl = benchmarks.add_parser("bfcl", help="BFCL single-turn categories, scored by BFCL's own checker")
+    add_arguments(bfcl)
+    bfcl.set_defaults(func=_cmd_eval_bfcl)
+
+
 def _add_train_parser(sub) -> None:
     train = sub.add_parser("train", help="fine-tune with MoR LoRA (default), plain LoRA or a MoR ablation")
     train.add_argument("--model", default=None, help="'smollm2' (default), a local .gguf file or HF model directory")
@@ -218,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent = sub.add_parser("agent", help="answer queries role by role with tools, MCP servers or sandboxed code")
     add_arguments(agent)
     agent.set_defaults(func=_cmd_agent)
+    _add_eval_parser(sub)
     return parser
 
 

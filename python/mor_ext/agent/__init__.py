@@ -27,13 +27,13 @@ mor_ext[agent]``), imported only by the MCP modules.
 
 from .batch import BatchResult, run_episodes
 from .decoding import CacheDecoder, sample_token
-from .episode import ANSWERED, STEP_LIMIT, TOKEN_LIMIT, AgentConfig, Episode, EpisodeResult
+from .episode import ANSWERED, CALLED, NO_CALL, STEP_LIMIT, TOKEN_LIMIT, AgentConfig, Episode, EpisodeResult
 from .parsing import ParsedCalls, parse_executor_output
 from .runtime import Agent
 from .sandbox import SandboxLimits, SandboxResult, python_tool, run_python
 
 __all__ = [
-    "Agent", "AgentConfig", "Episode", "EpisodeResult", "ANSWERED", "STEP_LIMIT", "TOKEN_LIMIT",
+    "Agent", "AgentConfig", "Episode", "EpisodeResult", "ANSWERED", "STEP_LIMIT", "TOKEN_LIMIT", "CALLED", "NO_CALL",
     "BatchResult", "run_episodes", "CacheDecoder", "sample_token", "ParsedCalls", "parse_executor_output",
     "SandboxLimits", "SandboxResult", "python_tool", "run_python",
 ]

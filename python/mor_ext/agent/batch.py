@@ -54,13 +54,15 @@ class BatchResult:
 @torch.no_grad()
 def run_episodes(model: torch.nn.Module, make_episode: Callable[[int], Episode], count: int, *,
                  batch_size: int = 8, choose: TokenChooser | None = None, pad_id: int = 0,
-                 refill_limit: int | None = None) -> BatchResult:
+                 refill_limit: int | None = None,
+                 on_done: Callable[[int, EpisodeResult], None] | None = None) -> BatchResult:
     """Run episodes ``make_episode(0) .. make_episode(count - 1)`` at most ``batch_size`` at a time.
 
     ``choose`` picks each next token (default: the episode's config, greedy or sampled, with one
     generator per episode seeded ``config.seed + index`` so batched and single runs sample alike).
     ``refill_limit``: cache columns up to which a finished row takes a new query (default: twice the
-    first episode's ``max_tokens``).
+    first episode's ``max_tokens``). ``on_done(index, result)`` is called as each episode finishes
+    (progress bars).
     """
     start = time.perf_counter()
     waiting = deque(range(count))
@@ -84,6 +86,8 @@ def run_episodes(model: torch.nn.Module, make_episode: Callable[[int], Episode],
         nonlocal generated
         results[index] = episode.result()
         generated += results[index].generated_tokens
+        if on_done is not None:
+            on_done(index, results[index])
 
     def start_next() -> tuple[int, Episode] | None:
         """The next waiting episode that has anything to run (one may end before its first token)."""

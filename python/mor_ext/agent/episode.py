@@ -19,6 +19,11 @@ Turn ends:
 Every failure of a call (unreadable output, unknown tool, bad arguments, an exception, a timeout) is
 an observation the reasoner reads. ``max_steps`` executor turns and ``max_tokens`` tokens end an
 episode with status ``step_limit`` / ``token_limit`` instead of an answer.
+
+``AgentConfig.first_call_only`` (evaluation, e.g. BFCL): the episode ends at the first executor turn,
+whose calls are parsed and never run (status ``called``; no observation follows), or at a reasoner
+that goes to the summarizer instead (status ``no_call``; the summarizer does not run). The tools then
+need no implementation: their schemas are all the model sees.
 """
 
 from __future__ import annotations
@@ -34,9 +39,11 @@ from ..data.trajectory import ROLE_TURNS, Trajectory, Turn
 from ..tools import Tool, execute, observation_text
 from .parsing import parse_executor_output
 
-__all__ = ["AgentConfig", "Episode", "EpisodeResult", "ANSWERED", "STEP_LIMIT", "TOKEN_LIMIT", "Stream"]
+__all__ = ["AgentConfig", "Episode", "EpisodeResult", "ANSWERED", "STEP_LIMIT", "TOKEN_LIMIT", "CALLED", "NO_CALL",
+           "Stream"]
 
 ANSWERED, STEP_LIMIT, TOKEN_LIMIT = "answered", "step_limit", "token_limit"
+CALLED, NO_CALL = "called", "no_call"  # ends of a first_call_only episode
 _DECISION = re.compile(r"Next:\s*(executor|summarizer)\s*$", re.IGNORECASE)
 
 Stream = Callable[[str, str], None]  # (role or "observation", new text)
@@ -49,6 +56,8 @@ class AgentConfig:
     ``max_steps``: executor turns (tool rounds) before the episode stops; ``max_tokens``: the whole
     episode's length (prompt included); ``max_turn_tokens``: one role turn's length.
     Decoding is greedy unless ``do_sample``; sampled runs are reproducible with ``seed``.
+    ``first_call_only``: stop at the first executor turn without running its calls, or at a reasoner's
+    decision for the summarizer (see the module docstring).
     """
 
     max_steps: int = 6
@@ -60,6 +69,7 @@ class AgentConfig:
     top_k: int = 0
     top_p: float = 1.0
     seed: int | None = None
+    first_call_only: bool = False
 
 
 @dataclass
@@ -219,6 +229,9 @@ class Episode:
                 decision = "summarizer" if self.steps else "executor"
                 self.warnings.append(f"reasoner turn {self.role_turns} wrote no decision; went on with {decision}")
             self.turns.append(Turn("reasoner", text, next=decision))
+            if decision == "summarizer" and self.config.first_call_only:
+                self.status = NO_CALL
+                return
             if decision == "executor" and self.steps >= self.config.max_steps:
                 self.status = STEP_LIMIT
                 return
@@ -227,6 +240,10 @@ class Episode:
         # executor: parse, run, observe; the reasoner reads the observation next
         parsed = parse_executor_output(text)
         self.steps += 1
+        if self.config.first_call_only:  # the calls are the answer; nothing runs
+            self.turns.append(Turn("executor", text, calls=parsed.calls))
+            self.status = CALLED
+            return
         if parsed.ok:
             results = [execute(self.tools, c.name, c.arguments, timeout=self.config.tool_timeout) for c in parsed.calls]
             observation = observation_text(results)
