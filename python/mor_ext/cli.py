@@ -5,7 +5,8 @@
     mor-ext train    fine-tune with MoR LoRA (or the plain-LoRA baseline / MoR ablations) on trajectories
     mor-ext data     generate synthetic trajectories, or validate a trajectory JSONL file
     mor-ext agent    answer queries with the role-switching agent (tools, MCP servers, sandboxed code)
-    mor-ext eval     evaluate a base, LoRA or MoR-tuned model (``eval bfcl``: BFCL, scored by BFCL's checker)
+    mor-ext eval     evaluate a base, LoRA or MoR-tuned model (``eval bfcl``: BFCL, scored by BFCL's checker;
+                     ``eval heldout``: tools never seen in training)
 
 ``mor-ext train`` also runs data-parallel on CPU or GPU under torchrun:
 ``torchrun --nproc_per_node 2 -m mor_ext.cli train ...``, or sharded with FSDP2 (``train --fsdp``).
@@ -125,14 +126,25 @@ def _cmd_eval_bfcl(args: argparse.Namespace) -> int:
     return run_command(args)
 
 
+def _cmd_eval_heldout(args: argparse.Namespace) -> int:
+    from .eval.heldout import run_command
+
+    return run_command(args)
+
+
 def _add_eval_parser(sub) -> None:
     from .eval.bfcl.command import add_arguments  # argparse only; the model and BFCL load on use
+    from .eval.heldout import add_arguments as add_heldout_arguments
 
-    evaluation = sub.add_parser("eval", help="evaluate a model on a benchmark (bfcl)")
+    evaluation = sub.add_parser("eval", help="evaluate a model on BFCL or on tools never seen in training")
     benchmarks = evaluation.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     bfcl = benchmarks.add_parser("bfcl", help="BFCL single-turn categories, scored by BFCL's own checker")
     add_arguments(bfcl)
     bfcl.set_defaults(func=_cmd_eval_bfcl)
+    heldout = benchmarks.add_parser("heldout", help="the agent on synthetic episodes over held-out tools, "
+                                                    "scored against their reference calls")
+    add_heldout_arguments(heldout)
+    heldout.set_defaults(func=_cmd_eval_heldout)
 
 
 def _add_train_parser(sub) -> None:

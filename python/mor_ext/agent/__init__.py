@@ -4,7 +4,8 @@ The reasoner, executor and summarizer take turns inside one model; every token r
 that produced it (context under ``config.context_role``), exactly as in training, and only new
 tokens ever go through the model.
 
-    runtime.py    :class:`Agent` (model + tokenizer + tools): ``run(query)``, ``run_batch(queries)``
+    runtime.py    :class:`Agent` (model + tokenizer + tools): ``run(query)``, ``run_batch(queries)``;
+                  :func:`role_encoder` (the role ids a model was trained with: MoR, one role, none)
     episode.py    :class:`Episode`, one episode as a token state machine (turn ends, observations,
                   limits) and its :class:`EpisodeResult` (a training-format ``Trajectory``);
                   :class:`AgentConfig`
@@ -29,11 +30,12 @@ from .batch import BatchResult, run_episodes
 from .decoding import CacheDecoder, sample_token
 from .episode import ANSWERED, CALLED, NO_CALL, STEP_LIMIT, TOKEN_LIMIT, AgentConfig, Episode, EpisodeResult
 from .parsing import ParsedCalls, parse_executor_output
-from .runtime import Agent
+from .runtime import Agent, role_encoder
 from .sandbox import SandboxLimits, SandboxResult, python_tool, run_python
 
 __all__ = [
-    "Agent", "AgentConfig", "Episode", "EpisodeResult", "ANSWERED", "STEP_LIMIT", "TOKEN_LIMIT", "CALLED", "NO_CALL",
+    "Agent", "role_encoder", "AgentConfig", "Episode", "EpisodeResult", "ANSWERED", "STEP_LIMIT", "TOKEN_LIMIT", "CALLED",
+    "NO_CALL",
     "BatchResult", "run_episodes", "CacheDecoder", "sample_token", "ParsedCalls", "parse_executor_output",
     "SandboxLimits", "SandboxResult", "python_tool", "run_python",
 ]

@@ -13,11 +13,32 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 
 from ..data.tokenize import RoleTokenizer
+from ..spec import MoRSpec
 from ..tools import Tool, ToolRegistry
 from .batch import BatchResult, TokenChooser, run_episodes
 from .episode import AgentConfig, Episode, EpisodeResult, Stream
 
-__all__ = ["Agent"]
+__all__ = ["Agent", "role_encoder"]
+
+
+class _OneRole:
+    """Role ids of a one-role ablation: in training every role's tokens ran under role 0."""
+
+    def role_index(self, name: str) -> int:
+        return 0
+
+
+def role_encoder(model: torch.nn.Module, tokenizer) -> RoleTokenizer:
+    """The :class:`RoleTokenizer` that gives ``model``'s tokens the role ids it was trained with: its
+    MoR spec and context role; every role turn under role 0 for a one-role ablation; for a model
+    without MoR (the base, a merged LoRA) the MoRAgent ids, which the decoder does not pass on."""
+    config = getattr(model, "mor_config", None)
+    if config is None:
+        return RoleTokenizer(tokenizer, MoRSpec.moragent(), "reasoner")
+    spec = config.spec
+    if len(spec.roles) == 1:
+        return RoleTokenizer(tokenizer, _OneRole(), config.context_role)  # type: ignore[arg-type]
+    return RoleTokenizer(tokenizer, spec, config.context_role)
 
 
 class Agent:
@@ -39,7 +60,7 @@ class Agent:
         self.tools = ToolRegistry.of(tools)
         self.system = system
         self.config = config or AgentConfig()
-        self.encoder = encoder or RoleTokenizer(tokenizer, mor_config.spec, mor_config.context_role)
+        self.encoder = encoder or role_encoder(model, tokenizer)
         self.choose = choose
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else 0

@@ -1,7 +1,9 @@
-"""Evaluating tuned models on public benchmarks.
+"""Evaluating tuned models: on a public benchmark (BFCL) and on tools never seen in training.
 
     bfcl/    the Berkeley Function Calling Leaderboard (``bfcl-eval``): ``mor-ext eval bfcl``, scored by
              BFCL's own checker (:mod:`mor_ext.eval.bfcl`)
+    heldout.py  tool generalisation in the project's own terms: the agent on synthetic episodes over
+             tool families never seen in training (``mor-ext data generate --split heldout``)
 
 Layering: sits above the runtime; may import ``mor_ext.agent``, ``mor_ext.models``,
 ``mor_ext.adapters``, ``mor_ext.data``, ``mor_ext.tools``, ``mor_ext.spec`` and ``mor_ext.patching``

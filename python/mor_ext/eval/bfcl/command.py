@@ -16,10 +16,9 @@ import json
 import sys
 from typing import TextIO
 
-__all__ = ["add_arguments", "run_command", "load_for_method"]
+from ..loading import METHODS, load_for_method
 
-METHODS = ("mor", "lora", "base")
-
+__all__ = ["add_arguments", "run_command"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="'smollm2' (default), a local .gguf file or HF model directory")
@@ -41,31 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                        "training data has)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
-
-
-def load_for_method(model_name: str | None, adapter: str | None, method: str | None):
-    """``(model, tokenizer, method)`` with the adapter applied as ``method`` says (see the module docstring)."""
-    from ...adapters import load_adapter
-    from ...models import load_model
-
-    method = method or ("mor" if adapter else "base")
-    if method not in METHODS:
-        raise ValueError(f"--method must be one of {METHODS}, got {method!r}")
-    if method != "base" and not adapter:
-        raise ValueError(f"--method {method} needs --adapter DIR")
-    if method == "base" and adapter:
-        raise ValueError("--method base takes no --adapter")
-    model, tokenizer = load_model(model_name)
-    if method == "mor":
-        load_adapter(model, adapter)
-    elif method == "lora":
-        try:
-            from peft import PeftModel
-        except ImportError as exc:
-            raise ImportError("--method lora needs the peft library: pip install peft") from exc
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()  # a plain model: same outputs
-    model.eval()
-    return model, tokenizer, method
 
 
 def run_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:

@@ -25,11 +25,9 @@ from typing import Any
 
 import torch
 
-from ...agent import AgentConfig, Episode, EpisodeResult, run_episodes
+from ...agent import AgentConfig, Episode, EpisodeResult, role_encoder, run_episodes
 from ...agent.batch import TokenChooser
-from ...data.tokenize import RoleTokenizer
 from ...patching import active_role, is_patched
-from ...spec import MoRSpec
 from .calls import NO_CALL, calls_text, schema_tools
 from .data import Question
 from .shim import bfcl
@@ -62,23 +60,6 @@ def agent_query(question: Question) -> tuple[str, str | None]:
     return "\n\n".join(f"{m['role']}: {m['content']}" for m in rest), system
 
 
-class _OneRole:
-    """Role ids of a one-role ablation: in training every role's tokens ran under role 0."""
-
-    def role_index(self, name: str) -> int:
-        return 0
-
-
-def _role_encoder(model: torch.nn.Module, tokenizer) -> RoleTokenizer:
-    config = getattr(model, "mor_config", None)
-    if config is None:  # no roles: the ids are computed but CacheDecoder does not pass them
-        return RoleTokenizer(tokenizer, MoRSpec.moragent(), "reasoner")
-    spec = config.spec
-    if len(spec.roles) == 1:
-        return RoleTokenizer(tokenizer, _OneRole(), config.context_role)  # type: ignore[arg-type]
-    return RoleTokenizer(tokenizer, spec, config.context_role)
-
-
 def _agent_answer(question: Question, episode: EpisodeResult) -> Answer:
     executor = [t for t in episode.trajectory.turns if t.role == "executor"]
     reasoner = next((t.content for t in episode.trajectory.turns if t.role == "reasoner"), "")
@@ -100,7 +81,7 @@ def answer_as_agent(model: torch.nn.Module, tokenizer, questions: Sequence[Quest
     each role turn; ``max_tokens`` the whole episode (default: the model's context length).
     ``choose`` replaces greedy decoding, ``(logits, episode) -> token`` (tests script the output)."""
     b = bfcl()
-    encoder = _role_encoder(model, tokenizer)
+    encoder = role_encoder(model, tokenizer)
     if max_tokens is None:
         max_tokens = int(getattr(model.config, "max_position_embeddings", 4096) or 4096)
     config = AgentConfig(max_steps=1, max_tokens=max_tokens, max_turn_tokens=max_new_tokens, first_call_only=True)

@@ -1,0 +1,78 @@
+"""mor_ext.eval.heldout: the agent on held-out-tool episodes, scored against their reference calls
+(tiny random model, scripted outputs; nothing is executed)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))  # the agent tests' tiny model and tokenizer
+from agent_helpers import build_model, build_tokenizer  # noqa: E402
+
+from mor_ext.data.synthetic import generate  # noqa: E402
+from mor_ext.data.trajectory import ToolCall  # noqa: E402
+from mor_ext.eval.heldout import compare_calls, evaluate_heldout, expected_calls  # noqa: E402
+
+pytestmark = pytest.mark.bfcl  # the generator checks its output against BFCL
+
+
+def test_compare_calls():
+    a, b = ToolCall("f", {"x": 3, "y": "s"}), ToolCall("f", {"x": 4, "y": "s"})
+    assert compare_calls([a, b], [b, ToolCall("f", {"x": 3.0, "y": "s"})]) == {"exact": True, "tools": True, "decision": True}
+    assert compare_calls([a], [b]) == {"exact": False, "tools": True, "decision": True}
+    assert compare_calls([a, a], [a]) == {"exact": False, "tools": False, "decision": True}
+    assert compare_calls([], []) == {"exact": True, "tools": True, "decision": True}
+    assert compare_calls([a], []) == {"exact": False, "tools": False, "decision": False}
+    assert compare_calls([ToolCall("f", {"x": True})], [ToolCall("f", {"x": 1})])["exact"] is False
+
+
+class Script:
+    """Forces each episode's turns: ``texts[episode id]`` = [reasoner text, executor text]."""
+
+    def __init__(self, tokenizer, texts: dict[str, list[str]]) -> None:
+        self.tokenizer, self.texts = tokenizer, texts
+        self.end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+    def __call__(self, logits, episode) -> int:
+        text = self.texts[episode.id][episode.role_turns]
+        ids = self.tokenizer.encode(text, add_special_tokens=False) + [self.end_id]
+        return ids[min(len(episode.turn_ids), len(ids) - 1)]
+
+
+def _calls_json(calls) -> str:
+    items = [{"name": c.name, "arguments": c.arguments} for c in calls]
+    return json.dumps(items[0] if len(items) == 1 else items)
+
+
+def test_scores_by_kind_against_the_reference(tmp_path):
+    tok = build_tokenizer()
+    model = build_model(len(tok), torch.float64)
+    model.config.max_position_embeddings = 16384
+    trajectories = generate(24, seed=3, split="heldout")
+    calling = [t for t in trajectories if expected_calls(t)]
+    refusing = [t for t in trajectories if not expected_calls(t)]
+    right, wrong, refused, called_anyway = calling[0], calling[1], refusing[0], refusing[1]
+    wrong_calls = [ToolCall(c.name, {k: "nonsense" for k in c.arguments}) for c in expected_calls(wrong)]
+    script = {
+        right.id: ["A tool fits.\nNext: executor", _calls_json(expected_calls(right))],
+        wrong.id: ["A tool fits.\nNext: executor", _calls_json(wrong_calls)],
+        refused.id: ["No tool fits.\nNext: summarizer"],
+        called_anyway.id: ["Try it.\nNext: executor", _calls_json([ToolCall(right.tools[0].name, {})])],
+    }
+    chosen = [right, wrong, refused, called_anyway]
+    result = evaluate_heldout(model, tok, chosen, batch_size=3, max_new_tokens=400, out=tmp_path,
+                              choose=Script(tok, script))
+    verdicts = {v["id"]: v for v in result.verdicts}
+    assert verdicts[right.id]["exact"] and verdicts[right.id]["tools"] and verdicts[right.id]["decision"]
+    assert not verdicts[wrong.id]["exact"] and verdicts[wrong.id]["tools"] and verdicts[wrong.id]["decision"]
+    assert verdicts[refused.id]["exact"] and verdicts[refused.id]["status"] == "no_call"
+    assert not verdicts[called_anyway.id]["decision"] and not verdicts[called_anyway.id]["exact"]
+    assert (result.overall.n, result.overall.exact, result.overall.tools, result.overall.decision) == (4, 2, 3, 3)
+    assert sum(s.n for s in result.by_kind.values()) == 4
+    assert json.loads((tmp_path / "heldout_score.json").read_text())["overall"]["exact"] == pytest.approx(0.5)
+    assert len((tmp_path / "heldout_verdicts.jsonl").read_text().splitlines()) == 4
+    assert "| all | 4 | 50.0 | 75.0 | 75.0 |" in result.table()
