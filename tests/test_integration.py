@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import mor_ext
-from mor_ext import demo
+import memorised_examples
 from mor_ext.data.tokenize import collate, encode_trajectory
 from mor_ext.models import ModelNotFoundError, default_model_file, load_model
 
@@ -30,7 +30,7 @@ def smollm2():
 def encoded(smollm2):
     _, tokenizer = smollm2
     spec = mor_ext.MoRSpec.moragent(16)
-    return collate([encode_trajectory(tokenizer, demo.EXAMPLES[0], spec, "reasoner")], tokenizer.pad_token_id)
+    return collate([encode_trajectory(tokenizer, memorised_examples.EXAMPLES[0], spec, "reasoner")], tokenizer.pad_token_id)
 
 
 def test_default_model_is_smollm2_with_tied_head(smollm2):

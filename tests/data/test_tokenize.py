@@ -358,7 +358,7 @@ def test_packed_forward_equals_separate_forwards():
 def test_smollm2_tokenizer():
     from transformers import AutoTokenizer
 
-    from mor_ext import demo
+    import memorised_examples
     from mor_ext.models import ModelNotFoundError, resolve_model
 
     try:
@@ -368,7 +368,7 @@ def test_smollm2_tokenizer():
     tok = AutoTokenizer.from_pretrained(directory, gguf_file=gguf, local_files_only=True)
     rt = RoleTokenizer(tok, SPEC, "reasoner")
     assert rt.format is CHATML and tok.convert_ids_to_tokens(rt.end_of_turn_id) == "<|im_end|>"
-    for trajectory in demo.EXAMPLES + list(TRAJECTORIES.values()):
+    for trajectory in memorised_examples.EXAMPLES + list(TRAJECTORIES.values()):
         ex = rt.encode(trajectory)
         _check_lines_up(tok, rt, trajectory, ex, context_id=0)
         text = tok.decode(ex.input_ids)

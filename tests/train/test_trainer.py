@@ -22,16 +22,12 @@ import torch
 import mor_ext
 from mor_ext.data.synthetic import generate
 from mor_ext.data.jsonl import write_trajectories
-from mor_ext.data.tokenize import render_messages
 from mor_ext.train import CHECKPOINT_ADAPTER_DIR, TRAINING_LOG_NAME, TrainConfig, mor_config_for, train
+from tiny_model_dir import build_tiny_model_dir
 
 # Training data goes through the BFCL decontamination check, which needs the BFCL data.
 pytestmark = pytest.mark.bfcl
 
-CHATML_TEMPLATE = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>'"
-    " + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 RANK = 2
 MAX_LENGTH = 1024
 
@@ -39,27 +35,10 @@ MAX_LENGTH = 1024
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     """A tiny model directory (``model/``) and a data file (``data.jsonl``, 8 synthetic trajectories)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
     root = tmp_path_factory.mktemp("training")
     trajectories = generate(12, seed=0)
     write_trajectories(root / "data.jsonl", trajectories[:8])
-    base = Tokenizer(models.BPE())
-    base.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    base.decoder = decoders.ByteLevel()
-    corpus = ["\n\n".join(m["content"] for m in render_messages(t)) for t in trajectories]
-    base.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=4000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    base.add_special_tokens(["<|im_start|>", "<|im_end|>"])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=base, eos_token="<|im_end|>", pad_token="<|im_end|>",
-                                        chat_template=CHATML_TEMPLATE)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
-    LlamaForCausalLM(config).save_pretrained(root / "model")
-    tokenizer.save_pretrained(root / "model")
+    build_tiny_model_dir(root / "model", trajectories)
     return root
 
 

@@ -4,7 +4,7 @@
 
 Without ``--adapter`` the model is patched with fresh (zero) adapters, i.e. it is the base model
 under the MoR protocol: useful to try the plumbing, not to get answers. Without ``--tools`` /
-``--mcp`` the tools are the demo's (those the demo adapter was trained on), passed in by ``mor_ext.cli``. Several queries run as
+``--mcp`` the tools are :data:`DEFAULT_TOOLS`, four tools of the built-in catalogue. Several queries run as
 one batch (``--batch-size``) and the throughput is printed. ``--json PATH`` writes the trajectories
 (one JSON object per line; ``-`` for stdout).
 """
@@ -20,7 +20,10 @@ from contextlib import ExitStack
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-__all__ = ["add_arguments", "run_command", "load_tools"]
+__all__ = ["add_arguments", "run_command", "load_tools", "DEFAULT_TOOLS"]
+
+# Without --tools / --mcp: a few everyday tools of the built-in catalogue.
+DEFAULT_TOOLS = ("convert_temperature_scale", "country_capital_city", "percentage_of_number", "circle_area_from_radius")
 
 _COLOURS = {"reasoner": "36", "executor": "33", "observation": "90", "summarizer": "32"}
 
@@ -31,11 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter", default=None, help="a MoR adapter directory (mor_ext.save_adapter)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--tools", default=None, metavar="MODULE:ATTR",
-                        help="a ToolRegistry, a Tool or a list of Tools to import (default: the demo's tools)")
+                        help="a ToolRegistry, a Tool or a list of Tools to import (default: DEFAULT_TOOLS of the catalogue)")
     source.add_argument("--mcp", default=None, metavar="COMMAND|URL",
                         help="an MCP server: a command to start over stdio, or an http(s):// URL to connect to")
     parser.add_argument("--sandbox", action="store_true", help="add the sandboxed run_python tool")
-    parser.add_argument("--system", default=None, help="system prompt (default: the demo's)")
+    parser.add_argument("--system", default=None, help="system prompt (default: none, as the synthetic training data has)")
     parser.add_argument("--max-steps", type=int, default=6)
     parser.add_argument("--max-tokens", type=int, default=2048)
     parser.add_argument("--max-turn-tokens", type=int, default=256)
@@ -77,10 +80,8 @@ def _printer(out: TextIO, colour: bool):
     return stream
 
 
-def run_command(args: argparse.Namespace, out: TextIO = sys.stdout, *, default_tools: Sequence[Any] = (),
-                default_system: str | None = None) -> int:
-    """Run ``mor-ext agent``; ``default_tools`` / ``default_system`` apply without ``--tools`` /
-    ``--mcp`` / ``--system`` (the CLI passes the demo's: this package sits below the demo)."""
+def run_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """Run ``mor-ext agent`` (see the module docstring)."""
     from .. import load_adapter, patch
     from ..models import load_model
     from .episode import AgentConfig
@@ -97,7 +98,9 @@ def run_command(args: argparse.Namespace, out: TextIO = sys.stdout, *, default_t
         elif args.tools:
             tools = load_tools(args.tools)
         else:
-            tools = list(default_tools)
+            from ..tools.catalogue import CATALOGUE
+
+            tools = list(CATALOGUE.subset(list(DEFAULT_TOOLS)).values())
         if args.sandbox:
             tools.append(python_tool())
         model, tokenizer = load_model(args.model)
@@ -108,7 +111,7 @@ def run_command(args: argparse.Namespace, out: TextIO = sys.stdout, *, default_t
         model.eval()
         config = AgentConfig(max_steps=args.max_steps, max_tokens=args.max_tokens, max_turn_tokens=args.max_turn_tokens,
                              do_sample=args.sample, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
-        agent = Agent(model, tokenizer, tools, system=args.system or default_system, config=config)
+        agent = Agent(model, tokenizer, tools, system=args.system, config=config)
         colour = out.isatty()
         if len(args.queries) == 1:
             episodes = [agent.run(args.queries[0], stream=_printer(out, colour))]
