@@ -63,7 +63,7 @@ class RoleContext:
     def current(self) -> CallRoles:
         """The roles a layer should use now, and whether to collect loss statistics."""
         # Under torch.compile a checkpointed block replays inside the compiled graph, never here.
-        if (self._replay is not None and not torch.compiler.is_compiling()
+        if (not torch.compiler.is_compiling() and self._replay is not None
                 and torch._C._current_graph_task_id() != -1):
             return self._replay
         if self.role_ids is not None:
