@@ -146,12 +146,15 @@ bool use_decode_path(const at::Tensor& x) {
          avx512::available();
 }
 
-// fp32 on an AVX-512 CPU: one GEMM per kind and role over all of its tokens, whatever the number
-// of tokens. Below kStackMinTokens the generic path's ATen GEMMs ran per role (gathered) or per span,
-// ~40 small ops per layer and step on the host; these are a few allocations and direct kernels.
+// fp32 on an AVX-512 CPU with enough tokens: one GEMM per kind and role over all of its tokens. At
+// 64 tokens (the tiny preset of bench_model.py, one core of the dev machine) this cut a training
+// step with 6-token role spans by ~12%: the generic path ran ~40 small ATen ops per layer there. Below,
+// packing B per call costs more than the generic path's ops (d=576: +218 vs +117 us at T=8).
+constexpr int64_t kRoleGemmMinTokens = 64;
+
 bool use_role_gemms(const at::Tensor& x) {
-  return x.scalar_type() == at::kFloat && x.size(0) >= bench_threshold("MOR_EXT_BENCH_ROLE_GEMMS_MIN", 0) &&
-         avx512::available();
+  return x.scalar_type() == at::kFloat &&
+         x.size(0) >= bench_threshold("MOR_EXT_BENCH_ROLE_GEMMS_MIN", kRoleGemmMinTokens) && avx512::available();
 }
 
 std::vector<Batch> plan_role_batches(const at::Tensor& roles) {
