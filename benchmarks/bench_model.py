@@ -193,6 +193,15 @@ def compare_train_steps(preset_name: str, device: str, profile: bool = False, sp
     return results
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo where there is one), which CPU numbers depend on."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def result_rows(preset_name: str, results, spans: str = "long", compile: bool = False) -> list[tuple[str, str, str]]:
     preset = PRESETS[preset_name]
     tag = (f"{preset_name} shape, {preset.batch}x{preset.seq} tokens, {str(preset.dtype).removeprefix('torch.')}, "
@@ -222,13 +231,7 @@ def main() -> None:
     print(mor_ext.describe_backend(), file=sys.stderr)
     results = compare_train_steps(args.preset, args.device, args.profile, args.spans, args.compile, args.rounds)
     rows = result_rows(args.preset, results, args.spans, args.compile)
-    cpu = platform.processor() or platform.machine()
-    try:  # the CPU's model name, which the numbers depend on
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu}, {torch.get_num_threads()} threads"
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu_name()}, {torch.get_num_threads()} threads"
     print(f"\n| {where}, torch {torch.__version__} | value | note |\n|---|---:|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]} |")
