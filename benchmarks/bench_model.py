@@ -55,26 +55,27 @@ PRESETS = {
 }
 
 
+def once_ms(fn, device: str) -> float:
+    """Milliseconds of one ``fn()``; CUDA events on a GPU, the wall clock on a CPU."""
+    if device == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
 def timed_ms(fn, device: str, warmup: int, repeat: int) -> float:
-    """Median milliseconds of ``fn()``; CUDA events on a GPU, the wall clock on a CPU."""
+    """Median milliseconds of ``fn()`` over ``repeat`` runs after ``warmup``."""
     for _ in range(warmup):
         fn()
     if device == "cuda":
         torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        if device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return statistics.median(once_ms(fn, device) for _ in range(repeat))
 
 
 def short_span_roles(seq: int, span: int = 6) -> torch.Tensor:
@@ -130,18 +131,6 @@ def compare_train_steps(preset_name: str, device: str, profile: bool = False, sp
 
         return step, sum(p.numel() for p in params)
 
-    def one_step_ms(step) -> float:
-        if device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step()
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end)
-        t0 = time.perf_counter()
-        step()
-        return (time.perf_counter() - t0) * 1e3
-
     models, steps, peaks, sizes = {}, {}, {}, {}
     for key in ("none", "lora", "mor"):
         base_bytes = torch.cuda.memory_allocated() if device == "cuda" else 0
@@ -170,7 +159,7 @@ def compare_train_steps(preset_name: str, device: str, profile: bool = False, sp
     times: dict[str, list[float]] = {key: [] for key in steps}
     for _ in range(rounds or preset.repeat):
         for key, step in steps.items():
-            times[key].append(one_step_ms(step))
+            times[key].append(once_ms(step, device))
     results = {key: (statistics.median(t), peaks[key], sizes[key]) for key, t in times.items()}
     results["ratios"] = [m / l for m, l in zip(times["mor"], times["lora"])]
     for key, label in (("none", "no adapter"), ("lora", "plain LoRA r=16 (peft)"), ("mor", "MoR (mor_ext)")):
