@@ -154,3 +154,15 @@ def test_compiled_generation_step_without_recompiles(small_spec):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
             ids = want[:, -1:].argmax(-1)
     assert counter.graphs <= 4, counter.graphs  # the prefill and the one-token decode step (size 1 is specialised)
+
+
+def test_router_load_is_read_lazily(small_spec):
+    """The report stays a device tensor until read (no sync per forward), and rebuilds from a dict
+    (as accelerate rebuilds outputs)."""
+    model = patched_model(small_spec)
+    ids = torch.randint(0, model.config.vocab_size, (2, 10), generator=torch.Generator().manual_seed(0))
+    out = model(input_ids=ids, role_ids=role_pattern(2, 10, "short_spans", seed=0), labels=ids)
+    load = out.router_load
+    assert load._load is None and isinstance(load._counts, torch.Tensor)  # nothing read back yet
+    assert set(load) == {"reasoner", "executor", "summarizer"}
+    assert type(load)(dict(load.items())) == load

@@ -292,10 +292,12 @@ class RouterLoad(Mapping):
     Lazy: the counts stay on the device as one tensor until the mapping is first read, so that a
     forward that nobody asks the load of never waits for the device (one copy to the host then)."""
 
-    def __init__(self, spec: MoRSpec, counts: torch.Tensor | None) -> None:
+    def __init__(self, spec: MoRSpec | Mapping, counts: torch.Tensor | None = None) -> None:
+        # From a plain mapping too: libraries that rebuild outputs (accelerate's mixed precision)
+        # call type(load)({role: fractions, ...}).
         self._spec = spec
         self._counts = counts  # [E_total + R]: dispatches per routed LoRA, then tokens per role (x layers)
-        self._load: dict[str, list[float]] | None = None
+        self._load: dict[str, list[float]] | None = dict(spec) if isinstance(spec, Mapping) else None
 
     def _table(self) -> dict[str, list[float]]:
         if self._load is None:
