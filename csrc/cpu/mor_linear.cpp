@@ -13,6 +13,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <cstdlib>
 #include <map>
 #include <vector>
 
@@ -133,9 +134,27 @@ std::vector<Batch> role_groups(const at::Tensor& roles) {
   return groups;
 }
 
-// fp32 on an AVX-512 CPU with enough tokens to pay for packing B: one GEMM per kind and role.
+// Thresholds of the fp32 AVX-512 paths, overridable for interleaved A/B benchmarks only
+// (MOR_EXT_BENCH_DECODE_MAX / MOR_EXT_BENCH_ROLE_GEMMS_MIN, read per call like MOR_EXT_POISON).
+int64_t bench_threshold(const char* name, int64_t fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && v[0] != '\0' ? std::atoll(v) : fallback;
+}
+
+bool use_decode_path(const at::Tensor& x) {
+  return x.scalar_type() == at::kFloat && x.size(0) <= bench_threshold("MOR_EXT_BENCH_DECODE_MAX", kDecodeMaxTokens) &&
+         avx512::available();
+}
+
+// fp32 on an AVX-512 CPU with enough tokens: one GEMM per kind and role over all of its tokens. At
+// 64 tokens (the tiny preset of bench_model.py, one core of the dev machine) this cut a training
+// step with 6-token role spans by ~12%: the generic path ran ~40 small ATen ops per layer there. Below,
+// packing B per call costs more than the generic path's ops (d=576: +218 vs +117 us at T=8).
+constexpr int64_t kRoleGemmMinTokens = 64;
+
 bool use_role_gemms(const at::Tensor& x) {
-  return x.scalar_type() == at::kFloat && x.size(0) >= kStackMinTokens && avx512::available();
+  return x.scalar_type() == at::kFloat &&
+         x.size(0) >= bench_threshold("MOR_EXT_BENCH_ROLE_GEMMS_MIN", kRoleGemmMinTokens) && avx512::available();
 }
 
 std::vector<Batch> plan_role_batches(const at::Tensor& roles) {
@@ -268,7 +287,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   LayerRouting out = LayerRouting::fresh(x, k_max, e_total, rank);
   auto& [lora_index, lora_weight, router_probs, shrink, shared_gate_logit] = out;
   const kernels::RoleTables tables = spec.tables();
-  if (x.scalar_type() == at::kFloat && n <= kDecodeMaxTokens && avx512::available()) {
+  if (use_decode_path(x)) {
     decode_avx512_f32(spec, xc, roles, a, lora_B.contiguous(), router_weight.contiguous(),
                       shared_gate_weight.contiguous(), scaling, y, lora_index, lora_weight, router_probs, shrink,
                       shared_gate_logit);

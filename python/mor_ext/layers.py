@@ -55,7 +55,8 @@ class RoleContext:
         self.collect_stats: bool = False
         self.orth_terms: dict | None = None  # see CallRoles.orth_terms
         # Per adapted layer run in the call, when stats are collected: (router_probs [N, E_total] fp32,
-        # lora_index [N, K], role ids [N]); the model's loss turns them into the load-balance loss
+        # lora_index [N, K], the layer's role ids (N of them, any shape; layers that share the call's
+        # tensor share one loss op)); the model's loss turns them into the load-balance loss
         # and the router load with one op for all layers (patching._add_losses).
         self.routings: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         # Gradient checkpointing re-runs layers inside backward, after the model call has returned and
@@ -65,7 +66,9 @@ class RoleContext:
 
     def current(self) -> CallRoles:
         """The roles a layer should use now, and whether to collect loss statistics."""
-        if self._replay is not None and torch._C._current_graph_task_id() != -1:
+        # Under torch.compile a checkpointed block replays inside the compiled graph, never here.
+        if (not torch.compiler.is_compiling() and self._replay is not None
+                and torch._C._current_graph_task_id() != -1):
             return self._replay
         if self.role_ids is not None:
             return CallRoles(self.role_ids, self.role_ids_any, self.collect_stats, False, self.orth_terms)
@@ -90,7 +93,10 @@ class RoleContext:
                  self.orth_terms)
         # The model call checked the ids (patching, once per forward), so no layer checks them again.
         self.role_ids = role_ids
-        self.role_ids_any = role_ids is not None and role_ids.numel() > 0 and bool((role_ids != -1).any())
+        # A compiled call assumes some id is active rather than read the ids back (a host sync);
+        # the kernels give tokens of role -1 the base layer either way.
+        self.role_ids_any = role_ids is not None and role_ids.numel() > 0 and (
+            torch.compiler.is_compiling() or bool((role_ids != -1).any()))
         self.collect_stats = collect_stats
         self.routings, self._by_device = [], {}
         self.orth_terms = {} if orth_in_layers else None
@@ -216,6 +222,8 @@ class MoRLinear(nn.Module):
         return contextlib.nullcontext()
 
     def _kernel_args(self) -> tuple:
+        if torch.compiler.is_compiling():  # constants of the graph; a cache write would be a guarded side effect
+            return ops.kernel_args(self.spec, self.scaling)
         cached = self._kernel_args_cache
         if cached is None or cached[0] is not self.spec or cached[1] != self.scaling:
             cached = (self.spec, self.scaling, ops.kernel_args(self.spec, self.scaling))
@@ -260,7 +268,7 @@ class MoRLinear(nn.Module):
                 self._kernel_args(),
             )
             if call.collect_stats and not call.replay:
-                self.role_context.routings.append((probs, index, flat_roles))
+                self.role_context.routings.append((probs, index, roles))
             return y.view(*lead, y.shape[-1])
         else:
             with self._functional_checks():
@@ -271,7 +279,7 @@ class MoRLinear(nn.Module):
         if call.collect_stats and not call.replay:
             spec, n = self.spec, roles.numel()  # explicit sizes: a spec without routers has E_total = 0
             self.role_context.routings.append((routing.router_probs.reshape(n, spec.num_experts_total),
-                                               routing.lora_index.reshape(n, spec.k_max), roles.reshape(-1).long()))
+                                               routing.lora_index.reshape(n, spec.k_max), roles))
         return y
 
     def _roles_for(self, x: torch.Tensor, role_ids: torch.Tensor | None, call: CallRoles) -> torch.Tensor | None:

@@ -15,6 +15,7 @@ import functools
 import inspect
 import types
 import warnings
+from collections.abc import Mapping
 from typing import Any, Callable, Iterator
 
 import torch
@@ -297,13 +298,19 @@ RoutingGroup = tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]  # ro
 def _routing_groups(routings: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[RoutingGroup]:
     """The layers' routings grouped by the role-id tensor they saw (all layers of a call on one device
     share one), so that each group's loss and counts take one op."""
-    groups: dict[tuple, RoutingGroup] = {}
+    # By identity, not data_ptr(): torch.compile traces this (data_ptr would break the graph), and the
+    # layers of one call on one device all hold the call's own tensor (RoleContext.role_ids_on).
+    sources: list[torch.Tensor] = []
+    groups: list[RoutingGroup] = []
     for probs, index, roles in routings:
-        key = (roles.device, roles.data_ptr(), roles.numel(), roles.stride(0))
-        group = groups.setdefault(key, (roles, [], []))
-        group[1].append(probs)
-        group[2].append(index)
-    return list(groups.values())
+        at = next((i for i, source in enumerate(sources) if source is roles), None)
+        if at is None:
+            at = len(groups)
+            sources.append(roles)
+            groups.append((roles.reshape(-1).long(), [], []))
+        groups[at][1].append(probs)
+        groups[at][2].append(index)
+    return groups
 
 
 def _load_balance_loss(config: MoRConfig, groups: list[RoutingGroup], layers: int, device: torch.device) -> torch.Tensor:
@@ -316,31 +323,63 @@ def _load_balance_loss(config: MoRConfig, groups: list[RoutingGroup], layers: in
     return total / layers
 
 
-def _router_load(config: MoRConfig, groups: list[RoutingGroup], device: torch.device) -> dict[str, list[float]]:
-    """Role name -> fraction of the role's tokens dispatched to each of its routed LoRAs, averaged over
-    layers (each role's fractions sum to its top_k). Roles without tokens or routed LoRAs are left out."""
+class RouterLoad(Mapping):
+    """``{role name: [fraction of the role's tokens dispatched to each routed LoRA]}``, averaged over
+    layers (each role's fractions sum to its top_k; roles without tokens or routed LoRAs are left out).
+
+    Lazy: the counts stay on the device as one tensor until the mapping is first read, so that a
+    forward that nobody asks the load of never waits for the device (one copy to the host then)."""
+
+    def __init__(self, spec: MoRSpec | Mapping, counts: torch.Tensor | None = None) -> None:
+        # From a plain mapping too: libraries that rebuild outputs (accelerate's mixed precision)
+        # call type(load)({role: fractions, ...}).
+        self._spec = spec
+        self._counts = counts  # [E_total + R]: dispatches per routed LoRA, then tokens per role (x layers)
+        self._load: dict[str, list[float]] | None = dict(spec) if isinstance(spec, Mapping) else None
+
+    def _table(self) -> dict[str, list[float]]:
+        if self._load is None:
+            spec, load = self._spec, {}
+            values = [] if self._counts is None else self._counts.tolist()
+            counts, tokens = values[: spec.num_experts_total], values[spec.num_experts_total :]
+            for rho, role in enumerate(spec.roles):
+                if role.num_experts == 0 or not tokens or tokens[rho] == 0:
+                    continue
+                lo, hi = spec.router_offsets[rho], spec.router_offsets[rho + 1]
+                load[role.name] = [c / tokens[rho] for c in counts[lo:hi]]
+            self._load = load
+        return self._load
+
+    def __getitem__(self, role: str) -> list[float]:
+        return self._table()[role]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+    def __repr__(self) -> str:
+        return repr(self._table())
+
+
+def _router_load(config: MoRConfig, groups: list[RoutingGroup], device: torch.device) -> RouterLoad:
+    """The call's :class:`RouterLoad`: counts summed on the device with scatter-adds of static size
+    (bincount would sync on a GPU to size its output), read by the host only when looked at."""
     if not groups:
-        return {}
+        return RouterLoad(config.spec, None)
     spec = config.spec
     routed = [i for rho in range(spec.num_roles) for i in spec.routed_loras(rho)]  # LoRA of each router column
-    counts = torch.zeros(spec.num_experts_total, device=device)
-    tokens = torch.zeros(spec.num_roles, device=device)
+    per_lora = torch.zeros(spec.num_loras + 1, device=device)  # entry 0: empty slots
+    tokens = torch.zeros(spec.num_roles + 1, device=device)  # entry 0: role -1
     with torch.no_grad():
         for roles, _, index in groups:
-            # bincount syncs on a GPU to size its output; so does the .tolist() below, once per call.
-            per_lora = torch.bincount(torch.stack(index).reshape(-1).long() + 1, minlength=spec.num_loras + 1)[1:]
-            counts += per_lora[torch.tensor(routed, dtype=torch.long, device=per_lora.device)].to(device)
-            tokens += (torch.bincount(roles + 1, minlength=spec.num_roles + 1)[1:] * len(index)).to(device)
-    # One device-to-host copy for the whole table.
-    values = torch.cat([counts, tokens]).tolist()
-    counts_list, tokens_list = values[: spec.num_experts_total], values[spec.num_experts_total :]
-    load: dict[str, list[float]] = {}
-    for rho, role in enumerate(spec.roles):
-        if role.num_experts == 0 or tokens_list[rho] == 0:
-            continue
-        lo, hi = spec.router_offsets[rho], spec.router_offsets[rho + 1]
-        load[role.name] = [c / tokens_list[rho] for c in counts_list[lo:hi]]
-    return load
+            lora = torch.cat([i.reshape(-1) for i in index]).to(device).long() + 1
+            per_lora.index_add_(0, lora, per_lora.new_ones(()).expand(lora.numel()))
+            role = roles.reshape(-1).to(device) + 1
+            tokens.index_add_(0, role, tokens.new_full((), float(len(index))).expand(role.numel()))
+    routed_index = torch.tensor(routed, dtype=torch.long).to(device, non_blocking=True) + 1
+    return RouterLoad(spec, torch.cat([per_lora[routed_index], tokens[1:]]))
 
 
 # --------------------------------------------------------------------------------------------- unpatch

@@ -53,8 +53,8 @@ def test_mor_linear_by_role_gemms(spec_name, lead, pattern, dims, monkeypatch):
     compare_backends(mor_linear_fn(spec, scaling=0.5), inputs, list(MOR_DIFF), torch.float32, MOR_NAMES)
 
 
-# fp32 calls of <= 4 tokens take the AVX-512 decode path where the CPU has it (csrc/cpu/decode_avx512.cpp).
-@pytest.mark.parametrize("lead", [(2,), (4,), (2, 2), (5,)], ids=lead_id)
+# fp32 calls of <= 8 tokens take the AVX-512 decode path where the CPU has it (csrc/cpu/decode_avx512.cpp).
+@pytest.mark.parametrize("lead", [(2,), (4,), (2, 2), (5,), (2, 4), (9,)], ids=lead_id)
 @pytest.mark.parametrize("pattern", ROLE_PATTERNS)
 @pytest.mark.parametrize("spec_name", SPECS)
 def test_mor_linear_decode_sizes(spec_name, pattern, lead):
@@ -64,8 +64,9 @@ def test_mor_linear_decode_sizes(spec_name, pattern, lead):
 
 
 @pytest.mark.skipif(not AVX512_CPU, reason="the AVX-512 paths need a CPU with AVX-512F")
-@pytest.mark.parametrize("tokens", [3, 300], ids=["decode", "by_role"])
-def test_avx512_path_switch_gives_the_same_results(tokens):
+@pytest.mark.parametrize("tokens,avx512_path", [(3, "avx512_decode"), (8, "avx512_decode"), (20, "generic"),
+                                                (64, "avx512_role_gemms"), (300, "avx512_role_gemms")])
+def test_avx512_path_switch_gives_the_same_results(tokens, avx512_path):
     """ATEN_CPU_CAPABILITY=avx2 turns the AVX-512 paths (decode, by-role GEMMs) off, as it keeps
     torch below AVX-512: the path counters show which path ran, and both paths give the same
     routing and, to fp32 rounding, the same output. (Whether the bits differ depends on the CPU.)"""
@@ -91,7 +92,6 @@ def test_avx512_path_switch_gives_the_same_results(tokens):
         out, counts = torch.load(tmp_dir / "out.pt")
         results.append(out)
         ran.append(counts)
-    avx512_path = "avx512_decode" if tokens <= 4 else "avx512_role_gemms"
     assert ran[0] == {**dict.fromkeys(ran[0], 0), avx512_path: 1}, ran[0]
     assert ran[1] == {**dict.fromkeys(ran[1], 0), "generic": 1}, ran[1]
     for got, want in zip(*results):

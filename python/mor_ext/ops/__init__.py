@@ -78,3 +78,4 @@ if compiled_available():
 
     fake.register()
     autograd.register()
+    compiled_kernels()  # asked once now, so that torch.compile never traces the dispatcher query

@@ -100,7 +100,7 @@ def backend_info() -> dict[str, Any]:
         "compiled_error": _COMPILED_ERROR,
         # mor_linear's CPU kernel runs fp32 calls through AVX-512 code where the CPU has it and
         # ATEN_CPU_CAPABILITY does not rule it out: a few tokens (generation) through the decode
-        # path, >= 128 tokens through one GEMM per role and kind in its own kernels.
+        # path (<= 8 tokens), >= 64 tokens through one GEMM per role and kind in its own kernels.
         "cpu_avx512": compiled_available() and bool(torch.ops.mor_ext.cpu_avx512()),
         "torch": torch.__version__,
     }
