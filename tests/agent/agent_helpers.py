@@ -111,5 +111,19 @@ class Script:
         return ids[min(done - free, len(ids) - 1)]
 
 
+class ScriptById:
+    """Forces each episode's role turns by its id: ``texts[episode.id]`` = [reasoner text, executor
+    text, ...], each followed by the end-of-turn token (evaluations script their questions this way)."""
+
+    def __init__(self, tokenizer, texts: dict[str, Sequence[str]]) -> None:
+        self.tokenizer, self.texts = tokenizer, texts
+        self.end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+    def __call__(self, logits: torch.Tensor, episode: Episode) -> int:
+        text = self.texts[episode.id][episode.role_turns]
+        ids = self.tokenizer.encode(text, add_special_tokens=False) + [self.end_id]
+        return ids[min(len(episode.turn_ids), len(ids) - 1)]
+
+
 def make_agent(tokenizer, model, script=None, **config) -> Agent:
     return Agent(model, tokenizer, TOOLS, system=SYSTEM, config=AgentConfig(**config), choose=script)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))  # the agent tests' tiny model and tokenizer
-from agent_helpers import CHATML_TEMPLATE, build_model, build_tokenizer  # noqa: E402
+from agent_helpers import CHATML_TEMPLATE, ScriptById, build_model, build_tokenizer  # noqa: E402
 
 from mor_ext.eval.bfcl import evaluate, load_category  # noqa: E402
 from mor_ext.eval.bfcl.generation import agent_query, answer_with_prompt, prompt_messages  # noqa: E402
@@ -39,19 +39,6 @@ def _call(name: str, **arguments) -> str:
     return json.dumps({"name": name, "arguments": arguments})
 
 
-class ScriptedAgent:
-    """Forces each question's role turns: ``texts[question id]`` = [reasoner text, executor text]."""
-
-    def __init__(self, tokenizer, texts: dict[str, list[str]]) -> None:
-        self.tokenizer, self.texts = tokenizer, texts
-        self.end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
-
-    def __call__(self, logits, episode) -> int:
-        text = self.texts[episode.id][episode.role_turns]
-        ids = self.tokenizer.encode(text, add_special_tokens=False) + [self.end_id]
-        return ids[min(len(episode.turn_ids), len(ids) - 1)]
-
-
 SCRIPT = {
     # simple_python_0: calculate_triangle_area(base=10, height=5, unit="units")
     "simple_python_0": ["I can compute the area.\nNext: executor", _call("calculate_triangle_area", base=10, height=5)],
@@ -75,7 +62,7 @@ def test_agent_mode_scores_the_first_executor_turn_and_writes_bfcls_files(tokeni
 
     monkeypatch.setattr(episode_module, "execute", never)
     result = evaluate(model, tokenizer, ["simple_python", "irrelevance"], mode="agent", limit=3, out=tmp_path,
-                      batch_size=2, choose=ScriptedAgent(tokenizer, SCRIPT), progress=False)
+                      batch_size=2, choose=ScriptById(tokenizer, SCRIPT), progress=False)
     assert {c: (s.correct, s.total) for c, s in result.scores.items()} == {"simple_python": (1, 3), "irrelevance": (2, 3)}
     assert result.aggregates["non_live"].accuracy is None and result.questions == 6 and result.questions_per_minute > 0
 
@@ -169,6 +156,6 @@ def test_agent_mode_runs_plain_models_and_one_role_ablations(tokenizer, kind):
         mor_ext.patch(model, mor_ext.MoRConfig(spec=one_role_spec(4), context_role="agent"))
     model.config.max_position_embeddings = 16384
     script = {"simple_python_0": SCRIPT["simple_python_0"]}
-    result = evaluate(model, tokenizer, ["simple_python"], mode="agent", limit=1, choose=ScriptedAgent(tokenizer, script),
+    result = evaluate(model, tokenizer, ["simple_python"], mode="agent", limit=1, choose=ScriptById(tokenizer, script),
                       progress=False)
     assert result.scores["simple_python"].correct == 1

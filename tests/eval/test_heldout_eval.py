@@ -11,7 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))  # the agent tests' tiny model and tokenizer
-from agent_helpers import build_model, build_tokenizer  # noqa: E402
+from agent_helpers import ScriptById, build_model, build_tokenizer  # noqa: E402
 
 from mor_ext.data.synthetic import generate  # noqa: E402
 from mor_ext.data.trajectory import ToolCall  # noqa: E402
@@ -28,19 +28,6 @@ def test_compare_calls():
     assert compare_calls([], []) == {"exact": True, "tools": True, "decision": True}
     assert compare_calls([a], []) == {"exact": False, "tools": False, "decision": False}
     assert compare_calls([ToolCall("f", {"x": True})], [ToolCall("f", {"x": 1})])["exact"] is False
-
-
-class Script:
-    """Forces each episode's turns: ``texts[episode id]`` = [reasoner text, executor text]."""
-
-    def __init__(self, tokenizer, texts: dict[str, list[str]]) -> None:
-        self.tokenizer, self.texts = tokenizer, texts
-        self.end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
-
-    def __call__(self, logits, episode) -> int:
-        text = self.texts[episode.id][episode.role_turns]
-        ids = self.tokenizer.encode(text, add_special_tokens=False) + [self.end_id]
-        return ids[min(len(episode.turn_ids), len(ids) - 1)]
 
 
 def _calls_json(calls) -> str:
@@ -65,7 +52,7 @@ def test_scores_by_kind_against_the_reference(tmp_path):
     }
     chosen = [right, wrong, refused, called_anyway]
     result = evaluate_heldout(model, tok, chosen, batch_size=3, max_new_tokens=400, out=tmp_path,
-                              choose=Script(tok, script))
+                              choose=ScriptById(tok, script))
     verdicts = {v["id"]: v for v in result.verdicts}
     assert verdicts[right.id]["exact"] and verdicts[right.id]["tools"] and verdicts[right.id]["decision"]
     assert not verdicts[wrong.id]["exact"] and verdicts[wrong.id]["tools"] and verdicts[wrong.id]["decision"]
