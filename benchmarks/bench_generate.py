@@ -7,10 +7,11 @@ Two measurements (numbers printed, nothing asserted):
    switches role every 32 tokens (reasoner, executor, summarizer, ...); the unpatched model is the
    baseline. Tokens per second of the 128 decode steps and the ratio patched / base (the target is
    >= 0.85x).
-2. **Episodes**: ``Agent.run_batch`` on the demo's queries at batch 1 and batch 8 (each episode
-   reasoner -> executor -> tool -> observation -> reasoner -> summarizer, the turns forced to the
-   demo examples' text so that every episode has the same shape whatever the adapter's weights:
-   the model still runs every token). Episodes per minute and generated tokens per second.
+2. **Episodes**: batched episodes (``mor_ext.agent.run_episodes``) on single-call synthetic
+   trajectories at batch 1 and batch 8 (each episode reasoner -> executor -> tool -> observation ->
+   reasoner -> summarizer, the turns forced to the trajectory's text so that every episode has the
+   same shape whatever the adapter's weights: the model still runs every token, the tools really
+   run). Episodes per minute and generated tokens per second.
 
     .venv/bin/python benchmarks/bench_generate.py [--batches 1 8] [--repeats 3] [--threads N] [--compile]
 
@@ -26,8 +27,8 @@ import time
 import torch
 
 import mor_ext
-from mor_ext import demo
-from mor_ext.agent import Agent, AgentConfig, CacheDecoder, Episode
+from mor_ext.agent import AgentConfig, CacheDecoder, Episode, role_encoder, run_episodes
+from mor_ext.data.synthetic import generate
 from mor_ext.data.trajectory import ROLE_TURNS, render_content
 from mor_ext.models import load_model
 
@@ -62,16 +63,20 @@ def set_patched(model, patched: bool) -> None:
 
 
 def episode_throughput(model, tokenizer, batch: int, count: int) -> str:
-    examples = [demo.EXAMPLES[i % len(demo.EXAMPLES)] for i in range(count)]
+    examples = generate(count, seed=0, mix={"single": 1.0})
     scripts = [[render_content(t) for t in ex.turns if t.role in ROLE_TURNS] for ex in examples]
+    encoder, config = role_encoder(model, tokenizer), AgentConfig()
 
     def choose(logits: torch.Tensor, episode: Episode) -> int:  # the model runs; the script picks
         text = scripts[int(episode.id)][episode.role_turns]
         ids = tokenizer.encode(text, add_special_tokens=False) + [episode.end_id]
         return ids[min(len(episode.turn_ids), len(ids) - 1)]
 
-    agent = Agent(model, tokenizer, demo.DEMO_TOOLS, system=demo.SYSTEM_PROMPT, config=AgentConfig(), choose=choose)
-    result = agent.run_batch([ex.query for ex in examples], batch_size=batch, ids=[str(i) for i in range(count)])
+    def make(i: int) -> Episode:
+        ex = examples[i]
+        return Episode(encoder, {t.name: t for t in ex.tools}, ex.query, config, system=ex.system, id=str(i))
+
+    result = run_episodes(model, make, count, batch_size=batch, choose=choose, pad_id=tokenizer.pad_token_id or 0)
     answered = sum(e.status == "answered" for e in result.episodes)
     return f"batch {batch}: {result.summary()} ({answered}/{count} answered)"
 
@@ -130,7 +135,7 @@ def main() -> None:
               f"{statistics.median(r[1] for r in mor):.0f} |")
     if not args.skip_episodes:
         set_patched(model, True)
-        print("\nepisodes (demo queries, forced turns):")
+        print("\nepisodes (single-call synthetic trajectories, forced turns):")
         for batch in args.batches:
             print("  " + episode_throughput(model.eval(), tokenizer, batch, args.episodes))
 
