@@ -80,8 +80,9 @@ def _printer(out: TextIO, colour: bool):
     return stream
 
 
-def run_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run ``mor-ext agent`` (see the module docstring)."""
+    out = out if out is not None else sys.stdout  # looked up per call: it may be replaced after import
     from .. import load_adapter, patch
     from ..models import load_model
     from .episode import AgentConfig
