@@ -28,10 +28,10 @@ from typing import Any
 
 import torch
 
-from ..agent import AgentConfig, Episode, EpisodeResult, role_encoder, run_episodes
 from ..agent.batch import TokenChooser
 from ..data.trajectory import ToolCall, Trajectory
 from ..files import atomic_write_text
+from .first_calls import FirstCallTask, first_executor_turn, run_first_calls
 
 __all__ = ["HeldoutScore", "HeldoutResult", "expected_calls", "evaluate_heldout", "compare_calls"]
 
@@ -131,23 +131,17 @@ def evaluate_heldout(model: torch.nn.Module, tokenizer, trajectories: Iterable[T
         if user is None:
             raise ValueError(f"trajectory {t.id!r} has no user turn to ask")
         queries.append(user)
-    encoder = role_encoder(model, tokenizer)
-    max_tokens = int(getattr(model.config, "max_position_embeddings", 4096) or 4096)
-    config = AgentConfig(max_steps=1, max_tokens=max_tokens, max_turn_tokens=max_new_tokens, first_call_only=True)
-
-    def make(index: int) -> Episode:
-        t = trajectories[index]
-        return Episode(encoder, {tool.name: tool for tool in t.tools}, queries[index], config, system=t.system, id=t.id)
-
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    done = (lambda index, result: progress(1)) if progress is not None else None
+    tasks = [FirstCallTask(query, {tool.name: tool for tool in t.tools}, t.system, t.id)
+             for t, query in zip(trajectories, queries)]
     start = time.perf_counter()
-    batch = run_episodes(model, make, len(trajectories), batch_size=batch_size, pad_id=pad, on_done=done, choose=choose)
+    episodes = run_first_calls(model, tokenizer, tasks, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                               progress=progress, choose=choose)
     by_kind: dict[str, HeldoutScore] = {}
     overall = HeldoutScore()
     verdicts = []
-    for t, episode in zip(trajectories, batch.episodes):
-        got = _first_calls(episode)
+    for t, episode in zip(trajectories, episodes):
+        turn = first_executor_turn(episode)
+        got = tuple(turn.calls) if turn is not None else ()
         want = expected_calls(t)
         verdict = compare_calls(got, want)
         kind = str(t.meta.get("kind", "unknown"))
@@ -162,11 +156,6 @@ def evaluate_heldout(model: torch.nn.Module, tokenizer, trajectories: Iterable[T
         atomic_write_text(out / "heldout_verdicts.jsonl", "".join(json.dumps(v, ensure_ascii=False) + "\n" for v in verdicts))
         atomic_write_text(out / "heldout_score.json", json.dumps(result.to_dict(), indent=2) + "\n")
     return result
-
-
-def _first_calls(episode: EpisodeResult) -> tuple[ToolCall, ...]:
-    executor = next((t for t in episode.trajectory.turns if t.role == "executor"), None)
-    return tuple(executor.calls) if executor is not None else ()
 
 
 # ------------------------------------------------------------------------------------------- CLI

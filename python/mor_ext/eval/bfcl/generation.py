@@ -25,9 +25,10 @@ from typing import Any
 
 import torch
 
-from ...agent import AgentConfig, Episode, EpisodeResult, role_encoder, run_episodes
+from ...agent import EpisodeResult
 from ...agent.batch import TokenChooser
 from ...patching import active_role, is_patched
+from ..first_calls import FirstCallTask, first_executor_turn, run_first_calls
 from .calls import NO_CALL, calls_text, schema_tools
 from .data import Question
 from .shim import bfcl
@@ -61,14 +62,13 @@ def agent_query(question: Question) -> tuple[str, str | None]:
 
 
 def _agent_answer(question: Question, episode: EpisodeResult) -> Answer:
-    executor = [t for t in episode.trajectory.turns if t.role == "executor"]
+    turn = first_executor_turn(episode)
     reasoner = next((t.content for t in episode.trajectory.turns if t.role == "reasoner"), "")
     extra = {"reasoner": reasoner}
     if episode.trajectory.meta.get("warnings"):
         extra["warnings"] = episode.trajectory.meta["warnings"]
-    if not executor:  # no_call, or a limit before any executor turn
+    if turn is None:  # no_call, or a limit before any executor turn
         return Answer(question.id, NO_CALL, "", episode.status, extra)
-    turn = executor[0]
     raw = turn.content
     result = calls_text(turn.calls, question.language) if turn.calls else raw
     return Answer(question.id, result, raw, episode.status, extra)
@@ -81,25 +81,18 @@ def answer_as_agent(model: torch.nn.Module, tokenizer, questions: Sequence[Quest
     each role turn; ``max_tokens`` the whole episode (default: the model's context length).
     ``choose`` replaces greedy decoding, ``(logits, episode) -> token`` (tests script the output)."""
     b = bfcl()
-    encoder = role_encoder(model, tokenizer)
-    if max_tokens is None:
-        max_tokens = int(getattr(model.config, "max_position_embeddings", 4096) or 4096)
-    config = AgentConfig(max_steps=1, max_tokens=max_tokens, max_turn_tokens=max_new_tokens, first_call_only=True)
 
     def convert(functions: list[dict]) -> list[dict]:
         return b.convert_to_tool(functions, b.GORILLA_TO_OPENAPI, b.ModelStyle.OSSMODEL)
 
-    def make(index: int) -> Episode:
-        question = questions[index]
+    def task(question: Question) -> FirstCallTask:
         query, extra = agent_query(question)
         full_system = "\n\n".join(p for p in (system, extra) if p) or None
-        return Episode(encoder, schema_tools(question.functions, convert), query, config, system=full_system,
-                       id=question.id)
+        return FirstCallTask(query, schema_tools(question.functions, convert), full_system, question.id)
 
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    done = (lambda index, result: progress(1)) if progress is not None else None
-    batch = run_episodes(model, make, len(questions), batch_size=batch_size, pad_id=pad, on_done=done, choose=choose)
-    return [_agent_answer(q, e) for q, e in zip(questions, batch.episodes)]
+    episodes = run_first_calls(model, tokenizer, [task(q) for q in questions], batch_size=batch_size,
+                               max_new_tokens=max_new_tokens, max_tokens=max_tokens, progress=progress, choose=choose)
+    return [_agent_answer(q, e) for q, e in zip(questions, episodes)]
 
 
 # ------------------------------------------------------------------------------------------- prompt
