@@ -47,6 +47,8 @@ def _train_command(args: argparse.Namespace, method: str, lr: float, out: Path, 
     cmd += ["--max-steps", str(steps if steps is not None else 100000)]
     if minutes is not None:
         cmd += ["--max-minutes", f"{minutes:g}"]
+    if args.save_steps:  # checkpoints on the way: the same run at a smaller budget, for the ablations
+        cmd += ["--save-steps", str(args.save_steps), "--save-total-limit", "10"]
     return cmd
 
 
@@ -144,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sweep-steps", type=int, default=12)
     ap.add_argument("--minutes", type=float, default=20.0, help="final runs: training wall time each")
+    ap.add_argument("--save-steps", type=int, default=0,
+                    help="final runs: also keep a checkpoint every N steps (a smaller budget of the same run)")
     ap.add_argument("--grid", action="append", default=[], metavar="METHOD=LR,LR,...",
                     help="replace a method's sweep grid (e.g. to widen it when the best is at an edge)")
     args = ap.parse_args(argv)
