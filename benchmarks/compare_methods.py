@@ -2,6 +2,10 @@
 
     python benchmarks/compare_methods.py sweep  --data runs/cmp/train.jsonl --out runs/cmp
     python benchmarks/compare_methods.py final  --data runs/cmp/train.jsonl --out runs/cmp --minutes 20
+    python benchmarks/compare_methods.py ablate --data runs/cmp/train.jsonl --out runs/cmp --steps 24 \
+        --before-data runs/cmp/train_before.jsonl
+    python benchmarks/compare_methods.py evaluate --out runs/cmp --heldout runs/cmp/heldout.jsonl \
+        --results results/bfcl --limit 20
     python benchmarks/compare_methods.py report --out runs/cmp
 
 Fairness, as the project's rules ask for it:
@@ -115,6 +119,77 @@ def final(args: argparse.Namespace) -> None:
     _print_rows(rows)
 
 
+# The paper's ablations (MoRAgent §5): each is MoR at MoR's chosen learning rate with one thing
+# removed; "before-data" is MoR on another training file (the data issue's before/after).
+ABLATIONS = {"no-aux": ["--no-aux"], "no-orth": ["--no-orth"], "one-role": ["--one-role"]}
+
+
+def ablate(args: argparse.Namespace) -> None:
+    """Ablations at a fixed step budget (``--steps``): compare them with the final MoR run's checkpoint
+    at the same step (``final/mor/checkpoint-N``, which ``final --save-steps`` keeps)."""
+    lr = json.loads((args.out / "sweep.json").read_text())["best"]["mor"]["lr"]
+    jobs = []
+    for name, extra in ABLATIONS.items():
+        out = args.out / "ablations" / name
+        jobs.append((_train_command(args, "mor", lr, out, steps=args.steps, minutes=None) + extra, out))
+    if args.before_data is not None:
+        out = args.out / "ablations" / "before-data"
+        cmd = _train_command(args, "mor", lr, out, steps=args.steps, minutes=None)
+        cmd[cmd.index("--data") + 1] = str(args.before_data)
+        jobs.append((cmd, out))
+    _run_pair([(c, o) for c, o in jobs if not (o / "training_log.json").is_file()])
+    rows = [_summary(out) for _, out in jobs]
+    (args.out / "ablations.json").write_text(json.dumps(rows, indent=2) + "\n")
+    _print_rows(rows)
+
+
+# BFCL's categories for the comparison: non-live AST (simple = python, java, javascript), the
+# irrelevance pair, and live simple / multiple (mor_ext.eval.bfcl.scoring aggregates them as BFCL does).
+EVAL_CATEGORIES = ["simple_python", "simple_java", "simple_javascript", "multiple", "parallel",
+                   "parallel_multiple", "irrelevance", "live_simple", "live_multiple", "live_irrelevance"]
+
+
+def _adapters(args: argparse.Namespace) -> list[tuple[str, str, Path | None]]:
+    """(run name, method, adapter directory) of every finished run, the base model first."""
+    found: list[tuple[str, str, Path | None]] = [("base", "base", None)]
+    for m in ("mor", "lora"):
+        run = args.out / "final" / m
+        if (run / "training_log.json").is_file():
+            found.append((m, m, run))
+    run = args.out / "final" / "mor" / f"checkpoint-{args.steps}" / "adapter"
+    if run.is_dir():
+        found.append((f"mor-{args.steps}steps", "mor", run))
+    for name in [*ABLATIONS, "before-data"]:
+        run = args.out / "ablations" / name
+        if (run / "training_log.json").is_file():
+            found.append((name, "mor", run))
+    return found
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    """BFCL (agent mode for tuned models, BFCL's prompt mode for the base) and the held-out tools for
+    every run, two at a time; each run's files land in ``--results/<run>/``."""
+    jobs = []
+    for name, method, adapter in _adapters(args):
+        if args.only and name not in args.only:
+            continue
+        out = args.results / name
+        if (out / "summary.json").is_file():
+            continue
+        model = ["--adapter", str(adapter), "--method", method] if adapter else ["--method", "base"]
+        bfcl = MOR_EXT + ["eval", "bfcl", *model, "--categories", *EVAL_CATEGORIES, "--limit", str(args.limit),
+                          "--out", str(out), "--no-progress"]
+        if adapter is None:  # untuned: BFCL's own prompt mode, the fair way to ask a chat model
+            bfcl += ["--mode", "prompt", "--max-new-tokens", "128"]
+        steps = [bfcl]
+        if args.heldout is not None:
+            steps.append(MOR_EXT + ["eval", "heldout", "--data", str(args.heldout), *model, "--limit",
+                                    str(args.heldout_limit), "--out", str(out / "heldout")])
+        # One shell line per run, so the pair runner keeps two runs (not two steps) going at once.
+        jobs.append((["bash", "-c", " && ".join(shlex.join(c) for c in steps)], out))
+    _run_pair(jobs)
+
+
 def _print_rows(rows: list[dict]) -> None:
     print("| run | lr | steps | train s | train CE first -> last | eval CE |")
     print("|---|---:|---:|---:|---|---:|")
@@ -135,7 +210,7 @@ def report(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=["sweep", "final", "report"])
+    ap.add_argument("stage", choices=["sweep", "final", "ablate", "evaluate", "report"])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--data", type=Path, help="training trajectories (JSONL); its --eval-fraction is the held-out split")
     ap.add_argument("--model", default="smollm2")
@@ -146,6 +221,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sweep-steps", type=int, default=12)
     ap.add_argument("--minutes", type=float, default=20.0, help="final runs: training wall time each")
+    ap.add_argument("--steps", type=int, default=24, help="ablate: the step budget of each ablation")
+    ap.add_argument("--before-data", type=Path, help="ablate: also train MoR on this file (data before/after)")
+    ap.add_argument("--results", type=Path, default=Path("results/bfcl"), help="evaluate: where each run's files go")
+    ap.add_argument("--heldout", type=Path, help="evaluate: held-out-tool trajectories (data generate --split heldout)")
+    ap.add_argument("--heldout-limit", type=int, default=64)
+    ap.add_argument("--limit", type=int, default=20, help="evaluate: the first N questions of each BFCL category")
+    ap.add_argument("--only", nargs="+", help="evaluate: only these runs")
     ap.add_argument("--save-steps", type=int, default=0,
                     help="final runs: also keep a checkpoint every N steps (a smaller budget of the same run)")
     ap.add_argument("--grid", action="append", default=[], metavar="METHOD=LR,LR,...",
@@ -156,9 +238,9 @@ def main(argv: list[str] | None = None) -> None:
         if method not in GRIDS or not values:
             ap.error(f"--grid wants METHOD=LR,LR,... with METHOD in {sorted(GRIDS)}, got {item!r}")
         GRIDS[method] = [float(v) for v in values.split(",")]
-    if args.stage in ("sweep", "final") and args.data is None:
+    if args.stage in ("sweep", "final", "ablate") and args.data is None:
         ap.error(f"{args.stage} needs --data")
-    {"sweep": sweep, "final": final, "report": report}[args.stage](args)
+    {"sweep": sweep, "final": final, "ablate": ablate, "evaluate": evaluate, "report": report}[args.stage](args)
 
 
 if __name__ == "__main__":
