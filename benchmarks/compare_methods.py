@@ -174,7 +174,8 @@ def evaluate(args: argparse.Namespace) -> None:
         if args.only and name not in args.only:
             continue
         out = args.results / name
-        if (out / "summary.json").is_file():
+        done = out / "heldout" / "heldout_score.json" if args.heldout is not None else out / "summary.json"
+        if done.is_file():
             continue
         model = ["--adapter", str(adapter), "--method", method] if adapter else ["--method", "base"]
         bfcl = MOR_EXT + ["eval", "bfcl", *model, "--categories", *EVAL_CATEGORIES, "--limit", str(args.limit),
@@ -199,13 +200,43 @@ def _print_rows(rows: list[dict]) -> None:
               f"{r['train_ce_last']:.3f} | {r['eval_ce']:.4f} |")
 
 
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _bfcl_rows(results: Path) -> None:
+    """One row per evaluated run: BFCL's categories (correct/total), its aggregates, the held-out tools."""
+    runs = sorted(p.parent for p in results.glob("*/summary.json"))
+    if not runs:
+        return
+    print("| run | mode | " + " | ".join(EVAL_CATEGORIES) + " | non-live AST | live AST | irrelevance "
+          "| held-out exact / tools / decision |")
+    print("|---|---|" + "---:|" * (len(EVAL_CATEGORIES) + 4))
+    for run in runs:
+        summary = json.loads((run / "summary.json").read_text())
+        scores, aggs = summary["scores"], summary["aggregates"]
+        cells = [f"{_pct(scores[c]['accuracy'])} ({scores[c]['correct_count']}/{scores[c]['total_count']})" if c in scores
+                 else "-" for c in EVAL_CATEGORIES]
+        cells += [_pct(aggs.get(a, {}).get("accuracy")) for a in ("non_live", "live", "irrelevance")]
+        held = run / "heldout" / "heldout_score.json"
+        if held.is_file():
+            o = json.loads(held.read_text())["overall"]
+            cells.append(f"{_pct(o['exact'])} / {_pct(o['tools'])} / {_pct(o['decision'])} (n={o['n']})")
+        else:
+            cells.append("-")
+        print(f"| {run.name} | {summary['mode']} | " + " | ".join(cells) + " |")
+
+
 def report(args: argparse.Namespace) -> None:
-    for name in ("sweep.json", "final.json"):
+    for name in ("sweep.json", "final.json", "ablations.json"):
         path = args.out / name
         if path.is_file():
             print(f"## {name}")
             data = json.loads(path.read_text())
             _print_rows(data["rows"] if isinstance(data, dict) else data)
+    if args.results.is_dir():
+        print(f"## BFCL and held-out tools ({args.results})")
+        _bfcl_rows(args.results)
 
 
 def main(argv: list[str] | None = None) -> None:
