@@ -3,8 +3,10 @@
     python benchmarks/plot_training.py runs/smollm2-mor runs/smollm2-lora --out benchmarks/training_loss.png
 
 Each run directory holds training_log.json (a finished run) or checkpoint-*/trainer_state.json
-(the latest is used for a run still going or stopped early). Plots CE (MoR runs also log it as
-`ce`; LoRA runs log `loss`, which is CE) against the step.
+(the latest is used for a run still going or stopped early). Plots train CE (MoR runs also log it
+as `ce`; LoRA runs log `loss`, which is CE) against the step as lines, and the held-out `eval_ce`
+(CE per supervised token, without MoR's aux and orth terms) as dots of the same colour.
+Needs matplotlib (not a dependency of the package: `pip install matplotlib`).
 """
 
 from __future__ import annotations
@@ -38,11 +40,16 @@ def main() -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for run in args.runs:
-        rows = [r for r in log_history(run) if "step" in r and ("ce" in r or "loss" in r)]
+        history = log_history(run)
+        rows = [r for r in history if "step" in r and ("ce" in r or "loss" in r) and "train_runtime" not in r]
         steps = [r["step"] for r in rows]
-        ce = [r.get("ce", r.get("loss")) for r in rows]
-        ax.plot(steps, ce, label=run.name, marker=".")
-        print(f"{run.name}: {len(rows)} points, CE {ce[0]:.3f} -> {ce[-1]:.3f} at step {steps[-1]}")
+        ce = [float(r.get("ce", r.get("loss"))) for r in rows]
+        line, = ax.plot(steps, ce, label=run.name, marker=".")
+        evals = [(r["step"], r["eval_ce"]) for r in history if "eval_ce" in r]
+        if evals:
+            ax.plot(*zip(*evals), "o", color=line.get_color(), markersize=7)
+        held = f", eval CE {evals[-1][1]:.3f}" if evals else ""
+        print(f"{run.name}: {len(rows)} points, CE {ce[0]:.3f} -> {ce[-1]:.3f} at step {steps[-1]}{held}")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (supervised role tokens)")
     ax.set_title(args.title)
