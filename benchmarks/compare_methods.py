@@ -156,8 +156,11 @@ def _adapters(args: argparse.Namespace) -> list[tuple[str, str, Path | None]]:
         run = args.out / "final" / m
         if (run / "training_log.json").is_file():
             found.append((m, m, run))
+    # The ablations' reference: the final MoR run at their step budget (itself when it ended there).
     run = args.out / "final" / "mor" / f"checkpoint-{args.steps}" / "adapter"
-    if run.is_dir():
+    final_log = args.out / "final" / "mor" / "training_log.json"
+    ended_there = final_log.is_file() and json.loads(final_log.read_text())["global_step"] == args.steps
+    if run.is_dir() and not ended_there:
         found.append((f"mor-{args.steps}steps", "mor", run))
     for name in [*ABLATIONS, "before-data"]:
         run = args.out / "ablations" / name
