@@ -56,12 +56,13 @@ def _train_command(args: argparse.Namespace, method: str, lr: float, out: Path, 
     return cmd
 
 
-def _run_pair(jobs: list[tuple[list[str], Path]]) -> None:
-    """Run the jobs two at a time, one core each; a failed run stops the stage with its log's tail."""
+def _run_pair(jobs: list[tuple[list[str], Path]], at_once: int = 2) -> None:
+    """Run the jobs two (``at_once``) at a time, one core each; a failed run stops the stage with its
+    log's tail."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     pending = list(jobs)
     while pending:
-        batch, pending = pending[:2], pending[2:]
+        batch, pending = pending[:at_once], pending[at_once:]
         running = []
         for cmd, out in batch:
             out.mkdir(parents=True, exist_ok=True)
@@ -191,7 +192,7 @@ def evaluate(args: argparse.Namespace) -> None:
                                     str(args.heldout_limit), "--out", str(out / "heldout")])
         # One shell line per run, so the pair runner keeps two runs (not two steps) going at once.
         jobs.append((["bash", "-c", " && ".join(shlex.join(c) for c in steps)], out))
-    _run_pair(jobs)
+    _run_pair(jobs, args.jobs)
 
 
 def _print_rows(rows: list[dict]) -> None:
@@ -262,6 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--heldout-limit", type=int, default=64)
     ap.add_argument("--limit", type=int, default=20, help="evaluate: the first N questions of each BFCL category")
     ap.add_argument("--only", nargs="+", help="evaluate: only these runs")
+    ap.add_argument("--jobs", type=int, default=2, help="evaluate: runs at once (memory: ~1.5 GB each)")
     ap.add_argument("--save-steps", type=int, default=0,
                     help="final runs: also keep a checkpoint every N steps (a smaller budget of the same run)")
     ap.add_argument("--grid", action="append", default=[], metavar="METHOD=LR,LR,...",
