@@ -182,14 +182,15 @@ def evaluate(args: argparse.Namespace) -> None:
         if done.is_file():
             continue
         model = ["--adapter", str(adapter), "--method", method] if adapter else ["--method", "base"]
-        bfcl = MOR_EXT + ["eval", "bfcl", *model, "--categories", *EVAL_CATEGORIES, "--limit", str(args.limit),
-                          "--out", str(out), "--no-progress"]
+        bfcl = MOR_EXT + ["eval", "bfcl", *model, "--categories", *args.categories, "--limit", str(args.limit),
+                          "--batch-size", str(args.batch_size_eval), "--out", str(out), "--no-progress"]
         if adapter is None:  # untuned: BFCL's own prompt mode, the fair way to ask a chat model
             bfcl += ["--mode", "prompt", "--max-new-tokens", "128"]
         steps = [bfcl]
         if args.heldout is not None:
             steps.append(MOR_EXT + ["eval", "heldout", "--data", str(args.heldout), *model, "--limit",
-                                    str(args.heldout_limit), "--out", str(out / "heldout")])
+                                    str(args.heldout_limit), "--batch-size", str(args.batch_size_eval),
+                                    "--out", str(out / "heldout")])
         # One shell line per run, so the pair runner keeps two runs (not two steps) going at once.
         jobs.append((["bash", "-c", " && ".join(shlex.join(c) for c in steps)], out))
     _run_pair(jobs, args.jobs)
@@ -263,6 +264,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--heldout-limit", type=int, default=64)
     ap.add_argument("--limit", type=int, default=20, help="evaluate: the first N questions of each BFCL category")
     ap.add_argument("--only", nargs="+", help="evaluate: only these runs")
+    ap.add_argument("--categories", nargs="+", default=EVAL_CATEGORIES, help="evaluate: BFCL categories")
+    ap.add_argument("--batch-size-eval", type=int, default=8, help="evaluate: episodes decoded at once")
     ap.add_argument("--jobs", type=int, default=2, help="evaluate: runs at once (memory: ~1.5 GB each)")
     ap.add_argument("--save-steps", type=int, default=0,
                     help="final runs: also keep a checkpoint every N steps (a smaller budget of the same run)")
