@@ -183,7 +183,7 @@ def test_orthogonal_products_kernel_bodies_every_rank(rank):
 def test_orthogonal_kernels_refuse_ranks_above_their_limit():
     """The kernel ops (products, grads; CUDA and their CPU emulation) take ranks up to
     ORTHOGONAL_CUDA_MAX_RANK and refuse larger ones with a message (the grads body would write past
-    its per-thread arrays); the CPU loss and its backward (ATen GEMMs) take any rank."""
+    its per-thread arrays); the CPU loss and its backward (their own loops) take any rank."""
     limit = ORTHOGONAL_CUDA_MAX_RANK
     for rank in (limit + 1, limit + 16):
         spec = MoRSpec.moragent(rank=rank)
