@@ -190,8 +190,10 @@ def test_load_balance_cpu_loops_match_the_aten_kernels(spec_name, pattern, index
     with backend("reference"):
         ref = sum(F.load_balance_loss(p.double(), i.long(), roles, spec) for p, i in zip(probs, index))
     torch.testing.assert_close(results[""][0].double(), ref.double(), rtol=1e-6, atol=1e-7)
-    monkeypatch.setenv("MOR_EXT_BENCH_LOSSES", "")
-    torch.library.opcheck(ops.load_balance_loss_layers.default, ([grad(p.float()) for p in probs], index, roles, *flags))
+    if spec_name == "mixed" and pattern == "random" and index_dtype == torch.int32:  # opcheck is slow: once
+        monkeypatch.setenv("MOR_EXT_BENCH_LOSSES", "")
+        torch.library.opcheck(ops.load_balance_loss_layers.default,
+                              ([grad(p.float()) for p in probs], index, roles, *flags))
 
 
 def test_load_balance_cpu_names_bad_slots_in_any_layer():

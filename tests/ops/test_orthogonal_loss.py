@@ -337,7 +337,8 @@ def test_orthogonal_loss_cpu_paths_against_fp64(spec_name, path, monkeypatch):
     for got, want in zip(grad_a + grad_b, truth_grads):
         assert got.dtype == torch.float32 and not got.isnan().any()
         torch.testing.assert_close(got.double(), 0.7 * want, rtol=1e-4, atol=1e-5 * max(1.0, want.abs().max().item()))
-    torch.library.opcheck(ops.orthogonal_loss_layers_backward.default, (g, products, a, b, *flags))
+    if spec_name == "r17_uneven":  # opcheck is slow: once per path
+        torch.library.opcheck(ops.orthogonal_loss_layers_backward.default, (g, products, a, b, *flags))
 
 
 def test_orthogonal_loss_cpu_paths_agree_with_each_other(monkeypatch):
