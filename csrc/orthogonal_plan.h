@@ -50,7 +50,7 @@ inline void check_layer_lists(at::TensorList lora_A, at::TensorList lora_B, cons
 // What the products and gradient kernels (CUDA, and their CPU emulation) take: a rank of 1 to
 // kMaxRank (register tiles and per-thread accumulators are sized by it) and 32-bit element offsets
 // within one LoRA matrix. mor_ext.ops sends larger ranks on CUDA to the reference path; the CPU
-// orthogonal_loss_layers (ATen GEMMs) takes any rank.
+// orthogonal_loss_layers (its own small GEMMs, cpu/orthogonal_loss.cpp) takes any rank.
 inline void check_kernel_shapes(at::TensorList lora_A, at::TensorList lora_B) {
   const int64_t r = lora_A[0].size(1);
   TORCH_CHECK_VALUE(r >= 1, "orthogonal loss: the rank must be >= 1, got lora_A ", lora_A[0].sizes());

@@ -1,22 +1,22 @@
 // mor_ext::load_balance_loss_layers and its backward, with ATen ops only and no host sync: the same
-// code serves every device, registered here for CPU and (where built) CUDA.
+// code serves every device; registered here for CUDA (where built). The CPU runs direct loops
+// (cpu/load_balance_loss.cpp), which call these under MOR_EXT_BENCH_LOSSES=aten.
 //
 // The loss counts and averages over tokens (docs/spec.md §4); its single-layer form is the same op
 // with a list of one layer (mor_ext.ops.load_balance_loss).
-#include <ATen/ATen.h>
+#include "load_balance_loss.h"
+
 #include <torch/library.h>
 
 #include <utility>
 #include <vector>
 
-#include "../cpu/cpu_utils.h"
+#include "../balance_checks.h"
 #include "../device_tables.h"
 #include "../spec_table.h"
 
 namespace mor_ext::aten {
 namespace {
-
-using cpu::checked_index;
 
 // Per router column: its role, and that role's expert count (float, for the arithmetic below).
 struct ColumnTables {
@@ -74,34 +74,10 @@ std::pair<at::Tensor, at::Tensor> balance_terms(const at::Tensor& lora_index, co
   return {coef, in_role};
 }
 
-void check_balance_inputs(const at::Tensor& router_probs, const at::Tensor& lora_index, const at::Tensor& role_ids,
-                          const SpecTable& spec) {
-  const int64_t n = role_ids.size(0), e_total = spec.num_experts_total;
-  TORCH_CHECK_VALUE(router_probs.dim() == 2 && router_probs.size(0) == n && router_probs.size(1) == e_total,
-                    "router_probs must be [", n, ", ", e_total, "], got ", router_probs.sizes());
-  TORCH_CHECK_VALUE(lora_index.dim() == 2 && lora_index.size(0) == n, "lora_index must be [", n, ", K], got ",
-                    lora_index.sizes());
-  TORCH_CHECK_VALUE(lora_index.device() == router_probs.device(), "lora_index is on ", lora_index.device(),
-                    " but router_probs is on ", router_probs.device());
-  TORCH_CHECK_TYPE(at::isIntegralType(lora_index.scalar_type(), /*includeBool=*/false),
-                   "lora_index must be an integer tensor, got ", lora_index.scalar_type());
-  TORCH_CHECK_TYPE(at::isFloatingType(router_probs.scalar_type()), "router_probs must be a floating-point tensor, got ",
-                   router_probs.scalar_type());
-  if (lora_index.is_cpu()) checked_index(lora_index, spec.num_loras);  // values: CPU only (a sync on a GPU)
-  check_role_ids(role_ids, n, spec.num_roles, router_probs);
-}
-
 // The layers' lora_index stacked [Lg, N, K] (int64), after checking every layer's inputs.
 at::Tensor checked_layer_index(at::TensorList router_probs, at::TensorList lora_index, const at::Tensor& role_ids,
                                const SpecTable& spec) {
-  TORCH_CHECK_VALUE(!router_probs.empty() && router_probs.size() == lora_index.size(),
-                    "load_balance_loss_layers needs one lora_index per router_probs and at least one layer, got ",
-                    router_probs.size(), " and ", lora_index.size());
-  for (size_t l = 0; l < router_probs.size(); ++l) {
-    check_balance_inputs(router_probs[l], lora_index[l], role_ids, spec);
-    TORCH_CHECK_VALUE(lora_index[l].size(1) == lora_index[0].size(1), "layer ", l, ": lora_index has ",
-                      lora_index[l].size(1), " slots, layer 0 has ", lora_index[0].size(1));
-  }
+  check_balance_layers(router_probs, lora_index, role_ids, spec, /*values=*/true);
   std::vector<at::Tensor> index;
   for (const at::Tensor& t : lora_index) index.push_back(t.to(at::kLong));
   return at::stack(index);
@@ -132,12 +108,6 @@ std::vector<at::Tensor> load_balance_loss_layers_backward_aten(const at::Tensor&
   std::vector<at::Tensor> grads;
   for (int64_t l = 0; l < scaled.size(0); ++l) grads.push_back(mask * scaled[l]);
   return grads;
-}
-
-
-TORCH_LIBRARY_IMPL(mor_ext, CPU, m) {
-  m.impl("load_balance_loss_layers", &load_balance_loss_layers_aten);
-  m.impl("load_balance_loss_layers_backward", &load_balance_loss_layers_backward_aten);
 }
 
 #if MOR_EXT_WITH_CUDA

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <tuple>
@@ -76,6 +77,14 @@ inline void check_saved_slots(const at::Tensor& index, const at::Tensor& roles, 
 inline bool poison_outputs() {
   const char* v = std::getenv("MOR_EXT_POISON");
   return v != nullptr && v[0] != '\0' && v[0] != '0';
+}
+
+// MOR_EXT_BENCH_LOSSES, for A/B benchmarks and the tests only (read per call, like MOR_EXT_POISON):
+// "generic" runs the loss ops' CPU loops without AVX-512 where the CPU has it; "aten" runs the
+// load-balance loss on the CPU through its device-generic ATen version (what CUDA runs).
+inline bool bench_losses_mode_is(const char* mode) {
+  const char* v = std::getenv("MOR_EXT_BENCH_LOSSES");
+  return v != nullptr && std::strcmp(v, mode) == 0;
 }
 
 inline at::Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& options) {

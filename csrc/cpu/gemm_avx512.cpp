@@ -34,12 +34,13 @@ constexpr int kPanelVecs = static_cast<int>(kPanelWidth / kVec);
 
 MOR_AVX512 __mmask16 tail_mask(int64_t left) { return left >= kVec ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u); }
 
-// C tile (MR rows x NV vectors of one panel) = (accumulate ? C : 0) + A . B_panel.
-// A(i, k): kTransposedA ? a[k * lda + i] : a_rows[i][k]. B_panel(k, v) at bp + k * kPanelWidth,
-// zero beyond the matrix, so only the stores are masked (`last`: the lanes of the last vector).
-template <int MR, int NV, bool kTransposedA>
+// C tile (MR rows x NV vectors) = (accumulate ? C : 0) + A . B.
+// A(i, k): kTransposedA ? a[k * lda + i] : a_rows[i][k]. B(k, v): with kPackedB a panel's, at
+// bp + k * kPanelWidth, zero beyond the matrix, so only the stores are masked (`last`: the lanes of
+// the last vector); else rows of B itself, at bp + k * ldb, whose last vector is loaded masked too.
+template <int MR, int NV, bool kTransposedA, bool kPackedB>
 MOR_AVX512 void tile(int64_t k_len, const float* const* a_rows, const float* a, int64_t lda, const float* bp,
-                     float* const* c_rows, __mmask16 last, bool accumulate) {
+                     int64_t ldb, float* const* c_rows, __mmask16 last, bool accumulate) {
   __m512 acc[MR][NV];
   for (int i = 0; i < MR; ++i)
     for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
@@ -48,7 +49,12 @@ MOR_AVX512 void tile(int64_t k_len, const float* const* a_rows, const float* a, 
     for (int i = 0; i < MR; ++i) rows[i] = a_rows[i];
   for (int64_t k = 0; k < k_len; ++k) {
     __m512 b[NV];
-    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(bp + k * kPanelWidth + v * kVec);
+    for (int v = 0; v < NV; ++v) {
+      if constexpr (kPackedB)
+        b[v] = _mm512_loadu_ps(bp + k * kPanelWidth + v * kVec);
+      else
+        b[v] = _mm512_maskz_loadu_ps(v == NV - 1 ? last : __mmask16(0xFFFF), bp + k * ldb + v * kVec);
+    }
     for (int i = 0; i < MR; ++i) {
       const __m512 ai = _mm512_set1_ps(kTransposedA ? a[k * lda + i] : rows[i][k]);
       for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, b[v], acc[i][v]);
@@ -65,38 +71,42 @@ MOR_AVX512 void tile(int64_t k_len, const float* const* a_rows, const float* a, 
   }
 }
 
-template <int MR, bool kTransposedA>
+template <int MR, bool kTransposedA, bool kPackedB>
 MOR_AVX512 void tile_of_width(int nv, int64_t k_len, const float* const* a_rows, const float* a, int64_t lda,
-                              const float* bp, float* const* c_rows, __mmask16 last, bool accumulate) {
+                              const float* bp, int64_t ldb, float* const* c_rows, __mmask16 last, bool accumulate) {
   switch (nv) {
-    case 3: return tile<MR, 3, kTransposedA>(k_len, a_rows, a, lda, bp, c_rows, last, accumulate);
-    case 2: return tile<MR, 2, kTransposedA>(k_len, a_rows, a, lda, bp, c_rows, last, accumulate);
-    default: return tile<MR, 1, kTransposedA>(k_len, a_rows, a, lda, bp, c_rows, last, accumulate);
+    case 3: return tile<MR, 3, kTransposedA, kPackedB>(k_len, a_rows, a, lda, bp, ldb, c_rows, last, accumulate);
+    case 2: return tile<MR, 2, kTransposedA, kPackedB>(k_len, a_rows, a, lda, bp, ldb, c_rows, last, accumulate);
+    default: return tile<MR, 1, kTransposedA, kPackedB>(k_len, a_rows, a, lda, bp, ldb, c_rows, last, accumulate);
   }
 }
 
-// Rows [0, mi) of a tile (mi <= kTileRows) as tiles of 8, 4, 2 and 1 rows.
-template <bool kTransposedA>
+// Rows [0, mi) of a tile (mi <= kTileRows) as tiles of 8, 4, 2 and 1 rows (ldb: see tile).
+template <bool kTransposedA, bool kPackedB = true>
 MOR_AVX512 void tile_rows(int64_t mi, int nv, int64_t k_len, const float* const* a_rows, const float* a, int64_t lda,
-                          const float* bp, float* const* c_rows, __mmask16 last, bool accumulate) {
+                          const float* bp, float* const* c_rows, __mmask16 last, bool accumulate, int64_t ldb = 0) {
   // Explicit calls, not a lambda: a lambda's body would not carry the target attribute.
   int64_t i = 0;
   auto a_at = [&](int64_t row) { return kTransposedA ? a + row : nullptr; };
   auto rows_at = [&](int64_t row) { return kTransposedA ? nullptr : a_rows + row; };
   if (mi - i >= 8) {
-    tile_of_width<8, kTransposedA>(nv, k_len, rows_at(i), a_at(i), lda, bp, c_rows + i, last, accumulate);
+    tile_of_width<8, kTransposedA, kPackedB>(nv, k_len, rows_at(i), a_at(i), lda, bp, ldb, c_rows + i, last,
+                                             accumulate);
     i += 8;
   }
   if (mi - i >= 4) {
-    tile_of_width<4, kTransposedA>(nv, k_len, rows_at(i), a_at(i), lda, bp, c_rows + i, last, accumulate);
+    tile_of_width<4, kTransposedA, kPackedB>(nv, k_len, rows_at(i), a_at(i), lda, bp, ldb, c_rows + i, last,
+                                             accumulate);
     i += 4;
   }
   if (mi - i >= 2) {
-    tile_of_width<2, kTransposedA>(nv, k_len, rows_at(i), a_at(i), lda, bp, c_rows + i, last, accumulate);
+    tile_of_width<2, kTransposedA, kPackedB>(nv, k_len, rows_at(i), a_at(i), lda, bp, ldb, c_rows + i, last,
+                                             accumulate);
     i += 2;
   }
   if (mi - i >= 1)
-    tile_of_width<1, kTransposedA>(nv, k_len, rows_at(i), a_at(i), lda, bp, c_rows + i, last, accumulate);
+    tile_of_width<1, kTransposedA, kPackedB>(nv, k_len, rows_at(i), a_at(i), lda, bp, ldb, c_rows + i, last,
+                                             accumulate);
 }
 
 struct PanelColumns {
@@ -172,6 +182,30 @@ MOR_AVX512 void gemm_at_panel(int64_t m, int64_t n, int64_t k_len, const float* 
   }
 }
 
+MOR_AVX512 void gemm_unpacked(int64_t m, int64_t n, int64_t k_len, const float* a, int64_t a_row, int64_t a_col,
+                              const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate) {
+  if (a_col != 1 && a_row != 1) throw std::invalid_argument("gemm_unpacked: A needs a row or column stride of 1");
+  const bool transposed = a_col != 1;
+  for (int64_t j0 = 0; j0 < n; j0 += kPanelWidth) {
+    const int64_t width = std::min<int64_t>(kPanelWidth, n - j0);
+    const int nv = static_cast<int>((width + kVec - 1) / kVec);
+    const __mmask16 last = tail_mask(width - (nv - 1) * kVec);
+    for (int64_t i0 = 0; i0 < m; i0 += kTileRows) {
+      const int64_t mi = std::min<int64_t>(kTileRows, m - i0);
+      const float* a_rows[kTileRows];
+      float* c_rows[kTileRows];
+      for (int64_t i = 0; i < mi; ++i) {
+        a_rows[i] = a + (i0 + i) * a_row;
+        c_rows[i] = c + (i0 + i) * ldc + j0;
+      }
+      if (transposed)
+        tile_rows<true, false>(mi, nv, k_len, nullptr, a + i0, a_col, b + j0, c_rows, last, accumulate, ldb);
+      else
+        tile_rows<false, false>(mi, nv, k_len, a_rows, nullptr, 0, b + j0, c_rows, last, accumulate, ldb);
+    }
+  }
+}
+
 #else  // no AVX-512 build: callers check available() first
 
 bool available() { return false; }
@@ -183,6 +217,10 @@ void gemm_rows(int64_t, int64_t, int64_t, int64_t, const float* const*, int64_t,
   throw std::logic_error("mor_ext was built without its AVX-512 GEMMs");
 }
 void gemm_at_panel(int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*, float*, int64_t, bool) {
+  throw std::logic_error("mor_ext was built without its AVX-512 GEMMs");
+}
+void gemm_unpacked(int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t,
+                   bool) {
   throw std::logic_error("mor_ext was built without its AVX-512 GEMMs");
 }
 

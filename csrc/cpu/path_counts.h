@@ -1,4 +1,4 @@
-// Counts of which of mor_linear's CPU paths ran, for the tests only.
+// Counts of which of mor_linear's and the loss ops' CPU paths ran, for the tests only.
 //
 // The AVX-512 paths and the generic (ATen/MKL) ones may give bit-identical results on some CPUs,
 // so a test cannot tell from the outputs which one ran; these counters say it directly (one relaxed
@@ -16,7 +16,9 @@ enum class CpuPath : int {
   kAvx512Decode = 0,    // forward, a few fp32 tokens (decode_avx512.cpp)
   kAvx512RoleGemms = 1, // forward or backward, fp32, one AVX-512 GEMM per role and kind (role_gemms.h)
   kGeneric = 2,         // forward or backward through ATen GEMMs per span of a role (MKL where built)
-  kCount = 3,
+  kAvx512Losses = 3,    // orthogonal_loss_layers or its backward, small GEMMs in AVX-512 (gemm_avx512.h)
+  kGenericLosses = 4,   // the same in plain loops (no AVX-512, or MOR_EXT_BENCH_LOSSES=generic)
+  kCount = 5,
 };
 
 inline std::atomic<int64_t>& path_counter(CpuPath path) {

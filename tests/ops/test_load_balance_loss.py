@@ -4,10 +4,13 @@ against the reference and an oracle; gradients, gradcheck and opcheck.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
 from mor_ext import functional as F
+from mor_ext.ops import _flags
 
 from op_utils import (
     NEEDS_COMPILED,
@@ -147,3 +150,58 @@ def test_opcheck_load_balance_loss_one_layer(spec_name):
     torch.library.opcheck(ops.load_balance_loss_layers.default, ([grad(probs)], [index], roles, *flags))
     torch.library.opcheck(ops.load_balance_loss_layers_backward.default,
                           (torch.tensor(1.5), [probs], [index], roles, *flags))
+
+
+# ---- the CPU op's own loops (csrc/cpu/load_balance_loss.cpp) against the device-generic ATen kernels
+# (what CUDA runs; MOR_EXT_BENCH_LOSSES=aten sends the CPU there) and the fp64 reference.
+
+def arbitrary_slots(spec, n, k, seed):
+    """lora_index [n, K] with every kind of slot: the role's own shared and routed LoRAs, another
+    role's, empty (-1), and the same LoRA in two slots of a token."""
+    gen = torch.Generator().manual_seed(seed)
+    index = torch.randint(-1, spec.num_loras, (n, k), generator=gen)
+    if k >= 2:
+        index[:, 1] = index[:, 0]  # duplicates: each slot counts
+    return index
+
+
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64, torch.int16])
+@pytest.mark.parametrize("pattern", ["random", "spans", "missing_role", "no_role"])
+@pytest.mark.parametrize("spec_name", ["moragent", "mixed", "routed_only", "decoupled"])
+def test_load_balance_cpu_loops_match_the_aten_kernels(spec_name, pattern, index_dtype, monkeypatch):
+    monkeypatch.setenv("MOR_EXT_POISON", "1")  # every gradient element must be written
+    spec = SPECS[spec_name]
+    n, k = 45, spec.k_max + 1
+    roles = make_role_ids(pattern, (n,), spec.num_roles, seed=50, span=7)
+    gen = torch.Generator().manual_seed(51)
+    probs = [torch.rand(n, spec.num_experts_total, generator=gen) for _ in range(5)]
+    probs[1] = probs[1].to(torch.bfloat16)  # read as fp32
+    probs[2] = torch.rand(spec.num_experts_total, n, generator=gen).T  # strided
+    index = [arbitrary_slots(spec, n, k, seed=52 + layer).to(index_dtype) for layer in range(5)]
+    flags, g = _flags(spec), torch.tensor(0.3)
+    results = {}
+    for mode in ("", "aten"):
+        monkeypatch.setenv("MOR_EXT_BENCH_LOSSES", mode)
+        results[mode] = [ops.load_balance_loss_layers(probs, index, roles, *flags),
+                         *ops.load_balance_loss_layers_backward(g, probs, index, roles, *flags)]
+    for got, want in zip(results[""], results["aten"]):
+        assert got.dtype == want.dtype == torch.float32 and got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    with backend("reference"):
+        ref = sum(F.load_balance_loss(p.double(), i.long(), roles, spec) for p, i in zip(probs, index))
+    torch.testing.assert_close(results[""][0].double(), ref.double(), rtol=1e-6, atol=1e-7)
+    if spec_name == "mixed" and pattern == "random" and index_dtype == torch.int32:  # opcheck is slow: once
+        monkeypatch.setenv("MOR_EXT_BENCH_LOSSES", "")
+        torch.library.opcheck(ops.load_balance_loss_layers.default,
+                              ([grad(p.float()) for p in probs], index, roles, *flags))
+
+
+def test_load_balance_cpu_names_bad_slots_in_any_layer():
+    spec = SPECS["moragent"]
+    roles = make_role_ids("random", (9,), spec.num_roles, seed=53)
+    probs, index = torch.rand(9, spec.num_experts_total), arbitrary_slots(spec, 9, 4, seed=54)
+    bad = index.clone()
+    bad[4, 3] = -2
+    for op in (ops.load_balance_loss_layers, lambda *a: ops.load_balance_loss_layers_backward(torch.tensor(1.0), *a)):
+        with pytest.raises(ValueError, match=re.escape("lora_index[4, 3] = -2")):
+            op([probs, probs], [index, bad], roles, *_flags(spec))

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from mor_ext import functional as F, MoRSpec, RoleSpec
-from mor_ext.ops import _flags, ORTHOGONAL_CUDA_MAX_RANK, reference
+from mor_ext.ops import _flags, ORTHOGONAL_CUDA_MAX_RANK, cpu_path_counts, reference
 
 from op_utils import (
     NEEDS_COMPILED,
+    AVX512_PATHS,
     BACKENDS,
     D_IN,
     D_OUT,
@@ -182,7 +183,7 @@ def test_orthogonal_products_kernel_bodies_every_rank(rank):
 def test_orthogonal_kernels_refuse_ranks_above_their_limit():
     """The kernel ops (products, grads; CUDA and their CPU emulation) take ranks up to
     ORTHOGONAL_CUDA_MAX_RANK and refuse larger ones with a message (the grads body would write past
-    its per-thread arrays); the CPU loss and its backward (ATen GEMMs) take any rank."""
+    its per-thread arrays); the CPU loss and its backward (their own loops) take any rank."""
     limit = ORTHOGONAL_CUDA_MAX_RANK
     for rank in (limit + 1, limit + 16):
         spec = MoRSpec.moragent(rank=rank)
@@ -278,3 +279,119 @@ def test_orthogonal_loss_layers_bad_input():
         F.orthogonal_loss_layers([a[0], a[1].double()], b, spec)
     with pytest.raises(ValueError, match="reduction"):
         F.orthogonal_loss_layers(a, b, spec, reduction="max")
+
+
+# ---- the CPU op's own loops (csrc/cpu/orthogonal_loss.cpp): AVX-512 small GEMMs where the CPU has
+# them, plain loops otherwise (MOR_EXT_BENCH_LOSSES=generic forces those), layers over threads.
+
+# Ranks below, at and across a 16-float vector (none but 16 and 32 a multiple of it), expert counts
+# that differ between roles (0, 1, 2, 3, 5), sizes from 1 up to several 48-column panels.
+CPU_LOSS_SPECS = {
+    "r5_mixed": MoRSpec(roles=SPECS["mixed"].roles, rank=5),
+    "r17_uneven": MoRSpec(roles=(RoleSpec("a", 5, 2, True), RoleSpec("b", 2, 1, False), RoleSpec("c", 3, 1, True)),
+                          rank=17),
+    "r16_moragent": MoRSpec.moragent(rank=16),
+    "r33_pair": MoRSpec(roles=(RoleSpec("a", 3, 1, False), RoleSpec("b", 1, 1, True)), rank=33),
+}
+CPU_LOSS_SHAPES = [(1, 1), (7, 129), (64, 32), (130, 50), (97, 200)]
+
+
+def orthogonal_truth(spec, a_list, b_list):
+    """The loss (a sum over layers) and its gradients from docs/spec.md §4's formula, in fp64."""
+    leaves = [t.detach().double().requires_grad_() for t in a_list + b_list]
+    n, total = len(a_list), 0.0
+    for a, b in zip(leaves[:n], leaves[n:]):
+        for rho in range(spec.num_roles):
+            routed = list(spec.routed_loras(rho))
+            for x, i in enumerate(routed):
+                for j in routed[x + 1:]:
+                    total = total + (a[i] @ a[j].T).square().sum() + (b[i] @ b[j].T).square().sum()
+    if not torch.is_tensor(total):  # no role with two routed LoRAs
+        return torch.zeros((), dtype=torch.float64), [torch.zeros_like(t) for t in leaves]
+    return total, list(torch.autograd.grad(total, leaves))
+
+
+@pytest.mark.parametrize("path", ["avx512", "generic"])
+@pytest.mark.parametrize("spec_name", CPU_LOSS_SPECS)
+def test_orthogonal_loss_cpu_paths_against_fp64(spec_name, path, monkeypatch):
+    """Value and gradients of both CPU paths against the fp64 formula, every output element written
+    (poisoned outputs), and the path counters show which path ran."""
+    if path == "avx512" and not AVX512_PATHS:
+        pytest.skip("no AVX-512 path on this CPU (or ATEN_CPU_CAPABILITY keeps it off)")
+    monkeypatch.setenv("MOR_EXT_POISON", "1")
+    monkeypatch.setenv("MOR_EXT_BENCH_LOSSES", "generic" if path == "generic" else "")
+    spec = CPU_LOSS_SPECS[spec_name]
+    a, b = layer_stack(spec, CPU_LOSS_SHAPES, seed=71)
+    flags, g = _flags(spec), torch.tensor(0.7)
+    before = cpu_path_counts()
+    loss, products = ops.orthogonal_loss_layers(a, b, *flags)
+    grad_a, grad_b = ops.orthogonal_loss_layers_backward(g, products, a, b, *flags)
+    after = cpu_path_counts()
+    assert {k: after[k] - before[k] for k in ("avx512_losses", "generic_losses")} == {
+        "avx512_losses": 2 if path == "avx512" else 0, "generic_losses": 2 if path == "generic" else 0}
+    truth, truth_grads = orthogonal_truth(spec, a, b)
+    scale = max(1.0, truth.abs().item())
+    torch.testing.assert_close(loss.double(), truth, rtol=2e-6, atol=1e-6 * scale)
+    if products.shape[0]:
+        torch.testing.assert_close(products.double(), products_by_formula(spec, a, b), rtol=1e-5, atol=1e-5)
+    for got, want in zip(grad_a + grad_b, truth_grads):
+        assert got.dtype == torch.float32 and not got.isnan().any()
+        torch.testing.assert_close(got.double(), 0.7 * want, rtol=1e-4, atol=1e-5 * max(1.0, want.abs().max().item()))
+    if spec_name == "r17_uneven":  # opcheck is slow: once per path
+        torch.library.opcheck(ops.orthogonal_loss_layers_backward.default, (g, products, a, b, *flags))
+
+
+def test_orthogonal_loss_cpu_paths_agree_with_each_other(monkeypatch):
+    """The AVX-512 and the generic loops compute the same sums in other orders: equal to fp32 rounding."""
+    if not AVX512_PATHS:
+        pytest.skip("no AVX-512 path on this CPU")
+    spec = CPU_LOSS_SPECS["r17_uneven"]
+    a, b = layer_stack(spec, CPU_LOSS_SHAPES, seed=72)
+    results = []
+    for mode in ("", "generic"):
+        monkeypatch.setenv("MOR_EXT_BENCH_LOSSES", mode)
+        loss, products = ops.orthogonal_loss_layers(a, b, *_flags(spec))
+        ga, gb = ops.orthogonal_loss_layers_backward(torch.tensor(1.3), products, a, b, *_flags(spec))
+        results.append([loss, products, *ga, *gb])
+    for x, y in zip(*results):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6 * max(1.0, y.abs().max().item()))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_orthogonal_loss_cpu_is_the_same_for_any_thread_count(threads):
+    """Layers spread over threads once the call is large enough; each layer is one thread's work in a
+    fixed order and the loss is summed in layer order, so the bits do not depend on the thread count."""
+    spec = MoRSpec.moragent(rank=16)
+    a, b = layer_stack(spec, [(512, 384)] * 5 + [(40, 13)], seed=73)  # ~3M multiply-adds a layer: parallel
+    flags, g = _flags(spec), torch.tensor(0.9)
+
+    def run():
+        loss, products = ops.orthogonal_loss_layers(a, b, *flags)
+        return [loss, products, *sum(ops.orthogonal_loss_layers_backward(g, products, a, b, *flags), [])]
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        want = run()
+        torch.set_num_threads(threads)
+        got = run()
+    finally:
+        torch.set_num_threads(before)
+    for x, y in zip(got, want):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64], ids=str)
+def test_orthogonal_loss_cpu_other_dtypes(dtype):
+    """Adapters in other dtypes are converted to fp32 once per call; gradients come back in their dtype."""
+    spec = CPU_LOSS_SPECS["r17_uneven"]
+    a, b = layer_stack(spec, CPU_LOSS_SHAPES[1:3], dtype=dtype, seed=74)
+    loss, products = ops.orthogonal_loss_layers(a, b, *_flags(spec))
+    ga, gb = ops.orthogonal_loss_layers_backward(torch.tensor(0.5, dtype=dtype), products, a, b, *_flags(spec))
+    truth, truth_grads = orthogonal_truth(spec, a, b)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss.double(), truth, rtol=1e-5, atol=1e-6)
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float64 else dict(rtol=2e-2, atol=2e-2)
+    for got, want in zip(ga + gb, truth_grads):
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.double(), 0.5 * want, **tol)

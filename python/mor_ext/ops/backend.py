@@ -132,10 +132,11 @@ def uses_compiled(t: torch.Tensor, op: str = "mor_linear") -> bool:
 
 
 # The names of the counts that the test-only op testing_cpu_path_counts returns, in its order
-# (csrc/cpu/path_counts.h): which of mor_linear's CPU paths ran, forward and backward calls.
-CPU_PATHS = ("avx512_decode", "avx512_role_gemms", "generic")
+# (csrc/cpu/path_counts.h): which of mor_linear's CPU paths ran, forward and backward calls, and
+# which path the orthogonal loss's CPU op calls (forward and backward) took.
+CPU_PATHS = ("avx512_decode", "avx512_role_gemms", "generic", "avx512_losses", "generic_losses")
 
 
 def cpu_path_counts() -> dict[str, int]:
-    """For tests: how often each of mor_linear's CPU paths ran in this process."""
+    """For tests: how often each of mor_linear's and the orthogonal loss's CPU paths ran in this process."""
     return dict(zip(CPU_PATHS, torch.ops.mor_ext.testing_cpu_path_counts()))

@@ -80,7 +80,7 @@ def load_balance_loss_layers(router_probs: list, lora_index: list, role_ids, spe
 
 # The largest rank of the CUDA orthogonal-loss kernels (kMaxRank in csrc/kernels/products.h: their
 # register tiles and per-thread accumulators are sized by it). Larger ranks take the reference path
-# on CUDA; the CPU ops (ATen GEMMs) take any rank.
+# on CUDA; the CPU ops (their own loops) take any rank.
 ORTHOGONAL_CUDA_MAX_RANK = 32
 
 
