@@ -38,26 +38,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
                    *rp = rw.data_ptr<scalar_t>(), *gp = gw.data_ptr<scalar_t>();
     const int64_t* role_p = roles.data_ptr<int64_t>();
     scalar_t* yp = y.data_ptr<scalar_t>();
-    std::vector<scalar_t> ext, logits(e_total);
+    std::vector<scalar_t> ext, logits(e_total), h(k * rank);
     std::vector<acc_t> slot_gated(k * rank);
     std::vector<float> gate_tmp(k);
+    auto dot = [&](const scalar_t* xt, const scalar_t* row) {  // a warp per row, rounded as a GEMM's output
+      acc_t sum = acc_t(0);
+      for (int64_t j = 0; j < d_in; ++j) sum += static_cast<acc_t>(xt[j]) * static_cast<acc_t>(row[j]);
+      return static_cast<scalar_t>(sum);
+    };
     for (int64_t t = 0; t < n; ++t) {  // a GPU block per token
       const int rho = static_cast<int>(role_p[t]);
-      const kernels::DecodeRows rows = kernels::decode_rows(tables, rho, rank);
+      const scalar_t* xt = xp + t * d_in;
+      const kernels::RouteRows rows = kernels::route_rows(tables, rho);
       ext.assign(rows.count(), scalar_t(0));
-      for (int64_t i = 0; i < rows.count(); ++i) {  // a warp per row
-        const scalar_t* row = kernels::decode_row(tables, rho, rank, d_in, rows, i, ap, rp, gp);
-        acc_t sum = acc_t(0);
-        for (int64_t j = 0; j < d_in; ++j) sum += static_cast<acc_t>(xp[t * d_in + j]) * static_cast<acc_t>(row[j]);
-        ext[i] = static_cast<scalar_t>(sum);
-      }
-      kernels::token_slots(tables, rho, rank, rows, ext.data(), logits.data(), static_cast<acc_t>(scaling),
-                           lora_index.data_ptr<int32_t>() + t * k, lora_weight.data_ptr<scalar_t>() + t * k,
+      for (int64_t i = 0; i < rows.count(); ++i) ext[i] = dot(xt, kernels::route_row(tables, rho, d_in, rows, i, rp, gp));
+      int32_t* index = lora_index.data_ptr<int32_t>() + t * k;
+      scalar_t* weight = lora_weight.data_ptr<scalar_t>() + t * k;
+      kernels::token_route(tables, rho, rows, ext.data(), logits.data(), index, weight,
                            router_probs.data_ptr<float>() + t * e_total, shared_gate_logit.data_ptr<float>() + t,
-                           shrink.data_ptr<scalar_t>() + t * k * rank, slot_gated.data(), gate_tmp.data());
+                           gate_tmp.data());
+      for (int s = 0; s < k; ++s)  // then only the selected LoRAs' rows
+        for (int64_t j = 0; j < rank; ++j) {
+          const scalar_t* row = kernels::slot_row(index, s, j, rank, d_in, ap);
+          h[s * rank + j] = row == nullptr ? scalar_t(0) : dot(xt, row);
+        }
+      kernels::token_slots(static_cast<int>(k), rank, index, weight, h.data(), static_cast<acc_t>(scaling),
+                           shrink.data_ptr<scalar_t>() + t * k * rank, slot_gated.data());
       for (int64_t o = 0; o < d_out; ++o) {  // a thread per output
-        const acc_t delta = kernels::expand_output<acc_t>(bp, d_out, rank, lora_index.data_ptr<int32_t>() + t * k,
-                                                          slot_gated.data(), k, o);
+        const acc_t delta = kernels::expand_output<acc_t>(bp, d_out, rank, index, slot_gated.data(), k, o);
         yp[t * d_out + o] = static_cast<scalar_t>(static_cast<acc_t>(yp[t * d_out + o]) + delta);
       }
     }

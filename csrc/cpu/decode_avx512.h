@@ -3,8 +3,11 @@
 // BLAS is at its worst on these shapes (a [1, 16] x [16, d_out] expand per LoRA, a [1, d_in] x
 // [d_in, 85] shrink), and stacking the role's rows to make them one GEMM copies more than the math
 // reads. This path runs the per-token bodies the CUDA decode kernels run (kernels/decode.h) with
-// AVX-512 dot products; it lives in its own file, built with -mavx512f, and is called only where the
-// CPU has AVX-512 and ATEN_CPU_CAPABILITY does not ask torch to stay below it.
+// AVX-512 dot products: routing first, then only the selected LoRAs' A rows and B columns, each read
+// once for all the call's tokens of a role that use it (a batch-8 decode step), the larger phases
+// spread over the threads. Decoding a whole model, the adapter is not in cache (SmolLM2's is 282
+// MB), so bytes read are what this path saves. It lives in its own file, built for AVX-512F, and is
+// called only where the CPU has AVX-512 and ATEN_CPU_CAPABILITY does not ask torch to stay below it.
 #pragma once
 
 #include <ATen/ATen.h>

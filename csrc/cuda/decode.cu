@@ -1,9 +1,10 @@
 // CUDA decode path of mor_ext::mor_linear (and the test-only op testing_mor_linear_decode): for a
 // few tokens, two kernels after the frozen layer's GEMM instead of the GEMM path's eight small launches.
 //
-//   decode_route_kernel   one block per token: its warps dot x with the token's role rows (A rows,
-//                         router rows, shared-gate row; read in place, nothing stacked), then one
-//                         thread routes the token and writes its slots (kernels::token_slots);
+//   decode_route_kernel   one block per token: its warps dot x with the role's router rows and
+//                         shared-gate row (read in place, nothing stacked), one thread routes the
+//                         token (kernels::token_route), the warps dot x with the selected LoRAs' A
+//                         rows only, and one thread writes the slots (kernels::token_slots);
 //   decode_expand_kernel  one thread per (token, output): y += sum over the token's slots of
 //                         B[l, o, :] . gated (kernels::expand_output), reading the canonical B.
 //
@@ -31,8 +32,8 @@
 namespace mor_ext::cuda {
 namespace {
 
-// 16 warps per token: at T=1 one block reads all of the role's rows (85 x d_in for MoRAgent), so
-// it needs many loads in flight. The expand kernel uses 256 threads per block.
+// 16 warps per token: at T=1 one block reads the role's routing rows and its selected LoRAs' A
+// rows (5 + 64 rows of d_in for MoRAgent), so it needs many loads in flight. The expand kernel uses 256 threads per block.
 constexpr int kRouteBlock = 512;
 constexpr int kDecodeThreads = 256;
 constexpr int kWarp = 32;
@@ -68,7 +69,7 @@ __device__ __forceinline__ acc_t lane_dot(const scalar_t* __restrict__ x, const 
   return sum;
 }
 
-// Dynamic shared memory: ext [max_rows] then logits [e_total], both scalar_t.
+// Dynamic shared memory: ext [max_rows], logits [e_total] and h [k_max * rank], all scalar_t.
 template <typename scalar_t>
 __global__ void decode_route_kernel(kernels::RoleTables spec, int64_t d_in, int64_t rank,
                                     at::opmath_type<scalar_t> scaling, int64_t max_rows,
@@ -82,24 +83,35 @@ __global__ void decode_route_kernel(kernels::RoleTables spec, int64_t d_in, int6
   extern __shared__ unsigned char smem_raw[];
   scalar_t* ext = reinterpret_cast<scalar_t*>(smem_raw);
   scalar_t* logits = ext + max_rows;
-  const int64_t t = blockIdx.x;
+  scalar_t* h = logits + spec.e_total;
+  const int64_t t = blockIdx.x, k = spec.k_max;
   const int rho = static_cast<int>(roles[t]);
-  const kernels::DecodeRows rows = kernels::decode_rows(spec, rho, rank);
+  const kernels::RouteRows rows = kernels::route_rows(spec, rho);
   const scalar_t* xt = x + t * d_in;
+  int32_t* index_t = index + t * k;
+  scalar_t* weight_t = weight + t * k;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp, warps = blockDim.x / kWarp;
-  for (int64_t i = warp; i < rows.count(); i += warps) {
-    const scalar_t* row = kernels::decode_row(spec, rho, rank, d_in, rows, i, lora_A, router_weight, shared_gate_weight);
+  for (int64_t i = warp; i < rows.count(); i += warps) {  // routing rows first
+    const scalar_t* row = kernels::route_row(spec, rho, d_in, rows, i, router_weight, shared_gate_weight);
     const acc_t sum = warp_sum(lane_dot<scalar_t, acc_t>(xt, row, d_in, lane));
     if (lane == 0) ext[i] = static_cast<scalar_t>(sum);  // rounded as a GEMM's output is
   }
   __syncthreads();
   if (threadIdx.x == 0) {
-    const int64_t k = spec.k_max;
     float gate_tmp[kernels::kMaxExperts + 1];
-    kernels::token_slots(spec, rho, rank, rows, ext, logits, scaling, index + t * k, weight + t * k,
-                         probs + t * spec.e_total, shared_logit + t, slots + t * k * rank, slot_gated + t * k * rank,
+    kernels::token_route(spec, rho, rows, ext, logits, index_t, weight_t, probs + t * spec.e_total, shared_logit + t,
                          gate_tmp);
   }
+  __syncthreads();  // the slots are in global memory now, visible to the whole block
+  for (int64_t i = warp; i < k * rank; i += warps) {  // then only the selected LoRAs' A rows
+    const scalar_t* row = kernels::slot_row(index_t, static_cast<int>(i / rank), i % rank, rank, d_in, lora_A);
+    const acc_t sum = row == nullptr ? acc_t(0) : warp_sum(lane_dot<scalar_t, acc_t>(xt, row, d_in, lane));
+    if (lane == 0) h[i] = static_cast<scalar_t>(sum);
+  }
+  __syncthreads();
+  if (threadIdx.x == 0)
+    kernels::token_slots(static_cast<int>(k), rank, index_t, weight_t, h, scaling, slots + t * k * rank,
+                         slot_gated + t * k * rank);
 }
 
 template <typename scalar_t>
@@ -132,7 +144,7 @@ MorLinearOutputs mor_linear_decode_path(const at::Tensor& x, const at::Tensor& w
   if (n == 0) return out.with(y);
   at::Tensor slot_gated = at::empty({n, k, rank}, x.options().dtype(at::toOpMathType(x.scalar_type())));
 
-  const int64_t max_rows = decode_max_rows(spec, rank);
+  const int64_t max_rows = decode_max_rows(spec);
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "mor_linear_decode_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;

@@ -17,17 +17,17 @@ namespace mor_ext::cuda {
 // two kernels after it. Above ~64 tokens re-reading each role's rows per token stops paying.
 constexpr int64_t kDecodeMaxTokens = 64;
 
-// The decode route kernel keeps a role's dot products in dynamic shared memory, within the 48 KB
-// a launch gets without opting in: the most rows any role dots with x (its LoRAs' A rows, router
-// rows and shared-gate row) plus E_total. MoRAgent at r=16 needs ~2 KB; larger specs take the GEMM path.
-inline int64_t decode_max_rows(const SpecTable& spec, int64_t rank) {
+// The decode route kernel keeps a token's dot products in dynamic shared memory, within the 48 KB
+// a launch gets without opting in: the most routing rows any role dots with x (its router rows and
+// shared-gate row), E_total logits and the K_max x r slot products. MoRAgent at r=16 needs 320
+// bytes in fp32; larger specs take the GEMM path.
+inline int64_t decode_max_rows(const SpecTable& spec) {
   int64_t rows = 0;
-  for (int64_t rho = 0; rho < spec.num_roles; ++rho)
-    rows = std::max<int64_t>(rows, (spec.num_experts[rho] + spec.shared[rho]) * rank + spec.num_experts[rho] + 1);
+  for (int64_t rho = 0; rho < spec.num_roles; ++rho) rows = std::max<int64_t>(rows, spec.num_experts[rho] + 1);
   return rows;
 }
 inline size_t decode_smem_bytes(const SpecTable& spec, int64_t rank, int64_t element_size) {
-  return static_cast<size_t>(decode_max_rows(spec, rank) + spec.num_experts_total) * element_size;
+  return static_cast<size_t>(decode_max_rows(spec) + spec.num_experts_total + spec.k_max * rank) * element_size;
 }
 constexpr size_t kDecodeMaxSmem = 48 * 1024;
 inline bool decode_fits(const SpecTable& spec, int64_t rank, int64_t element_size) {

@@ -4,6 +4,7 @@ between them and the generic path (ATEN_CPU_CAPABILITY), and results across thre
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -15,10 +16,12 @@ import pytest
 import torch
 
 from mor_ext import functional as F, MoRSpec
+from mor_ext.ops import _flags, cpu_path_counts
 
 from op_utils import (
     NEEDS_COMPILED,
     AVX512_CPU,
+    AVX512_PATHS,
     MOR_DIFF,
     MOR_NAMES,
     ROLE_PATTERNS,
@@ -123,3 +126,75 @@ def test_cpu_kernels_agree_across_thread_counts(op, pattern, threads):
         compare_backends(fn, inputs, diff, torch.float32, names)
     finally:
         torch.set_num_threads(before)
+
+
+def _decode_call(spec, p, roles, scaling=0.5):
+    return torch.ops.mor_ext.mor_linear(p.x, p.weight, p.bias, p.lora_A, p.lora_B, p.router_weight,
+                                        p.shared_gate_weight, roles, *_flags(spec), spec.shared_gate == "sigmoid",
+                                        scaling)
+
+
+# The decode path routes first, then reads each selected LoRA's A rows and B columns once for all the
+# call's tokens of a role: its sizes cut the 32- and 16-float chunks of the dot products and the
+# 16-output blocks of the expand, with tokens of one role, of several, and of none.
+@pytest.mark.skipif(not AVX512_PATHS, reason="the AVX-512 decode path needs a CPU with AVX-512F")
+@pytest.mark.parametrize("dims", [(1, 1), (16, 33), (47, 16), (64, 100), (100, 47)], ids=lambda d: f"{d[0]}to{d[1]}")
+@pytest.mark.parametrize("roles", [[0], [2], [1] * 8, [0, 2, 0, 1, -1, 2, 2, 0], [-1, -1, 1], [2, 0, 1]], ids=str)
+@pytest.mark.parametrize("spec_name", ["moragent_r16", "mixed", "decoupled"])
+def test_decode_path_routes_first_for_every_token(spec_name, roles, dims, monkeypatch):
+    monkeypatch.setenv("MOR_EXT_POISON", "1")  # every output element must be written
+    spec = ROLE_GEMM_SPECS[spec_name]
+    roles = torch.tensor([r if r < spec.num_roles else -1 for r in roles])  # the spec's roles, or none
+    p = make_params(spec, (len(roles),), *dims, seed=31, dtype=torch.float32)
+    inputs = dict(x=p.x, weight=p.weight, bias=p.bias, lora_A=p.lora_A, lora_B=p.lora_B,
+                  router_weight=p.router_weight, shared_gate_weight=p.shared_gate_weight, role_ids=roles)
+    before = cpu_path_counts()
+    compare_backends(mor_linear_fn(spec, scaling=0.5), inputs, list(MOR_DIFF), torch.float32, MOR_NAMES)
+    after = cpu_path_counts()
+    assert after["avx512_decode"] > before["avx512_decode"]
+
+
+@pytest.mark.skipif(not AVX512_PATHS, reason="the AVX-512 decode path needs a CPU with AVX-512F")
+def test_decode_path_token_results_do_not_depend_on_the_batch():
+    """A token's outputs are the same bits alone and among 7 others (same or other roles): each pair
+    of a row and a token is summed in one order, whatever is computed beside it (batched greedy
+    decoding must not flip a choice that one-at-a-time decoding makes)."""
+    spec = MoRSpec.moragent(rank=16)
+    p = make_params(spec, (8,), 100, 70, seed=32, dtype=torch.float32)
+    p.weight.zero_()  # the frozen GEMM (MKL's GEMV vs GEMM) may round differently; y = bias + the LoRA delta
+    roles = torch.tensor([0, 0, 2, 1, 0, -1, 2, 0])
+    with torch.no_grad():
+        batch = _decode_call(spec, p, roles)
+        for t in range(8):
+            alone = _decode_call(spec, dataclasses.replace(p, x=p.x[t:t + 1]), roles[t:t + 1])
+            for got, want in zip(alone, batch):
+                assert torch.equal(got[0], want[t]), t
+
+
+@pytest.mark.skipif(not AVX512_PATHS, reason="the AVX-512 decode path needs a CPU with AVX-512F")
+@pytest.mark.parametrize("tokens", [1, 8])
+def test_decode_path_threads_split_the_work_without_changing_bits(tokens, monkeypatch):
+    """Large enough layers spread the selected LoRAs' shrink and the expand over the threads (each
+    output computed by one thread, whole); MOR_EXT_BENCH_DECODE_THREADS=1 keeps them on one. Both
+    give the same bits, and match the reference."""
+    spec = MoRSpec.moragent(rank=16)
+    p = make_params(spec, (tokens,), 1600, 1200, seed=33, dtype=torch.float32)  # >= 96 KB per phase
+    p.weight.zero_()  # only the decode path's own work is compared bit for bit
+    roles = torch.tensor([1, 0, 1, 2, 1, 1, 0, 1][:tokens])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            monkeypatch.setenv("MOR_EXT_BENCH_DECODE_THREADS", "1")
+            one = _decode_call(spec, p, roles)
+            monkeypatch.delenv("MOR_EXT_BENCH_DECODE_THREADS")
+            two = _decode_call(spec, p, roles)
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+    y_ref, (index, weight, _) = F.mor_linear(p.x.double(), p.weight.double(), p.bias.double(), p.lora_A.double(),
+                                             p.lora_B.double(), p.router_weight.double(),
+                                             p.shared_gate_weight.double(), roles, spec, 0.5, return_routing=True)
+    assert torch.equal(two[1].long(), index.long())
+    torch.testing.assert_close(two[0].double(), y_ref, rtol=0, atol=1e-4 * y_ref.abs().max().item())
