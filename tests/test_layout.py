@@ -18,7 +18,7 @@ PACKAGE = ROOT / "python" / "mor_ext"
 # one way: model -> patching -> layers -> functional -> ops -> kernels; tools know nothing of
 # mor_ext; data knows tools, the spec and file writing, never the model side.
 RANKS = {
-    "_C": 0, "spec": 0, "files": 0, "tools": 0,
+    "_C": 0, "spec": 0, "schemes": 0, "files": 0, "tools": 0,
     "checks": 1, "config": 1, "data": 1, "sharding": 1,
     "ops": 2,
     "functional": 3,

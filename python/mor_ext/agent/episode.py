@@ -36,6 +36,7 @@ from typing import Any
 
 from ..data.tokenize import RoleTokenizer
 from ..data.trajectory import ROLE_TURNS, Trajectory, Turn
+from ..schemes import token_roles
 from ..tools import Tool, execute, observation_text
 from .parsing import parse_executor_output
 
@@ -155,7 +156,7 @@ class Episode:
         if self.done:
             raise RuntimeError("push on a finished episode")
         self.turn_ids.append(token)
-        self._append([token], [self._role_id(self.role)], generated=True)
+        self._append([token], [self._generated_role_id(token)], generated=True)
         if token != self.end_id:
             self._emit_text()
         if token == self.end_id:
@@ -187,7 +188,24 @@ class Episode:
         return Trajectory(tuple(self.tools.values()), tuple(self.turns), self.system, self.id, meta)
 
     def _role_id(self, header: str) -> int:
-        return self.encoder.spec.role_index(header) if header in ROLE_TURNS else self.encoder.context_role_id
+        if header == "executor" and self.role == "executor" and self.turn_ids:  # the turn's tail (end marker)
+            return self.encoder.executor_role_ids(self._content_ids())[1]
+        return self.encoder.turn_role_id(header)
+
+    def _content_ids(self) -> list[int]:
+        return self.turn_ids[:-1] if self.turn_ids and self.turn_ids[-1] == self.end_id else self.turn_ids
+
+    def _generated_role_id(self, token: int) -> int:
+        """The role a generated token runs under: its turn's, or in an executor turn split by the role
+        scheme, the role of the token's first character (the end-of-turn marker: what follows the text)."""
+        if self.role != "executor" or self.encoder.scheme is None or not self.encoder.scheme.splits_calls:
+            return self.encoder.turn_role_id(self.role)
+        if token == self.end_id:
+            return self._role_id("executor")
+        scheme, spec = self.encoder.scheme, self.encoder.spec
+        start = len(self.encoder.decode(self.turn_ids[:-1]))
+        roles, _ = token_roles(scheme, [start], self.encoder.decode(self.turn_ids))
+        return spec.role_index(roles[0])
 
     def _append(self, ids: list[int], roles: list[int] | int | str, generated: bool = False) -> None:
         if isinstance(roles, str):

@@ -30,7 +30,7 @@ class _OneRole:
 
 def role_encoder(model: torch.nn.Module, tokenizer) -> RoleTokenizer:
     """The :class:`RoleTokenizer` that gives ``model``'s tokens the role ids it was trained with: its
-    MoR spec and context role; every role turn under role 0 for a one-role ablation; for a model
+    MoR spec, context role and role scheme; every role turn under role 0 for a one-role ablation; for a model
     without MoR (the base, a merged LoRA) the MoRAgent ids, which the decoder does not pass on."""
     config = getattr(model, "mor_config", None)
     if config is None:
@@ -38,7 +38,7 @@ def role_encoder(model: torch.nn.Module, tokenizer) -> RoleTokenizer:
     spec = config.spec
     if len(spec.roles) == 1:
         return RoleTokenizer(tokenizer, _OneRole(), config.context_role)  # type: ignore[arg-type]
-    return RoleTokenizer(tokenizer, spec, config.context_role)
+    return RoleTokenizer(tokenizer, spec, config.context_role, scheme=config.scheme)
 
 
 class Agent:
