@@ -168,3 +168,14 @@ def test_agentflux_episode_runs_each_token_under_its_training_role(tokenizer):
         full = model(input_ids=torch.tensor([result.input_ids[:-1]]), role_ids=torch.tensor([result.role_ids[:-1]])).logits[0]
     positions = [i - 1 for i, g in enumerate(result.generated) if g]
     torch.testing.assert_close(full[positions], torch.stack(script.logits), rtol=1e-9, atol=1e-9)
+
+
+def test_the_readme_example_runs():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "RoleScheme.agentflux" in b)
+    namespace: dict = {}
+    exec(compile(block, "README.md:role-schemes", "exec"), namespace)
+    assert namespace["config"].scheme.roles == ("selector", "arguments", "summarizer", "arguments:math")
