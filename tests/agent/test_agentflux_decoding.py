@@ -10,28 +10,18 @@ import pytest
 import torch
 
 import mor_ext
-from agent_helpers import SYSTEM, TOOLS, Script, build_model, build_tokenizer
+from agent_helpers import SYSTEM, TOOLS, Script, build_model
 from mor_ext.agent import Agent, AgentConfig, Episode, run_episodes
 from mor_ext.agent.episode import CALLED, REPEATED_CALL
 from mor_ext.agent.parsing import parse_executor_output
 from mor_ext.agent.selection import NameConstraint, vote_selection
 from mor_ext.schemes import CallScanner, RoleScheme
 from mor_ext.tools import Tool
-from test_agentflux_scheme import agentflux_model
+from test_agentflux_scheme import model, tokenizer  # noqa: F401 (fixtures)
 
 EMPTY = {"type": "object", "properties": {}}
 # names that share prefixes with each other and with the tokenizer's pieces
 OFFERED = {n: Tool(n, f"Tool {n}.", EMPTY) for n in ("add", "add_numbers", "explode_all", "sleepy")}
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def model(tokenizer):
-    return agentflux_model(len(tokenizer))
 
 
 def _first_names(model, tokenizer, constrain: bool, count: int = 12, **config):

@@ -140,6 +140,12 @@ def test_scheme_errors():
     assert mor_ext.MoRConfig.from_dict(old).scheme is None
 
 
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    """A tiny AgentFlux model (shared with the decoding and hierarchy tests, which import it)."""
+    return agentflux_model(len(tokenizer))
+
+
 def agentflux_model(vocab: int, scheme: RoleScheme = AGENTFLUX) -> torch.nn.Module:
     model = build_model(vocab, torch.float64)
     mor_ext.unpatch(model)

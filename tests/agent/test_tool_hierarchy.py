@@ -7,13 +7,13 @@ import pytest
 import torch
 
 import mor_ext.agent.hierarchy as hierarchy
-from agent_helpers import SYSTEM, build_tokenizer
+from agent_helpers import SYSTEM
 from mor_ext.agent import Agent, AgentConfig
 from mor_ext.agent.hierarchy import Category, build_hierarchy, category_key, choose_tools
 from mor_ext.eval.first_calls import FirstCallTask, Selection, run_first_calls
 from mor_ext.tools import Tool
 from mor_ext.tools.families import all_specs
-from test_agentflux_scheme import agentflux_model
+from test_agentflux_scheme import model, tokenizer  # noqa: F401 (fixtures)
 
 EMPTY = {"type": "object", "properties": {}}
 # Short schema-only tools in a few name families: cheap prompts for the tiny model.
@@ -48,16 +48,6 @@ def test_categories_are_derived_from_names_or_given():
     assert build_hierarchy(tools, 6) == tools  # they fit: no hierarchy
     with pytest.raises(ValueError, match="max_tools"):
         build_hierarchy(tools, 1)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def model(tokenizer):
-    return agentflux_model(len(tokenizer))
 
 
 def test_the_selector_picks_a_category_then_a_tool_and_no_prompt_exceeds_the_cap(model, tokenizer, monkeypatch):
