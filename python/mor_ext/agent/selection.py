@@ -25,14 +25,14 @@ from .decoding import CacheDecoder, sample_token
 
 __all__ = ["NameConstraint", "vote_selection", "token_strings", "mask_logits"]
 
-_VOCAB_CACHE: dict[int, tuple[list[str], dict[str, list[int]], list[tuple[str, int]]]] = {}
+_CACHE_ATTR = "_mor_ext_token_strings"  # kept on the tokenizer itself: an id() key could outlive it
 
 
 def token_strings(tokenizer) -> tuple[list[str], dict[str, list[int]], list[tuple[str, int]]]:
     """Each token's text (special tokens: ""), the ids of each text, and ``(text, id)`` sorted by text
     (for "tokens that start with ..." look-ups); computed once per tokenizer."""
-    key = id(tokenizer)
-    if key not in _VOCAB_CACHE:
+    cached = getattr(tokenizer, _CACHE_ATTR, None)
+    if cached is None or len(cached[0]) != len(tokenizer):
         size = len(tokenizer)
         texts = [tokenizer.decode([i], skip_special_tokens=True) for i in range(size)]
         by_text: dict[str, list[int]] = {}
@@ -40,8 +40,9 @@ def token_strings(tokenizer) -> tuple[list[str], dict[str, list[int]], list[tupl
             if text and "\ufffd" not in text:
                 by_text.setdefault(text, []).append(i)
         ordered = sorted((t, i) for t, ids in by_text.items() for i in ids)
-        _VOCAB_CACHE[key] = (texts, by_text, ordered)
-    return _VOCAB_CACHE[key]
+        cached = (texts, by_text, ordered)
+        setattr(tokenizer, _CACHE_ATTR, cached)
+    return cached
 
 
 def _quoted(name: str) -> str:
