@@ -21,6 +21,7 @@ from .patching import (
     trainable_parameters,
     unpatch,
 )
+from .schemes import RoleScheme
 from .spec import MoRSpec, RoleSpec
 
 __version__ = "0.1.0"
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MoRSpec",
     "RoleSpec",
+    "RoleScheme",
     "MoRConfig",
     "MoRLinear",
     "patch",

@@ -199,7 +199,32 @@ def _add_train_parser(sub) -> None:
     train.add_argument("--activation-checkpointing", action="store_true",
                        help="recompute each decoder layer in the backward: less activation memory, more compute")
     train.add_argument("--no-progress", dest="progress_bar", action="store_false")
+    roles = train.add_argument_group("role schemes and decoupled training (AgentFlux; docs/spec.md §7)")
+    roles.add_argument("--scheme", choices=("moragent", "agentflux", "combined"), default="moragent",
+                       help="which role each token trains: moragent (default), agentflux (selector: names; "
+                            "arguments: the rest of each call) or combined (MoRAgent's reasoner + the split)")
+    roles.add_argument("--tool-groups", default=None,
+                       help="one arguments role per tool group: 'families' or a JSON file {tool: group}")
+    roles.add_argument("--loss-roles", nargs="+", default=None, metavar="ROLE",
+                       help="per-role loss mask: only the labels these roles predict (default: joint loss); "
+                            "patterns such as 'arguments*' match every arguments role")
+    roles.add_argument("--train-roles", nargs="+", default=None, metavar="ROLE",
+                       help="train only these roles; the others are frozen exactly")
+    roles.add_argument("--role-lr", type=_parse_role_lr, default=None, metavar="ROLE=X,...",
+                       help="learning-rate multiplier per role, e.g. selector=2,arguments=0.5")
+    roles.add_argument("--init-adapter", default=None,
+                       help="start from this adapter; roles of --scheme it lacks are added fresh (output unchanged)")
     train.set_defaults(func=_cmd_train)
+
+
+def _parse_role_lr(text: str) -> dict[str, float]:
+    out = {}
+    for part in text.split(","):
+        role, sep, value = part.partition("=")
+        if not sep or not role.strip():
+            raise argparse.ArgumentTypeError(f"--role-lr takes role=multiplier pairs, got {part!r}")
+        out[role.strip()] = float(value)
+    return out
 
 
 def _add_data_parser(sub) -> None:

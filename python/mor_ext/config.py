@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .schemes import RoleScheme
 from .spec import MoRSpec
 
 __all__ = ["MoRConfig", "DEFAULT_TARGET_MODULES", "default_target_modules"]
@@ -43,6 +44,8 @@ class MoRConfig:
     fused ones); names match module-name suffixes, as in PEFT. ``context_role`` is the role the data
     pipeline gives context tokens (system, tools, user, observations); ``default_role`` is used by a
     forward that gets no ``role_ids`` while no role is active. ``None`` means role -1 (base model).
+    ``scheme`` says which role each token of a trajectory runs under (``docs/spec.md`` §7); None, what
+    adapters saved before schemes existed hold, means each turn under the role that writes it (MoRAgent).
     """
 
     spec: MoRSpec = field(default_factory=lambda: MoRSpec.moragent(16))
@@ -54,6 +57,7 @@ class MoRConfig:
     add_aux_losses: bool = True
     context_role: str | None = "reasoner"
     default_role: str | None = None
+    scheme: RoleScheme | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.spec, MoRSpec):
@@ -96,6 +100,11 @@ class MoRConfig:
                     "(or None for the base model)"
                 )
 
+        if self.scheme is not None:
+            if not isinstance(self.scheme, RoleScheme):
+                raise TypeError(f"MoRConfig.scheme must be a mor_ext.RoleScheme or None, got {type(self.scheme).__name__}")
+            self.scheme.check_spec(self.spec)
+
     @property
     def scaling(self) -> float:
         """``lora_alpha / rank`` (1.0 when ``lora_alpha`` is None)."""
@@ -119,6 +128,7 @@ class MoRConfig:
         """A JSON-serialisable dict; :meth:`from_dict` inverts it."""
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         data["spec"] = self.spec.to_dict()
+        data["scheme"] = None if self.scheme is None else self.scheme.to_dict()
         if data["target_modules"] is not None:
             data["target_modules"] = list(data["target_modules"])
         return data
@@ -136,6 +146,9 @@ class MoRConfig:
         if "spec" in kwargs:
             spec = kwargs["spec"]
             kwargs["spec"] = spec if isinstance(spec, MoRSpec) else MoRSpec.from_dict(spec)
+        scheme = kwargs.get("scheme")
+        if scheme is not None and not isinstance(scheme, RoleScheme):
+            kwargs["scheme"] = RoleScheme.from_dict(scheme)
         return cls(**kwargs)
 
 

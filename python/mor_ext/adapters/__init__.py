@@ -4,12 +4,13 @@
   written atomically, every mismatch listed on load) and the helpers both importers share.
 * :mod:`.official` - :func:`load_official_checkpoint` and friends: the official ``moelora.py``
   tensors mapped to the canonical layout (``docs/spec.md`` §6).
+* :mod:`.roles` - :func:`add_roles`: new roles on a trained adapter, output unchanged (§7).
 
-Layering: imports ``spec``, ``config``, ``layers``, ``patching`` and ``files``; nothing above it
+Layering: imports ``spec``, ``schemes``, ``config``, ``layers``, ``patching`` and ``files``; nothing above it
 (``generation``, ``train``, ``cli``) is imported here.
 """
 
-from . import io, official
+from . import io, official, roles
 from .io import (
     ADAPTER_CONFIG_NAME,
     ADAPTER_FORMAT,
@@ -22,5 +23,6 @@ from .io import (
     save_adapter,
 )
 from .official import convert_official_state_dict, load_official_checkpoint, official_mask_to_role_ids
+from .roles import add_roles
 
-__all__ = [*io.__all__, *official.__all__]
+__all__ = [*io.__all__, *official.__all__, *roles.__all__]

@@ -20,6 +20,7 @@ import torch
 
 from .decoding import CacheDecoder, sample_token
 from .episode import Episode, EpisodeResult
+from .selection import mask_logits, vote_selection
 
 __all__ = ["BatchResult", "run_episodes"]
 
@@ -69,16 +70,36 @@ def run_episodes(model: torch.nn.Module, make_episode: Callable[[int], Episode],
     results: list[EpisodeResult | None] = [None] * count
     generators: dict[int, torch.Generator] = {}
 
+    def generator(episode: Episode, index: int) -> torch.Generator:
+        if index not in generators:
+            generators[index] = torch.Generator().manual_seed((episode.config.seed or 0) + index)
+        return generators[index]
+
     def pick(logits: torch.Tensor, episode: Episode, index: int) -> int:
+        allowed = episode.allowed_next()
+        if allowed is not None:  # constrained decoding of the function name (docs/spec.md §7)
+            logits = mask_logits(logits, allowed)
         if choose is not None:
             return choose(logits, episode)
         cfg = episode.config
         if not cfg.do_sample:
             return sample_token(logits)
-        if index not in generators:
-            generators[index] = torch.Generator().manual_seed((cfg.seed or 0) + index)
         return sample_token(logits, do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k,
-                            top_p=cfg.top_p, generator=generators[index])
+                            top_p=cfg.top_p, generator=generator(episode, index))
+
+    def advance(logits: torch.Tensor, episode: Episode, index: int) -> None:
+        if episode.wants_vote:  # AgentFlux's majority vote over sampled selections
+            episode.voted = True
+            chosen = vote_selection(model, episode, episode.config.vote, temperature=episode.config.vote_temperature,
+                                    generator=generator(episode, index), pad_id=pad_id,
+                                    constraint=episode.name_constraint())
+            if chosen:
+                for token in chosen:
+                    episode.push(token)
+                    if episode.done:
+                        break
+                return
+        episode.push(pick(logits, episode, index))
 
     forward_calls = tokens_fed = generated = 0
 
@@ -108,7 +129,7 @@ def run_episodes(model: torch.nn.Module, make_episode: Callable[[int], Episode],
         while slots:
             logits = decoder.step([episode.take_feed() for _, episode in slots])
             for (index, episode), row_logits in zip(slots, logits):
-                episode.push(pick(row_logits, episode, index))
+                advance(row_logits, episode, index)
             finished = [row for row, (_, episode) in enumerate(slots) if episode.done]
             for row in finished:
                 finish(*slots[row])

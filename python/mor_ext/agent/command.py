@@ -48,6 +48,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--json", default=None, metavar="PATH", help="write the trajectories as JSON lines ('-': stdout)")
+    selection = parser.add_argument_group("tool selection (docs/spec.md §7; the role scheme is the adapter's own)")
+    selection.add_argument("--constrain-names", action="store_true", help="every function name is one of the tools")
+    selection.add_argument("--vote", type=int, default=0, metavar="N",
+                           help="AgentFlux's majority vote over N sampled selections per executor turn")
+    selection.add_argument("--max-repeated-calls", type=int, default=None, metavar="N",
+                           help="stop an episode that makes the same call N times in a row (AgentFlux: 10)")
+    selection.add_argument("--max-tools", type=int, default=None, metavar="N",
+                           help="with more tools than N (e.g. an MCP server's), pick a category first")
+    selection.add_argument("--tool-categories", default=None, metavar="JSON",
+                           help="a JSON file {tool name: category} for --max-tools (default: from the names)")
 
 
 def load_tools(spec: str) -> list[Any]:
@@ -111,8 +121,15 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
             patch(model)
         model.eval()
         config = AgentConfig(max_steps=args.max_steps, max_tokens=args.max_tokens, max_turn_tokens=args.max_turn_tokens,
-                             do_sample=args.sample, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
-        agent = Agent(model, tokenizer, tools, system=args.system, config=config)
+                             do_sample=args.sample, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                             constrain_names=args.constrain_names, vote=args.vote,
+                             max_repeated_calls=args.max_repeated_calls)
+        categories = None
+        if args.tool_categories:
+            with open(args.tool_categories, encoding="utf-8") as f:
+                categories = json.load(f)
+        agent = Agent(model, tokenizer, tools, system=args.system, config=config, max_tools=args.max_tools,
+                      categories=categories)
         colour = out.isatty()
         if len(args.queries) == 1:
             episodes = [agent.run(args.queries[0], stream=_printer(out, colour))]

@@ -93,6 +93,14 @@ class CacheDecoder:
         self.mask[row] = 0
         self.positions[row] = 0
 
+    def repeat_rows(self, n: int) -> None:
+        """Repeat every row ``n`` times (row ``i`` becomes rows ``i * n .. i * n + n - 1``): samples that
+        share a prefix share its one prefill."""
+        if self.length:
+            self.cache.batch_repeat_interleave(n)
+        self.mask = self.mask.repeat_interleave(n, dim=0)
+        self.positions = [p for p in self.positions for _ in range(n)]
+
     def keep_rows(self, rows: Sequence[int]) -> None:
         """Drop every row not in ``rows`` from the cache (finished rows stop costing compute)."""
         index = torch.as_tensor(list(rows), dtype=torch.long, device=self.device)

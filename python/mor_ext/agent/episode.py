@@ -35,15 +35,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..data.tokenize import RoleTokenizer
-from ..data.trajectory import ROLE_TURNS, Trajectory, Turn
+from ..data.trajectory import ROLE_TURNS, ToolCall, Trajectory, Turn
+from ..schemes import CallScanner, token_roles
 from ..tools import Tool, execute, observation_text
 from .parsing import parse_executor_output
 
 __all__ = ["AgentConfig", "Episode", "EpisodeResult", "ANSWERED", "STEP_LIMIT", "TOKEN_LIMIT", "CALLED", "NO_CALL",
-           "Stream"]
+           "REPEATED_CALL", "Stream"]
 
 ANSWERED, STEP_LIMIT, TOKEN_LIMIT = "answered", "step_limit", "token_limit"
 CALLED, NO_CALL = "called", "no_call"  # ends of a first_call_only episode
+REPEATED_CALL = "repeated_call"  # the same call max_repeated_calls times in a row
 _DECISION = re.compile(r"Next:\s*(executor|summarizer)\s*$", re.IGNORECASE)
 
 Stream = Callable[[str, str], None]  # (role or "observation", new text)
@@ -57,7 +59,14 @@ class AgentConfig:
     episode's length (prompt included); ``max_turn_tokens``: one role turn's length.
     Decoding is greedy unless ``do_sample``; sampled runs are reproducible with ``seed``.
     ``first_call_only``: stop at the first executor turn without running its calls, or at a reasoner's
-    decision for the summarizer (see the module docstring).
+    decision for the summarizer (see the module docstring); with ``stop_after_name`` as soon as the
+    first function name is written (its arguments are not generated).
+
+    Tool selection (``docs/spec.md`` §7): ``constrain_names`` restricts every function name to the
+    tools offered; ``vote`` > 1 samples that many selections at the start of each executor turn (one
+    batch sharing the prompt's prefill, at ``vote_temperature``) and keeps the most frequent name;
+    ``max_repeated_calls`` ends the episode (status ``repeated_call``) when the same call is made that
+    many times in a row.
     """
 
     max_steps: int = 6
@@ -70,6 +79,11 @@ class AgentConfig:
     top_p: float = 1.0
     seed: int | None = None
     first_call_only: bool = False
+    stop_after_name: bool = False
+    constrain_names: bool = False
+    vote: int = 0
+    vote_temperature: float = 1.0
+    max_repeated_calls: int | None = None
 
 
 @dataclass
@@ -126,6 +140,8 @@ class Episode:
         self.warnings: list[str] = []
         self.role = "reasoner"
         self.turn_ids: list[int] = []  # what the speaking role has generated so far this turn
+        self.voted = False  # whether this executor turn's selection was voted on already
+        self._constraint = None
         self._turn_text = ""
         prompt_ids, prompt_roles = encoder.prompt(self._trajectory(), "reasoner")  # the training prefix
         self._append(prompt_ids, prompt_roles)
@@ -155,11 +171,13 @@ class Episode:
         if self.done:
             raise RuntimeError("push on a finished episode")
         self.turn_ids.append(token)
-        self._append([token], [self._role_id(self.role)], generated=True)
+        self._append([token], [self.role_id_for(self.turn_ids)], generated=True)
         if token != self.end_id:
             self._emit_text()
         if token == self.end_id:
             self._end_turn(ended=True)
+        elif self.config.stop_after_name and self.role == "executor" and self._first_name() is not None:
+            self._end_turn(ended=False)
         elif self.role == "reasoner" and _DECISION.search(self._turn_text):
             self._end_turn(ended=False)
         elif len(self.turn_ids) >= self.config.max_turn_tokens:
@@ -187,7 +205,57 @@ class Episode:
         return Trajectory(tuple(self.tools.values()), tuple(self.turns), self.system, self.id, meta)
 
     def _role_id(self, header: str) -> int:
-        return self.encoder.spec.role_index(header) if header in ROLE_TURNS else self.encoder.context_role_id
+        if header == "executor" and self.role == "executor" and self.turn_ids:  # the turn's tail (end marker)
+            return self.encoder.executor_role_ids(self._content_ids())[1]
+        return self.encoder.turn_role_id(header)
+
+    def _content_ids(self) -> list[int]:
+        return self.turn_ids[:-1] if self.turn_ids and self.turn_ids[-1] == self.end_id else self.turn_ids
+
+    def role_id_for(self, turn_ids: list[int]) -> int:
+        """The role the last of ``turn_ids`` (this turn's tokens) runs under: the turn's, or in an
+        executor turn split by the role scheme, the role of the token's first character (the
+        end-of-turn marker: the role after the text, as in training)."""
+        if self.role != "executor" or self.encoder.scheme is None or not self.encoder.scheme.splits_calls:
+            return self.encoder.turn_role_id(self.role)
+        if turn_ids[-1] == self.end_id:
+            return self.encoder.executor_role_ids(turn_ids[:-1])[1]
+        start = len(self.encoder.decode(turn_ids[:-1]))
+        roles, _ = token_roles(self.encoder.scheme, [start], self.encoder.decode(turn_ids))
+        return self.encoder.spec.role_index(roles[0])
+
+    # ------------------------------------------------------------------------------ tool selection
+    def allowed_next(self) -> list[int] | None:
+        """The tokens the model may choose next (``constrain_names``: a function name must be one of
+        the tools offered), or None for any token."""
+        constraint = self.name_constraint()
+        if constraint is None or self.role != "executor":
+            return None
+        return constraint.allowed(self.encoder.decode(self.turn_ids))
+
+    def name_constraint(self):
+        """The :class:`~.selection.NameConstraint` over this episode's tools (None unless
+        ``constrain_names``), built on first use."""
+        if not self.config.constrain_names or not self.tools:
+            return None
+        if self._constraint is None:
+            from .selection import NameConstraint
+
+            self._constraint = NameConstraint(self.encoder.tokenizer, list(self.tools), self.end_id)
+        return self._constraint
+
+    @property
+    def wants_vote(self) -> bool:
+        """At the start of an executor turn whose selection is to be voted on."""
+        return self.config.vote > 1 and self.role == "executor" and not self.turn_ids and not self.voted
+
+    def _first_name(self) -> str | None:
+        scanner = CallScanner()
+        for ch in self.encoder.decode(self.turn_ids):
+            scanner.feed(ch)
+            if scanner.names:
+                return scanner.names[0]
+        return None
 
     def _append(self, ids: list[int], roles: list[int] | int | str, generated: bool = False) -> None:
         if isinstance(roles, str):
@@ -241,8 +309,16 @@ class Episode:
         parsed = parse_executor_output(text)
         self.steps += 1
         if self.config.first_call_only:  # the calls are the answer; nothing runs
-            self.turns.append(Turn("executor", text, calls=parsed.calls))
+            calls = parsed.calls
+            if not calls and self.config.stop_after_name and self._first_name() is not None:
+                calls = (ToolCall(self._first_name(), {}),)  # the name alone: its arguments were never written
+            self.turns.append(Turn("executor", text, calls=calls))
             self.status = CALLED
+            return
+        if self._repeats(parsed.calls) >= (self.config.max_repeated_calls or 0) > 0:
+            self.turns.append(Turn("executor", text, calls=parsed.calls))
+            self.warnings.append(f"the same call was made {self.config.max_repeated_calls} times in a row: stopped")
+            self.status = REPEATED_CALL
             return
         if parsed.ok:
             results = [execute(self.tools, c.name, c.arguments, timeout=self.config.tool_timeout) for c in parsed.calls]
@@ -255,6 +331,18 @@ class Episode:
         self._append_context_turn("observation", observation)
         self._start_turn("reasoner")
 
+    def _repeats(self, calls) -> int:
+        """How many executor turns in a row, this one included, made exactly ``calls``."""
+        if not calls:
+            return 0
+        key = [c.to_dict() for c in calls]
+        count = 1
+        for turn in reversed([t for t in self.turns if t.role == "executor"]):
+            if [c.to_dict() for c in turn.calls] != key:
+                break
+            count += 1
+        return count
+
     def _start_turn(self, role: str) -> None:
-        self.role, self.turn_ids, self._turn_text = role, [], ""
+        self.role, self.turn_ids, self._turn_text, self.voted = role, [], "", False
         self._append(self.encoder.header_ids(role), role)

@@ -33,7 +33,12 @@ Layout, one turn per header (ChatML shown; Llama-3 and the plain fallback change
 * **Labels** cover a role turn's content and its end-of-turn marker (the model must learn to stop),
   never headers, separators or context. **Role ids**: a role turn's header, content, marker and
   separator carry that role's id; context (the begin marker, system/tools, user, observation) carries
-  ``context_role`` (a role name, or None for -1, the base model); padding -1.
+  ``context_role`` (a role name, or None for -1, the base model); padding -1. A
+  :class:`~mor_ext.schemes.RoleScheme` changes that mapping (``docs/spec.md`` §7): e.g. AgentFlux's
+  splits an executor turn into ``selector`` (syntax and function names) and ``arguments`` tokens,
+  each token under the role of its first character (character offsets from decoding the turn's
+  token prefixes, as the agent does while it generates). :func:`restrict_labels` keeps only the
+  labels that some roles predict (per-role loss masks).
 * **Raw turns**: a reasoner turn without ``next`` or an executor turn without ``calls`` renders its
   ``content`` verbatim. That is how an inference loop appends what a model generated (which already
   holds its ``Next:`` line, or may not parse as a call) without re-rendering it.
@@ -62,13 +67,14 @@ from typing import Iterable, Sequence
 
 import torch
 
+from ..schemes import RoleScheme, token_roles
 from ..spec import MoRSpec
 from .trajectory import CONTEXT_TURNS, ROLE_TURNS, Trajectory, Turn, render_content
 
 __all__ = [
     "ChatFormat", "CHATML", "LLAMA3", "chat_format", "render_messages", "TurnSpan", "EncodedExample",
     "PackedExample", "SkippedExample", "EncodeResult", "ExampleTooLong", "RoleTokenizer",
-    "encode_trajectory", "encode_trajectories", "prompt_for_role", "pack", "collate",
+    "encode_trajectory", "encode_trajectories", "prompt_for_role", "pack", "collate", "restrict_labels",
 ]
 
 logger = logging.getLogger("mor_ext")
@@ -254,13 +260,17 @@ class RoleTokenizer:
 
     ``spec`` gives the role ids (``spec.role_index``; default ``MoRSpec.moragent()``); ``context_role``
     is the role of context tokens (None: -1), as in :class:`~mor_ext.MoRConfig`. ``chat_format`` is a
-    name, a :class:`ChatFormat`, or None to detect it from the tokenizer.
+    name, a :class:`ChatFormat`, or None to detect it from the tokenizer. ``scheme``: the role of
+    each token of a role turn (None: the turn's header names its role, MoRAgent's rule).
     """
 
     def __init__(self, tokenizer, spec: MoRSpec | None = None, context_role: str | None = "reasoner",
-                 chat_format: str | ChatFormat | None = None) -> None:
+                 chat_format: str | ChatFormat | None = None, scheme: RoleScheme | None = None) -> None:
         self.tokenizer = tokenizer
         self.spec = MoRSpec.moragent() if spec is None else spec
+        self.scheme = scheme
+        if scheme is not None:
+            scheme.check_spec(self.spec)
         self.format = _resolve_format(tokenizer, chat_format)
         self.context_role_id = NO_ROLE if context_role is None else self.spec.role_index(context_role)
         self._begin = self.encode_text(self.format.begin)
@@ -299,13 +309,32 @@ class RoleTokenizer:
         """The ids between one turn's end marker and the next turn's header."""
         return list(self._separator)
 
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ``ids`` as the agent reads generated tokens (special tokens skipped)."""
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
     def _role_id(self, header: str, where: str) -> int:
         if header not in ROLE_TURNS:
             return self.context_role_id
+        role = header if self.scheme is None else self.scheme.turn_role(header)
         try:
-            return self.spec.role_index(header)
+            return self.spec.role_index(role)
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
+
+    def turn_role_id(self, header: str) -> int:
+        """The role id of a turn's header tokens (context headers: the context role)."""
+        return self._role_id(header, f"{header} turn")
+
+    def executor_role_ids(self, content_ids: Sequence[int]) -> tuple[list[int], int]:
+        """Role ids of an executor turn's content tokens under the scheme, and of its end-of-turn
+        marker (and separator). Each token runs under the role of its first character."""
+        if self.scheme is None or not self.scheme.splits_calls:
+            role = self._role_id("executor", "executor turn")
+            return [role] * len(content_ids), role
+        starts = [len(self.decode(content_ids[:k])) for k in range(len(content_ids))]
+        roles, end = token_roles(self.scheme, starts, self.decode(content_ids))
+        return [self.spec.role_index(r) for r in roles], self.spec.role_index(end)
 
     def _turn_pieces(self, trajectory: Trajectory) -> list[tuple[str, int, list[int], list[int]]]:
         """``(header, turn index, header ids, content ids)`` per rendered turn."""
@@ -342,7 +371,11 @@ class RoleTokenizer:
             output = content_ids + self._end
             start = len(ids)
             ids += header_ids + output + self._separator
-            roles += [role] * (len(ids) - start)
+            if header == "executor" and self.scheme is not None:
+                content_roles, end_role = self.executor_role_ids(content_ids)
+                roles += [role] * len(header_ids) + content_roles + [end_role] * (len(self._end) + len(self._separator))
+            else:
+                roles += [role] * (len(ids) - start)
             trained = header in ROLE_TURNS
             labels += [IGNORE_INDEX] * len(header_ids) + (output if trained else [IGNORE_INDEX] * len(output))
             labels += [IGNORE_INDEX] * len(self._separator)
@@ -377,6 +410,18 @@ class RoleTokenizer:
 
 
 # ------------------------------------------------------------------------------------------- functions
+def restrict_labels(example: EncodedExample | PackedExample, role_ids: Iterable[int]) -> EncodedExample | PackedExample:
+    """Keep only the labels predicted under ``role_ids`` (a per-role loss mask, ``docs/spec.md`` §7):
+    label ``i`` is the target of position ``i - 1``, so it stays iff ``example.role_ids[i - 1]`` is one
+    of them. Changes ``example`` in place and returns it."""
+    keep = set(role_ids)
+    labels = example.labels
+    for i in range(len(labels)):
+        if labels[i] != IGNORE_INDEX and (i == 0 or example.role_ids[i - 1] not in keep):
+            labels[i] = IGNORE_INDEX
+    return example
+
+
 def encode_trajectory(tokenizer, trajectory: Trajectory, spec: MoRSpec | None = None,
                       context_role: str | None = "reasoner", *, max_length: int | None = None,
                       chat_format: str | ChatFormat | None = None) -> EncodedExample:

@@ -4,12 +4,17 @@ work) and the :class:`~mor_ext.MoRConfig` each method and ablation turns it into
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Literal
 
 from ..config import MoRConfig
+from ..schemes import RoleScheme
 from ..spec import MoRSpec, RoleSpec
 
-__all__ = ["TrainConfig", "Method", "one_role_spec", "mor_config_for"]
+__all__ = ["TrainConfig", "Method", "SCHEMES", "one_role_spec", "mor_config_for", "scheme_for", "expand_roles", "tool_groups_for"]
+
+SCHEMES = ("moragent", "agentflux", "combined")
 
 Method = Literal["mor", "lora"]
 
@@ -62,6 +67,13 @@ class TrainConfig:
     fsdp: bool = False  # FSDP2 under torchrun (train.distributed): adapter, gradients and optimiser state sharded
     activation_checkpointing: bool = False  # recompute each decoder layer in the backward (non-reentrant)
     progress_bar: bool = True
+    # Role schemes and decoupled training (docs/spec.md §7)
+    scheme: str = "moragent"  # moragent | agentflux | combined
+    tool_groups: str | None = None  # per-group argument roles: "families", or a JSON file {tool: group}
+    loss_roles: list[str] | None = None  # per-role loss mask: only labels these roles predict (None: joint)
+    train_roles: list[str] | None = None  # the roles trained; the others are frozen (None: all)
+    role_lr: dict[str, float] | None = None  # learning-rate multiplier per role
+    init_adapter: str | None = None  # start from this trained adapter; the scheme's missing roles are added
 
     def __post_init__(self) -> None:
         if (self.data is None) == (self.generate is None):
@@ -91,6 +103,22 @@ class TrainConfig:
         for name in ("weight_decay", "warmup_steps", "lora_dropout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
+        decoupled = (self.scheme != "moragent" or self.tool_groups or self.loss_roles or self.train_roles
+                     or self.role_lr or self.init_adapter)
+        if decoupled and self.method != "mor":
+            raise ValueError("role schemes, per-role losses, learning rates and --init-adapter apply to method='mor'")
+        if decoupled and self.one_role:
+            raise ValueError("one_role has a single role: it takes no role scheme or per-role training options")
+        if (self.train_roles or self.role_lr) and self.fsdp:
+            raise ValueError("per-role learning rates and frozen roles are not supported with fsdp (sharded slices)")
+        if self.tool_groups and self.scheme == "moragent":
+            raise ValueError("tool_groups give argument roles, which the agentflux and combined schemes have")
+        for name in ("loss_roles", "train_roles"):
+            value = getattr(self, name)
+            if value is not None and not value:
+                raise ValueError(f"{name} is empty; leave it None for all roles")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise ValueError(f"save_total_limit must be >= 1 (or None to keep every checkpoint), "
                              f"got {self.save_total_limit}")
@@ -106,18 +134,91 @@ def one_role_spec(rank: int, like: MoRSpec | None = None) -> MoRSpec:
                    rank=rank, shared_gate=like.shared_gate)
 
 
+# Tool groups of ``tool_groups="families"``: one per kind of family (the kernels allow 16 roles in
+# all, so one role per family, 78 of them, is not possible); catalogue domains join the nearest kind.
+_FAMILY_KINDS = {"conversions": "conversions", "formulas": "formulas", "textdates": "text", "entities": "lookups",
+                 "records": "services", "stdlib": "stdlib"}
+_CATALOGUE_KINDS = {"currency": "conversions", "units": "conversions", "dates": "text", "text": "text",
+                    "geometry": "formulas", "finance": "formulas", "math": "formulas", "lookup": "lookups"}
+
+
+def tool_groups_for(source: str | None) -> dict[str, str] | None:
+    """``{tool name: group}``: ``families`` groups the built-in tools by kind of family (unit
+    conversions, formulas, text and dates, lookups, booking services, stdlib; the catalogue's by
+    domain, ``everyday`` apart): 7 groups; any other value is a JSON file holding the mapping."""
+    if source is None:
+        return None
+    if source == "families":
+        import importlib
+
+        from ..tools.catalogue import CATALOGUE
+
+        groups = {t.name: _CATALOGUE_KINDS.get(t.domain or "", "everyday") for t in CATALOGUE.values()}
+        for module, kind in _FAMILY_KINDS.items():
+            specs = importlib.import_module(f"mor_ext.tools.families.{module}").SPECS
+            groups.update({s.name: kind for s in specs})
+        return groups
+    data = json.loads(Path(source).read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in data.items()):
+        raise ValueError(f"{source}: tool groups must be a JSON object {{tool name: group name}}")
+    return data
+
+
+def expand_roles(patterns: list[str], role_names: tuple[str, ...]) -> list[str]:
+    """Role names matching ``patterns`` (shell-style: ``arguments*`` is every arguments role)."""
+    import fnmatch
+
+    out = []
+    for pattern in patterns:
+        hits = [r for r in role_names if fnmatch.fnmatchcase(r, pattern)]
+        if not hits:
+            raise ValueError(f"no role matches {pattern!r}; the roles are {list(role_names)}")
+        out += [r for r in hits if r not in out]
+    return out
+
+
+def scheme_for(config: TrainConfig) -> RoleScheme | None:
+    """The role scheme a run trains under (None: MoRAgent's turn roles, as before schemes)."""
+    if config.scheme == "moragent":
+        return None
+    return RoleScheme.preset(config.scheme, tool_groups_for(config.tool_groups))
+
+
+def _scheme_spec(scheme: RoleScheme, rank: int) -> MoRSpec:
+    """AgentFlux: one plain LoRA per role, as its adapters are; combined: MoRAgent-style groups."""
+    if scheme.name == "agentflux":
+        return MoRSpec.decoupled(scheme.roles, rank=rank)
+    routed = tuple(RoleSpec(r, 3, 2, True) if r == "summarizer" else RoleSpec(r, 4, 3, True) for r in scheme.roles)
+    return MoRSpec(roles=routed, rank=rank)
+
+
 def mor_config_for(config: TrainConfig) -> MoRConfig:
-    """The MoRConfig that ``patch`` gets for ``config``: the spec (MoRAgent, or :func:`one_role_spec`
-    for ``one_role``), LoRA scaling and dropout, targets, context role, and the loss coefficients
-    (0 for the ``no_aux`` / ``no_orth`` ablations)."""
-    spec = one_role_spec(config.rank) if config.one_role else MoRSpec.moragent(config.rank)
+    """The MoRConfig that ``patch`` gets for ``config``: the spec (MoRAgent, the scheme's roles, or
+    :func:`one_role_spec` for ``one_role``), LoRA scaling and dropout, targets, context role (under a
+    scheme, ``reasoner`` means the role that writes reasoner turns), the role scheme and the loss
+    coefficients (0 for the ``no_aux`` / ``no_orth`` ablations). With ``init_adapter``, the adapter's
+    own config, plus the scheme's roles it lacks (fresh, see :func:`mor_ext.adapters.add_roles`)."""
+    scheme = scheme_for(config)
     context_role = config.context_role
     if config.one_role and context_role is not None:
         context_role = "agent"
+    if scheme is not None and context_role in ("reasoner", "executor", "summarizer"):
+        context_role = scheme.turn_role(context_role)
+    if config.init_adapter:
+        from ..adapters.io import ADAPTER_CONFIG_NAME
+
+        saved = MoRConfig.from_dict(json.loads((Path(config.init_adapter) / ADAPTER_CONFIG_NAME).read_text())["config"])
+        missing = [] if scheme is None else [r for r in scheme.roles if r not in saved.spec.role_names]
+        like = saved.spec.roles[0]
+        spec = MoRSpec(roles=saved.spec.roles + tuple(dataclasses.replace(like, name=r) for r in missing),
+                       rank=saved.spec.rank, shared_gate=saved.spec.shared_gate)
+        return dataclasses.replace(saved, spec=spec, scheme=scheme if scheme is not None else saved.scheme)
+    spec = (one_role_spec(config.rank) if config.one_role else
+            MoRSpec.moragent(config.rank) if scheme is None else _scheme_spec(scheme, config.rank))
     defaults = MoRConfig()
     return MoRConfig(
         spec=spec, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
         target_modules=config.target_modules, context_role=context_role,
         aux_loss_coef=0.0 if config.no_aux else defaults.aux_loss_coef,
-        orth_loss_coef=0.0 if config.no_orth else defaults.orth_loss_coef,
+        orth_loss_coef=0.0 if config.no_orth else defaults.orth_loss_coef, scheme=scheme,
     )

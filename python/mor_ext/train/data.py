@@ -11,9 +11,10 @@ from typing import Sequence
 
 import torch
 
-from ..data.tokenize import EncodedExample, PackedExample, RoleTokenizer, collate, pack
+from ..config import MoRConfig
 from ..spec import MoRSpec
-from .config import TrainConfig
+from ..data.tokenize import IGNORE_INDEX, EncodedExample, PackedExample, RoleTokenizer, collate, pack, restrict_labels
+from .config import TrainConfig, expand_roles, mor_config_for
 
 __all__ = ["ExampleDataset", "RoleDataCollator", "load_trajectories", "build_datasets"]
 
@@ -76,15 +77,21 @@ def load_trajectories(config: TrainConfig) -> tuple[list, int]:
     return generate(config.generate, seed=config.seed), 0
 
 
-def build_datasets(config: TrainConfig, tokenizer, spec: MoRSpec | None = None,
+def build_datasets(config: TrainConfig, tokenizer, mor_config: MoRConfig | None = None,
                    loaded: tuple[list, int] | None = None,
                    ) -> tuple[ExampleDataset, ExampleDataset | None, int]:
     """``(train, eval or None, skipped)``: trajectories encoded with :class:`RoleTokenizer` under the
-    MoRAgent roles (remapped to role 0 for ``one_role``), split before packing so that no trajectory
-    is in both, and packed per split when ``config.packing``. ``loaded``: the ``(trajectories,
-    skipped)`` of the config's data, if already read."""
+    run's roles and role scheme (``mor_config``, default :func:`mor_config_for`; MoRAgent's roles are
+    remapped to role 0 for ``one_role``), labels kept only where ``config.loss_roles`` predict them
+    (examples left without a label are dropped and counted as skipped), split before packing so
+    that no trajectory is in both, and packed per split when ``config.packing``. ``loaded``: the
+    ``(trajectories, skipped)`` of the config's data, if already read."""
     trajectories, skipped = loaded if loaded is not None else load_trajectories(config)
-    encoder = RoleTokenizer(tokenizer, MoRSpec.moragent(config.rank), config.context_role)
+    mor_config = mor_config if mor_config is not None else mor_config_for(config)
+    if config.one_role:
+        encoder = RoleTokenizer(tokenizer, MoRSpec.moragent(config.rank), config.context_role)
+    else:
+        encoder = RoleTokenizer(tokenizer, mor_config.spec, mor_config.context_role, scheme=mor_config.scheme)
     result = encoder.encode_many(trajectories, config.max_length)
     examples = result.examples
     skipped += len(result.skipped)
@@ -93,6 +100,16 @@ def build_datasets(config: TrainConfig, tokenizer, spec: MoRSpec | None = None,
     if config.one_role:
         for ex in examples:
             ex.role_ids = [0 if r >= 0 else r for r in ex.role_ids]
+    if config.loss_roles:
+        keep = {mor_config.spec.role_index(r) for r in expand_roles(config.loss_roles, mor_config.spec.role_names)}
+        examples = [restrict_labels(ex, keep) for ex in examples]
+        unlabelled = sum(all(t == IGNORE_INDEX for t in ex.labels) for ex in examples)
+        if unlabelled:
+            logger.warning("%d trajectories have no token of the loss roles %s: dropped", unlabelled, config.loss_roles)
+            examples = [ex for ex in examples if any(t != IGNORE_INDEX for t in ex.labels)]
+            skipped += unlabelled
+        if not examples:
+            raise ValueError(f"no trajectory has a token of the loss roles {config.loss_roles}")
     order = list(range(len(examples)))
     random.Random(config.seed).shuffle(order)
     n_eval = int(round(config.eval_fraction * len(examples)))

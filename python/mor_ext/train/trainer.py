@@ -15,7 +15,7 @@ import torch
 from ..adapters import AdapterError, load_adapter, save_adapter
 from ..files import atomic_write_text
 from ..patching import adapter_is_sharded
-from .config import TrainConfig, mor_config_for
+from .config import TrainConfig, expand_roles, mor_config_for
 from .data import RoleDataCollator, build_datasets, load_trajectories
 
 __all__ = ["TrainResult", "MoRTrainer", "train", "lora_rank_for_budget", "CHECKPOINT_ADAPTER_DIR",
@@ -223,6 +223,40 @@ def _time_budget_callback(minutes: float):
     return _TimeBudget()
 
 
+def _role_scales(config: TrainConfig, model) -> dict[str, float]:
+    """Learning-rate multiplier per role: ``role_lr``, and 0 for the roles ``train_roles`` leaves out."""
+    if not (config.role_lr or config.train_roles):
+        return {}
+    names = model.mor_config.spec.role_names
+    scales = {r: s for pattern, s in (config.role_lr or {}).items() for r in expand_roles([pattern], names)}
+    if config.train_roles:
+        trained = expand_roles(config.train_roles, names)
+        scales.update({r: 0.0 for r in names if r not in trained})
+    return scales
+
+
+def _role_step_callback(model, scales: dict[str, float]):
+    from transformers import TrainerCallback
+
+    from .roles import RoleStepScaler
+
+    scaler = RoleStepScaler(model, scales)
+
+    class _RoleSteps(TrainerCallback):
+        """Installs :class:`~.roles.RoleStepScaler` on the Trainer's optimiser once it exists."""
+
+        def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+            if optimizer is None:
+                raise RuntimeError("per-role learning rates need the optimiser at on_train_begin")
+            scaler.attach(optimizer)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            scaler.remove()
+
+    logger.info("mor_ext: per-role learning-rate multipliers %s (0 = frozen)", scales)
+    return _RoleSteps()
+
+
 def MoRTrainer(*args: Any, **kwargs: Any):
     """Build the ``transformers.Trainer`` subclass :func:`train` uses (imported lazily: transformers
     is heavy). The training order is ``TrainingArguments.train_sampling_strategy`` ("sequential" for
@@ -231,11 +265,19 @@ def MoRTrainer(*args: Any, **kwargs: Any):
 
 
 def _prepare_model(config: TrainConfig, model) -> tuple[Any, dict[str, int]]:
-    """Patch (mor) or wrap with peft (lora); returns the model and the parameter counts to log."""
+    """Patch (mor; or load ``init_adapter`` and add the scheme's missing roles) or wrap with peft
+    (lora); returns the model and the parameter counts to log."""
     from ..patching import mor_layers, patch, trainable_parameters, unpatch
 
     mor_config = mor_config_for(config)
-    patch(model, mor_config)
+    if config.init_adapter:
+        from ..adapters import add_roles
+
+        load_adapter(model, config.init_adapter)
+        have = model.mor_config.spec.role_names
+        add_roles(model, [r for r in mor_config.spec.roles if r.name not in have], mor_config.scheme)
+    else:
+        patch(model, mor_config)
     mor_trainable = trainable_parameters(model)["trainable"]
     counts = {"mor_trainable": mor_trainable}
     if config.method == "mor":
@@ -329,12 +371,16 @@ def train(config: TrainConfig) -> TrainResult:
     set_seed(config.seed)  # the adapter's initialisation does not depend on how much data was read
     model, counts = _prepare_model(config, model)
     model.train()
+    callbacks = [_time_budget_callback(config.max_minutes)] if config.max_minutes is not None else []
+    scales = _role_scales(config, model)
+    if scales:
+        callbacks.append(_role_step_callback(model, scales))
 
     args = _training_arguments(config, eval_set is not None)
     trainer = MoRTrainer(
         model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
         data_collator=RoleDataCollator(tokenizer.pad_token_id, with_role_ids=config.method == "mor"),
-        callbacks=[_time_budget_callback(config.max_minutes)] if config.max_minutes is not None else None,
+        callbacks=callbacks or None,
     )
     resume = config.resume if config.resume not in (None, False, "") else None
     output = trainer.train(resume_from_checkpoint=resume)

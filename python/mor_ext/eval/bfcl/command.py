@@ -2,6 +2,7 @@
 
     mor-ext eval bfcl [--model M] [--adapter DIR] [--method mor|lora|base] --categories C ... [--limit N]
                       [--out DIR] [--mode agent|prompt] [--batch-size B] [--max-new-tokens N] [--system TEXT]
+                      [--constrain-names] [--vote N] [--max-tools N [--tool-categories JSON]]
 
 ``--method`` (default: ``mor`` with ``--adapter``, else ``base``): ``mor`` loads a MoR adapter
 (:func:`mor_ext.load_adapter`), ``lora`` a PEFT LoRA directory (``mor-ext train --method lora``), merged
@@ -16,9 +17,23 @@ import json
 import sys
 from typing import TextIO
 
+from ..first_calls import Selection
 from ..loading import METHODS, load_for_method
 
-__all__ = ["add_arguments", "run_command"]
+__all__ = ["add_arguments", "run_command", "selection_from_args"]
+
+
+def selection_from_args(args: argparse.Namespace) -> Selection:
+    """The :class:`~mor_ext.eval.first_calls.Selection` of the tool-selection flags."""
+    categories = None
+    if getattr(args, "tool_categories", None):
+        categories = json.loads(open(args.tool_categories, encoding="utf-8").read())
+        if not isinstance(categories, dict):
+            raise ValueError(f"{args.tool_categories}: expected a JSON object {{function name: category}}")
+    if args.vote < 0 or (args.max_tools is not None and args.max_tools < 2):
+        raise ValueError("--vote must be >= 0 and --max-tools >= 2")
+    return Selection(constrain_names=args.constrain_names, vote=args.vote, vote_temperature=args.vote_temperature,
+                     seed=args.seed, max_tools=args.max_tools, categories=categories)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="'smollm2' (default), a local .gguf file or HF model directory")
@@ -38,6 +53,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=256, help="per generation (agent mode: per role turn)")
     parser.add_argument("--system", default=None, help="agent mode's system prompt (default: none, as the synthetic "
                                                        "training data has)")
+    selection = parser.add_argument_group("tool selection (agent mode; docs/spec.md §7). The role scheme (MoRAgent, "
+                                          "AgentFlux) is the adapter's own")
+    selection.add_argument("--constrain-names", action="store_true",
+                           help="constrained decoding: every function name is one of the question's functions")
+    selection.add_argument("--vote", type=int, default=0, metavar="N",
+                           help="AgentFlux's majority vote: sample N selections (one shared prefill), keep the most frequent")
+    selection.add_argument("--vote-temperature", type=float, default=1.0)
+    selection.add_argument("--seed", type=int, default=0, help="seed of the vote's sampling")
+    selection.add_argument("--max-tools", type=int, default=None, metavar="N",
+                           help="hierarchical selection: with more than N functions, pick a category first "
+                                "(categories derived from the names unless --tool-categories)")
+    selection.add_argument("--tool-categories", default=None, metavar="JSON",
+                           help="a JSON file {function name: category} for --max-tools")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
 
@@ -48,10 +76,15 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out if out is not None else sys.stdout  # looked up per call: it may be replaced after import
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
+    selection = selection_from_args(args)
+    if selection != Selection() and args.mode != "agent":
+        raise ValueError("--constrain-names, --vote and --max-tools apply to --mode agent")
     model, tokenizer, method = load_for_method(args.model, args.adapter, args.method)
+    scheme = getattr(getattr(model, "mor_config", None), "scheme", None)
     result = evaluate(model, tokenizer, args.categories, mode=args.mode, limit=args.limit, out=args.out,
                       batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, system=args.system,
-                      progress=args.progress, meta={"model": args.model or "smollm2", "adapter": args.adapter,
-                                                    "method": method})
+                      progress=args.progress, selection=selection,
+                      meta={"model": args.model or "smollm2", "adapter": args.adapter, "method": method,
+                            "scheme": scheme.name if scheme is not None else "moragent" if method == "mor" else None})
     out.write((json.dumps(result.to_dict(), indent=2) if args.json else result.table()) + "\n")
     return 0

@@ -28,7 +28,7 @@ import torch
 from ...agent import EpisodeResult
 from ...agent.batch import TokenChooser
 from ...patching import active_role, is_patched
-from ..first_calls import FirstCallTask, first_executor_turn, run_first_calls
+from ..first_calls import FirstCallTask, Selection, first_executor_turn, run_first_calls
 from .calls import NO_CALL, calls_text, schema_tools
 from .data import Question
 from .shim import bfcl
@@ -76,10 +76,12 @@ def _agent_answer(question: Question, episode: EpisodeResult) -> Answer:
 
 def answer_as_agent(model: torch.nn.Module, tokenizer, questions: Sequence[Question], *, system: str | None = None,
                     batch_size: int = 8, max_new_tokens: int = 256, max_tokens: int | None = None,
-                    progress: Progress | None = None, choose: TokenChooser | None = None) -> list[Answer]:
+                    progress: Progress | None = None, choose: TokenChooser | None = None,
+                    selection: Selection | None = None) -> list[Answer]:
     """Agent-mode answers, in question order (see the module docstring). ``max_new_tokens`` bounds
     each role turn; ``max_tokens`` the whole episode (default: the model's context length).
-    ``choose`` replaces greedy decoding, ``(logits, episode) -> token`` (tests script the output)."""
+    ``choose`` replaces greedy decoding, ``(logits, episode) -> token`` (tests script the output).
+    ``selection``: constrained names, majority vote, hierarchical selection (``docs/spec.md`` §7)."""
     b = bfcl()
 
     def convert(functions: list[dict]) -> list[dict]:
@@ -91,7 +93,8 @@ def answer_as_agent(model: torch.nn.Module, tokenizer, questions: Sequence[Quest
         return FirstCallTask(query, schema_tools(question.functions, convert), full_system, question.id)
 
     episodes = run_first_calls(model, tokenizer, [task(q) for q in questions], batch_size=batch_size,
-                               max_new_tokens=max_new_tokens, max_tokens=max_tokens, progress=progress, choose=choose)
+                               max_new_tokens=max_new_tokens, max_tokens=max_tokens, progress=progress, choose=choose,
+                               selection=selection)
     return [_agent_answer(q, e) for q, e in zip(questions, episodes)]
 
 

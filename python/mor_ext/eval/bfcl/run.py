@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ...agent.batch import TokenChooser
+from ..first_calls import Selection
 from .data import AST_LIVE, AST_NON_LIVE, IRRELEVANCE, RELEVANCE, load_category, resolve_categories
 from .generation import Answer, answer_as_agent, answer_with_prompt
 from .scoring import Aggregate, CategoryScore, Verdict, aggregates, category_score, score_answer
@@ -146,7 +147,7 @@ def evaluate(model: torch.nn.Module, tokenizer, categories: Sequence[str] = ("no
              max_new_tokens: int = 256, system: str | None = None, progress: bool = True,
              meta: Mapping[str, Any] | None = None,
              on_category: Callable[[str, CategoryScore], None] | None = None,
-             choose: TokenChooser | None = None) -> BFCLResult:
+             choose: TokenChooser | None = None, selection: Selection | None = None) -> BFCLResult:
     """Answer and score BFCL ``categories`` (names or BFCL collections such as ``non_live``).
 
     ``mode``: ``agent`` (the model as the project's agent; a MoR, plain-LoRA or base model) or
@@ -157,7 +158,8 @@ def evaluate(model: torch.nn.Module, tokenizer, categories: Sequence[str] = ("no
     BFCL's own system messages are appended to it). Decoding is greedy; ``max_new_tokens`` bounds each
     generation (agent mode: each role turn). ``meta`` is recorded with the settings (model, adapter,
     method); ``on_category(category, score)`` is called as each category is scored. ``choose``: agent
-    mode's token chooser instead of greedy decoding (tests script the model's text).
+    mode's token chooser instead of greedy decoding (tests script the model's text). ``selection``:
+    agent mode's tool selection (constrained names, majority vote, hierarchical; ``docs/spec.md`` §7).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -179,7 +181,8 @@ def evaluate(model: torch.nn.Module, tokenizer, categories: Sequence[str] = ("no
             bar.category(category)
             if mode == "agent":
                 answers = answer_as_agent(model, tokenizer, questions, system=system, batch_size=batch_size,
-                                          max_new_tokens=max_new_tokens, progress=bar, choose=choose)
+                                          max_new_tokens=max_new_tokens, progress=bar, choose=choose,
+                                          selection=selection)
             else:
                 answers = answer_with_prompt(model, tokenizer, questions, batch_size=batch_size,
                                              max_new_tokens=max_new_tokens, progress=bar)
@@ -194,7 +197,8 @@ def evaluate(model: torch.nn.Module, tokenizer, categories: Sequence[str] = ("no
         bar.close()
         model.train(was_training)
     settings = {"categories": names, "limit": limit, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
-                "system": system, "decoding": "greedy", **(meta or {})}
+                "system": system, "decoding": "greedy",
+                "selection": (selection or Selection()).to_dict() if mode == "agent" else None, **(meta or {})}
     result = BFCLResult(mode, scores, aggregates(scores), all_verdicts, time.perf_counter() - start, out_dir, settings)
     if out_dir is not None:
         (out_dir / "summary.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
