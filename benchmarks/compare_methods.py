@@ -42,8 +42,9 @@ MOR_EXT = [sys.executable, "-m", "mor_ext.cli"]
 
 
 def _train_command(args: argparse.Namespace, method: str, lr: float, out: Path, *, steps: int | None,
-                   minutes: float | None) -> list[str]:
-    cmd = MOR_EXT + ["train", "--model", args.model, "--data", str(args.data), "--out", str(out),
+                   minutes: float | None, data: Path | None = None) -> list[str]:
+    """``data``: another training file than ``--data`` (same settings otherwise)."""
+    cmd = MOR_EXT + ["train", "--model", args.model, "--data", str(data or args.data), "--out", str(out),
                      "--method", method, "--lr", f"{lr:g}", "--batch-size", str(args.batch_size),
                      "--max-length", str(args.max_length), "--eval-fraction", str(args.eval_fraction),
                      "--seed", str(args.seed), "--logging-steps", "1", "--lr-scheduler", "constant",
@@ -135,9 +136,7 @@ def ablate(args: argparse.Namespace) -> None:
         jobs.append((_train_command(args, "mor", lr, out, steps=args.steps, minutes=None) + extra, out))
     if args.before_data is not None:
         out = args.out / "ablations" / "before-data"
-        cmd = _train_command(args, "mor", lr, out, steps=args.steps, minutes=None)
-        cmd[cmd.index("--data") + 1] = str(args.before_data)
-        jobs.append((cmd, out))
+        jobs.append((_train_command(args, "mor", lr, out, steps=args.steps, minutes=None, data=args.before_data), out))
     _run_pair([(c, o) for c, o in jobs if not (o / "training_log.json").is_file()])
     rows = [_summary(out) for _, out in jobs]
     (args.out / "ablations.json").write_text(json.dumps(rows, indent=2) + "\n")
@@ -158,9 +157,9 @@ def _adapters(args: argparse.Namespace) -> list[tuple[str, str, Path | None]]:
         if (run / "training_log.json").is_file():
             found.append((m, m, run))
     # The ablations' reference: the final MoR run at their step budget (itself when it ended there).
-    run = args.out / "final" / "mor" / f"checkpoint-{args.steps}" / "adapter"
-    final_log = args.out / "final" / "mor" / "training_log.json"
-    ended_there = final_log.is_file() and json.loads(final_log.read_text())["global_step"] == args.steps
+    final_mor = args.out / "final" / "mor"
+    run = final_mor / f"checkpoint-{args.steps}" / "adapter"
+    ended_there = (final_mor / "training_log.json").is_file() and _summary(final_mor)["steps"] == args.steps
     if run.is_dir() and not ended_there:
         found.append((f"mor-{args.steps}steps", "mor", run))
     for name in [*ABLATIONS, "before-data"]:
