@@ -8,6 +8,9 @@
         --results results/bfcl --limit 20
     python benchmarks/compare_methods.py report --out runs/cmp
 
+A method added later (AgentFlux's scheme: ``--methods agentflux``) runs the same stages; ``sweep`` and
+``final`` add its rows to the files the earlier stages wrote.
+
 Fairness, as the project's rules ask for it:
 
 * **Each method its own learning rate**, chosen by a sweep of short runs (at least 4 values spanning
@@ -37,7 +40,15 @@ from pathlib import Path
 
 # Per-method grids (each spans 33x): MoR's gated mix of rank-16 LoRAs moves its output less per Adam
 # step than one LoRA of the same parameter budget, so its useful range sits higher.
-GRIDS = {"mor": [3e-4, 1e-3, 3e-3, 1e-2], "lora": [3e-5, 1e-4, 3e-4, 1e-3]}
+GRIDS = {"mor": [3e-4, 1e-3, 3e-3, 1e-2], "lora": [3e-5, 1e-4, 3e-4, 1e-3],
+         "agentflux": [1e-4, 3e-4, 1e-3, 3e-3]}
+# How each method trains. AgentFlux (docs/spec.md §7) is one plain LoRA per role (selector, arguments,
+# summarizer) under MoR's engine; rank 77 gives it the plain LoRA's budget (3 x 77 = 231 ranks, the
+# rank that matches MoR's trainable parameters), so all three methods train as many parameters.
+METHOD_ARGS = {"mor": ["--method", "mor"], "lora": ["--method", "lora"],
+               "agentflux": ["--method", "mor", "--scheme", "agentflux", "--rank", "77"]}
+# The method ``mor-ext eval`` loads a run's adapter with (the scheme comes from the adapter's config).
+EVAL_METHOD = {"mor": "mor", "lora": "lora", "agentflux": "mor"}
 MOR_EXT = [sys.executable, "-m", "mor_ext.cli"]
 
 
@@ -45,7 +56,7 @@ def _train_command(args: argparse.Namespace, method: str, lr: float, out: Path, 
                    minutes: float | None, data: Path | None = None) -> list[str]:
     """``data``: another training file than ``--data`` (same settings otherwise)."""
     cmd = MOR_EXT + ["train", "--model", args.model, "--data", str(data or args.data), "--out", str(out),
-                     "--method", method, "--lr", f"{lr:g}", "--batch-size", str(args.batch_size),
+                     *METHOD_ARGS[method], "--lr", f"{lr:g}", "--batch-size", str(args.batch_size),
                      "--max-length", str(args.max_length), "--eval-fraction", str(args.eval_fraction),
                      "--seed", str(args.seed), "--logging-steps", "1", "--lr-scheduler", "constant",
                      "--no-progress"]
@@ -93,14 +104,20 @@ def _summary(run: Path) -> dict:
             "trainable": log["parameter_counts"].get("trainable")}
 
 
+def _read_json(path: Path, default):
+    return json.loads(path.read_text()) if path.is_file() else default
+
+
 def sweep(args: argparse.Namespace) -> None:
     jobs = [(_train_command(args, m, lr, args.out / "sweep" / f"{m}-lr{lr:g}", steps=args.sweep_steps, minutes=None),
              args.out / "sweep" / f"{m}-lr{lr:g}") for m in args.methods for lr in GRIDS[m]]
-    _run_pair([(c, o) for c, o in jobs if not (o / "training_log.json").is_file()])
+    _run_pair([(c, o) for c, o in jobs if not (o / "training_log.json").is_file()], args.jobs)
     rows = [_summary(out) for _, out in jobs]
-    best = {}
+    earlier = _read_json(args.out / "sweep.json", {"rows": [], "best": {}})
+    best = {m: b for m, b in earlier["best"].items() if m not in args.methods}
+    rows = [r for r in earlier["rows"] if r["run"] not in {x["run"] for x in rows}] + rows
     for m in args.methods:
-        mine = [r for r in rows if r["method"] == m]
+        mine = [r for r in rows if r["run"].startswith(f"{m}-lr")]
         pick = min(mine, key=lambda r: r["eval_ce"])
         edge = pick["lr"] in (min(GRIDS[m]), max(GRIDS[m]))
         best[m] = {"lr": pick["lr"], "eval_ce": pick["eval_ce"], "at_grid_edge": edge}
@@ -113,10 +130,12 @@ def sweep(args: argparse.Namespace) -> None:
 
 def final(args: argparse.Namespace) -> None:
     best = json.loads((args.out / "sweep.json").read_text())["best"]
-    jobs = [(_train_command(args, m, best[m]["lr"], args.out / "final" / m, steps=None, minutes=args.minutes),
+    budget = {"steps": args.final_steps, "minutes": None} if args.final_steps else {"steps": None, "minutes": args.minutes}
+    jobs = [(_train_command(args, m, best[m]["lr"], args.out / "final" / m, **budget),
              args.out / "final" / m) for m in args.methods]
     _run_pair(jobs)  # both at once: the same wall time on the same (shared) machine
     rows = [_summary(out) for _, out in jobs]
+    rows = [r for r in _read_json(args.out / "final.json", []) if r["run"] not in args.methods] + rows
     (args.out / "final.json").write_text(json.dumps(rows, indent=2) + "\n")
     _print_rows(rows)
 
@@ -152,10 +171,10 @@ EVAL_CATEGORIES = ["simple_python", "simple_java", "simple_javascript", "multipl
 def _adapters(args: argparse.Namespace) -> list[tuple[str, str, Path | None]]:
     """(run name, method, adapter directory) of every finished run, the base model first."""
     found: list[tuple[str, str, Path | None]] = [("base", "base", None)]
-    for m in ("mor", "lora"):
+    for m in GRIDS:
         run = args.out / "final" / m
         if (run / "training_log.json").is_file():
-            found.append((m, m, run))
+            found.append((m, EVAL_METHOD[m], run))
     # The ablations' reference: the final MoR run at their step budget (itself when it ended there).
     final_mor = args.out / "final" / "mor"
     run = final_mor / f"checkpoint-{args.steps}" / "adapter"
@@ -176,13 +195,14 @@ def evaluate(args: argparse.Namespace) -> None:
     for name, method, adapter in _adapters(args):
         if args.only and name not in args.only:
             continue
-        out = args.results / name
+        out = args.results / (f"{name}-{args.tag}" if args.tag else name)
         done = out / "heldout" / "heldout_score.json" if args.heldout is not None else out / "summary.json"
         if done.is_file():
             continue
         model = ["--adapter", str(adapter), "--method", method] if adapter else ["--method", "base"]
         bfcl = MOR_EXT + ["eval", "bfcl", *model, "--categories", *args.categories, "--limit", str(args.limit),
-                          "--batch-size", str(args.batch_size_eval), "--out", str(out), "--no-progress"]
+                          "--batch-size", str(args.batch_size_eval), "--out", str(out), "--no-progress",
+                          *shlex.split(args.eval_flags)]
         if adapter is None:  # untuned: BFCL's own prompt mode, the fair way to ask a chat model
             bfcl += ["--mode", "prompt", "--max-new-tokens", "128"]
         steps = [bfcl]
@@ -272,7 +292,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", nargs="+", help="evaluate: only these runs")
     ap.add_argument("--categories", nargs="+", default=EVAL_CATEGORIES, help="evaluate: BFCL categories")
     ap.add_argument("--batch-size-eval", type=int, default=8, help="evaluate: episodes decoded at once")
-    ap.add_argument("--jobs", type=int, default=2, help="evaluate: runs at once (memory: ~1.5 GB each)")
+    ap.add_argument("--jobs", type=int, default=2, help="evaluate (and sweep): runs at once (memory: ~1.5 GB an evaluation, ~8 GB a SmolLM2 training)")
+    ap.add_argument("--final-steps", type=int, default=0,
+                    help="final runs: a step budget instead of --minutes (a method added later, at the step "
+                         "count the others reached)")
+    ap.add_argument("--eval-flags", default="",
+                    help="evaluate: more `mor-ext eval bfcl` options, one string, e.g. --eval-flags='--constrain-names --max-tools 3'")
+    ap.add_argument("--tag", default="", help="evaluate: results go to <run>-<tag> (runs with --eval-flags)")
     ap.add_argument("--save-steps", type=int, default=0,
                     help="final runs: also keep a checkpoint every N steps (a smaller budget of the same run)")
     ap.add_argument("--grid", action="append", default=[], metavar="METHOD=LR,LR,...",
