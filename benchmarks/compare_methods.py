@@ -233,9 +233,15 @@ def _pct(value) -> str:
 SMALL_AST = ("simple_python", "multiple", "parallel", "parallel_multiple")
 
 
+# ``evaluate --tag more``: more categories of a run under the same decoding; the report joins them.
+MORE = "more"
+
+
 def _bfcl_rows(results: Path) -> None:
     """One row per evaluated run: BFCL's categories (correct/total), its aggregates, the held-out tools."""
-    runs = sorted(p.parent for p in results.glob("*/summary.json"))
+    from mor_ext.eval.bfcl.scoring import CategoryScore, aggregates
+
+    runs = sorted(p.parent for p in results.glob("*/summary.json") if not p.parent.name.endswith(f"-{MORE}"))
     if not runs:
         return
     print("| run | mode | " + " | ".join(EVAL_CATEGORIES) + " | non-live AST | live AST | irrelevance "
@@ -243,7 +249,12 @@ def _bfcl_rows(results: Path) -> None:
     print("|---|---|" + "---:|" * (len(EVAL_CATEGORIES) + 5))
     for run in runs:
         summary = json.loads((run / "summary.json").read_text())
-        scores, aggs = summary["scores"], summary["aggregates"]
+        scores = dict(summary["scores"])
+        more = run.parent / f"{run.name}-{MORE}" / "summary.json"
+        if more.is_file():  # the same run and decoding on more categories (evaluate --tag more)
+            scores.update(json.loads(more.read_text())["scores"])
+        aggs = {name: a.to_dict() for name, a in aggregates(
+            {c: CategoryScore(c, s["correct_count"], s["total_count"]) for c, s in scores.items()}).items()}
         cells = [f"{_pct(scores[c]['accuracy'])} ({scores[c]['correct_count']}/{scores[c]['total_count']})" if c in scores
                  else "-" for c in EVAL_CATEGORIES]
         cells += [_pct(aggs.get(a, {}).get("accuracy")) for a in ("non_live", "live", "irrelevance")]
