@@ -71,10 +71,9 @@ struct RoleBlock {
   }
 };
 
-RoleBlock make_block(const SpecTable& spec, int64_t rho, const at::Tensor& lora_A, const at::Tensor& lora_B,
-                     const at::Tensor& router_weight, const at::Tensor& shared_gate_weight, bool stacked) {
+// A role's sizes and offsets in the layer's stacked parameters (no tensor views).
+RoleBlock role_sizes(const SpecTable& spec, int64_t rho, int64_t rank) {
   RoleBlock b;
-  const int64_t rank = lora_A.size(1), d_in = lora_A.size(2), d_out = lora_B.size(1);
   b.role = rho;
   b.lora_start = spec.lora_start[rho];
   b.shared = spec.shared[rho] != 0;
@@ -85,6 +84,13 @@ RoleBlock make_block(const SpecTable& spec, int64_t rho, const at::Tensor& lora_
   b.gated = b.shared && spec.sigmoid_gate;
   b.lora_width = b.num_loras * rank;
   b.width = b.lora_width + b.experts + (b.gated ? 1 : 0);
+  return b;
+}
+
+RoleBlock make_block(const SpecTable& spec, int64_t rho, const at::Tensor& lora_A, const at::Tensor& lora_B,
+                     const at::Tensor& router_weight, const at::Tensor& shared_gate_weight, bool stacked) {
+  const int64_t rank = lora_A.size(1), d_in = lora_A.size(2), d_out = lora_B.size(1);
+  RoleBlock b = role_sizes(spec, rho, rank);
   b.lora_rows = lora_A.narrow(0, b.lora_start, b.num_loras).reshape({b.lora_width, d_in});
   b.router_rows = router_weight.narrow(0, b.router_start, b.experts);
   if (b.gated) b.gate_row = shared_gate_weight.narrow(0, rho, 1);
@@ -164,19 +170,18 @@ std::vector<Batch> plan_role_batches(const at::Tensor& roles) {
   return plan_batches(key, hi, roles.options());
 }
 
-// Route the batch's tokens [begin, end) from their logits (columns lora_width.. of `ext`) with the
+// Route the batch's tokens [begin, end) from their logits (columns lora_width.. of h, the role's
+// [n, width] shrink and logits) with the
 // per-token body every route kernel shares (kernels::route_token), write the routing outputs and the
 // shared gate's logit (for backward), and build the gated shrink `gated` [n, lora_width] and the
-// saved slots. Callers spread the tokens over threads.
+// saved slots; `g` is [n, lora_width]. Callers spread the tokens over threads.
 template <typename scalar_t>
 void route_and_gate(const Batch& b, int64_t begin, int64_t end, const RoleBlock& blk,
-                    const kernels::RoleTables& tables, const at::Tensor& ext, double scaling, int64_t k_max,
-                    int64_t e_total, int64_t rank, int32_t* index, scalar_t* weight, float* probs, float* shared_logit,
-                    scalar_t* shrink, at::Tensor& gated) {
+                    const kernels::RoleTables& tables, const scalar_t* h, int64_t width, double scaling,
+                    int64_t k_max, int64_t e_total, int64_t rank, int32_t* index, scalar_t* weight, float* probs,
+                    float* shared_logit, scalar_t* shrink, scalar_t* g) {
   using acc_t = at::opmath_type<scalar_t>;
-  const scalar_t* h = ext.data_ptr<scalar_t>();
-  scalar_t* g = gated.data_ptr<scalar_t>();
-  const int64_t width = ext.size(1), lw = blk.lora_width;
+  const int64_t lw = blk.lora_width;
   const int e = static_cast<int>(blk.experts);
   std::vector<float> logits(e_total), gate_fp32(k_max);
   std::vector<acc_t> gate(blk.num_loras);
@@ -219,18 +224,14 @@ struct SavedRouting {
   const float* shared_logit;
 };
 
-// Per token [begin, end) of the batch, from grad_gated = dL/d(gated shrink) [n, lora_width]: the
-// gated shrink again (`gated`, for grad B) and grad_ext = [dL/dshrink | dL/d router logits | dL/d
-// shared-gate logit]. Callers spread the tokens over threads.
+// Per token [begin, end) of the batch, from dg = dL/d(gated shrink) [n, lora_width]: the gated
+// shrink again (g_out [n, lora_width], for grad B) and ge = [dL/dshrink | dL/d router logits | dL/d
+// shared-gate logit] [n, width]. Callers spread the tokens over threads.
 template <typename scalar_t>
 void token_backward(const Batch& b, int64_t begin, int64_t end, const RoleBlock& blk,
                     const kernels::RoleTables& tables, const SavedRouting<scalar_t>& r, double scaling, int64_t k_max,
-                    int64_t e_total, int64_t rank, const at::Tensor& grad_gated, at::Tensor& gated,
-                    at::Tensor& grad_ext) {
+                    int64_t e_total, int64_t rank, const scalar_t* dg, scalar_t* g_out, scalar_t* ge) {
   using acc_t = at::opmath_type<scalar_t>;
-  const scalar_t* dg = grad_gated.data_ptr<scalar_t>();
-  scalar_t* g_out = gated.data_ptr<scalar_t>();
-  scalar_t* ge = grad_ext.data_ptr<scalar_t>();
   const int64_t lw = blk.lora_width, width = blk.width;
   const int e = static_cast<int>(blk.experts);
   std::vector<acc_t> acc_g(lw), acc_dh(lw);
@@ -270,6 +271,191 @@ void token_backward(const Batch& b, int64_t begin, int64_t end, const RoleBlock&
   }
 }
 
+
+// The by-role path's roles (fp32): each role's A rows, router rows and shared-gate row stacked as
+// one [width, d_in] matrix and its B as the columns of one [d_out, lora_width] matrix, copied with
+// plain loops into one buffer that also holds the per-role scratch matrices a pass asks for. ATen's
+// narrow / cat / permute / contiguous / empty cost ~15 small ops a role, which at agent-turn sizes
+// (tens of tokens a role, d = 64..576) was a large share of a layer's host time.
+struct StackedRoles {
+  std::vector<RoleBlock> blocks;              // sizes only, one per group, in group order
+  std::vector<float*> rows, b_cols;           // per group: [width, d_in], [d_out, lora_width]
+  std::vector<std::vector<float*>> scratch;   // per group: the scratch arrays asked for
+  at::Tensor buffer;
+};
+
+// `scratch_sizes(block, tokens)`: the float counts of the scratch arrays a group needs.
+template <typename Sizes>
+StackedRoles stack_roles(const SpecTable& spec, const std::vector<Batch>& groups, const at::Tensor& lora_A,
+                         const at::Tensor& lora_B, const at::Tensor& router_weight,
+                         const at::Tensor& shared_gate_weight, const Sizes& scratch_sizes) {
+  const int64_t rank = lora_A.size(1), d_in = lora_A.size(2), d_out = lora_B.size(1);
+  StackedRoles s;
+  std::vector<std::vector<int64_t>> sizes;
+  std::vector<int64_t> starts, costs;
+  int64_t total = 0;
+  for (const Batch& g : groups) {
+    const RoleBlock b = role_sizes(spec, g.key, rank);
+    starts.push_back(total);
+    total += b.width * d_in + d_out * b.lora_width;
+    sizes.push_back(scratch_sizes(b, g.size()));
+    for (int64_t n : sizes.back()) total += n;
+    costs.push_back(b.width * d_in + d_out * b.lora_width);
+    s.blocks.push_back(b);
+  }
+  s.buffer = at::empty({total}, lora_A.options());
+  float* base = s.buffer.data_ptr<float>();
+  for (size_t j = 0; j < groups.size(); ++j) {
+    const RoleBlock& b = s.blocks[j];
+    float* p = base + starts[j];
+    s.rows.push_back(p);
+    s.b_cols.push_back(p + b.width * d_in);
+    p += b.width * d_in + d_out * b.lora_width;
+    s.scratch.emplace_back();
+    for (int64_t n : sizes[j]) {
+      s.scratch.back().push_back(p);
+      p += n;
+    }
+  }
+  const float *a = lora_A.data_ptr<float>(), *bw = lora_B.data_ptr<float>(), *rw = router_weight.data_ptr<float>(),
+              *gw = shared_gate_weight.data_ptr<float>();
+  parallel_items(costs, [&](int64_t j) {
+    const RoleBlock& b = s.blocks[j];
+    float* rows = s.rows[j];
+    std::memcpy(rows, a + b.lora_start * rank * d_in, sizeof(float) * b.lora_width * d_in);
+    std::memcpy(rows + b.lora_width * d_in, rw + b.router_start * d_in, sizeof(float) * b.experts * d_in);
+    if (b.gated) std::memcpy(rows + (b.lora_width + b.experts) * d_in, gw + b.role * d_in, sizeof(float) * d_in);
+    float* cols = s.b_cols[j];  // cols[o, l * r + i] = lora_B[lora_start + l, o, i]
+    for (int64_t o = 0; o < d_out; ++o)
+      for (int64_t l = 0; l < b.num_loras; ++l)
+        std::memcpy(cols + o * b.lora_width + l * rank, bw + ((b.lora_start + l) * d_out + o) * rank,
+                    sizeof(float) * rank);
+  });
+  return s;
+}
+
+// Pointers to the rows of a [rows, ld] array.
+inline std::vector<float*> rows_of(float* base, int64_t rows, int64_t ld) {
+  std::vector<float*> out(rows);
+  for (int64_t i = 0; i < rows; ++i) out[i] = base + i * ld;
+  return out;
+}
+
+inline std::vector<const float*> const_rows_of(const float* base, int64_t rows, int64_t ld) {
+  std::vector<const float*> out(rows);
+  for (int64_t i = 0; i < rows; ++i) out[i] = base + i * ld;
+  return out;
+}
+
+// fp32 on an AVX-512 CPU: per role, one GEMM per kind over all of its tokens (role_gemms.h). `y`
+// holds the frozen layer's output; the LoRA deltas are added in place.
+void forward_by_role(const SpecTable& spec, const kernels::RoleTables& tables, const at::Tensor& xc,
+                     const at::Tensor& roles, const at::Tensor& a, const at::Tensor& lora_B,
+                     const at::Tensor& router_weight, const at::Tensor& shared_gate_weight, double scaling,
+                     at::Tensor& y, LayerRouting& out) {
+  const int64_t k_max = spec.k_max, e_total = spec.num_experts_total, rank = a.size(1), d_in = xc.size(1),
+                d_out = y.size(1);
+  const std::vector<Batch> groups = role_groups(roles);
+  // Scratch per role: ext = [shrink | router logits | gate logit] [n, width], gated shrink [n, lora_width].
+  const StackedRoles st = stack_roles(spec, groups, a, lora_B.contiguous(), router_weight.contiguous(),
+                                      shared_gate_weight.contiguous(), [](const RoleBlock& b, int64_t n) {
+                                        return std::vector<int64_t>{n * b.width, n * b.lora_width};
+                                      });
+  std::vector<int64_t> sizes;
+  std::vector<RowsGemm> shrinks, expands;
+  for (size_t j = 0; j < groups.size(); ++j) {
+    const Batch& g = groups[j];
+    const RoleBlock& b = st.blocks[j];
+    sizes.push_back(g.size());
+    shrinks.push_back({token_rows<const float>(xc.data_ptr<float>(), d_in, g), d_in,
+                       {st.rows[j], d_in, /*transposed=*/true}, b.width, rows_of(st.scratch[j][0], g.size(), b.width),
+                       /*accumulate=*/false});
+    expands.push_back({const_rows_of(st.scratch[j][1], g.size(), b.lora_width), b.lora_width,
+                       {st.b_cols[j], b.lora_width, /*transposed=*/true}, d_out,
+                       token_rows(y.data_ptr<float>(), d_out, g), /*accumulate=*/true});
+  }
+  run_gemms(shrinks);
+  int32_t* index_p = out.lora_index.data_ptr<int32_t>();
+  float *weight_p = out.lora_weight.data_ptr<float>(), *probs_p = out.router_probs.data_ptr<float>(),
+        *shared_p = out.shared_gate_logit.data_ptr<float>(), *shrink_p = out.shrink.data_ptr<float>();
+  for_each_block(sizes, kTokenGrain, [&](size_t j, int64_t begin, int64_t end) {
+    route_and_gate<float>(groups[j], begin, end, st.blocks[j], tables, st.scratch[j][0], st.blocks[j].width, scaling,
+                          k_max, e_total, rank, index_p, weight_p, probs_p, shared_p, shrink_p, st.scratch[j][1]);
+  });
+  run_gemms(expands);
+}
+
+// The backward of forward_by_role: adds the LoRA and router terms to grad_x in place and returns
+// (grad_A, grad_B, grad_router, grad_shared_gate).
+template <typename Routing>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_by_role(
+    const SpecTable& spec, const kernels::RoleTables& tables, const Routing& routing, const at::Tensor& xc,
+    const at::Tensor& gy, const at::Tensor& roles, const at::Tensor& a, const at::Tensor& lora_B,
+    const at::Tensor& router_weight, const at::Tensor& shared_gate_weight, double scaling, at::Tensor& grad_x) {
+  const int64_t k_max = spec.k_max, e_total = spec.num_experts_total, rank = a.size(1), d_in = xc.size(1),
+                d_out = gy.size(1);
+  const std::vector<Batch> groups = role_groups(roles);
+  // Scratch per role: grad of the gated shrink [n, lw], the gated shrink again [n, lw],
+  // grad_ext = [dL/dshrink | dL/dlogits] [n, width], grad of the stacked rows [width, d_in], grad of
+  // B's columns, transposed [lw, d_out].
+  const StackedRoles st = stack_roles(spec, groups, a, lora_B.contiguous(), router_weight.contiguous(),
+                                      shared_gate_weight.contiguous(), [&](const RoleBlock& b, int64_t n) {
+                                        return std::vector<int64_t>{n * b.lora_width, n * b.lora_width, n * b.width,
+                                                                    b.width * d_in, b.lora_width * d_out};
+                                      });
+  const float *xp = xc.data_ptr<float>(), *gyp = gy.data_ptr<float>();
+  std::vector<int64_t> sizes;
+  std::vector<RowsGemm> to_grad_gated, to_grad_x;
+  std::vector<TransposedAGemm> to_weight_grads;
+  for (size_t j = 0; j < groups.size(); ++j) {
+    const Batch& g = groups[j];
+    const RoleBlock& b = st.blocks[j];
+    const std::vector<float*>& s = st.scratch[j];
+    sizes.push_back(g.size());
+    to_grad_gated.push_back({token_rows(gyp, d_out, g), d_out, {st.b_cols[j], b.lora_width}, b.lora_width,
+                             rows_of(s[0], g.size(), b.lora_width), /*accumulate=*/false});
+    to_grad_x.push_back({const_rows_of(s[2], g.size(), b.width), b.width, {st.rows[j], d_in}, d_in,
+                         token_rows(grad_x.data_ptr<float>(), d_in, g), /*accumulate=*/true});
+    // B(k, :) is the k-th token's row of x or grad_y: a view from the run's first token, or gathered.
+    const int64_t* tokens = g.rows.defined() ? g.rows.data_ptr<int64_t>() : nullptr;
+    const int64_t first = g.rows.defined() ? 0 : g.begin;
+    to_weight_grads.push_back({s[2], g.size(), b.width, {xp + first * d_in, d_in, /*transposed=*/false, tokens}, d_in,
+                               s[3]});
+    to_weight_grads.push_back({s[1], g.size(), b.lora_width,
+                               {gyp + first * d_out, d_out, /*transposed=*/false, tokens}, d_out, s[4]});
+  }
+  run_gemms(to_grad_gated);
+  for_each_block(sizes, kTokenGrain, [&](size_t j, int64_t begin, int64_t end) {
+    const std::vector<float*>& s = st.scratch[j];
+    token_backward<float>(groups[j], begin, end, st.blocks[j], tables, routing, scaling, k_max, e_total, rank, s[0],
+                          s[1], s[2]);
+  });
+  run_gemms(to_weight_grads);
+  run_gemms(to_grad_x);
+
+  // Each role's gradients into the parameters' layout; roles without tokens keep zeros.
+  at::Tensor grad_a = at::zeros_like(a), grad_b = at::zeros(lora_B.sizes(), a.options()),
+             grad_router = at::zeros(router_weight.sizes(), a.options()),
+             grad_shared = at::zeros(shared_gate_weight.sizes(), a.options());
+  float *ga = grad_a.data_ptr<float>(), *gb = grad_b.data_ptr<float>(), *gr = grad_router.data_ptr<float>(),
+        *gs = grad_shared.data_ptr<float>();
+  std::vector<int64_t> costs;
+  for (const RoleBlock& b : st.blocks) costs.push_back(b.width * d_in + b.lora_width * d_out);
+  parallel_items(costs, [&](int64_t j) {
+    const RoleBlock& b = st.blocks[j];
+    const float* rows = st.scratch[j][3];
+    std::memcpy(ga + b.lora_start * rank * d_in, rows, sizeof(float) * b.lora_width * d_in);
+    std::memcpy(gr + b.router_start * d_in, rows + b.lora_width * d_in, sizeof(float) * b.experts * d_in);
+    if (b.gated) std::memcpy(gs + b.role * d_in, rows + (b.lora_width + b.experts) * d_in, sizeof(float) * d_in);
+    const float* cols_t = st.scratch[j][4];  // [l * r + i, o] -> grad_B[lora_start + l, o, i]
+    for (int64_t l = 0; l < b.num_loras; ++l)
+      for (int64_t o = 0; o < d_out; ++o) {
+        float* dst = gb + ((b.lora_start + l) * d_out + o) * rank;
+        for (int64_t i = 0; i < rank; ++i) dst[i] = cols_t[(l * rank + i) * d_out + o];
+      }
+  });
+  return {grad_a, grad_b, grad_router, grad_shared};
+}
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linear_cpu(
@@ -294,7 +480,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     count_path(CpuPath::kAvx512Decode);
     return out.with(y);
   }
-  count_path(use_role_gemms(x) ? CpuPath::kAvx512RoleGemms : CpuPath::kGeneric);
+  const bool by_role = use_role_gemms(x);
+  count_path(by_role ? CpuPath::kAvx512RoleGemms : CpuPath::kGeneric);
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "mor_linear_cpu", [&] {
     int32_t* index_p = lora_index.data_ptr<int32_t>();
@@ -312,34 +499,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         shared_p[t] = 0.0f;
       }
     });
-    if (use_role_gemms(x)) {  // fp32: per role, one GEMM per kind over all its tokens (role_gemms.h)
-      const std::vector<Batch> groups = role_groups(roles);
-      const std::map<int64_t, RoleBlock> blocks =
-          make_blocks(spec, groups, a, lora_B, router_weight, shared_gate_weight, /*stacked=*/true);
-      const int64_t d_in = x.size(1), d_out = y.size(1);
-      std::vector<at::Tensor> ext, gated;  // per role: [n, W*r + E + gated] shrink and logits; [n, W*r]
-      std::vector<int64_t> sizes;
-      std::vector<RowsGemm> shrinks, expands;
-      for (const Batch& g : groups) {
-        const RoleBlock& b = blocks.at(g.key);
-        sizes.push_back(g.size());
-        ext.push_back(at::empty({g.size(), b.width}, x.options()));
-        gated.push_back(at::empty({g.size(), b.lora_width}, x.options()));
-        shrinks.push_back({token_rows<const float>(xc.data_ptr<float>(), d_in, g), d_in,
-                           {b.rows.data_ptr<float>(), d_in, /*transposed=*/true}, b.width, all_rows(ext.back()),
-                           /*accumulate=*/false});
-        expands.push_back({const_rows(gated.back()), b.lora_width,
-                           {b.b_cols.data_ptr<float>(), b.lora_width, /*transposed=*/true}, d_out,
-                           token_rows(y.data_ptr<float>(), d_out, g), /*accumulate=*/true});
-      }
-      run_gemms(shrinks);
-      for_each_block(sizes, kTokenGrain, [&](size_t j, int64_t begin, int64_t end) {
-        route_and_gate<scalar_t>(groups[j], begin, end, blocks.at(groups[j].key), tables, ext[j], scaling, k_max,
-                                 e_total, rank, index_p, weight_p, probs_p, shared_p, shrink_p, gated[j]);
-      });
-      run_gemms(expands);
-      return;
-    }
+    if (by_role) return forward_by_role(spec, tables, xc, roles, a, lora_B, router_weight, shared_gate_weight, scaling,
+                                        y, out);
     const std::vector<Batch> batches = plan_role_batches(roles);
     const std::map<int64_t, RoleBlock> blocks =
         make_blocks(spec, batches, a, lora_B, router_weight, shared_gate_weight, n >= kStackMinTokens);
@@ -348,8 +509,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       const at::Tensor ext = blk.shrink_and_logits(b.take(xc));  // [n, W*r + E + gated (+ pad)]
       at::Tensor gated = at::empty({b.size(), blk.lora_width}, x.options());
       at::parallel_for(0, b.size(), kTokenGrain, [&](int64_t begin, int64_t end) {  // inline when nested
-        route_and_gate<scalar_t>(b, begin, end, blk, tables, ext, scaling, k_max, e_total, rank, index_p, weight_p,
-                                 probs_p, shared_p, shrink_p, gated);
+        route_and_gate<scalar_t>(b, begin, end, blk, tables, ext.data_ptr<scalar_t>(), ext.size(1), scaling, k_max,
+                                 e_total, rank, index_p, weight_p, probs_p, shared_p, shrink_p,
+                                 gated.data_ptr<scalar_t>());
       });
       blk.expand_into(b, y, gated);
     });
@@ -379,55 +541,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
   const at::ScalarType acc_type = at::toOpMathType(x.scalar_type());
 
   at::Tensor grad_x = at::mm(gy, weight);
-  const bool by_role = use_role_gemms(x);
-  count_path(by_role ? CpuPath::kAvx512RoleGemms : CpuPath::kGeneric);
-  const std::vector<Batch> batches = by_role ? role_groups(roles) : plan_role_batches(roles);
+  if (use_role_gemms(x)) {  // fp32: per role, one GEMM per kind over all its tokens (role_gemms.h)
+    count_path(CpuPath::kAvx512RoleGemms);
+    const SavedRouting<float> routing{index.data_ptr<int32_t>(), w.data_ptr<float>(), saved.data_ptr<float>(),
+                                      gw_in.data_ptr<float>(),   gp_in.data_ptr<float>(), probs.data_ptr<float>(),
+                                      shared_logits.data_ptr<float>()};
+    auto [grad_a, grad_b, grad_router, grad_shared] = backward_by_role(
+        spec, tables, routing, xc, gy, roles, a, lora_B, router_weight, shared_gate_weight, scaling, grad_x);
+    return {grad_x, grad_a, grad_b, grad_router, grad_shared};
+  }
+  count_path(CpuPath::kGeneric);
+  const std::vector<Batch> batches = plan_role_batches(roles);
   const std::map<int64_t, RoleBlock> blocks =
       make_blocks(spec, batches, a, lora_B, router_weight, shared_gate_weight, /*stacked=*/true);
-  const WorkPlan plan = by_role ? WorkPlan{} : plan_work(batches);
+  const WorkPlan plan = plan_work(batches);
   // Per worker, role -> (grad of rows, grad of b_cols), in the accumulation dtype; a worker's first
-  // batch of a role writes them, later ones add. The by-role path has one "worker" and one batch a role.
-  std::vector<std::map<int64_t, std::pair<at::Tensor, at::Tensor>>> grads(by_role ? 1 : plan.size());
+  // batch of a role writes them, later ones add.
+  std::vector<std::map<int64_t, std::pair<at::Tensor, at::Tensor>>> grads(plan.size());
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "mor_linear_backward_cpu", [&] {
     const SavedRouting<scalar_t> routing{index.data_ptr<int32_t>(), w.data_ptr<scalar_t>(), saved.data_ptr<scalar_t>(),
                                          gw_in.data_ptr<float>(),   gp_in.data_ptr<float>(),  probs.data_ptr<float>(),
                                          shared_logits.data_ptr<float>()};
-    if (by_role) {  // fp32: per role, one GEMM per kind over all its tokens (role_gemms.h)
-      const float *xp = xc.data_ptr<float>(), *gyp = gy.data_ptr<float>();
-      std::vector<at::Tensor> grad_gated, gated, grad_ext;  // per role: [n, W*r], [n, W*r], [n, width]
-      std::vector<int64_t> sizes;
-      std::vector<RowsGemm> to_grad_gated, to_grad_x;
-      std::vector<TransposedAGemm> to_weight_grads;  // per role: grad of its rows, grad of B's columns (transposed)
-      for (const Batch& g : batches) {
-        const RoleBlock& b = blocks.at(g.key);
-        sizes.push_back(g.size());
-        grad_gated.push_back(at::empty({g.size(), b.lora_width}, x.options()));
-        gated.push_back(at::empty({g.size(), b.lora_width}, x.options()));
-        grad_ext.push_back(at::empty({g.size(), b.width}, x.options()));  // [dL/dshrink | dL/dlogits]
-        to_grad_gated.push_back({token_rows(gyp, d_out, g), d_out, {b.b_cols.data_ptr<float>(), b.lora_width},
-                                 b.lora_width, all_rows(grad_gated.back()), /*accumulate=*/false});
-        to_grad_x.push_back({const_rows(grad_ext.back()), b.width, {b.rows.data_ptr<float>(), d_in}, d_in,
-                             token_rows(grad_x.data_ptr<float>(), d_in, g), /*accumulate=*/true});
-        // B(k, :) is the k-th token's row of x or grad_y: a view from the run's first token, or gathered.
-        const int64_t* tokens = g.rows.defined() ? g.rows.data_ptr<int64_t>() : nullptr;
-        const int64_t first = g.rows.defined() ? 0 : g.begin;
-        const avx512::MatrixB x_rows{xp + first * d_in, d_in, /*transposed=*/false, tokens};
-        const avx512::MatrixB gy_rows{gyp + first * d_out, d_out, /*transposed=*/false, tokens};
-        to_weight_grads.push_back({grad_ext.back(), x_rows, d_in});
-        to_weight_grads.push_back({gated.back(), gy_rows, d_out});
-      }
-      run_gemms(to_grad_gated);
-      for_each_block(sizes, kTokenGrain, [&](size_t j, int64_t begin, int64_t end) {
-        token_backward<scalar_t>(batches[j], begin, end, blocks.at(batches[j].key), tables, routing, scaling, k_max,
-                                 e_total, rank, grad_gated[j], gated[j], grad_ext[j]);
-      });
-      const std::vector<at::Tensor> weight_grads = run_gemms(to_weight_grads);
-      run_gemms(to_grad_x);
-      for (size_t j = 0; j < batches.size(); ++j)  // grad of b_cols as a transposed view: copied once below
-        grads[0].emplace(batches[j].key, std::make_pair(weight_grads[2 * j], weight_grads[2 * j + 1].t()));
-      return;
-    }
     run_work(plan, [&](const Batch& b, int64_t worker) {
       const RoleBlock& blk = blocks.at(b.key);
       const at::Tensor gyb = b.take(gy), xb = b.take(xc);
@@ -435,8 +570,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
       at::Tensor gated = at::empty({b.size(), blk.lora_width}, x.options());
       at::Tensor grad_ext = at::empty({b.size(), blk.width}, x.options());  // [dL/dshrink | dL/dlogits]
       at::parallel_for(0, b.size(), kTokenGrain, [&](int64_t begin, int64_t end) {  // inline when nested
-        token_backward<scalar_t>(b, begin, end, blk, tables, routing, scaling, k_max, e_total, rank, grad_gated, gated,
-                                 grad_ext);
+        token_backward<scalar_t>(b, begin, end, blk, tables, routing, scaling, k_max, e_total, rank,
+                                 grad_gated.data_ptr<scalar_t>(), gated.data_ptr<scalar_t>(),
+                                 grad_ext.data_ptr<scalar_t>());
       });
       // One GEMM each gives grad_A of the role's LoRAs and grad of its router and gate rows; one adds
       // the LoRA's and the router's grad_x onto the frozen layer's, in place.

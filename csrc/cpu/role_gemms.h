@@ -96,13 +96,15 @@ struct RowsGemm {
 // in another, in tiles of 32 rows that each run over all panels while their rows of A are in cache.
 inline void run_gemms(const std::vector<RowsGemm>& gemms) {
   constexpr int64_t kRowsPerItem = 4 * avx512::kTileRows;
-  std::vector<at::Tensor> packed;
+  std::vector<int64_t> offsets;  // of each GEMM's packed B in one buffer: one allocation per call
   std::vector<std::pair<size_t, int64_t>> panels, blocks;  // (GEMM, panel), (GEMM, first row)
   std::vector<int64_t> panel_costs, block_costs;
+  int64_t total = 0;
   for (size_t j = 0; j < gemms.size(); ++j) {
     const RowsGemm& g = gemms[j];
     const int64_t m = g.n == 0 ? 0 : static_cast<int64_t>(g.a_rows.size());
-    packed.push_back(at::empty({m == 0 ? 0 : avx512::packed_size(g.k, g.n)}, at::TensorOptions().dtype(at::kFloat)));
+    offsets.push_back(total);
+    total += m == 0 ? 0 : avx512::packed_size(g.k, g.n);
     for (int64_t p = 0; m > 0 && p < avx512::num_panels(g.n); ++p) {
       panels.emplace_back(j, p);
       panel_costs.push_back(g.k);
@@ -112,55 +114,52 @@ inline void run_gemms(const std::vector<RowsGemm>& gemms) {
       block_costs.push_back(std::min(kRowsPerItem, m - r) * g.k * g.n);
     }
   }
+  const at::Tensor buffer = at::empty({total}, at::TensorOptions().dtype(at::kFloat));
+  float* const packed = buffer.data_ptr<float>();
   parallel_items(panel_costs, [&](int64_t i) {
     const auto [j, p] = panels[i];
     const RowsGemm& g = gemms[j];
-    avx512::pack_b(g.b, g.k, g.n, p, p + 1, packed[j].data_ptr<float>() + p * g.k * avx512::kPanelWidth);
+    avx512::pack_b(g.b, g.k, g.n, p, p + 1, packed + offsets[j] + p * g.k * avx512::kPanelWidth);
   });
   parallel_items(block_costs, [&](int64_t i) {
     const auto [j, r] = blocks[i];
     const RowsGemm& g = gemms[j];
     const int64_t m = static_cast<int64_t>(g.a_rows.size());
     avx512::gemm_rows(r, std::min(m, r + kRowsPerItem), g.n, g.k, g.a_rows.data(), 0, avx512::num_panels(g.n),
-                      packed[j].data_ptr<float>(), g.c_rows.data(), g.accumulate);
+                      packed + offsets[j], g.c_rows.data(), g.accumulate);
   });
 }
 
-// c = a^T . B as a new [m, n] tensor, where a is [k, m] (contiguous fp32) and B(k, :) belongs to
-// the k-th token (e.g. rows of x or grad_y).
+// c = a^T . B into a contiguous [m, n] array, where a is [k, m] (contiguous fp32) and B(k, :) belongs
+// to the k-th token (e.g. rows of x or grad_y).
 struct TransposedAGemm {
-  at::Tensor a;
+  const float* a = nullptr;
+  int64_t k = 0, m = 0;
   avx512::MatrixB b;
   int64_t n = 0;
+  float* c = nullptr;
 };
 
 // All GEMMs' panels of columns in one region, each panel packed into its thread's own buffer.
-inline std::vector<at::Tensor> run_gemms(const std::vector<TransposedAGemm>& gemms) {
-  std::vector<at::Tensor> out;
-  std::vector<int64_t> panels;
-  for (const TransposedAGemm& g : gemms) {
-    const int64_t k = g.a.size(0), m = g.a.size(1);
-    out.push_back(k == 0 ? at::zeros({m, g.n}, g.a.options()) : at::empty({m, g.n}, g.a.options()));
-    panels.push_back(k == 0 ? 0 : avx512::num_panels(g.n));
-  }
+inline void run_gemms(const std::vector<TransposedAGemm>& gemms) {
   std::vector<std::pair<size_t, int64_t>> items;  // (GEMM, panel)
   std::vector<int64_t> costs;
-  for (size_t j = 0; j < gemms.size(); ++j)
-    for (int64_t p = 0; p < panels[j]; ++p) {
+  for (size_t j = 0; j < gemms.size(); ++j) {
+    const TransposedAGemm& g = gemms[j];
+    if (g.k == 0) std::fill(g.c, g.c + g.m * g.n, 0.0f);  // no tokens: a zero gradient
+    for (int64_t p = 0; g.k > 0 && p < avx512::num_panels(g.n); ++p) {
       items.emplace_back(j, p);
-      costs.push_back(gemms[j].a.size(0) * gemms[j].a.size(1));
+      costs.push_back(g.k * g.m);
     }
+  }
   parallel_items(costs, [&](int64_t i) {
     const auto [j, p] = items[i];
     const TransposedAGemm& g = gemms[j];
-    const int64_t k = g.a.size(0), m = g.a.size(1);
     thread_local std::vector<float> panel;
-    panel.resize(k * avx512::kPanelWidth);
-    avx512::pack_b(g.b, k, g.n, p, p + 1, panel.data());
-    avx512::gemm_at_panel(m, g.n, k, g.a.data_ptr<float>(), m, p, panel.data(), out[j].data_ptr<float>(), g.n,
-                          /*accumulate=*/false);
+    panel.resize(g.k * avx512::kPanelWidth);
+    avx512::pack_b(g.b, g.k, g.n, p, p + 1, panel.data());
+    avx512::gemm_at_panel(g.m, g.n, g.k, g.a, g.m, p, panel.data(), g.c, g.n, /*accumulate=*/false);
   });
-  return out;
 }
 
 }  // namespace mor_ext::cpu
