@@ -201,10 +201,10 @@ def evaluate(args: argparse.Namespace) -> None:
             continue
         model = ["--adapter", str(adapter), "--method", method] if adapter else ["--method", "base"]
         bfcl = MOR_EXT + ["eval", "bfcl", *model, "--categories", *args.categories, "--limit", str(args.limit),
-                          "--batch-size", str(args.batch_size_eval), "--out", str(out), "--no-progress",
-                          *shlex.split(args.eval_flags)]
+                          "--batch-size", str(args.batch_size_eval), "--out", str(out), "--no-progress"]
         if adapter is None:  # untuned: BFCL's own prompt mode, the fair way to ask a chat model
             bfcl += ["--mode", "prompt", "--max-new-tokens", "128"]
+        bfcl += shlex.split(args.eval_flags)  # last, so that they override the defaults above
         steps = [bfcl]
         if args.heldout is not None:
             steps.append(MOR_EXT + ["eval", "heldout", "--data", str(args.heldout), *model, "--limit",
