@@ -40,11 +40,9 @@ def _executor_name(result) -> str | None:
     return None if turn is None else first_name(turn.content)
 
 
-def _teacher_forced_argmax(model, result) -> torch.Tensor:
-    ids = torch.tensor([result.input_ids])
-    roles = torch.tensor([result.role_ids])
+def _teacher_forced_logits(model, result) -> torch.Tensor:
     with torch.no_grad():
-        return model(input_ids=ids, role_ids=roles).logits[0].argmax(-1)
+        return model(input_ids=torch.tensor([result.input_ids]), role_ids=torch.tensor([result.role_ids])).logits[0]
 
 
 @pytest.mark.parametrize("texts,winner", [
@@ -60,7 +58,13 @@ def test_the_vote_decodes_on_the_episodes_cache_and_keeps_the_majority(model, to
     # the samples' draws are scripted (sample k writes texts[k]); the vote's bookkeeping is not
     monkeypatch.setattr(MajorityVote, "_choose", lambda self, k, scores: ids[k][len(self.samples[k])])
     config = AgentConfig(first_call_only=True, max_turn_tokens=16, vote=5)
-    agent = Agent(model, tokenizer, OFFERED, system=SYSTEM, config=config)
+    seen: list[tuple[int, torch.Tensor]] = []  # (position predicted, logits) of each token the episode chose
+
+    def greedy(logits, episode):
+        seen.append((len(episode.input_ids), logits.clone()))
+        return int(torch.argmax(logits))
+
+    agent = Agent(model, tokenizer, OFFERED, system=SYSTEM, config=config, choose=greedy)
     counter = TokenCounter(model)
     try:
         batch = agent.run_batch(QUERIES[:1], batch_size=1)
@@ -80,13 +84,14 @@ def test_the_vote_decodes_on_the_episodes_cache_and_keeps_the_majority(model, to
     losers = sum(len(i) - 1 for k, i in enumerate(ids) if k != winner)
     assert result.vote_tokens == losers
     assert counter.tokens == batch.tokens_fed == result.tokens_fed + losers
-    # The episode went on from the winner's own cache row: every token the model chose after the
-    # vote is what a fresh forward over the whole episode makes of it.
+    # The episode went on from the winner's own cache row: the logits of every token it chose after
+    # the vote are what a fresh forward over the whole episode gives there.
     start = next(p for p in range(len(result.input_ids)) if result.input_ids[p:p + len(ids[winner])] == ids[winner])
-    greedy = _teacher_forced_argmax(model, result)
-    after = [p for p in range(start + len(ids[winner]), len(result.input_ids)) if result.generated[p]]
+    fresh = _teacher_forced_logits(model, result)
+    after = [(p, logits) for p, logits in seen if p > start]
     assert after, "the executor turn went on after the name"
-    assert all(int(greedy[p - 1]) == result.input_ids[p] for p in after)
+    for p, logits in after:
+        torch.testing.assert_close(logits, fresh[p - 1], rtol=1e-9, atol=1e-9)
 
 
 def test_batched_episodes_vote_as_single_ones(model, tokenizer):
