@@ -69,7 +69,7 @@ class AgentConfig:
     many times in a row. ``constrain_args`` constrains the whole executor turn to calls of the tools
     offered whose arguments their parameter schemas accept (:mod:`.arguments`; the names with them);
     such a turn is not cut at ``max_turn_tokens`` before its calls are complete (the grammar is
-    finite, see :class:`~.arguments.Bounds`).
+    finite: ``argument_bounds``, an :class:`~.arguments.Bounds`).
     """
 
     max_steps: int = 6
@@ -88,6 +88,7 @@ class AgentConfig:
     vote_temperature: float = 1.0
     max_repeated_calls: int | None = None
     constrain_args: bool = False
+    argument_bounds: Any = None  # an arguments.Bounds for constrain_args (None: its defaults)
 
 
 @dataclass
@@ -262,7 +263,8 @@ class Episode:
         if self._arguments is None:
             from .arguments import CallGrammar
 
-            self._arguments = CallGrammar.for_tools(self.encoder.tokenizer, self.tools, self.end_id)
+            self._arguments = CallGrammar.for_tools(self.encoder.tokenizer, self.tools, self.end_id,
+                                                    self.config.argument_bounds)
             self.warnings.extend(self._arguments.warnings)
         return self._arguments
 
