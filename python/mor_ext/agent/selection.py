@@ -24,7 +24,7 @@ import torch
 from ..schemes import ARGUMENTS, CallScanner
 from .decoding import sample_token
 
-__all__ = ["NameConstraint", "MajorityVote", "first_name", "token_strings", "mask_logits"]
+__all__ = ["NameConstraint", "MajorityVote", "first_name", "token_strings", "token_texts", "mask_logits"]
 
 _CACHE_ATTR = "_mor_ext_token_strings"  # kept on the tokenizer itself: an id() key could outlive it
 
@@ -34,8 +34,7 @@ def token_strings(tokenizer) -> tuple[list[str], dict[str, list[int]], list[tupl
     (for "tokens that start with ..." look-ups); computed once per tokenizer."""
     cached = getattr(tokenizer, _CACHE_ATTR, None)
     if cached is None or len(cached[0]) != len(tokenizer):
-        size = len(tokenizer)
-        texts = [tokenizer.decode([i], skip_special_tokens=True) for i in range(size)]
+        texts = token_texts(tokenizer)
         by_text: dict[str, list[int]] = {}
         for i, text in enumerate(texts):
             if text and "\ufffd" not in text:
@@ -44,6 +43,17 @@ def token_strings(tokenizer) -> tuple[list[str], dict[str, list[int]], list[tupl
         cached = (texts, by_text, ordered)
         setattr(tokenizer, _CACHE_ATTR, cached)
     return cached
+
+
+def token_texts(tokenizer) -> list[str]:
+    """What ``tokenizer.decode([i], skip_special_tokens=True)`` gives for every token ``i``: for a
+    fast tokenizer without transformers' clean-up of spaces (the default), one batched call of its
+    Rust decoder, which is what ``decode`` runs token by token (~10x faster)."""
+    size = len(tokenizer)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or getattr(tokenizer, "clean_up_tokenization_spaces", True):
+        return [tokenizer.decode([i], skip_special_tokens=True) for i in range(size)]
+    return backend.decode_batch([[i] for i in range(size)], skip_special_tokens=True)
 
 
 def _quoted(name: str) -> str:
