@@ -112,9 +112,10 @@ VALID = [
     '{"name": "set_levels", "arguments": {"levels": [2], "scale": -0.25e3}}',
     '{"name": "flags", "arguments": {"b": false}}',
     '{"name": "flags", "arguments": {}}',
+    '{"name": "book_room", "arguments": {"kind": "single", "guest": {"vip": false, "name": "Bo"}, "city": "Rome"}}',
+    '{"name": "flags", "arguments": {"c": true, "a": false}}',
 ]
 INVALID = [
-    '{"name": "book_room", "arguments": {"kind": "single", "city": "Rome"}}',  # keys out of the schema's order
     '{"name": "book_room", "arguments": {"city": "Rome"}}',  # a required key missing
     '{"name": "book_room", "arguments": {"city": "Rome", "kind": "penthouse"}}',  # not an enum member
     '{"name": "flags", "arguments": {"a": true, "a": false}}',  # a repeated key
@@ -180,6 +181,19 @@ def test_greedy_with_the_constraint_equals_greedy_without_when_the_choice_is_val
     free, constrained = _greedy_call(model, tokenizer, text, False), _greedy_call(model, tokenizer, text, True)
     assert constrained.input_ids == free.input_ids and constrained.role_ids == free.role_ids
     assert next(t for t in free.trajectory.turns if t.role == "executor").content == text
+
+
+def test_large_objects_keep_the_schemas_order(tokenizer, end):
+    schema = {"type": "object", "properties": {f"k{i}": {"type": "integer"} for i in range(8)}, "required": ["k5"]}
+    tools = {"wide": Tool("wide", "Eight keys.", schema)}
+    grammar = CallGrammar(tokenizer, tools, end, bounds=Bounds(any_order=4))
+
+    def passes(arguments: str) -> bool:
+        ids = tokenizer.encode('{"name": "wide", "arguments": ' + arguments + "}", add_special_tokens=False)
+        return all(grammar.allowed(ids[:k])[t] for k, t in enumerate(ids)) and grammar.accepts(ids)
+
+    assert passes('{"k1": 1, "k5": 2, "k7": 3}') and passes('{"k5": 0}')
+    assert not passes('{"k5": 2, "k1": 1}') and not passes('{"k1": 1, "k7": 3}') and not passes("{}")
 
 
 @pytest.mark.parametrize("text", INVALID[:3])

@@ -4,8 +4,8 @@
 call ``{"name": "<tool>", "arguments": {...}}`` or a list of them ``[{...}, {...}]``, with
 ``json.dumps``'s separators, as the training data renders them — where every name is a tool offered
 and its arguments form an object that the tool's parameter schema accepts: only the schema's
-property names as keys, each at most once and in the schema's order, every required key before the
-object closes, values of the right JSON type (string, number, integer, boolean, null, array,
+property names as keys, each at most once (in any order; in the schema's order for objects of more
+than ``Bounds.any_order`` properties), every required key before the object closes, values of the right JSON type (string, number, integer, boolean, null, array,
 object, enum and const members, ``anyOf`` alternatives, nested objects and arrays alike).
 
 The schema is translated here into a Lark grammar (:func:`call_grammar`); the token-level work —
@@ -50,13 +50,15 @@ _CACHE_ATTR = "_mor_ext_llguidance"
 class Bounds:
     """What keeps the grammar finite where a schema sets no limit: characters of a string, items of
     an array (and keys of a free-form object), digits of an integer (and of a number's fraction),
-    calls in a list, nesting of values without a schema."""
+    calls in a list, nesting of values without a schema. ``any_order``: the grammar of an object that
+    takes its ``k`` properties in any order has ``2**k`` rules, so larger objects keep the schema's order."""
 
     string_chars: int = 256
     array_items: int = 32
     digits: int = 16
     calls: int = 8
     depth: int = 3
+    any_order: int = 6  # objects of up to this many properties take them in any order (else the schema's)
 
 
 def _literal(text: str) -> str:
@@ -182,6 +184,8 @@ class _Grammar:
         pairs = [self.rule(f"{_literal(json.dumps(k, ensure_ascii=False) + ': ')} {self.value(properties[k], root, depth + 1)}",
                            "p") for k in keys]
         need = [k in required for k in keys]
+        if len(keys) <= self.bounds.any_order:
+            return self.any_order(pairs, need)
         # tails[i]: what may follow once the keys before i are settled: ", " and one of the keys
         # j >= i (no required key skipped), or nothing once no required key remains.
         tails: list[str | None] = [None] * (len(keys) + 1)
@@ -200,6 +204,23 @@ class _Grammar:
                 break
         body = " | ".join(firsts)
         return self.rule(f'"{{" ({body})' + ("" if any(need) else "?") + ' "}"', "o")
+
+    def any_order(self, pairs: list[str], need: list[bool]) -> str:
+        """An object of ``pairs`` in any order, each at most once, the ``need``-ed ones all present:
+        one rule per set of keys written so far (a bit mask), saying what may follow it."""
+        full = (1 << len(pairs)) - 1
+        required = sum(1 << j for j, n in enumerate(need) if n)
+        after: dict[int, str] = {}
+        for written in range(full - 1, 0, -1):  # supersets first: each rule names its successors
+            options = []
+            for j in range(len(pairs)):
+                if not written >> j & 1:
+                    nxt = written | 1 << j
+                    options.append(f'", " {pairs[j]}' + (f" {after[nxt]}" if nxt in after else ""))
+            body = " | ".join(options)
+            after[written] = self.rule(f"({body})" + ("?" if required & ~written == 0 else ""), "s")
+        firsts = " | ".join(pairs[j] + (f" {after[1 << j]}" if 1 << j in after else "") for j in range(len(pairs)))
+        return self.rule(f'"{{" ({firsts})' + ("" if required else "?") + ' "}"', "o")
 
     def any_value(self, depth: int) -> str:
         """Any JSON value, nested at most ``bounds.depth`` levels below ``depth``."""
