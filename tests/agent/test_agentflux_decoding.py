@@ -1,6 +1,6 @@
-"""Decoding with tool selection (docs/spec.md §7): constrained names, the majority vote on one
-shared prefill, the repeated-call guard, and a saved AgentFlux adapter that reloads and decodes
-identically."""
+"""Decoding with tool selection (docs/spec.md §7): constrained names, the majority vote (its cache
+sharing: test_shared_cache_vote.py), the repeated-call guard, and a saved AgentFlux adapter that
+reloads and decodes identically."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from agent_helpers import SYSTEM, TOOLS, Script, build_model
 from mor_ext.agent import Agent, AgentConfig, Episode, run_episodes
 from mor_ext.agent.episode import CALLED, REPEATED_CALL
 from mor_ext.agent.parsing import parse_executor_output
-from mor_ext.agent.selection import MajorityVote, NameConstraint
+from mor_ext.agent.selection import NameConstraint
 from mor_ext.schemes import CallScanner, RoleScheme
 from mor_ext.tools import Tool
 from test_agentflux_scheme import model, tokenizer  # noqa: F401 (fixtures)

@@ -64,7 +64,7 @@ class AgentConfig:
 
     Tool selection (``docs/spec.md`` §7): ``constrain_names`` restricts every function name to the
     tools offered; ``vote`` > 1 samples that many selections at the start of each executor turn (one
-    batch sharing the prompt's prefill, at ``vote_temperature``) and keeps the most frequent name;
+    copy each of the episode's cache row, at ``vote_temperature``) and keeps the most frequent name;
     ``max_repeated_calls`` ends the episode (status ``repeated_call``) when the same call is made that
     many times in a row. ``constrain_args`` constrains the whole executor turn to calls of the tools
     offered whose arguments their parameter schemas accept (:mod:`.arguments`; the names with them);

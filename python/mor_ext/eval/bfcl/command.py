@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help="constrained decoding of the whole call: names as --constrain-names, arguments a JSON "
                                 "object that the function's parameter schema accepts (needs llguidance)")
     selection.add_argument("--vote", type=int, default=0, metavar="N",
-                           help="AgentFlux's majority vote: sample N selections (one shared prefill), keep the most frequent")
+                           help="AgentFlux's majority vote: sample N selections (on the episode's KV cache), keep the most frequent")
     selection.add_argument("--vote-temperature", type=float, default=1.0)
     selection.add_argument("--seed", type=int, default=0, help="seed of the vote's sampling")
     selection.add_argument("--max-tools", type=int, default=None, metavar="N",
