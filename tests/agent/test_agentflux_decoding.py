@@ -4,8 +4,6 @@ reloads and decodes identically."""
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
 import torch
 
