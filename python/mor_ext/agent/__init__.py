@@ -13,6 +13,9 @@ tokens ever go through the model.
     batch.py      :func:`run_episodes`: the decoding loop, many episodes per batch, rows refilled or
                   dropped as they finish; :class:`BatchResult` with throughput
     parsing.py    executor text -> tool calls (single object, list, code fences, trailing text)
+    selection.py  tool selection (docs/spec.md §7): the name constraint, AgentFlux's majority vote
+    arguments.py  ``constrain_args``: the turn's grammar from the tools' schemas (llguidance's masks)
+    hierarchy.py  hierarchical selection: a category of tools first, then a tool in it
     sandbox.py    :func:`run_python` in a separate, resource-limited, network-less process, and the
                   :func:`python_tool` that exposes it to the agent
     mcp_tools.py  tools of an MCP server (official ``mcp`` SDK, stdio), as :class:`~mor_ext.tools.Tool`
@@ -22,8 +25,8 @@ tokens ever go through the model.
 Layering: may import ``mor_ext.tools``, ``mor_ext.data`` (tokenize, trajectory), ``mor_ext.spec``,
 ``mor_ext.patching`` / ``mor_ext.generation`` (public helpers only), and in ``command.py`` the model
 loaders and adapters; never ``demo``, ``train`` or ``cli`` (above it), and nothing below imports
-this package. ``mcp`` is an optional dependency (``pip install
-mor_ext[agent]``), imported only by the MCP modules.
+this package. ``mcp`` and ``llguidance`` are optional dependencies (``pip install
+mor_ext[agent]``), imported only by the MCP modules and ``arguments.py``.
 """
 
 from .batch import BatchResult, run_episodes

@@ -20,7 +20,7 @@ import torch
 
 from .decoding import CacheDecoder, sample_token
 from .episode import Episode, EpisodeResult
-from .selection import mask_logits, vote_selection
+from .selection import MajorityVote, mask_logits
 
 __all__ = ["BatchResult", "run_episodes"]
 
@@ -50,6 +50,23 @@ class BatchResult:
         return (f"{len(self.episodes)} episodes in {self.seconds:.2f} s: {self.episodes_per_minute:.1f} episodes/min, "
                 f"{self.tokens_per_second:.1f} generated tokens/s, {self.tokens_fed} tokens through the model in "
                 f"{self.forward_calls} forward calls")
+
+
+@dataclass
+class _Row:
+    """A row of the batch's cache: an episode's, or (``sample`` >= 0) one sample of its ``vote``."""
+
+    index: int
+    episode: Episode
+    vote: MajorityVote | None = None  # on the episode's row: its vote in progress
+    sample: int = -1
+
+    def feed(self):
+        if self.sample >= 0:
+            return self.vote.feed(self.sample)
+        if self.vote is not None:  # the episode waits for its vote; its samples run
+            return None
+        return self.episode.take_feed()
 
 
 @torch.no_grad()
@@ -87,20 +104,6 @@ def run_episodes(model: torch.nn.Module, make_episode: Callable[[int], Episode],
         return sample_token(logits, do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k,
                             top_p=cfg.top_p, generator=generator(episode, index))
 
-    def advance(logits: torch.Tensor, episode: Episode, index: int) -> None:
-        if episode.wants_vote:  # AgentFlux's majority vote over sampled selections
-            episode.voted = True
-            chosen = vote_selection(model, episode, episode.config.vote, temperature=episode.config.vote_temperature,
-                                    generator=generator(episode, index), pad_id=pad_id,
-                                    constraint=episode.name_constraint())
-            if chosen:
-                for token in chosen:
-                    episode.push(token)
-                    if episode.done:
-                        break
-                return
-        episode.push(pick(logits, episode, index))
-
     forward_calls = tokens_fed = generated = 0
 
     def finish(index: int, episode: Episode) -> None:
@@ -120,29 +123,87 @@ def run_episodes(model: torch.nn.Module, make_episode: Callable[[int], Episode],
             finish(index, episode)
         return None
 
+    def resolve(row: _Row) -> int | None:
+        """End ``row``'s finished vote: the winner's tokens become the turn's start; returns the
+        sample whose cache row the episode continues on (None: its own row)."""
+        vote, episode = row.vote, row.episode
+        row.vote = None
+        episode.votes.append([name or "" for name in vote.names])
+        won = vote.winner()
+        if won is None:  # no sample named a tool: decode the turn as without a vote
+            episode.vote_tokens += sum(vote.fed(k) for k in range(vote.n))
+            episode.push(pick(vote.logits, episode, row.index))
+            return None
+        adopted = won if vote.fed(won) else None  # its row holds the winner's tokens but the last
+        episode.vote_tokens += sum(vote.fed(k) for k in range(vote.n) if k != adopted)
+        pushed = 0
+        for token in vote.samples[won]:
+            episode.push(token)
+            pushed += 1
+            if episode.done:
+                break
+        episode.skip_feed(min(pushed, vote.fed(won)))
+        return adopted
+
     while waiting:
-        slots = [slot for slot in (start_next() for _ in range(min(batch_size, len(waiting)))) if slot is not None]
+        slots = [_Row(*slot) for slot in (start_next() for _ in range(min(batch_size, len(waiting)))) if slot is not None]
         if not slots:
             break
         decoder = CacheDecoder(model, len(slots), pad_id)
-        limit = refill_limit if refill_limit is not None else 2 * slots[0][1].config.max_tokens
+        limit = refill_limit if refill_limit is not None else 2 * slots[0].episode.config.max_tokens
         while slots:
-            logits = decoder.step([episode.take_feed() for _, episode in slots])
-            for (index, episode), row_logits in zip(slots, logits):
-                advance(row_logits, episode, index)
-            finished = [row for row, (_, episode) in enumerate(slots) if episode.done]
-            for row in finished:
-                finish(*slots[row])
+            logits = decoder.step([row.feed() for row in slots])
+            started = []
+            for r, (row, row_logits) in enumerate(zip(slots, logits)):
+                episode = row.episode
+                if row.sample >= 0:
+                    if row_logits is not None:  # else the sample is decided: its row idles until the vote ends
+                        row.vote.advance(row.sample, row_logits)
+                elif row.vote is not None:  # waiting for its vote's samples
+                    continue
+                elif episode.wants_vote:  # AgentFlux's majority vote over sampled selections
+                    episode.voted = True
+                    cfg = episode.config
+                    row.vote = MajorityVote(episode, cfg.vote, row_logits, temperature=cfg.vote_temperature,
+                                            generator=generator(episode, row.index))
+                    started.append(r)
+                else:
+                    episode.push(pick(row_logits, episode, row.index))
+            for row in slots:
+                if row.sample < 0 and row.vote is not None:
+                    row.vote.draw()
+            for r in started:  # each undecided sample continues a copy of the episode's cache row
+                vote = slots[r].vote
+                undecided = vote.undecided
+                decoder.copy_rows([r] * len(undecided))
+                slots += [_Row(slots[r].index, slots[r].episode, vote, k) for k in undecided]
+            # finished votes: their samples' rows go; the winner's row takes the episode's place
+            order, dropped = list(range(len(slots))), set()
+            for r, row in enumerate(slots):
+                if row.sample < 0 and row.vote is not None and row.vote.done:
+                    vote = row.vote
+                    rows = {s.sample: q for q, s in enumerate(slots) if s.vote is vote and s.sample >= 0}
+                    adopted = resolve(row)
+                    if adopted is not None:
+                        order[r] = rows[adopted]
+                    dropped |= set(rows.values())
+            if dropped:
+                keep = [r for r in range(len(slots)) if r not in dropped]
+                decoder.keep_rows([order[r] for r in keep])
+                slots = [slots[r] for r in keep]
+            finished = [r for r, row in enumerate(slots) if row.sample < 0 and row.episode.done]
+            for r in finished:
+                finish(slots[r].index, slots[r].episode)
                 if waiting and decoder.length < limit:
                     new = start_next()
                     if new is not None:
-                        slots[row] = new
-                        decoder.restart_row(row)
-            keep = [row for row, (_, episode) in enumerate(slots) if not episode.done]
+                        slots[r] = _Row(*new)
+                        decoder.restart_row(r)
+            keep = [r for r, row in enumerate(slots) if not row.episode.done]
             if len(keep) < len(slots):
                 if keep:
                     decoder.keep_rows(keep)
-                slots = [slots[row] for row in keep]
+                slots = [slots[r] for r in keep]
         forward_calls += decoder.forward_calls
         tokens_fed += decoder.tokens_processed
     return BatchResult([r for r in results if r is not None], time.perf_counter() - start, forward_calls,

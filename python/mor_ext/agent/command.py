@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, metavar="PATH", help="write the trajectories as JSON lines ('-': stdout)")
     selection = parser.add_argument_group("tool selection (docs/spec.md §7; the role scheme is the adapter's own)")
     selection.add_argument("--constrain-names", action="store_true", help="every function name is one of the tools")
+    selection.add_argument("--constrain-args", action="store_true",
+                           help="the whole call constrained: names as --constrain-names, arguments to the tool's "
+                                "parameter schema (needs llguidance)")
     selection.add_argument("--vote", type=int, default=0, metavar="N",
                            help="AgentFlux's majority vote over N sampled selections per executor turn")
     selection.add_argument("--max-repeated-calls", type=int, default=None, metavar="N",
@@ -122,7 +125,7 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
         model.eval()
         config = AgentConfig(max_steps=args.max_steps, max_tokens=args.max_tokens, max_turn_tokens=args.max_turn_tokens,
                              do_sample=args.sample, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                             constrain_names=args.constrain_names, vote=args.vote,
+                             constrain_names=args.constrain_names, constrain_args=args.constrain_args, vote=args.vote,
                              max_repeated_calls=args.max_repeated_calls)
         categories = None
         if args.tool_categories:

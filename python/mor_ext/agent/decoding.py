@@ -6,7 +6,8 @@ the token it just generated), each with its own role id, in ONE forward call: ro
 to the longest feed of the step, padding carries role -1 and attention-mask 0, so it never influences
 a real token. Every row keeps its own position counter, so a row's positions are those it would have
 alone. Rows that finish can be dropped (:meth:`~CacheDecoder.keep_rows`) or restarted with a new
-episode (:meth:`~CacheDecoder.restart_row`: its old cache columns are masked out, positions restart).
+episode (:meth:`~CacheDecoder.restart_row`: its old cache columns are masked out, positions restart);
+a row can be copied (:meth:`~CacheDecoder.copy_rows`) so that several samples continue its prefix.
 
 Nothing here knows about roles' text or tools: that is :mod:`.episode`.
 """
@@ -93,17 +94,20 @@ class CacheDecoder:
         self.mask[row] = 0
         self.positions[row] = 0
 
-    def repeat_rows(self, n: int) -> None:
-        """Repeat every row ``n`` times (row ``i`` becomes rows ``i * n .. i * n + n - 1``): samples that
-        share a prefix share its one prefill."""
-        if self.length:
-            self.cache.batch_repeat_interleave(n)
-        self.mask = self.mask.repeat_interleave(n, dim=0)
-        self.positions = [p for p in self.positions for _ in range(n)]
+    def copy_rows(self, rows: Sequence[int]) -> list[int]:
+        """Append a copy of each of ``rows`` (cache entries, mask, positions) as new rows and return
+        their indices: samples that share a row's prefix decode from its cache, nothing run again."""
+        index = list(range(self.rows)) + list(rows)
+        self._select(index)
+        return list(range(self.rows - len(rows), self.rows))
 
     def keep_rows(self, rows: Sequence[int]) -> None:
-        """Drop every row not in ``rows`` from the cache (finished rows stop costing compute)."""
-        index = torch.as_tensor(list(rows), dtype=torch.long, device=self.device)
+        """Keep only ``rows``, in that order (finished rows stop costing compute; a row may take
+        another's place)."""
+        self._select(list(rows))
+
+    def _select(self, rows: list[int]) -> None:
+        index = torch.as_tensor(rows, dtype=torch.long, device=self.device)
         if self.length:
             self.cache.batch_select_indices(index)
         self.mask = self.mask[index]

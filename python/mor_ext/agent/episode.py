@@ -36,7 +36,7 @@ from typing import Any
 
 from ..data.tokenize import RoleTokenizer
 from ..data.trajectory import ROLE_TURNS, ToolCall, Trajectory, Turn
-from ..schemes import CallScanner, token_roles
+from ..schemes import token_roles
 from ..tools import Tool, execute, observation_text
 from .parsing import parse_executor_output
 
@@ -64,9 +64,12 @@ class AgentConfig:
 
     Tool selection (``docs/spec.md`` §7): ``constrain_names`` restricts every function name to the
     tools offered; ``vote`` > 1 samples that many selections at the start of each executor turn (one
-    batch sharing the prompt's prefill, at ``vote_temperature``) and keeps the most frequent name;
+    copy each of the episode's cache row, at ``vote_temperature``) and keeps the most frequent name;
     ``max_repeated_calls`` ends the episode (status ``repeated_call``) when the same call is made that
-    many times in a row.
+    many times in a row. ``constrain_args`` constrains the whole executor turn to calls of the tools
+    offered whose arguments their parameter schemas accept (:mod:`.arguments`; the names with them);
+    such a turn is not cut at ``max_turn_tokens`` before its calls are complete (the grammar is
+    finite: ``argument_bounds``, an :class:`~.arguments.Bounds`).
     """
 
     max_steps: int = 6
@@ -84,6 +87,8 @@ class AgentConfig:
     vote: int = 0
     vote_temperature: float = 1.0
     max_repeated_calls: int | None = None
+    constrain_args: bool = False
+    argument_bounds: Any = None  # an arguments.Bounds for constrain_args (None: its defaults)
 
 
 @dataclass
@@ -94,6 +99,8 @@ class EpisodeResult:
     included); ``generated[i]`` says whether token ``i`` was chosen by the model (else it was
     appended by the runtime: prompt, markers, headers, observations). ``tokens_fed`` counts the
     tokens that went through the model for this episode: ``len(input_ids) - 1`` for an answered one.
+    ``vote_tokens``: the tokens that the majority votes' samples ran besides (the winner's, which
+    are the episode's own, count in ``tokens_fed``); each vote's names are in ``trajectory.meta["votes"]``.
     """
 
     trajectory: Trajectory
@@ -104,6 +111,7 @@ class EpisodeResult:
     generated: list[bool]
     tokens_fed: int
     steps: int
+    vote_tokens: int = 0
 
     @property
     def generated_tokens(self) -> int:
@@ -142,6 +150,9 @@ class Episode:
         self.turn_ids: list[int] = []  # what the speaking role has generated so far this turn
         self.voted = False  # whether this executor turn's selection was voted on already
         self._constraint = None
+        self._arguments = None
+        self.votes: list[list[str]] = []  # each majority vote's sampled names ("": none), in order
+        self.vote_tokens = 0  # tokens the votes' samples ran that did not become the episode's
         self._turn_text = ""
         prompt_ids, prompt_roles = encoder.prompt(self._trajectory(), "reasoner")  # the training prefix
         self._append(prompt_ids, prompt_roles)
@@ -180,7 +191,7 @@ class Episode:
             self._end_turn(ended=False)
         elif self.role == "reasoner" and _DECISION.search(self._turn_text):
             self._end_turn(ended=False)
-        elif len(self.turn_ids) >= self.config.max_turn_tokens:
+        elif len(self.turn_ids) >= self.config.max_turn_tokens and self._may_cut():
             self.warnings.append(f"{self.role} turn {self.role_turns} cut at max_turn_tokens={self.config.max_turn_tokens}")
             self._end_turn(ended=False)
         if not self.done and len(self.input_ids) >= self.config.max_tokens:
@@ -190,7 +201,7 @@ class Episode:
         if not self.done:
             raise RuntimeError("the episode has not finished")
         return EpisodeResult(self._trajectory(), self.status, self.answer, list(self.input_ids),
-                             list(self.role_ids), list(self.generated), self.tokens_fed, self.steps)
+                             list(self.role_ids), list(self.generated), self.tokens_fed, self.steps, self.vote_tokens)
 
     # ------------------------------------------------------------------------------ internals
     def _trajectory(self) -> Trajectory:
@@ -199,6 +210,8 @@ class Episode:
             meta.update(status=self.status, steps=self.steps, tokens=len(self.input_ids))
         if self.warnings:
             meta["warnings"] = list(self.warnings)
+        if self.votes:
+            meta["votes"] = [list(v) for v in self.votes]
         unreadable = [{"turn": i, "text": t.content} for i, t in enumerate(self.turns) if t.role == "executor" and not t.calls]
         if unreadable:  # the format's executor turn holds calls only: keep what the model wrote here
             meta["unreadable_calls"] = unreadable
@@ -225,13 +238,48 @@ class Episode:
         return self.encoder.spec.role_index(roles[0])
 
     # ------------------------------------------------------------------------------ tool selection
-    def allowed_next(self) -> list[int] | None:
-        """The tokens the model may choose next (``constrain_names``: a function name must be one of
-        the tools offered), or None for any token."""
-        constraint = self.name_constraint()
-        if constraint is None or self.role != "executor":
+    def allowed_next(self):
+        """The tokens the model may choose next (token ids or a bool mask; ``constrain_names``: a
+        function name must be one of the tools offered; ``constrain_args``: the whole call must fit
+        its tool's schema), or None for any token."""
+        return self.allowed_for(self.turn_ids)
+
+    def allowed_for(self, turn_ids: list[int]):
+        """:meth:`allowed_next` for a turn (of the speaking role) that holds ``turn_ids`` so far: the
+        majority vote's samples ask it for their own texts."""
+        if self.role != "executor":
             return None
-        return constraint.allowed(self.encoder.decode(self.turn_ids))
+        arguments = self.argument_constraint()
+        if arguments is not None:
+            return arguments.allowed(turn_ids)
+        constraint = self.name_constraint()
+        return None if constraint is None else constraint.allowed(self.encoder.decode(turn_ids))
+
+    def argument_constraint(self):
+        """The :class:`~.arguments.CallGrammar` over this episode's tools' schemas (None unless
+        ``constrain_args``), built on first use."""
+        if not self.config.constrain_args or not self.tools:
+            return None
+        if self._arguments is None:
+            from .arguments import CallGrammar
+
+            self._arguments = CallGrammar.for_tools(self.encoder.tokenizer, self.tools, self.end_id,
+                                                    self.config.argument_bounds)
+            self.warnings.extend(self._arguments.warnings)
+        return self._arguments
+
+    def _may_cut(self) -> bool:
+        """Whether the turn may be cut here: not inside a call whose arguments are constrained."""
+        grammar = self.argument_constraint() if self.role == "executor" else None
+        return grammar is None or grammar.accepts(self.turn_ids)
+
+    def skip_feed(self, n: int) -> None:
+        """The next ``n`` tokens not yet fed are in the cache already (the majority vote ran them on
+        the row the episode continues on): they count as fed and are not run again."""
+        if n < 0 or self._feed_from + n > len(self.input_ids):
+            raise ValueError(f"cannot skip {n} tokens: {len(self.input_ids) - self._feed_from} wait to be fed")
+        self._feed_from += n
+        self.tokens_fed += n
 
     def name_constraint(self):
         """The :class:`~.selection.NameConstraint` over this episode's tools (None unless
@@ -250,12 +298,9 @@ class Episode:
         return self.config.vote > 1 and self.role == "executor" and not self.turn_ids and not self.voted
 
     def _first_name(self) -> str | None:
-        scanner = CallScanner()
-        for ch in self.encoder.decode(self.turn_ids):
-            scanner.feed(ch)
-            if scanner.names:
-                return scanner.names[0]
-        return None
+        from .selection import first_name
+
+        return first_name(self.encoder.decode(self.turn_ids))
 
     def _append(self, ids: list[int], roles: list[int] | int | str, generated: bool = False) -> None:
         if isinstance(roles, str):

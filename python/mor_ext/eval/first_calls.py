@@ -34,11 +34,13 @@ class FirstCallTask:
 @dataclass(frozen=True)
 class Selection:
     """How the first call's tool is selected (``docs/spec.md`` §7): ``constrain_names`` keeps the name
-    to the tools offered; ``vote`` > 1 samples that many selections (at ``vote_temperature``, seeded
+    to the tools offered; ``constrain_args`` the whole call to the tools' schemas (name and arguments);
+    ``vote`` > 1 samples that many selections (at ``vote_temperature``, seeded
     ``seed``) and keeps the majority; ``max_tools`` selects a category first when a question offers
     more tools (``categories``: tool name -> category, else derived from the names)."""
 
     constrain_names: bool = False
+    constrain_args: bool = False
     vote: int = 0
     vote_temperature: float = 1.0
     seed: int = 0
@@ -46,7 +48,7 @@ class Selection:
     categories: Mapping[str, str] | None = field(default=None, hash=False)
 
     def to_dict(self) -> dict:
-        return {"constrain_names": self.constrain_names, "vote": self.vote, "vote_temperature": self.vote_temperature,
+        return {"constrain_names": self.constrain_names, "constrain_args": self.constrain_args, "vote": self.vote, "vote_temperature": self.vote_temperature,
                 "seed": self.seed, "max_tools": self.max_tools, "categories": "given" if self.categories else None}
 
 
@@ -63,7 +65,8 @@ def run_first_calls(model: torch.nn.Module, tokenizer, tasks: Sequence[FirstCall
     if max_tokens is None:
         max_tokens = int(getattr(model.config, "max_position_embeddings", 4096) or 4096)
     config = AgentConfig(max_steps=1, max_tokens=max_tokens, max_turn_tokens=max_new_tokens, first_call_only=True,
-                         constrain_names=selection.constrain_names, vote=selection.vote,
+                         constrain_names=selection.constrain_names, constrain_args=selection.constrain_args,
+                         vote=selection.vote,
                          vote_temperature=selection.vote_temperature, seed=selection.seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     offered: list[Mapping[str, Tool] | None] = [task.tools for task in tasks]

@@ -2,7 +2,7 @@
 
     mor-ext eval bfcl [--model M] [--adapter DIR] [--method mor|lora|base] --categories C ... [--limit N]
                       [--out DIR] [--mode agent|prompt] [--batch-size B] [--max-new-tokens N] [--system TEXT]
-                      [--constrain-names] [--vote N] [--max-tools N [--tool-categories JSON]]
+                      [--constrain-names] [--constrain-args] [--vote N] [--max-tools N [--tool-categories JSON]]
 
 ``--method`` (default: ``mor`` with ``--adapter``, else ``base``): ``mor`` loads a MoR adapter
 (:func:`mor_ext.load_adapter`), ``lora`` a PEFT LoRA directory (``mor-ext train --method lora``), merged
@@ -32,7 +32,7 @@ def selection_from_args(args: argparse.Namespace) -> Selection:
             raise ValueError(f"{args.tool_categories}: expected a JSON object {{function name: category}}")
     if args.vote < 0 or (args.max_tools is not None and args.max_tools < 2):
         raise ValueError("--vote must be >= 0 and --max-tools >= 2")
-    return Selection(constrain_names=args.constrain_names, vote=args.vote, vote_temperature=args.vote_temperature,
+    return Selection(constrain_names=args.constrain_names, constrain_args=args.constrain_args, vote=args.vote, vote_temperature=args.vote_temperature,
                      seed=args.seed, max_tools=args.max_tools, categories=categories)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,8 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                           "AgentFlux) is the adapter's own")
     selection.add_argument("--constrain-names", action="store_true",
                            help="constrained decoding: every function name is one of the question's functions")
+    selection.add_argument("--constrain-args", action="store_true",
+                           help="constrained decoding of the whole call: names as --constrain-names, arguments a JSON "
+                                "object that the function's parameter schema accepts (needs llguidance)")
     selection.add_argument("--vote", type=int, default=0, metavar="N",
-                           help="AgentFlux's majority vote: sample N selections (one shared prefill), keep the most frequent")
+                           help="AgentFlux's majority vote: sample N selections (on the episode's KV cache), keep the most frequent")
     selection.add_argument("--vote-temperature", type=float, default=1.0)
     selection.add_argument("--seed", type=int, default=0, help="seed of the vote's sampling")
     selection.add_argument("--max-tools", type=int, default=None, metavar="N",
@@ -78,7 +81,7 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
     selection = selection_from_args(args)
     if selection != Selection() and args.mode != "agent":
-        raise ValueError("--constrain-names, --vote and --max-tools apply to --mode agent")
+        raise ValueError("--constrain-names, --constrain-args, --vote and --max-tools apply to --mode agent")
     model, tokenizer, method = load_for_method(args.model, args.adapter, args.method)
     scheme = getattr(getattr(model, "mor_config", None), "scheme", None)
     result = evaluate(model, tokenizer, args.categories, mode=args.mode, limit=args.limit, out=args.out,

@@ -1,0 +1,236 @@
+"""Constrained decoding of the arguments to the tool's JSON schema (docs/spec.md §7): a model with
+random weights always writes calls that parse and validate; the constraint never blocks every token;
+greedy decoding is unchanged where the model's own choice is already valid."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import jsonschema
+import pytest
+import torch
+
+from agent_helpers import SYSTEM, build_model, build_tokenizer
+from mor_ext.agent import Agent, AgentConfig
+from mor_ext.agent.arguments import Bounds, CallGrammar, call_grammar
+from mor_ext.agent.episode import CALLED
+from mor_ext.agent.parsing import parse_executor_output
+from mor_ext.tools import Tool
+
+pytest.importorskip("llguidance")
+
+SCHEMAS = {
+    "book_room": {"type": "object", "properties": {
+        "city": {"type": "string"},
+        "nights": {"type": "integer"},
+        "kind": {"type": "string", "enum": ["single", "double", "suite"]},
+        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
+        "guest": {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "number"},
+                                                   "vip": {"type": "boolean"}}, "required": ["name"]}},
+        "required": ["city", "kind"]},
+    "set_levels": {"type": "object", "properties": {
+        "levels": {"type": "array", "items": {"type": "integer", "enum": [1, 2, 3]}, "minItems": 1},
+        "mode": {"type": ["string", "null"]},
+        "scale": {"anyOf": [{"type": "number"}, {"type": "string", "enum": ["auto"]}]},
+        "matrix": {"type": "array", "items": {"type": "array", "items": {"type": "number"}, "maxItems": 2},
+                   "maxItems": 2}},
+        "required": ["levels", "scale"]},
+    "ping": {"type": "object", "properties": {}},
+    "flags": {"type": "object", "properties": {"a": {"type": "boolean"}, "b": {"type": "boolean"},
+                                               "c": {"type": "boolean"}}},
+}
+TOOLS = {name: Tool(name, f"Tool {name}.", schema) for name, schema in SCHEMAS.items()}
+SHORT = Bounds(string_chars=12, array_items=4, calls=3)  # a random model's strings end in a few tokens
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def end(tokenizer):
+    return tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+
+def _calls_valid(text: str, tools=TOOLS) -> list:
+    parsed = parse_executor_output(text)
+    assert parsed.ok, (parsed.error, text)
+    for call in parsed.calls:
+        assert call.name in tools, text
+        jsonschema.validate(call.arguments, tools[call.name].parameters)
+        assert set(call.arguments) <= set(tools[call.name].parameters["properties"])
+    assert json.loads(text)  # the turn is exactly JSON: nothing around the calls
+    return parsed.calls
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_random_model_always_writes_calls_the_schemas_accept(tokenizer, seed):
+    model = build_model(len(tokenizer), seed=seed)
+    names = set()
+    for do_sample in (True, False):
+        config = AgentConfig(first_call_only=True, max_turn_tokens=24, do_sample=do_sample, temperature=1.3,
+                             seed=seed, constrain_args=True, argument_bounds=SHORT)
+        agent = Agent(model, tokenizer, TOOLS, system=SYSTEM, config=config)
+        episodes = agent.run_batch([f"Please help with request {i}." for i in range(6)], batch_size=6).episodes
+        for e in episodes:
+            assert e.status == CALLED
+            turn = next(t for t in e.trajectory.turns if t.role == "executor")
+            names |= {c.name for c in _calls_valid(turn.content)}  # never cut before the calls are complete
+    assert len(names) > 1
+
+
+def _allowed_ids(mask: torch.Tensor) -> list[int]:
+    return torch.nonzero(mask).flatten().tolist()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_walks_never_meet_a_dead_end_and_end_valid(tokenizer, end, seed):
+    rng = random.Random(seed)
+    tools = dict(rng.sample(sorted(TOOLS.items()), rng.randint(1, len(TOOLS))))
+    grammar = CallGrammar(tokenizer, tools, end, bounds=SHORT)
+    ids: list[int] = []
+    while True:
+        allowed = _allowed_ids(grammar.allowed(ids))
+        assert allowed, f"dead end after {tokenizer.decode(ids)!r}"
+        token = rng.choice(allowed)
+        if token == end:
+            break
+        ids.append(token)
+        assert len(ids) < 2000
+    assert grammar.accepts(ids)
+    _calls_valid(tokenizer.decode(ids), tools)
+
+
+VALID = [
+    '{"name": "book_room", "arguments": {"city": "Paris", "kind": "suite"}}',
+    '{"name": "book_room", "arguments": {"city": "Lima \\"centre\\"", "nights": 3, "kind": "double", '
+    '"tags": ["quiet", "sea"], "guest": {"name": "Ana", "age": 41.5, "vip": true}}}',
+    '[{"name": "ping", "arguments": {}}, {"name": "set_levels", "arguments": {"levels": [1, 3], "mode": null, '
+    '"scale": "auto", "matrix": [[1.5, -2], []]}}]',
+    '{"name": "set_levels", "arguments": {"levels": [2], "scale": -0.25e3}}',
+    '{"name": "flags", "arguments": {"b": false}}',
+    '{"name": "flags", "arguments": {}}',
+    '{"name": "book_room", "arguments": {"kind": "single", "guest": {"vip": false, "name": "Bo"}, "city": "Rome"}}',
+    '{"name": "flags", "arguments": {"c": true, "a": false}}',
+]
+INVALID = [
+    '{"name": "book_room", "arguments": {"city": "Rome"}}',  # a required key missing
+    '{"name": "book_room", "arguments": {"city": "Rome", "kind": "penthouse"}}',  # not an enum member
+    '{"name": "flags", "arguments": {"a": true, "a": false}}',  # a repeated key
+    '{"name": "flags", "arguments": {"a": 1}}',  # the wrong type
+    '{"name": "flags", "arguments": {"z": true}}',  # not a property
+    '{"name": "book", "arguments": {}}',  # not a tool
+    '{"name":"ping","arguments":{}}',  # not the call format's separators
+]
+
+
+@pytest.mark.parametrize("text", VALID)
+def test_every_tokenization_of_a_valid_call_passes(tokenizer, end, text):
+    _calls_valid(text)
+    grammar = CallGrammar(tokenizer, TOOLS, end)
+    rng = random.Random(len(text))
+    splits = []
+    for _ in range(10):  # the text cut into random pieces, each tokenized on its own
+        cuts = sorted(rng.sample(range(1, len(text)), rng.randint(1, len(text) // 2)))
+        splits.append([text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])])
+    for pieces in [[text], list(text), *splits]:
+        ids = [i for piece in pieces for i in tokenizer.encode(piece, add_special_tokens=False)]
+        for k, token in enumerate(ids):
+            assert bool(grammar.allowed(ids[:k])[token]), (tokenizer.decode(ids[:k]), tokenizer.decode([token]))
+        assert bool(grammar.allowed(ids)[end]) and grammar.accepts(ids)
+
+
+@pytest.mark.parametrize("text", INVALID)
+def test_invalid_calls_are_blocked(tokenizer, end, text):
+    grammar = CallGrammar(tokenizer, TOOLS, end)
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    blocked = any(not grammar.allowed(ids[:k])[token] for k, token in enumerate(ids))
+    assert blocked or not grammar.allowed(ids)[end]
+    # after a token the grammar rejects (a scripted turn), the turn may only end: never no token at all
+    if blocked:
+        assert _allowed_ids(grammar.allowed(ids)) == [end]
+
+
+class Leaning:
+    """Greedy decoding of a model that leans towards ``text``: argmax of the logits plus a bonus on
+    the next token of ``text``'s tokens (a stand-in for a model whose own choice is that text)."""
+
+    def __init__(self, tokenizer, text: str) -> None:
+        end = [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+        self.ids = {"reasoner": tokenizer.encode("I call it.\nNext: executor", add_special_tokens=False),
+                    "executor": tokenizer.encode(text, add_special_tokens=False) + end}
+
+    def __call__(self, logits: torch.Tensor, episode) -> int:
+        scores, ids, done = logits.clone(), self.ids[episode.role], len(episode.turn_ids)
+        if done < len(ids):
+            scores[ids[done]] += 1e4
+        return int(torch.argmax(scores))
+
+
+def _greedy_call(model, tokenizer, text: str, constrain: bool):
+    config = AgentConfig(first_call_only=True, max_turn_tokens=200, constrain_args=constrain)
+    agent = Agent(model, tokenizer, TOOLS, system=SYSTEM, config=config, choose=Leaning(tokenizer, text))
+    return agent.run("Book me a room.")
+
+
+@pytest.mark.parametrize("text", VALID[:3])
+def test_greedy_with_the_constraint_equals_greedy_without_when_the_choice_is_valid(tokenizer, text):
+    model = build_model(len(tokenizer), seed=5)
+    free, constrained = _greedy_call(model, tokenizer, text, False), _greedy_call(model, tokenizer, text, True)
+    assert constrained.input_ids == free.input_ids and constrained.role_ids == free.role_ids
+    assert next(t for t in free.trajectory.turns if t.role == "executor").content == text
+
+
+def test_large_objects_keep_the_schemas_order(tokenizer, end):
+    schema = {"type": "object", "properties": {f"k{i}": {"type": "integer"} for i in range(8)}, "required": ["k5"]}
+    tools = {"wide": Tool("wide", "Eight keys.", schema)}
+    grammar = CallGrammar(tokenizer, tools, end, bounds=Bounds(any_order=4))
+
+    def passes(arguments: str) -> bool:
+        ids = tokenizer.encode('{"name": "wide", "arguments": ' + arguments + "}", add_special_tokens=False)
+        return all(grammar.allowed(ids[:k])[t] for k, t in enumerate(ids)) and grammar.accepts(ids)
+
+    assert passes('{"k1": 1, "k5": 2, "k7": 3}') and passes('{"k5": 0}')
+    assert not passes('{"k5": 2, "k1": 1}') and not passes('{"k1": 1, "k7": 3}') and not passes("{}")
+
+
+@pytest.mark.parametrize("text", INVALID[:3])
+def test_an_invalid_choice_is_steered_into_a_valid_call(tokenizer, text):
+    model = build_model(len(tokenizer), seed=5)
+    free, constrained = _greedy_call(model, tokenizer, text, False), _greedy_call(model, tokenizer, text, True)
+    assert next(t for t in free.trajectory.turns if t.role == "executor").content == text
+    _calls_valid(next(t for t in constrained.trajectory.turns if t.role == "executor").content)
+
+
+def test_bfcl_style_schemas_compile(tokenizer, end):
+    odd = {"type": "object", "properties": {
+        "when": {"type": "string", "format": "date"},
+        "code": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        "count": {"type": "integer", "minimum": 1, "maximum": 5},
+        "extra": {"type": "dict", "properties": {"x": {"type": "float"}}},
+        "pair": {"type": "tuple", "items": {"type": "any"}},
+        "blob": {"description": "anything"},
+        "map": {"type": "object", "additionalProperties": {"type": "integer"}}},
+        "required": ["code", "count"]}
+    tools = {"odd": Tool("odd", "Odd types.", odd)}
+    lark, warnings = call_grammar(tools)
+    assert "%json" in lark and not warnings
+    grammar = CallGrammar(tokenizer, tools, end)
+    text = ('{"name": "odd", "arguments": {"when": "2024-05-01", "code": "ABC", "count": 4, "extra": {"x": 1.5}, '
+            '"pair": ["a", 2], "blob": {"k": [true, null]}, "map": {"a": 1, "b": 2}}}')
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert all(grammar.allowed(ids[:k])[t] for k, t in enumerate(ids)) and grammar.accepts(ids)
+    bad = tokenizer.encode('{"name": "odd", "arguments": {"code": "ABC", "count": 9}}', add_special_tokens=False)
+    assert not all(grammar.allowed(bad[:k])[t] for k, t in enumerate(bad))  # out of the range: llguidance's %json
+
+
+def test_the_vote_samples_under_the_grammar(tokenizer):
+    model = build_model(len(tokenizer), seed=2)
+    config = AgentConfig(first_call_only=True, max_turn_tokens=24, vote=4, vote_temperature=2.0, seed=1,
+                         constrain_args=True, argument_bounds=SHORT)
+    episodes = Agent(model, tokenizer, TOOLS, system=SYSTEM, config=config).run_batch(["Hi."] * 3, batch_size=3).episodes
+    for e in episodes:
+        assert all(n in TOOLS for n in e.trajectory.meta["votes"][0])
+        _calls_valid(next(t for t in e.trajectory.turns if t.role == "executor").content)
