@@ -12,7 +12,8 @@ three decoders side by side on their own KV caches (``mor_ext.agent.CacheDecoder
   its roles, parameters and path itself (what every step ran before the plan).
 
 Then ``--profile-steps`` steps of each under the torch profiler: op events a step and the ops with
-the most self CPU time.
+the most self time (the profiler times ops by wall clock: those numbers mean something on a quiet
+machine only; the event counts anywhere).
 
     .venv/bin/python benchmarks/profile_decode.py [--prompt 128] [--steps 16] [--rounds 5] [--profile-steps 4]
 
@@ -113,7 +114,7 @@ def main() -> None:
         count = sum(e.count for e in events)
         print(f"\n{name}: {count / args.profile_steps:.0f} op events a step")
         rows = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[: args.top]
-        print("| op | calls a step | self CPU a step, ms |")
+        print("| op | calls a step | self time a step, ms (profiler's wall clock: a quiet machine only) |")
         print("|---|---:|---:|")
         for e in rows:
             print(f"| {e.key} | {e.count / args.profile_steps:.0f} | {e.self_cpu_time_total / 1e3 / args.profile_steps:.2f} |")
