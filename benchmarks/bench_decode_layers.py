@@ -5,7 +5,8 @@ Generation runs each of the 210 layers once per step, so no layer's adapter (70M
 adapter instead. This one builds the 30 blocks' 7 projections at SmolLM2's shapes (random weights,
 MoRAgent rank 16, B not zero) and times passes over all of them ("a step"): the frozen ``F.linear``
 alone, the op with role -1 (its fixed cost: dispatch, checks, outputs), the op with a role, and
-the whole ``MoRLinear`` module, at T tokens per call, interleaved pass by pass.
+the whole ``MoRLinear`` module (with the model call's inference plan, as generation runs it, and on
+its general path), at T tokens per call, interleaved pass by pass.
 
 CPU time of the calling thread (``time.thread_time``) with one torch thread by default, so that other
 jobs on the machine barely move the numbers; ``--threads 2`` shows what a second thread adds (its CPU
@@ -28,7 +29,7 @@ import torch
 
 import mor_ext
 from mor_ext.layers import MoRLinear, RoleContext
-from mor_ext.ops import kernel_args
+from mor_ext.ops import kernel_args, mor_linear_op
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_model  # noqa: E402
@@ -66,7 +67,7 @@ def main() -> None:
     clock = time.perf_counter if args.wall else time.thread_time
     spec = mor_ext.MoRSpec.moragent(16)
     layers = build_layers(spec)
-    op, kargs = torch.ops.mor_ext.mor_linear, kernel_args(spec, 2.0)
+    op, kargs = mor_linear_op(), kernel_args(spec, 2.0)  # the overload MoRLinear calls
     print(mor_ext.describe_backend())
     print(f"CPU: {bench_model.cpu_name()}; torch {torch.__version__}, {args.threads} thread(s); "
           f"{'wall clock' if args.wall else 'CPU time of the calling thread'}; {len(layers)} layers, "
@@ -85,19 +86,26 @@ def main() -> None:
             "F.linear": lambda l: torch.nn.functional.linear(xs[l.in_features], l.weight),
             "op, role -1": lambda l: call(l, none),
             f"op, role {args.role}": lambda l: call(l, role),
-            # As in a model call: the roles come from the layers' shared context (patching installs them).
+            # As in a model call: the roles come from the layers' shared context (patching installs them),
+            # with the call's inference plan (the fast path) or without it (the general path).
+            f"MoRLinear, role {args.role}, general path": ("general", None),
             f"MoRLinear, role {args.role}": lambda l: l(xs[l.in_features]),
         }
         for name, value in envs:
             cases[f"op, role {args.role}, {name}={value}"] = (name, value)
         times: dict[str, list[float]] = {name: [] for name in cases}
         context = layers[0].role_context
-        saved_call = context.begin_call(role, collect_stats=False)
         with torch.no_grad():
+            saved_call = context.begin_call(role, collect_stats=False)  # under no_grad: with its inference plan
+            plan = context.inference
+            assert plan is not None, "a no_grad call with a role should get an inference plan"
             for p in range(args.passes + 1):  # the first pass warms up
                 for name, case in cases.items():
                     saved = None
-                    if isinstance(case, tuple):
+                    if isinstance(case, tuple) and case[0] == "general":
+                        context.inference = None
+                        fn = lambda l: l(xs[l.in_features])  # noqa: E731
+                    elif isinstance(case, tuple):
                         saved = os.environ.get(case[0])
                         os.environ[case[0]] = case[1]
                         fn = lambda l: call(l, role)  # noqa: E731
@@ -107,14 +115,15 @@ def main() -> None:
                     for layer in layers:
                         fn(layer)
                     elapsed = clock() - start
-                    if isinstance(case, tuple):
+                    context.inference = plan
+                    if isinstance(case, tuple) and case[0] != "general":
                         if saved is None:
                             del os.environ[case[0]]
                         else:
                             os.environ[case[0]] = saved
                     if p:
                         times[name].append(elapsed)
-        context.end_call(saved_call)
+            context.end_call(saved_call)
         base = statistics.median(times["F.linear"])
         print(f"\nT={tokens} tokens per call")
         print("| case | ms per pass | us per layer | over F.linear, us per layer |")

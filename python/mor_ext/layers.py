@@ -21,8 +21,14 @@ from .spec import MoRSpec
 
 __all__ = ["MoRLinear", "RoleContext"]
 
+_MOR_LINEAR = ops.mor_linear_op() if ops.compiled_available() else None
+
 # What a layer sees for one call: per-token role ids, or one role id for every token.
 Roles = Union[torch.Tensor, int]
+
+# One C call for "is autocast on for any device" (torch >= 2.4); else the devices a layer can run on.
+_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", None) or (
+    lambda: any(torch.is_autocast_enabled(d) for d in ("cpu", "cuda")))
 
 
 class CallRoles(NamedTuple):
@@ -35,6 +41,33 @@ class CallRoles(NamedTuple):
     # When the model's adapter is sharded (FSDP2): layer -> its orthogonal-loss term, computed in its
     # own forward, where its parameters are whole (docs/spec.md §4); None otherwise.
     orth_terms: dict | None = None
+
+
+class InferencePlan:
+    """What every layer of one inference model call would work out for itself, worked out once.
+
+    Generation runs ~210 adapted projections a token (SmolLM2-135M), so per-layer Python counts: a
+    call with grad off, no statistics to collect, no autocast and a role to apply hands its layers
+    the flat int64 role ids of ``lead``-shaped inputs on ``device``, known to take the compiled op.
+    A layer whose input does not match (another shape or device) takes the general path.
+    """
+
+    __slots__ = ("role", "roles", "lead", "device")
+
+    def __init__(self, role: int | None, roles: torch.Tensor | None) -> None:
+        self.role = role  # the one role of every token (an active or default role), or None
+        self.roles = None if roles is None else roles.reshape(-1)  # [N] int64
+        self.lead = None if roles is None else roles.shape
+        self.device = None if roles is None else roles.device
+
+    def fill(self, x: torch.Tensor) -> bool:
+        """For a plan of one role: ids for ``x``'s tokens, kept for the layers after; whether the
+        fast path applies to ``x`` (a compiled op for its device)."""
+        if self.role is None or not ops.uses_compiled(x, "mor_linear"):
+            return False
+        self.lead, self.device = x.shape[:-1], x.device
+        self.roles = torch.full((math.prod(self.lead),), self.role, dtype=torch.long, device=x.device)
+        return True
 
 
 class RoleContext:
@@ -63,6 +96,7 @@ class RoleContext:
         # cleared `role_ids`; the roles of the last call made with grad enabled are kept for that replay.
         self._replay: CallRoles | None = None
         self._by_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # device -> (source, copy)
+        self.inference: InferencePlan | None = None  # the running call's, when it qualifies (begin_call)
 
     def current(self) -> CallRoles:
         """The roles a layer should use now, and whether to collect loss statistics."""
@@ -90,7 +124,7 @@ class RoleContext:
         restores (calls may nest). ``orth_in_layers``: each layer computes its orthogonal-loss term in
         its forward, into :attr:`orth_terms` (for sharded adapters)."""
         saved = (self.role_ids, self.role_ids_any, self.collect_stats, self.routings, self._by_device,
-                 self.orth_terms)
+                 self.orth_terms, self.inference)
         # The model call checked the ids (patching, once per forward), so no layer checks them again.
         self.role_ids = role_ids
         # A compiled call assumes some id is active rather than read the ids back (a host sync);
@@ -102,11 +136,26 @@ class RoleContext:
         self.orth_terms = {} if orth_in_layers else None
         if torch.is_grad_enabled():
             self._replay = self.current()._replace(replay=True)
+        self.inference = self._inference_plan()
         return saved
+
+    def _inference_plan(self) -> InferencePlan | None:
+        """The plan of a call whose layers may all take the compiled op directly (MoRLinear._forward_planned),
+        or None: training (grad on: dropout, statistics, checkpoint replays, FSDP's terms live on the
+        general path), autocast (the general path casts), compiling (one graph for every call), no role."""
+        if (torch.is_grad_enabled() or self.collect_stats or self.orth_terms is not None
+                or torch.compiler.is_compiling() or _any_autocast()):
+            return None
+        if self.role_ids is not None:
+            if not self.role_ids_any or not ops.uses_compiled(self.role_ids, "mor_linear"):
+                return None
+            return InferencePlan(None, self.role_ids.long())
+        role = self.default_role if self.active_role is None else self.active_role
+        return None if role == -1 else InferencePlan(role, None)
 
     def end_call(self, saved: tuple) -> None:
         (self.role_ids, self.role_ids_any, self.collect_stats, self.routings, self._by_device,
-         self.orth_terms) = saved
+         self.orth_terms, self.inference) = saved
 
 
 class MoRLinear(nn.Module):
@@ -194,12 +243,38 @@ class MoRLinear(nn.Module):
     def forward(self, x: torch.Tensor, role_ids: torch.Tensor | None = None) -> torch.Tensor:
         """``x [..., d_in] -> [..., d_out]``. ``role_ids`` (shape ``x.shape[:-1]``, -1 = base only)
         defaults to the model call's ids, else the active role, else the default role."""
+        plan = self.role_context.inference
+        if plan is not None and role_ids is None:
+            y = self._forward_planned(x, plan)
+            if y is not None:
+                return y
         call = self.role_context.current()
         roles = self._roles_for(x, role_ids, call)
         y = self.base_layer(x) if roles is None else self._forward_autocast(x, roles, call)
         if call.orth_terms is not None:
             y = self._orthogonal_term_in_forward(y, call)
         return y
+
+    def _forward_planned(self, x: torch.Tensor, plan: InferencePlan) -> torch.Tensor | None:
+        """The inference fast path: the compiled op on the plan's role ids, parameters read straight
+        from the parameter dicts, one op call; None where it does not apply (the general path then
+        decides, with its checks and messages). Gives what the general path's compiled branch gives."""
+        if (self.training and isinstance(self._modules["lora_dropout"], nn.Dropout)) or torch.compiler.is_compiling() \
+                or _any_autocast():
+            return None
+        lead = x.shape[:-1]
+        if (lead != plan.lead or x.device != plan.device) and not plan.fill(x):
+            return None
+        base, p = self._modules["base_layer"]._parameters, self._parameters
+        weight = base["weight"]
+        if x.dtype != weight.dtype:
+            return None
+        cached = self._kernel_args_cache
+        args = cached[2] if cached is not None and cached[0] is self.spec and cached[1] == self.scaling \
+            else self._kernel_args()
+        y = _MOR_LINEAR(x.reshape(-1, x.shape[-1]), weight, base["bias"], p["lora_A"], p["lora_B"],
+                        p["router_weight"], p["shared_gate_weight"], plan.roles, *args)[0]
+        return y.view(*lead, weight.shape[0])  # (a torch.Size argument costs twice as much as ints)
 
     def _orthogonal_term_in_forward(self, y: torch.Tensor, call: CallRoles) -> torch.Tensor:
         """Under FSDP2 the parameters are whole only inside this forward (and backward), so the model's

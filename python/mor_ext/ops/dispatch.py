@@ -56,10 +56,17 @@ def kernel_args(spec: MoRSpec, scaling: float) -> tuple:
     return (*_flags(spec), spec.shared_gate == "sigmoid", float(scaling))
 
 
+def mor_linear_op():
+    """The compiled ``mor_linear`` overload itself (``torch.ops.mor_ext.mor_linear.default``), for the
+    inference path of MoRLinear that calls it directly, 210 times a SmolLM2 token: the overload packet
+    resolves the overload on every call. Only with the compiled library loaded."""
+    return torch.ops.mor_ext.mor_linear.default
+
+
 def mor_linear_kernel(x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, args: tuple):
     """The compiled op alone, for callers that checked ``uses_compiled`` and hold ``kernel_args``
     (MoRLinear: it runs on every projection, so each skipped Python step counts)."""
-    y, index, gate, probs, _, _ = torch.ops.mor_ext.mor_linear(
+    y, index, gate, probs, _, _ = torch.ops.mor_ext.mor_linear.default(
         x, weight, bias, lora_A, lora_B, router_weight, shared_gate_weight, role_ids, *args
     )
     return y, index, gate, probs
