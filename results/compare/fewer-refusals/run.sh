@@ -1,7 +1,7 @@
 #!/bin/bash
 # Data mix with fewer no-call episodes (18% instead of 32%): MoR and plain LoRA, each at its own sweep's
 # LR, 24 steps of batch 4, side by side (one core each), then BFCL (first 10, five categories).
-cd /work/main
+cd .  # from the repository root
 P=.venv/bin/python
 D=runs/cmp/mix
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
