@@ -294,13 +294,13 @@ StackedRoles stack_roles(const SpecTable& spec, const std::vector<Batch>& groups
   std::vector<std::vector<int64_t>> sizes;
   std::vector<int64_t> starts, costs;
   int64_t total = 0;
-  for (const Batch& g : groups) {
+  for (const Batch& g : groups) {  // per role: stacked rows and B columns, then its scratch arrays
     const RoleBlock b = role_sizes(spec, g.key, rank);
     starts.push_back(total);
-    total += b.width * d_in + d_out * b.lora_width;
+    costs.push_back(b.width * d_in + d_out * b.lora_width);
+    total += costs.back();
     sizes.push_back(scratch_sizes(b, g.size()));
     for (int64_t n : sizes.back()) total += n;
-    costs.push_back(b.width * d_in + d_out * b.lora_width);
     s.blocks.push_back(b);
   }
   s.buffer = at::empty({total}, lora_A.options());
@@ -310,7 +310,7 @@ StackedRoles stack_roles(const SpecTable& spec, const std::vector<Batch>& groups
     float* p = base + starts[j];
     s.rows.push_back(p);
     s.b_cols.push_back(p + b.width * d_in);
-    p += b.width * d_in + d_out * b.lora_width;
+    p += costs[j];
     s.scratch.emplace_back();
     for (int64_t n : sizes[j]) {
       s.scratch.back().push_back(p);
@@ -332,19 +332,6 @@ StackedRoles stack_roles(const SpecTable& spec, const std::vector<Batch>& groups
                     sizeof(float) * rank);
   });
   return s;
-}
-
-// Pointers to the rows of a [rows, ld] array.
-inline std::vector<float*> rows_of(float* base, int64_t rows, int64_t ld) {
-  std::vector<float*> out(rows);
-  for (int64_t i = 0; i < rows; ++i) out[i] = base + i * ld;
-  return out;
-}
-
-inline std::vector<const float*> const_rows_of(const float* base, int64_t rows, int64_t ld) {
-  std::vector<const float*> out(rows);
-  for (int64_t i = 0; i < rows; ++i) out[i] = base + i * ld;
-  return out;
 }
 
 // fp32 on an AVX-512 CPU: per role, one GEMM per kind over all of its tokens (role_gemms.h). `y`
@@ -370,7 +357,7 @@ void forward_by_role(const SpecTable& spec, const kernels::RoleTables& tables, c
     shrinks.push_back({token_rows<const float>(xc.data_ptr<float>(), d_in, g), d_in,
                        {st.rows[j], d_in, /*transposed=*/true}, b.width, rows_of(st.scratch[j][0], g.size(), b.width),
                        /*accumulate=*/false});
-    expands.push_back({const_rows_of(st.scratch[j][1], g.size(), b.lora_width), b.lora_width,
+    expands.push_back({rows_of<const float>(st.scratch[j][1], g.size(), b.lora_width), b.lora_width,
                        {st.b_cols[j], b.lora_width, /*transposed=*/true}, d_out,
                        token_rows(y.data_ptr<float>(), d_out, g), /*accumulate=*/true});
   }
@@ -414,7 +401,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_by_role(
     sizes.push_back(g.size());
     to_grad_gated.push_back({token_rows(gyp, d_out, g), d_out, {st.b_cols[j], b.lora_width}, b.lora_width,
                              rows_of(s[0], g.size(), b.lora_width), /*accumulate=*/false});
-    to_grad_x.push_back({const_rows_of(s[2], g.size(), b.width), b.width, {st.rows[j], d_in}, d_in,
+    to_grad_x.push_back({rows_of<const float>(s[2], g.size(), b.width), b.width, {st.rows[j], d_in}, d_in,
                          token_rows(grad_x.data_ptr<float>(), d_in, g), /*accumulate=*/true});
     // B(k, :) is the k-th token's row of x or grad_y: a view from the run's first token, or gathered.
     const int64_t* tokens = g.rows.defined() ? g.rows.data_ptr<int64_t>() : nullptr;

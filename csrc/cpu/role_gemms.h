@@ -29,16 +29,12 @@ std::vector<T*> token_rows(T* base, int64_t ld, const Batch& b) {
   return rows;
 }
 
-// Pointers to every row of a contiguous 2-D fp32 tensor.
-inline std::vector<float*> all_rows(const at::Tensor& t) {
-  std::vector<float*> rows(t.size(0));
-  for (int64_t i = 0; i < t.size(0); ++i) rows[i] = t.data_ptr<float>() + i * t.size(1);
-  return rows;
-}
-
-inline std::vector<const float*> const_rows(const at::Tensor& t) {
-  const std::vector<float*> rows = all_rows(t);
-  return {rows.begin(), rows.end()};
+// Pointers to every row of a contiguous [rows, ld] array.
+template <typename T>
+std::vector<T*> rows_of(T* base, int64_t rows, int64_t ld) {
+  std::vector<T*> out(rows);
+  for (int64_t i = 0; i < rows; ++i) out[i] = base + i * ld;
+  return out;
 }
 
 // Calls f(i) for every item i, in one parallel region: the items, in order, are cut into one
