@@ -1,12 +1,14 @@
-// Autograd for the per-layer ops (mor_linear, route, grouped_lora), in C++.
+// Autograd for every differentiable op (mor_linear, route, grouped_lora and the two many-layer losses), in C++.
 //
-// Why not torch.library.register_autograd in Python: these run once per adapted projection (7 per
-// transformer block), and the Python wrapper (argument defaults, setup_context, the backward
-// closure) cost ~330 us per layer per training step on the dev CPU, more than the whole op at
-// decode sizes and, on an H100, most of a training step's host time. Here each op's Autograd kernel
-// is a torch::autograd::Function, as torchvision registers its ops; each backward is itself an op
-// (mor_linear_backward, ...), so torch.compile traces both through their fake kernels. The losses,
-// called once per step, keep their Python autograd in python/mor_ext/ops/autograd.py.
+// Why not torch.library.register_autograd in Python: the per-layer ops run once per adapted
+// projection (7 per transformer block), and the Python wrapper (argument defaults, setup_context,
+// the backward closure) cost ~330 us per layer per training step on the dev CPU, more than the whole
+// op at decode sizes and, on an H100, most of a training step's host time. The losses run once per
+// step, but over lists of every layer's tensors: their Python wrappers (pytree over the lists,
+// saving and unpacking 2 x 28 tensors) cost ~320 us a step of the tiny benchmark preset, twice
+// the orthogonal loss's own arithmetic there. Here each op's Autograd kernel is a
+// torch::autograd::Function, as torchvision registers its ops; each backward is itself an op
+// (mor_linear_backward, ...), so torch.compile traces both through their fake kernels.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
@@ -220,12 +222,126 @@ Tensors2 grouped_lora_autograd(const Tensor& x, const Tensor& lora_A, const Tens
   return {out[0], out[1]};
 }
 
+// ------------------------------------------------------------------------------------------ losses
+// A list argument is one autograd input per tensor: backward returns one gradient per list element,
+// then one (undefined) per non-tensor argument.
+using BalanceLayersSig = Tensor(at::TensorList, at::TensorList, const Tensor&, IntList, IntList, IntList);
+using BalanceLayersBackwardSig = std::vector<Tensor>(const Tensor&, at::TensorList, at::TensorList, const Tensor&,
+                                                     IntList, IntList, IntList);
+
+class BalanceLayersFunction : public torch::autograd::Function<BalanceLayersFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, at::TensorList router_probs, at::TensorList lora_index,
+                               const Tensor& role_ids, std::vector<int64_t> num_experts, std::vector<int64_t> top_k,
+                               std::vector<int64_t> has_shared) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    static const auto op = find_op<BalanceLayersSig>("mor_ext::load_balance_loss_layers");
+    Tensor loss = op.call(router_probs, lora_index, role_ids, num_experts, top_k, has_shared);
+    ctx->saved_data["num_experts"] = num_experts;
+    ctx->saved_data["top_k"] = top_k;
+    ctx->saved_data["has_shared"] = has_shared;
+    ctx->saved_data["layers"] = static_cast<int64_t>(router_probs.size());
+    variable_list saved(router_probs.begin(), router_probs.end());
+    saved.insert(saved.end(), lora_index.begin(), lora_index.end());
+    saved.push_back(role_ids);
+    ctx->save_for_backward(saved);
+    return {loss};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const auto layers = static_cast<size_t>(ctx->saved_data["layers"].toInt());
+    const std::vector<Tensor> probs(saved.begin(), saved.begin() + layers);
+    const std::vector<Tensor> index(saved.begin() + layers, saved.begin() + 2 * layers);
+    static const auto backward_op = find_op<BalanceLayersBackwardSig>("mor_ext::load_balance_loss_layers_backward");
+    std::vector<Tensor> grad_probs =
+        backward_op.call(grads[0], probs, index, saved[2 * layers], ctx->saved_data["num_experts"].toIntVector(),
+                         ctx->saved_data["top_k"].toIntVector(), ctx->saved_data["has_shared"].toIntVector());
+    variable_list out(std::move(grad_probs));
+    out.resize(2 * layers + 4);  // lora_index, role_ids and the three spec lists: no gradient
+    return out;
+  }
+};
+
+Tensor load_balance_loss_layers_autograd(at::TensorList router_probs, at::TensorList lora_index,
+                                         const Tensor& role_ids, IntList num_experts, IntList top_k,
+                                         IntList has_shared) {
+  bool any = false;
+  for (const Tensor& p : router_probs) any = any || (p.defined() && p.requires_grad());
+  if (!at::GradMode::is_enabled() || !any) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    static const auto op = find_op<BalanceLayersSig>("mor_ext::load_balance_loss_layers");
+    return op.call(router_probs, lora_index, role_ids, num_experts, top_k, has_shared);
+  }
+  return BalanceLayersFunction::apply(router_probs, lora_index, role_ids, num_experts.vec(), top_k.vec(),
+                                      has_shared.vec())[0];
+}
+
+using OrthLayersSig = Tensors2(at::TensorList, at::TensorList, IntList, IntList, IntList);
+using OrthLayersBackwardSig = std::tuple<std::vector<Tensor>, std::vector<Tensor>>(
+    const Tensor&, const Tensor&, at::TensorList, at::TensorList, IntList, IntList, IntList);
+
+class OrthLayersFunction : public torch::autograd::Function<OrthLayersFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, at::TensorList lora_A, at::TensorList lora_B,
+                               std::vector<int64_t> num_experts, std::vector<int64_t> top_k,
+                               std::vector<int64_t> has_shared) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    static const auto op = find_op<OrthLayersSig>("mor_ext::orthogonal_loss_layers");
+    auto [loss, products] = op.call(lora_A, lora_B, num_experts, top_k, has_shared);
+    ctx->saved_data["num_experts"] = num_experts;
+    ctx->saved_data["top_k"] = top_k;
+    ctx->saved_data["has_shared"] = has_shared;
+    ctx->saved_data["layers"] = static_cast<int64_t>(lora_A.size());
+    // The forward's r x r products: the backward builds every gradient from them.
+    variable_list saved{products};
+    saved.insert(saved.end(), lora_A.begin(), lora_A.end());
+    saved.insert(saved.end(), lora_B.begin(), lora_B.end());
+    ctx->save_for_backward(saved);
+    ctx->mark_non_differentiable({products});
+    return {loss, products};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const auto layers = static_cast<size_t>(ctx->saved_data["layers"].toInt());
+    const std::vector<Tensor> lora_A(saved.begin() + 1, saved.begin() + 1 + layers);
+    const std::vector<Tensor> lora_B(saved.begin() + 1 + layers, saved.begin() + 1 + 2 * layers);
+    static const auto backward_op = find_op<OrthLayersBackwardSig>("mor_ext::orthogonal_loss_layers_backward");
+    auto [grad_A, grad_B] = backward_op.call(grads[0], saved[0], lora_A, lora_B,
+                                             ctx->saved_data["num_experts"].toIntVector(),
+                                             ctx->saved_data["top_k"].toIntVector(),
+                                             ctx->saved_data["has_shared"].toIntVector());
+    variable_list out(std::move(grad_A));
+    out.insert(out.end(), std::make_move_iterator(grad_B.begin()), std::make_move_iterator(grad_B.end()));
+    out.resize(2 * layers + 3);  // the three spec lists: no gradient
+    return out;
+  }
+};
+
+Tensors2 orthogonal_loss_layers_autograd(at::TensorList lora_A, at::TensorList lora_B, IntList num_experts,
+                                         IntList top_k, IntList has_shared) {
+  bool any = false;
+  for (const Tensor& a : lora_A) any = any || a.requires_grad();
+  for (const Tensor& b : lora_B) any = any || b.requires_grad();
+  if (!at::GradMode::is_enabled() || !any) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    static const auto op = find_op<OrthLayersSig>("mor_ext::orthogonal_loss_layers");
+    return op.call(lora_A, lora_B, num_experts, top_k, has_shared);
+  }
+  const variable_list out =
+      OrthLayersFunction::apply(lora_A, lora_B, num_experts.vec(), top_k.vec(), has_shared.vec());
+  return {out[0], out[1]};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(mor_ext, Autograd, m) {
   m.impl("mor_linear", &mor_linear_autograd);
   m.impl("route", &route_autograd);
   m.impl("grouped_lora", &grouped_lora_autograd);
+  m.impl("load_balance_loss_layers", &load_balance_loss_layers_autograd);
+  m.impl("orthogonal_loss_layers", &orthogonal_loss_layers_autograd);
 }
 
 }  // namespace mor_ext

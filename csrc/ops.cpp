@@ -1,6 +1,6 @@
 // Defines every op of csrc/op_table.h. Device kernels register themselves beside their code
 // (csrc/cpu/<op>.cpp, csrc/cuda/<op>.cu, csrc/aten/ for device-generic ATen ones); the autograd
-// of the per-layer ops is in csrc/autograd.cpp, the losses' and every fake kernel in
+// of every differentiable op is in csrc/autograd.cpp, every fake kernel in
 // python/mor_ext/ops/; autocast in csrc/autocast.cpp. See csrc/README.md.
 #include <Python.h>
 #include <torch/library.h>

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn as nn
 
-from . import functional, ops, sharding
+from . import ops, sharding
 from .checks import check_role_ids, check_role_ids_tensor
 from .config import MoRConfig, default_target_modules
 from .layers import MoRLinear, RoleContext
@@ -52,6 +52,10 @@ class _PatchState:
     original_forward: Callable[..., Any]  # bound method of the model, as found before patching
     previous_forward: Any  # the instance attribute `forward` before patching, or _NOT_SET
     requires_grad: dict[str, bool]  # every parameter's flag before patching
+    # The MoRLinear modules patch created, in module order: the orthogonal loss runs over all of them
+    # every training step, and walking named_modules() for them cost more than the loss's own
+    # arithmetic on small models.
+    layers: list[MoRLinear] = dataclasses.field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------- patch
@@ -88,6 +92,7 @@ def patch(model: nn.Module, config: MoRConfig | None = None) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     context = RoleContext(config.spec, default_role=config.default_role_id)
+    layers = []
     for name, linear in matches:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
@@ -96,6 +101,7 @@ def patch(model: nn.Module, config: MoRConfig | None = None) -> nn.Module:
         )
         layer.train(linear.training)
         setattr(parent, child, layer)
+        layers.append(layer)
 
     state = _PatchState(
         config=config,
@@ -103,6 +109,7 @@ def patch(model: nn.Module, config: MoRConfig | None = None) -> nn.Module:
         original_forward=model.forward,
         previous_forward=model.__dict__.get("forward", _NOT_SET),
         requires_grad=requires_grad,
+        layers=layers,
     )
     setattr(model, _STATE_ATTR, state)
     model.mor_config = config
@@ -234,7 +241,7 @@ def _add_losses(
     groups = _routing_groups(routings)
     with torch.enable_grad() if add else torch.no_grad():
         aux = _load_balance_loss(config, groups, len(routings), device)
-        orth = _orthogonal_loss(model, config, device) if orth_terms is None else \
+        orth = _orthogonal_loss(model, device) if orth_terms is None else \
             _orthogonal_loss_from_layers(model, config, device, orth_terms)
     if orth_terms is not None and not add:
         orth = orth.detach()  # the layers' terms were computed with the forward's grad mode
@@ -254,23 +261,25 @@ def _add_losses(
     return out
 
 
-def _orthogonal_loss(model: nn.Module, config: MoRConfig, device: torch.device) -> torch.Tensor:
+def _orthogonal_loss(model: nn.Module, device: torch.device) -> torch.Tensor:
     """Mean over adapted layers, computed per (device, dtype) group in one call each (one launch on CUDA)."""
-    layers = [layer for _, layer in mor_layers(model)]
-    return _orthogonal_loss_sum(layers, config, device) / len(layers)
+    state: _PatchState = getattr(model, _STATE_ATTR)
+    return _orthogonal_loss_sum(state.layers, state.config, device) / len(state.layers)
 
 
 def _orthogonal_loss_sum(layers: list[MoRLinear], config: MoRConfig, device: torch.device) -> torch.Tensor | int:
-    """Sum of the layers' orthogonal terms, one op per (device, dtype) group (0 for no layers)."""
-    groups: dict[tuple[torch.device, torch.dtype], list[MoRLinear]] = {}
+    """Sum of the layers' orthogonal terms, one op per (device, dtype) group (0 for no layers).
+
+    The op itself, not :func:`functional.orthogonal_loss_layers`: every layer's adapter shapes were
+    checked against the spec when it was built (and the compiled ops check them again), so the
+    functional API's per-tensor Python checks would only repeat them every step."""
+    groups: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
     for layer in layers:
-        groups.setdefault((layer.lora_A.device, layer.lora_A.dtype), []).append(layer)
-    return sum(
-        functional.orthogonal_loss_layers(
-            [l.lora_A for l in group], [l.lora_B for l in group], config.spec, reduction="sum"
-        ).to(device)
-        for group in groups.values()
-    )
+        a, b = layer.lora_A, layer.lora_B
+        group = groups.setdefault((a.device, a.dtype), ([], []))
+        group[0].append(a.contiguous())
+        group[1].append(b.contiguous())
+    return sum(ops.orthogonal_loss_layers(a, b, config.spec).to(device) for a, b in groups.values())
 
 
 def _orthogonal_loss_from_layers(

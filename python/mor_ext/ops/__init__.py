@@ -1,5 +1,5 @@
 """The custom ops: backend choice, dispatch to the compiled ops or the pure-PyTorch reference, and
-the ops' fake kernels and autograd.
+the ops' fake kernels.
 
 What lives here:
 
@@ -8,7 +8,7 @@ What lives here:
 - :mod:`.dispatch` has one function per op, the compiled op where it has a kernel for the tensors'
   device, else the reference;
 - :mod:`.reference` is the pure-PyTorch truth of every op (``docs/spec.md`` §3 and §4);
-- :mod:`.fake` and :mod:`.autograd` register the ops' fake kernels and the losses' autograd.
+- :mod:`.fake` registers the ops' fake kernels (their autograd is C++: ``csrc/autograd.cpp``).
 
 Schemas live in ``csrc/op_table.h``, kernels in ``csrc/`` (see ``csrc/README.md``).
 
@@ -76,8 +76,7 @@ __all__ = [
 ]
 
 if compiled_available():
-    from . import autograd, fake
+    from . import fake
 
     fake.register()
-    autograd.register()
     compiled_kernels()  # asked once now, so that torch.compile never traces the dispatcher query
