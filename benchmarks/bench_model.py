@@ -10,7 +10,14 @@ spans as in agent trajectories. Presets:
   (``bench_gpu.py --only model`` runs it).
 
 ``python benchmarks/bench_model.py [--preset tiny|smollm2|llama1b] [--device cpu|cuda] [--spans long|short]
-[--compile]`` prints a markdown table (medians of interleaved rounds, and the CPU model).
+[--compile] [--mor-rank R] [--lora-rank R]`` prints a markdown table (medians of interleaved rounds, and
+the CPU model).
+
+The ranks split a step's cost into host work and arithmetic: at the tiny preset's width (64) a
+MoRAgent token runs 5 rank-16 LoRAs per projection (its role's shared LoRA and all 4 routed ones, by
+role) where the plain LoRA runs one, so the adapters' arithmetic is not negligible there.
+``--mor-rank 1`` leaves MoR's host work (the same ops, calls and tensors) with almost no
+arithmetic; ``--lora-rank 80`` gives the plain LoRA MoR's per-token adapter width.
 """
 
 from __future__ import annotations
@@ -85,7 +92,8 @@ def short_span_roles(seq: int, span: int = 6) -> torch.Tensor:
 
 
 def compare_train_steps(preset_name: str, device: str, profile: bool = False, spans: str = "long",
-                        compile: bool = False, rounds: int | None = None) -> dict[str, tuple[float, float, int]]:
+                        compile: bool = False, rounds: int | None = None, mor_rank: int = 16,
+                        lora_rank: int = 16) -> dict[str, tuple[float, float, int]]:
     """``{"none" | "lora" | "mor": (ms per step, peak GiB (CUDA) or 0, trainable parameters)}``.
 
     The three models are built side by side and their steps alternate, round by round, so that a
@@ -139,10 +147,10 @@ def compare_train_steps(preset_name: str, device: str, profile: bool = False, sp
         if key == "none":
             model.enable_input_require_grads()  # backward runs through every layer, as with an adapter
         elif key == "lora":
-            lora = peft.LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS)
+            lora = peft.LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0, target_modules=TARGETS)
             model = peft.get_peft_model(model, lora, autocast_adapter_dtype=False)  # adapters in the model's dtype
         else:
-            mor_ext.patch(model)
+            mor_ext.patch(model, mor_ext.MoRConfig(spec=mor_ext.MoRSpec.moragent(mor_rank)))
             kwargs = {"role_ids": roles}
         models[key] = model
         steps[key], sizes[key] = make_step(model, kwargs)
@@ -191,12 +199,14 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
-def result_rows(preset_name: str, results, spans: str = "long", compile: bool = False) -> list[tuple[str, str, str]]:
+def result_rows(preset_name: str, results, spans: str = "long", compile: bool = False, mor_rank: int = 16,
+                lora_rank: int = 16) -> list[tuple[str, str, str]]:
     preset = PRESETS[preset_name]
     tag = (f"{preset_name} shape, {preset.batch}x{preset.seq} tokens, {str(preset.dtype).removeprefix('torch.')}, "
            f"{'short' if spans == 'short' else 'long'} role spans, {'compiled' if compile else 'eager'} train step")
     rows = []
-    for key, label in (("none", "no adapter"), ("lora", "plain LoRA r=16 (peft)"), ("mor", "MoR (mor_ext)")):
+    for key, label in (("none", "no adapter"), ("lora", f"plain LoRA r={lora_rank} (peft)"),
+                       ("mor", "MoR (mor_ext)" if mor_rank == 16 else f"MoR rank {mor_rank} (mor_ext)")):
         ms, peak, n = results[key]
         note = (f"peak {peak:.1f} GiB, " if peak else "") + f"{n / 1e6:.2f}M trainable"
         if key == "mor":
@@ -216,10 +226,13 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile each model (inductor)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved timed rounds (default: per preset)")
     parser.add_argument("--profile", action="store_true", help="print the profiler's table of a MoR step (stderr)")
+    parser.add_argument("--mor-rank", type=int, default=16, help="rank of each MoR LoRA (1: MoR's host work alone)")
+    parser.add_argument("--lora-rank", type=int, default=16, help="rank of the plain LoRA (80: MoR's per-token width)")
     args = parser.parse_args()
     print(mor_ext.describe_backend(), file=sys.stderr)
-    results = compare_train_steps(args.preset, args.device, args.profile, args.spans, args.compile, args.rounds)
-    rows = result_rows(args.preset, results, args.spans, args.compile)
+    results = compare_train_steps(args.preset, args.device, args.profile, args.spans, args.compile, args.rounds,
+                                  args.mor_rank, args.lora_rank)
+    rows = result_rows(args.preset, results, args.spans, args.compile, args.mor_rank, args.lora_rank)
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu_name()}, {torch.get_num_threads()} threads"
     print(f"\n| {where}, torch {torch.__version__} | value | note |\n|---|---:|---|")
     for r in rows:
