@@ -600,7 +600,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mor_linea
     grad_b.narrow(0, blk.lora_start, blk.num_loras).copy_(grad_b_cols.view({d_out, blk.num_loras, rank}).permute({1, 0, 2}));
   }
   const auto dt = x.scalar_type();
-  return {grad_x, grad_a.to(dt), grad_b.to(dt), grad_router.to(dt), grad_shared.to(dt)};
+  return {grad_x, contiguous_as(grad_a, dt), contiguous_as(grad_b, dt), contiguous_as(grad_router, dt),
+          contiguous_as(grad_shared, dt)};
 }
 
 TORCH_LIBRARY_IMPL(mor_ext, CPU, m) {
