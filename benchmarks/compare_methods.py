@@ -30,6 +30,7 @@ what the stages above measured.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import shlex
@@ -269,6 +270,37 @@ def _bfcl_rows(results: Path) -> None:
         print(f"| {run.name} | {summary['mode']} | " + " | ".join(cells) + " |")
 
 
+def _role_rows(results: Path) -> None:
+    """Where each run's AST answers go wrong, per role, from the per-question verdicts: the reasoner's
+    decision (no call where one was due; the number of calls its plan led to against BFCL's) and the
+    executor's calls (parsed; the right count but rejected by the checker)."""
+    from mor_ext.eval.bfcl.data import load_category
+
+    runs = sorted(p.parent for p in results.glob("*/summary.json")
+                  if json.loads(p.read_text()).get("mode") == "agent")  # prompt mode has no roles
+    ast = [c for c in EVAL_CATEGORIES if "irrelevance" not in c]
+    expected: dict[str, dict[str, int]] = {}
+    print("| run | category | correct | reasoner: no call | reasoner: called | executor: parsed | right number of "
+          "calls | right number, rejected | most common opening of the reasoner's turn |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for run in runs:
+        for c in ast:
+            path = run / f"BFCL_v4_{c}_verdicts.json"
+            if not path.is_file():
+                continue
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            if c not in expected:
+                expected[c] = {q.id: len(q.answer) for q in load_category(c)}
+            called = [r for r in rows if r.get("status") == "called"]
+            parsed = [r for r in called if r.get("decoded") is not None]
+            right = [r for r in parsed if len(r["decoded"]) == expected[c].get(r["id"])]
+            openings = collections.Counter(" ".join((r.get("reasoner") or "").split()[:3]) for r in rows)
+            opening, n = openings.most_common(1)[0] if openings else ("", 0)
+            print(f"| {run.name} | {c} | {sum(r['valid'] for r in rows)}/{len(rows)} | {len(rows) - len(called)} | "
+                  f"{len(called)} | {len(parsed)} | {len(right)} | {sum(not r['valid'] for r in right)} | "
+                  f"\"{opening}\" ({n}) |")
+
+
 def report(args: argparse.Namespace) -> None:
     for name in ("sweep.json", "final.json", "ablations.json"):
         path = args.out / name
@@ -279,6 +311,8 @@ def report(args: argparse.Namespace) -> None:
     if args.results.is_dir():
         print(f"## BFCL and held-out tools ({args.results})")
         _bfcl_rows(args.results)
+        print(f"## Per role: where the AST answers go wrong ({args.results})")
+        _role_rows(args.results)
 
 
 def main(argv: list[str] | None = None) -> None:
