@@ -319,7 +319,7 @@ StackedRoles stack_roles(const SpecTable& spec, const std::vector<Batch>& groups
   }
   const float *a = lora_A.data_ptr<float>(), *bw = lora_B.data_ptr<float>(), *rw = router_weight.data_ptr<float>(),
               *gw = shared_gate_weight.data_ptr<float>();
-  parallel_items(costs, kMinParallelElements, [&](int64_t j) {
+  parallel_items(costs, [&](int64_t j) {
     const RoleBlock& b = s.blocks[j];
     float* rows = s.rows[j];
     std::memcpy(rows, a + b.lora_start * rank * d_in, sizeof(float) * b.lora_width * d_in);
@@ -428,7 +428,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_by_role(
         *gs = grad_shared.data_ptr<float>();
   std::vector<int64_t> costs;
   for (const RoleBlock& b : st.blocks) costs.push_back(b.width * d_in + b.lora_width * d_out);
-  parallel_items(costs, kMinParallelElements, [&](int64_t j) {
+  parallel_items(costs, [&](int64_t j) {
     const RoleBlock& b = st.blocks[j];
     const float* rows = st.scratch[j][3];
     std::memcpy(ga + b.lora_start * rank * d_in, rows, sizeof(float) * b.lora_width * d_in);

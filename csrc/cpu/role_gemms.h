@@ -37,31 +37,21 @@ std::vector<T*> rows_of(T* base, int64_t rows, int64_t ld) {
   return out;
 }
 
-// Below these totals a parallel region costs more than it saves (a fork and join is a few
-// microseconds; an agent turn's layer call at width 64 runs a dozen regions of 1-10 us each), so
-// parallel_items runs the items on the calling thread. Element counts for copies (ATen's own grain
-// for elementwise loops), multiply-adds for GEMMs (~20 us of one core); tokens for routing use the
-// span path's kMinParallelTokens per worker (token_batches.h).
-constexpr int64_t kMinParallelElements = 32768;
-constexpr int64_t kMinParallelMacs = int64_t{1} << 20;
-
 // Calls f(i) for every item i, in one parallel region: the items, in order, are cut into one
 // contiguous range per thread of about equal total cost (roles have very different token counts, so
-// an even split by count leaves a thread idle). Inline when the costs sum to less than `min_total`.
+// an even split by count leaves a thread idle).
 template <typename F>
-void parallel_items(const std::vector<int64_t>& costs, int64_t min_total, const F& f) {
+void parallel_items(const std::vector<int64_t>& costs, const F& f) {
   const int64_t n = static_cast<int64_t>(costs.size());
-  int64_t total = 0;
-  for (int64_t c : costs) total += c;
-  const int64_t threads =
-      total < min_total ? 1 : std::min<int64_t>(n, at::in_parallel_region() ? 1 : at::get_num_threads());
+  const int64_t threads = std::min<int64_t>(n, at::in_parallel_region() ? 1 : at::get_num_threads());
   if (threads <= 1) {
     for (int64_t i = 0; i < n; ++i) f(i);
     return;
   }
   std::vector<int64_t> cut(threads + 1, n);  // thread t runs items [cut[t], cut[t + 1])
   cut[0] = 0;
-  int64_t done = 0, t = 1;
+  int64_t total = 0, done = 0, t = 1;
+  for (int64_t c : costs) total += c;
   for (int64_t i = 0; i < n && t < threads; ++i) {
     done += costs[i];
     while (t < threads && done * threads >= total * t) cut[t++] = i + 1;
@@ -72,8 +62,7 @@ void parallel_items(const std::vector<int64_t>& costs, int64_t min_total, const 
   });
 }
 
-// Calls f(job, begin, end) over [0, sizes[job]) of every job (tokens), in blocks of `grain`, in one
-// parallel region when two workers would get kMinParallelTokens each.
+// Calls f(job, begin, end) over [0, sizes[job]) of every job, in blocks of `grain`, in one parallel region.
 template <typename F>
 void for_each_block(const std::vector<int64_t>& sizes, int64_t grain, const F& f) {
   std::vector<std::pair<int64_t, int64_t>> blocks;  // (job, first index)
@@ -83,7 +72,7 @@ void for_each_block(const std::vector<int64_t>& sizes, int64_t grain, const F& f
       blocks.emplace_back(job, begin);
       costs.push_back(std::min(grain, sizes[job] - begin));
     }
-  parallel_items(costs, 2 * kMinParallelTokens, [&](int64_t i) {
+  parallel_items(costs, [&](int64_t i) {
     const auto [job, begin] = blocks[i];
     f(static_cast<size_t>(job), begin, std::min(begin + grain, sizes[job]));
   });
@@ -114,7 +103,7 @@ inline void run_gemms(const std::vector<RowsGemm>& gemms) {
     total += m == 0 ? 0 : avx512::packed_size(g.k, g.n);
     for (int64_t p = 0; m > 0 && p < avx512::num_panels(g.n); ++p) {
       panels.emplace_back(j, p);
-      panel_costs.push_back(g.k * avx512::kPanelWidth);
+      panel_costs.push_back(g.k);
     }
     for (int64_t r = 0; r < m; r += kRowsPerItem) {
       blocks.emplace_back(j, r);
@@ -123,12 +112,12 @@ inline void run_gemms(const std::vector<RowsGemm>& gemms) {
   }
   const at::Tensor buffer = at::empty({total}, at::TensorOptions().dtype(at::kFloat));
   float* const packed = buffer.data_ptr<float>();
-  parallel_items(panel_costs, kMinParallelElements, [&](int64_t i) {
+  parallel_items(panel_costs, [&](int64_t i) {
     const auto [j, p] = panels[i];
     const RowsGemm& g = gemms[j];
     avx512::pack_b(g.b, g.k, g.n, p, p + 1, packed + offsets[j] + p * g.k * avx512::kPanelWidth);
   });
-  parallel_items(block_costs, kMinParallelMacs, [&](int64_t i) {
+  parallel_items(block_costs, [&](int64_t i) {
     const auto [j, r] = blocks[i];
     const RowsGemm& g = gemms[j];
     const int64_t m = static_cast<int64_t>(g.a_rows.size());
@@ -156,10 +145,10 @@ inline void run_gemms(const std::vector<TransposedAGemm>& gemms) {
     if (g.k == 0) std::fill(g.c, g.c + g.m * g.n, 0.0f);  // no tokens: a zero gradient
     for (int64_t p = 0; g.k > 0 && p < avx512::num_panels(g.n); ++p) {
       items.emplace_back(j, p);
-      costs.push_back(g.k * g.m * avx512::kPanelWidth);
+      costs.push_back(g.k * g.m);
     }
   }
-  parallel_items(costs, kMinParallelMacs, [&](int64_t i) {
+  parallel_items(costs, [&](int64_t i) {
     const auto [j, p] = items[i];
     const TransposedAGemm& g = gemms[j];
     thread_local std::vector<float> panel;
