@@ -109,6 +109,15 @@ bool needs_graph(std::initializer_list<const Tensor*> inputs) {
   return false;
 }
 
+// The same for ops that take lists of tensors (the losses: one tensor per layer).
+bool needs_graph(at::TensorList first, at::TensorList second = {}) {
+  if (!at::GradMode::is_enabled()) return false;
+  for (at::TensorList list : {first, second})
+    for (const Tensor& t : list)
+      if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
 Tensors6 mor_linear_autograd(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
                              const Tensor& lora_A, const Tensor& lora_B, const Tensor& router_weight,
                              const Tensor& shared_gate_weight, const Tensor& role_ids, at::IntArrayRef num_experts,
@@ -266,9 +275,7 @@ class BalanceLayersFunction : public torch::autograd::Function<BalanceLayersFunc
 Tensor load_balance_loss_layers_autograd(at::TensorList router_probs, at::TensorList lora_index,
                                          const Tensor& role_ids, IntList num_experts, IntList top_k,
                                          IntList has_shared) {
-  bool any = false;
-  for (const Tensor& p : router_probs) any = any || (p.defined() && p.requires_grad());
-  if (!at::GradMode::is_enabled() || !any) {
+  if (!needs_graph(router_probs)) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     static const auto op = find_op<BalanceLayersSig>("mor_ext::load_balance_loss_layers");
     return op.call(router_probs, lora_index, role_ids, num_experts, top_k, has_shared);
@@ -321,10 +328,7 @@ class OrthLayersFunction : public torch::autograd::Function<OrthLayersFunction> 
 
 Tensors2 orthogonal_loss_layers_autograd(at::TensorList lora_A, at::TensorList lora_B, IntList num_experts,
                                          IntList top_k, IntList has_shared) {
-  bool any = false;
-  for (const Tensor& a : lora_A) any = any || a.requires_grad();
-  for (const Tensor& b : lora_B) any = any || b.requires_grad();
-  if (!at::GradMode::is_enabled() || !any) {
+  if (!needs_graph(lora_A, lora_B)) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     static const auto op = find_op<OrthLayersSig>("mor_ext::orthogonal_loss_layers");
     return op.call(lora_A, lora_B, num_experts, top_k, has_shared);

@@ -9,6 +9,7 @@
 
 #include "../aten/load_balance_loss.h"
 #include "../balance_checks.h"
+#include "../input_checks.h"
 #include "../spec_table.h"
 #include "cpu_utils.h"
 
@@ -77,10 +78,6 @@ std::vector<float> layer_coefs(const at::Tensor& lora_index, const int64_t* role
   return coef;
 }
 
-at::Tensor as_float_contiguous(const at::Tensor& t) {
-  return t.scalar_type() == at::kFloat ? t.contiguous() : t.to(at::kFloat).contiguous();
-}
-
 }  // namespace
 
 // Sum over layers of sum_col coef[col] * (sum over the role's tokens of p[token, col]), each layer in
@@ -99,7 +96,7 @@ at::Tensor load_balance_loss_layers_cpu(at::TensorList router_probs, at::TensorL
   double total = 0.0;
   for (size_t l = 0; l < router_probs.size(); ++l) {
     const std::vector<float> coef = layer_coefs(lora_index[l], roles, t, spec);
-    const at::Tensor probs_c = as_float_contiguous(router_probs[l]);
+    const at::Tensor probs_c = contiguous_as(router_probs[l], at::kFloat);
     const float* probs = probs_c.const_data_ptr<float>();
     std::vector<double> sums(e_total, 0.0);  // per column: sum of p over the role's tokens
     for (int64_t i = 0; i < n; ++i) {

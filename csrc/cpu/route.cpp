@@ -73,10 +73,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> route_backward_cpu(
   check_route_backward_inputs(grad_lora_weight, grad_router_probs, lora_index, router_probs, x, spec);
   const bool gated = spec.any_gated_shared();
   const at::Tensor shared_logits = gated ? logits_fp32(x, shared_gate_weight) : at::Tensor();
-  const at::Tensor grad_w = grad_lora_weight.to(at::kFloat).contiguous();
-  const at::Tensor grad_p = grad_router_probs.to(at::kFloat).contiguous();
-  const at::Tensor probs = router_probs.to(at::kFloat).contiguous();
-  const at::Tensor index = lora_index.to(at::kInt).contiguous();
+  const at::Tensor grad_w = contiguous_as(grad_lora_weight, at::kFloat);
+  const at::Tensor grad_p = contiguous_as(grad_router_probs, at::kFloat);
+  const at::Tensor probs = contiguous_as(router_probs, at::kFloat);
+  const at::Tensor index = contiguous_as(lora_index, at::kInt);
   const at::Tensor roles = role_ids.contiguous();
   check_saved_slots(index, roles, spec, "route_backward");
 
