@@ -129,11 +129,22 @@ def sweep(args: argparse.Namespace) -> None:
         print(f"best {m}: lr {b['lr']:g}, eval CE {b['eval_ce']:.4f}{warn}")
 
 
+def _latest_checkpoint(run: Path) -> Path:
+    found = sorted(run.glob("checkpoint-*"), key=lambda c: int(c.name.split("-")[1]))
+    if not found:
+        raise SystemExit(f"--resume-from: {run} has no checkpoint-N directory (train it with --save-steps)")
+    return found[-1]
+
+
 def final(args: argparse.Namespace) -> None:
     best = json.loads((args.out / "sweep.json").read_text())["best"]
     budget = {"steps": args.final_steps, "minutes": None} if args.final_steps else {"steps": None, "minutes": args.minutes}
-    jobs = [(_train_command(args, m, best[m]["lr"], args.out / "final" / m, **budget),
-             args.out / "final" / m) for m in args.methods]
+    jobs = []
+    for m in args.methods:
+        cmd = _train_command(args, m, best[m]["lr"], args.out / "final" / m, **budget)
+        if args.resume_from is not None:  # a second stage: weights, optimiser and step of the last checkpoint
+            cmd += ["--resume", str(_latest_checkpoint(args.resume_from / "final" / m))]
+        jobs.append((cmd, args.out / "final" / m))
     _run_pair(jobs)  # both at once: the same wall time on the same (shared) machine
     rows = [_summary(out) for _, out in jobs]
     rows = [r for r in _read_json(args.out / "final.json", []) if r["run"] not in args.methods] + rows
@@ -344,6 +355,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval-flags", default="",
                     help="evaluate: more `mor-ext eval bfcl` options, one string, e.g. --eval-flags='--constrain-names --max-tools 3'")
     ap.add_argument("--tag", default="", help="evaluate: results go to <run>-<tag> (runs with --eval-flags)")
+    ap.add_argument("--resume-from", type=Path,
+                    help="final runs: continue each method from its latest checkpoint under DIR/final/<method> "
+                         "(an earlier final stage's --out; --data may be another file), for --minutes more")
     ap.add_argument("--save-steps", type=int, default=0,
                     help="final runs: also keep a checkpoint every N steps (a smaller budget of the same run)")
     ap.add_argument("--grid", action="append", default=[], metavar="METHOD=LR,LR,...",

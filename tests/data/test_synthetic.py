@@ -173,6 +173,22 @@ def test_queries_and_thoughts_vary(batch):
     assert all(t.turns[1].content.strip() and t.turns[-1].content.strip() for t in batch)
 
 
+def test_parallel_plans_vary_and_state_the_count():
+    """A single fixed plan wording for several calls became an attractor (a model trained on it opened
+    single requests with it and asked for 3 calls): each parallel kind has several wordings, none more
+    than 60% of its episodes, and every one of them states the number of calls it lists."""
+    trajs = gen(300, seed=4, mix={"parallel_same": 0.5, "parallel_multiple": 0.5})
+    for kind in ("parallel_same", "parallel_multiple"):
+        plans = [t.turns[1].content for t in trajs if t.meta["kind"] == kind]
+        openings = Counter(" ".join(p.split(" ")[:2]) for p in plans)
+        assert len(openings) >= 3, (kind, openings)
+        assert max(openings.values()) <= 0.6 * len(plans), (kind, openings)
+    for t in trajs:
+        n = len(executor_turns(t)[0].calls)
+        plan = t.turns[1].content
+        assert f"{n} " in plan and f"{n}) " in plan and f"{n + 1}) " not in plan, (t.id, plan)
+
+
 def test_generate_runs_the_decontamination_check(monkeypatch):
     calls = []
     monkeypatch.setattr(synthetic.generator, "assert_clean", lambda trajs, **kw: calls.append((len(trajs), kw)))
@@ -190,8 +206,9 @@ def test_output_for_a_seed_is_pinned():
     """The digest of generate(200, seed=3): a change here changes everyone's training data, so it must
     be deliberate (and this digest updated with a note on what changed). Last change: the tool
     families (1,000+ tools), a few tools per episode, same-tool parallel calls, near-miss and
-    missing-argument refusals, episodes redrawn to fit 2,100 rendered characters."""
+    missing-argument refusals, episodes redrawn to fit 2,100 rendered characters; then more plan wordings
+    for single and parallel episodes, each parallel one stating its count."""
     import hashlib
 
     text = "".join(t.to_json() + "\n" for t in generate(200, seed=3, skip_decontamination_for_generator_tests=True))
-    assert hashlib.sha256(text.encode()).hexdigest() == "1dabca3278d39aed79612934bf3d5c84184b7be8d72eb6697299cd8ba2647b54"
+    assert hashlib.sha256(text.encode()).hexdigest() == "ecfba318f8616d369472bce6b0dee81d4b3f80f6ca1bce827787f6096672320b"

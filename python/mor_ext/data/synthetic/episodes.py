@@ -156,9 +156,12 @@ def single(pool: Pool, rng: random.Random, max_tools: int) -> tuple[list[Tool], 
     args = spec.arguments(fields)
     run = pool.run(spec, args)
     item = fill_spec(spec.item, fields)
+    # The last form says the count: one request, one call, so a reasoner learns to count calls from
+    # the request in single episodes as in the parallel ones (not to take the count from a template).
     plan = rng.choice(("The user wants {item}. {tool} {does}, so I'll call it with {args}.",
                        "I need {item}. Of the offered tools, {tool} fits ({does}); calling it with {args}.",
-                       "{tool} {does}; that gives {item}. Call: {args}."))
+                       "{tool} {does}; that gives {item}. Call: {args}.",
+                       "One request: {item}. One call of {tool} is enough: {args}."))
     turns = [
         Turn("user", fill_spec(rng.choice(spec.ask), fields)),
         Turn("reasoner", plan.format(item=item, tool=spec.name, does=spec.does, args=_arg_text(args)), "executor"),
@@ -236,11 +239,15 @@ def parallel_same(pool: Pool, rng: random.Random, max_tools: int,
     k = len(group)
     calls = [ToolCall(spec.name, spec.arguments(f)) for f in group]
     runs = [pool.run(spec, c.arguments) for c in calls]
+    values = joined([_listed(f[spec.vary]) for f in group])
     plan = rng.choice((
         "The user wants {label} for {k} different inputs. {tool} handles one input per call, so I'll call it {k} times "
         "in one turn: {calls}.",
         "{k} separate values, one tool: {tool} {does}. One call each, all at once: {calls}.",
-    )).format(label=spec.label, k=k, tool=spec.name, does=spec.does, calls=_calls_text(calls))
+        "The request names {k} values of {key}: {values}. {tool} takes one {key} per call, so {k} calls in one "
+        "turn: {calls}.",
+    )).format(label=spec.label, k=k, tool=spec.name, does=spec.does, calls=_calls_text(calls),
+              key=spec.vary.replace("_", " "), values=values)
     answers = [f"{j}) {_cap(fill_spec(spec.item, f))}: {brief(r.result)}." for j, (f, r) in enumerate(zip(group, runs), 1)]
     turns = [
         Turn("user", _same_request(rng, spec, group, form, keys)),
@@ -288,7 +295,14 @@ def parallel_multiple(pool: Pool, rng: random.Random, max_tools: int) -> tuple[l
             run = pool.run(s, call.arguments)
             runs.append(run)
             answers.append(f"{len(answers) + 1}) {_cap(fill_spec(s.item, f))}: {brief(run.result)}.")
-    plan = (f"This needs {len(calls)} independent calls of {len(parts)} tools, all in one turn: {_calls_text(calls)}.")
+    # Several wordings (a single fixed one became an attractor: a model trained on it opened single
+    # requests with it and asked for 3 calls where one was due); each names the count per request.
+    asks = [f"{s.name} {'once' if len(g) == 1 else f'{len(g)} times'}" for s, g in parts]
+    plan = rng.choice((
+        "This needs {n} independent calls of {m} tools, all in one turn: {calls}.",
+        "{m} separate requests here: {asks}. None needs another's result, so all {n} calls go in one turn: {calls}.",
+        "The user asks for {m} things at once. That is {asks}: {n} calls, made together: {calls}.",
+    )).format(n=len(calls), m=len(parts), asks=joined(asks), calls=_calls_text(calls))
     turns = [
         Turn("user", query),
         Turn("reasoner", plan, "executor"),
