@@ -24,3 +24,8 @@ $P benchmarks/compare_methods.py evaluate --out $O --results $O/results --only m
    --batch-size-eval 10 --jobs 2 --heldout runs/cmp/heldout.jsonl --heldout-limit 32 --categories $cats \
    > $O/evaluate.log 2>&1
 echo EVAL_DONE
+# Afterwards (same session): the first 20 questions per category, the executor constrained as above.
+$P benchmarks/compare_methods.py evaluate --out $O --results $O/results --only mor lora --tag args20 \
+   --eval-flags='--constrain-args' --limit 20 --batch-size-eval 10 --jobs 2 --categories $cats \
+   > $O/evaluate_args20.log 2>&1
+echo ARGS20_DONE
