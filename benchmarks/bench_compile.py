@@ -24,54 +24,18 @@ import time
 
 import torch
 
-import mor_ext
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_model  # noqa: E402
-import layer_cases  # noqa: E402
 
 
 def build_steps(preset_name: str, spans: str) -> dict[tuple[str, bool], callable]:
-    """``{(method, compiled): step}``: forward with labels, backward, fused AdamW, as bench_model.py."""
-    import peft
-    import transformers
-
-    preset = bench_model.PRESETS[preset_name]
-    config = transformers.LlamaConfig(max_position_embeddings=max(4096, preset.seq), **preset.config)
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, config.vocab_size, (preset.batch, preset.seq), generator=g)
-    if spans == "short":
-        roles = bench_model.short_span_roles(preset.seq)
-    else:
-        roles = layer_cases.role_ids_for(layer_cases.Shape(tokens=preset.seq), 3, g)
-    roles = roles.reshape(1, -1).repeat(preset.batch, 1)
+    """``{(method, compiled): step}``: bench_model.py's models and steps, each built twice."""
+    ids, roles = bench_model.step_inputs(preset_name, spans, "cpu")
     steps = {}
     for method in ("lora", "mor"):
         for compiled in (False, True):
-            torch.manual_seed(0)
-            old = torch.get_default_dtype()
-            torch.set_default_dtype(preset.dtype)
-            try:
-                model = transformers.LlamaForCausalLM(config)
-            finally:
-                torch.set_default_dtype(old)
-            model.config.use_cache = False
-            model.requires_grad_(False)
-            if method == "lora":
-                lora = peft.LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=bench_model.TARGETS)
-                model, kwargs = peft.get_peft_model(model, lora, autocast_adapter_dtype=False), {}
-            else:
-                mor_ext.patch(model, mor_ext.MoRConfig(spec=mor_ext.MoRSpec.moragent(16)))
-                kwargs = {"role_ids": roles}
-            opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=True)
-            forward = torch.compile(model, dynamic=True) if compiled else model
-
-            def step(forward=forward, kwargs=kwargs, opt=opt):
-                out = forward(input_ids=ids, labels=ids, **kwargs)
-                out.loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-
+            model, kwargs = bench_model.build_model(preset_name, method, "cpu", roles)
+            step, _ = bench_model.train_step(model, kwargs, ids, compile=compiled, dynamic=True)
             t0 = time.perf_counter()
             for _ in range(3):  # warm-up (and, compiled, the compile)
                 step()

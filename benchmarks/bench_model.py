@@ -91,6 +91,66 @@ def short_span_roles(seq: int, span: int = 6) -> torch.Tensor:
     return torch.arange(seq) // span % 3
 
 
+def step_inputs(preset_name: str, spans: str, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, role_ids)`` of a preset's step, both ``[batch, seq]``, seeded."""
+    preset = PRESETS[preset_name]
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, preset.config["vocab_size"], (preset.batch, preset.seq), generator=g).to(device)
+    if spans == "short":
+        spans_ids = short_span_roles(preset.seq)
+    else:
+        spans_ids = layer_cases.role_ids_for(layer_cases.Shape(tokens=preset.seq), 3, g)
+    return ids, spans_ids.repeat(preset.batch, 1).to(device)
+
+
+def build_model(preset_name: str, key: str, device: str, roles: torch.Tensor, mor_rank: int = 16,
+                lora_rank: int = 16) -> tuple[torch.nn.Module, dict]:
+    """A preset's model with random weights, frozen, with ``key``'s adapter ("none", "lora": peft's
+    LoRA, "mor"); returns it with its extra forward kwargs (MoR's ``role_ids``)."""
+    import peft
+    import transformers
+
+    preset = PRESETS[preset_name]
+    config = transformers.LlamaConfig(max_position_embeddings=max(4096, preset.seq), **preset.config)
+    torch.manual_seed(0)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(preset.dtype)
+    try:
+        with torch.device(device):
+            model = transformers.LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(old)
+    model.config.use_cache = False
+    model.requires_grad_(False)
+    if key == "none":
+        model.enable_input_require_grads()  # backward runs through every layer, as with an adapter
+        return model, {}
+    if key == "lora":
+        lora = peft.LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0, target_modules=TARGETS)
+        return peft.get_peft_model(model, lora, autocast_adapter_dtype=False), {}  # adapters in the model's dtype
+    mor_ext.patch(model, mor_ext.MoRConfig(spec=mor_ext.MoRSpec.moragent(mor_rank)))
+    return model, {"role_ids": roles}
+
+
+def train_step(model: torch.nn.Module, kwargs: dict, ids: torch.Tensor, compile: bool = False,
+               dynamic: bool | None = None):
+    """``(step, trainable parameters)``: ``step()`` is forward with labels, backward and a fused AdamW
+    step (transformers' default optimizer); ``compile``: the forward through ``torch.compile``
+    (inductor; backward compiled by AOTAutograd), the optimiser eager."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=True) if params else None
+    forward = torch.compile(model, dynamic=dynamic) if compile else model
+
+    def step():
+        out = forward(input_ids=ids, labels=ids, **kwargs)
+        out.loss.backward()
+        if opt is not None:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    return step, sum(p.numel() for p in params)
+
+
 def compare_train_steps(preset_name: str, device: str, profile: bool = False, spans: str = "long",
                         compile: bool = False, rounds: int | None = None, mor_rank: int = 16,
                         lora_rank: int = 16) -> dict[str, tuple[float, float, int]]:
@@ -100,60 +160,15 @@ def compare_train_steps(preset_name: str, device: str, profile: bool = False, sp
     noisy machine slows all alike; each value is the median over rounds, and ``ratios`` (added under
     the key "ratios") holds the per-round MoR / LoRA ratios. ``compile``: each model's forward
     through ``torch.compile`` (inductor; backward compiled by AOTAutograd), the optimiser eager."""
-    import peft
-    import transformers
-
     preset = PRESETS[preset_name]
-    config = transformers.LlamaConfig(max_position_embeddings=max(4096, preset.seq), **preset.config)
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, config.vocab_size, (preset.batch, preset.seq), generator=g).to(device)
-    if spans == "short":
-        spans_ids = short_span_roles(preset.seq)
-    else:
-        spans_ids = layer_cases.role_ids_for(layer_cases.Shape(tokens=preset.seq), 3, g)
-    roles = spans_ids.repeat(preset.batch, 1).to(device)
-
-    def build():
-        torch.manual_seed(0)
-        old = torch.get_default_dtype()
-        torch.set_default_dtype(preset.dtype)
-        try:
-            with torch.device(device):
-                model = transformers.LlamaForCausalLM(config)
-        finally:
-            torch.set_default_dtype(old)
-        model.config.use_cache = False
-        return model.requires_grad_(False)
-
-    def make_step(model, kwargs):
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=1e-4, fused=True) if params else None  # transformers' default optimizer
-        forward = torch.compile(model) if compile else model
-
-        def step():
-            out = forward(input_ids=ids, labels=ids, **kwargs)
-            out.loss.backward()
-            if opt is not None:
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-
-        return step, sum(p.numel() for p in params)
+    ids, roles = step_inputs(preset_name, spans, device)
 
     models, steps, peaks, sizes = {}, {}, {}, {}
     for key in ("none", "lora", "mor"):
         base_bytes = torch.cuda.memory_allocated() if device == "cuda" else 0
-        model = build()
-        kwargs = {}
-        if key == "none":
-            model.enable_input_require_grads()  # backward runs through every layer, as with an adapter
-        elif key == "lora":
-            lora = peft.LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0, target_modules=TARGETS)
-            model = peft.get_peft_model(model, lora, autocast_adapter_dtype=False)  # adapters in the model's dtype
-        else:
-            mor_ext.patch(model, mor_ext.MoRConfig(spec=mor_ext.MoRSpec.moragent(mor_rank)))
-            kwargs = {"role_ids": roles}
+        model, kwargs = build_model(preset_name, key, device, roles, mor_rank, lora_rank)
         models[key] = model
-        steps[key], sizes[key] = make_step(model, kwargs)
+        steps[key], sizes[key] = train_step(model, kwargs, ids, compile)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
