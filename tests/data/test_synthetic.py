@@ -189,6 +189,20 @@ def test_parallel_plans_vary_and_state_the_count():
         assert f"{n} " in plan and f"{n}) " in plan and f"{n + 1}) " not in plan, (t.id, plan)
 
 
+def test_single_calls_taking_several_numbers_count_them_and_call_once():
+    """Several values in a request are not several calls when one call takes them all (a triangle's
+    sides): such single episodes are common, and their plan counts the values and makes one call."""
+    trajs = gen(400, seed=5, mix={"single": 1.0})
+    together = [t for t in trajs if "one call, not" in t.turns[1].content or "values, one question" in t.turns[1].content]
+    assert len(together) >= 0.08 * len(trajs), len(together)
+    for t in together:
+        (call,) = executor_turns(t)[0].calls
+        numbers = {k: v for k, v in call.arguments.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        plan = t.turns[1].content
+        assert len(numbers) >= 2 and plan.startswith((f"The request names {len(numbers)} values", f"{len(numbers)} values,")), plan
+        assert all(name in plan for name in numbers), (plan, numbers)
+
+
 def test_generate_runs_the_decontamination_check(monkeypatch):
     calls = []
     monkeypatch.setattr(synthetic.generator, "assert_clean", lambda trajs, **kw: calls.append((len(trajs), kw)))
@@ -207,8 +221,10 @@ def test_output_for_a_seed_is_pinned():
     be deliberate (and this digest updated with a note on what changed). Last change: the tool
     families (1,000+ tools), a few tools per episode, same-tool parallel calls, near-miss and
     missing-argument refusals, episodes redrawn to fit 2,100 rendered characters; then more plan wordings
-    for single and parallel episodes, each parallel one stating its count."""
+    for single and parallel episodes, each parallel one stating its count; then single episodes drawn
+    more often from tools that take several numbers, half of them with a plan that counts the values
+    and still makes one call."""
     import hashlib
 
     text = "".join(t.to_json() + "\n" for t in generate(200, seed=3, skip_decontamination_for_generator_tests=True))
-    assert hashlib.sha256(text.encode()).hexdigest() == "ecfba318f8616d369472bce6b0dee81d4b3f80f6ca1bce827787f6096672320b"
+    assert hashlib.sha256(text.encode()).hexdigest() == "4157782b6abf237704298cb9febbe08ab5e0ee4cf368309137a3ff12d7ecce7c"

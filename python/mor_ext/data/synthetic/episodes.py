@@ -1,6 +1,8 @@
 """Episodes over the procedural tool families (:mod:`mor_ext.tools.families`), a few tools offered each:
 
 * ``single``: one call of the right tool, beside 0-3 distractors (often same-family siblings);
+  :data:`NUMBERS_SHARE` of them use a tool that takes several numbers, and then often a plan that
+  counts the request's values and still makes one call;
 * ``parallel_same``: one executor turn calling ONE tool 2-4 times with different arguments; the
   request takes one of :data:`SURFACE_FORMS` (``and_list`` "A, B and C", ``respectively``,
   ``for_each``, ``bullets``); the reasoner names every call;
@@ -106,12 +108,15 @@ class Pool:
         self.parallel_families = sorted(f for f, v in self.families.items() if any(s.vary for s in v))
         self.sibling_families = sorted(f for f, v in self.families.items() if len(v) >= 3)
         self.partial_families = sorted(f for f, v in self.families.items() if any(s.partial for s in v))
+        self.numbers_families = sorted(f for f, v in self.families.items() if any(_takes_numbers(s) for s in v))
 
     # ------------------------------------------------------------------------------------ picking
     def pick(self, rng: random.Random, families: Sequence[str] | None = None, need: str = "") -> ToolSpec:
-        """A spec from a uniformly chosen family (so big families such as unit pairs do not dominate)."""
+        """A spec from a uniformly chosen family (so big families such as unit pairs do not dominate);
+        ``need``: an attribute the spec must have set, or ``"numbers"`` (:func:`_takes_numbers`)."""
         family = rng.choice(list(families or self.family_names))
-        options = [s for s in self.families[family] if not need or getattr(s, need)]
+        has = _takes_numbers if need == "numbers" else (lambda s: not need or getattr(s, need))
+        options = [s for s in self.families[family] if has(s)]
         return rng.choice(options)
 
     def run(self, spec: ToolSpec, args: dict[str, Any]) -> ToolResult:
@@ -150,8 +155,21 @@ def _answer(rng: random.Random, spec: ToolSpec, fields: dict[str, Any], result: 
     return rng.choice(forms).format(Item=_cap(item), item=item, r=brief(result))
 
 
+def _takes_numbers(spec: ToolSpec) -> bool:
+    """Whether the tool requires two or more numbers (a triangle's sides, a loan's amount and rate)."""
+    props = spec.tool.parameters["properties"]
+    return sum(props[p].get("type") in ("number", "integer") for p in spec.tool.required) >= 2
+
+
+NUMBERS_SHARE = 0.3  # share of single episodes whose tool takes several numbers in one call
+
+
 def single(pool: Pool, rng: random.Random, max_tools: int) -> tuple[list[Tool], list[Turn], dict]:
-    spec = pool.pick(rng)
+    # Tools that take several numbers at once are few in the families (unit conversions and bookings
+    # dominate) but common in real APIs (physics, finance): draw them more often, so that "the request
+    # names 3 values" also ends in one call, not only in the parallel episodes' 3 calls.
+    numbers = pool.numbers_families and rng.random() < NUMBERS_SHARE
+    spec = pool.pick(rng, pool.numbers_families, need="numbers") if numbers else pool.pick(rng)
     fields = spec.sample(rng)
     args = spec.arguments(fields)
     run = pool.run(spec, args)
@@ -162,6 +180,9 @@ def single(pool: Pool, rng: random.Random, max_tools: int) -> tuple[list[Tool], 
                        "I need {item}. Of the offered tools, {tool} fits ({does}); calling it with {args}.",
                        "{tool} {does}; that gives {item}. Call: {args}.",
                        "One request: {item}. One call of {tool} is enough: {args}."))
+    together = _numbers_taken_together(args)
+    if len(together) >= 2 and rng.random() < 0.6:
+        plan = _together_plan(rng, together)
     turns = [
         Turn("user", fill_spec(rng.choice(spec.ask), fields)),
         Turn("reasoner", plan.format(item=item, tool=spec.name, does=spec.does, args=_arg_text(args)), "executor"),
@@ -172,6 +193,27 @@ def single(pool: Pool, rng: random.Random, max_tools: int) -> tuple[list[Tool], 
     ]
     tools = pool.distractors(rng, [spec], rng.randint(1, max_tools))
     return tools, turns, {"calls": [1], "tools": len(tools)}
+
+
+def _numbers_taken_together(args: dict[str, Any]) -> dict[str, int | float]:
+    """The call's numeric scalar arguments (a triangle's three sides, a loan's amount and rate)."""
+    return {k: v for k, v in args.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _together_plan(rng: random.Random, numbers: dict[str, int | float]) -> str:
+    """A single-call plan that counts the request's values and still makes one call: several values
+    are not several calls when one call takes them all (BFCL's "multiple" questions give a tool's
+    three sides or two points; a reasoner that learnt "N values, N calls" from the parallel
+    episodes alone repeats such a call N times). The result is a template for ``str.format``."""
+    n = len(numbers)
+    values = joined([show(v) for v in numbers.values()])
+    params = joined(list(numbers))
+    form = rng.choice((
+        "The request names {n} values ({values}), and {{tool}} takes them together as {params}: one call, "
+        "not {n}. Call: {{args}}.",
+        "{n} values, one question: {values} are {{tool}}'s {params}, all in the same call. One call: {{args}}.",
+    ))
+    return form.format(n=n, values=values.replace("{", "{{").replace("}", "}}"), params=params)
 
 
 def _varied(pool: Pool, rng: random.Random, spec: ToolSpec, k: int, keys: Sequence[str]) -> list[dict[str, Any]]:
