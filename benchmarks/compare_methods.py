@@ -136,6 +136,12 @@ def _latest_checkpoint(run: Path) -> Path:
     return found[-1]
 
 
+def _final_adapter(run: Path) -> Path:
+    if not (run / "adapter_model.safetensors").is_file():
+        raise SystemExit(f"--init-from: {run} holds no final adapter (adapter_model.safetensors)")
+    return run
+
+
 def final(args: argparse.Namespace) -> None:
     best = json.loads((args.out / "sweep.json").read_text())["best"]
     budget = {"steps": args.final_steps, "minutes": None} if args.final_steps else {"steps": None, "minutes": args.minutes}
@@ -144,6 +150,8 @@ def final(args: argparse.Namespace) -> None:
         cmd = _train_command(args, m, best[m]["lr"], args.out / "final" / m, **budget)
         if args.resume_from is not None:  # a second stage: weights, optimiser and step of the last checkpoint
             cmd += ["--resume", str(_latest_checkpoint(args.resume_from / "final" / m))]
+        elif args.init_from is not None:  # a later stage of a run saved without checkpoints: weights only
+            cmd += ["--init-adapter", str(_final_adapter(args.init_from / "final" / m))]
         jobs.append((cmd, args.out / "final" / m))
     _run_pair(jobs)  # both at once: the same wall time on the same (shared) machine
     rows = [_summary(out) for _, out in jobs]
@@ -358,6 +366,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--resume-from", type=Path,
                     help="final runs: continue each method from its latest checkpoint under DIR/final/<method> "
                          "(an earlier final stage's --out; --data may be another file), for --minutes more")
+    ap.add_argument("--init-from", type=Path,
+                    help="final runs: start each method from its final adapter under DIR/final/<method> (weights "
+                         "only: a fresh optimiser, step 0; for a stage saved without checkpoints)")
     ap.add_argument("--save-steps", type=int, default=0,
                     help="final runs: also keep a checkpoint every N steps (a smaller budget of the same run)")
     ap.add_argument("--grid", action="append", default=[], metavar="METHOD=LR,LR,...",
@@ -368,6 +379,8 @@ def main(argv: list[str] | None = None) -> None:
         if method not in GRIDS or not values:
             ap.error(f"--grid wants METHOD=LR,LR,... with METHOD in {sorted(GRIDS)}, got {item!r}")
         GRIDS[method] = [float(v) for v in values.split(",")]
+    if args.resume_from is not None and args.init_from is not None:
+        ap.error("--resume-from and --init-from exclude each other (a checkpoint, or a final adapter)")
     if args.stage in ("sweep", "final", "ablate") and args.data is None:
         ap.error(f"{args.stage} needs --data")
     {"sweep": sweep, "final": final, "ablate": ablate, "evaluate": evaluate, "report": report}[args.stage](args)

@@ -213,7 +213,8 @@ def _add_train_parser(sub) -> None:
     roles.add_argument("--role-lr", type=_parse_role_lr, default=None, metavar="ROLE=X,...",
                        help="learning-rate multiplier per role, e.g. selector=2,arguments=0.5")
     roles.add_argument("--init-adapter", default=None,
-                       help="start from this adapter; roles of --scheme it lacks are added fresh (output unchanged)")
+                       help="start from this adapter (a later stage of a run); mor: roles of --scheme it lacks "
+                            "are added fresh (output unchanged); lora: a saved peft LoRA of this run's rank")
     train.set_defaults(func=_cmd_train)
 
 

@@ -156,6 +156,26 @@ def test_lora_baseline_matches_the_parameter_budget(workdir):
 
 
 
+def test_lora_later_stage_starts_from_the_saved_lora(workdir):
+    """``init_adapter`` with method lora (a later stage of a comparison): the run starts from the saved
+    LoRA's weights (a fresh one has B = 0), and a LoRA of another rank is refused, naming both."""
+    pytest.importorskip("peft", reason="--method lora needs peft (pip install peft)")
+    from safetensors.torch import load_file
+
+    first = train(_config(workdir, "lora-stage1", method="lora", max_steps=2))
+    before = load_file(first.adapter_dir / "adapter_model.safetensors")
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in before.items())
+    second = train(_config(workdir, "lora-stage2", method="lora", max_steps=1, optim="sgd", lr=1e-12,
+                           init_adapter=str(first.adapter_dir)))
+    after = load_file(second.adapter_dir / "adapter_model.safetensors")
+    assert sorted(after) == sorted(before)
+    for name, value in before.items():
+        torch.testing.assert_close(after[name], value, rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="rank-.* LoRA on .*budget gives rank"):
+        train(_config(workdir, "lora-stage2b", method="lora", rank=RANK + 1, max_steps=1,
+                      init_adapter=str(first.adapter_dir)))
+
+
 def test_one_role_ablation_trains(workdir):
     result = train(_config(workdir, "one", one_role=True, max_steps=2))
     loads = {k.split("/")[1] for h in result.log_history for k in h if k.startswith("router_load/")}

@@ -73,7 +73,7 @@ class TrainConfig:
     loss_roles: list[str] | None = None  # per-role loss mask: only labels these roles predict (None: joint)
     train_roles: list[str] | None = None  # the roles trained; the others are frozen (None: all)
     role_lr: dict[str, float] | None = None  # learning-rate multiplier per role
-    init_adapter: str | None = None  # start from this trained adapter; the scheme's missing roles are added
+    init_adapter: str | None = None  # start from this trained adapter (mor: the scheme's missing roles are added; lora: a peft LoRA of the same rank)
 
     def __post_init__(self) -> None:
         if (self.data is None) == (self.generate is None):
@@ -106,10 +106,10 @@ class TrainConfig:
         if self.scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
         decoupled = (self.scheme != "moragent" or self.tool_groups or self.loss_roles or self.train_roles
-                     or self.role_lr or self.init_adapter)
+                     or self.role_lr)
         if decoupled and self.method != "mor":
-            raise ValueError("role schemes, per-role losses, learning rates and --init-adapter apply to method='mor'")
-        if decoupled and self.one_role:
+            raise ValueError("role schemes, per-role losses and learning rates apply to method='mor'")
+        if (decoupled or self.init_adapter) and self.one_role:
             raise ValueError("one_role has a single role: it takes no role scheme or per-role training options")
         if (self.train_roles or self.role_lr) and self.fsdp:
             raise ValueError("per-role learning rates and frozen roles are not supported with fsdp (sharded slices)")
@@ -204,7 +204,7 @@ def mor_config_for(config: TrainConfig) -> MoRConfig:
         context_role = "agent"
     if scheme is not None and context_role in ("reasoner", "executor", "summarizer"):
         context_role = scheme.turn_role(context_role)
-    if config.init_adapter:
+    if config.init_adapter and config.method == "mor":
         from ..adapters.io import ADAPTER_CONFIG_NAME
 
         saved = MoRConfig.from_dict(json.loads((Path(config.init_adapter) / ADAPTER_CONFIG_NAME).read_text())["config"])

@@ -270,7 +270,7 @@ def _prepare_model(config: TrainConfig, model) -> tuple[Any, dict[str, int]]:
     from ..patching import mor_layers, patch, trainable_parameters, unpatch
 
     mor_config = mor_config_for(config)
-    if config.init_adapter:
+    if config.init_adapter and config.method == "mor":
         from ..adapters import add_roles
 
         load_adapter(model, config.init_adapter)
@@ -293,14 +293,32 @@ def _prepare_model(config: TrainConfig, model) -> tuple[Any, dict[str, int]]:
     except ImportError as exc:
         raise ImportError("method='lora' needs the peft library: pip install peft") from exc
     rank = lora_rank_for_budget(mor_trainable, sizes)
-    lora = LoraConfig(r=rank, lora_alpha=scaling * rank, lora_dropout=config.lora_dropout,
-                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
-    model = get_peft_model(model, lora)
+    if config.init_adapter:  # a later stage of a run: the saved LoRA, trainable, its own config
+        model = _load_lora(model, config.init_adapter, rank, targets)
+    else:
+        lora = LoraConfig(r=rank, lora_alpha=scaling * rank, lora_dropout=config.lora_dropout,
+                          target_modules=targets, bias="none", task_type="CAUSAL_LM")
+        model = get_peft_model(model, lora)
     lora_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     counts.update(trainable=lora_trainable, lora_trainable=lora_trainable, lora_rank=rank)
     logger.warning("parameter budget: MoR %d trainable, LoRA rank %d %d trainable (%.2f%% of MoR)",
                    mor_trainable, rank, lora_trainable, 100.0 * lora_trainable / mor_trainable)
     return model, counts
+
+
+def _load_lora(model, adapter_dir: str, rank: int, targets: list[str]):
+    """``adapter_dir``'s peft LoRA on ``model``, trainable; refused unless it is the LoRA this config
+    would build (same rank and target projections), so that a later stage keeps the parameter budget."""
+    from peft import PeftConfig, PeftModel
+
+    if not (Path(adapter_dir) / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"--init-adapter {adapter_dir}: no adapter_config.json (not a saved peft LoRA)")
+    saved = PeftConfig.from_pretrained(adapter_dir)
+    saved_targets = sorted(saved.target_modules or [])
+    if saved.r != rank or saved_targets != sorted(targets):
+        raise ValueError(f"--init-adapter {adapter_dir}: a rank-{saved.r} LoRA on {saved_targets}, but this run's "
+                         f"budget gives rank {rank} on {sorted(targets)}")
+    return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
 
 
 def _training_arguments(config: TrainConfig, has_eval: bool):
