@@ -73,7 +73,8 @@ class TrainConfig:
     loss_roles: list[str] | None = None  # per-role loss mask: only labels these roles predict (None: joint)
     train_roles: list[str] | None = None  # the roles trained; the others are frozen (None: all)
     role_lr: dict[str, float] | None = None  # learning-rate multiplier per role
-    init_adapter: str | None = None  # start from this trained adapter (mor: the scheme's missing roles are added; lora: a peft LoRA of the same rank)
+    # start from this trained adapter (mor: the scheme's missing roles are added; lora: a peft LoRA of this rank)
+    init_adapter: str | None = None
 
     def __post_init__(self) -> None:
         if (self.data is None) == (self.generate is None):
