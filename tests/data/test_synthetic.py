@@ -222,8 +222,8 @@ def test_output_for_a_seed_is_pinned():
     families (1,000+ tools), a few tools per episode, same-tool parallel calls, near-miss and
     missing-argument refusals, episodes redrawn to fit 2,100 rendered characters; then more plan wordings
     for single and parallel episodes, each parallel one stating its count; then single episodes drawn
-    more often from tools that take several numbers, half of them with a plan that counts the values
-    and still makes one call."""
+    more often from tools that take several numbers, 60% of those with two or more numeric arguments
+    given a plan that counts the values and still makes one call."""
     import hashlib
 
     text = "".join(t.to_json() + "\n" for t in generate(200, seed=3, skip_decontamination_for_generator_tests=True))

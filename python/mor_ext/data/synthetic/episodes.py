@@ -108,15 +108,13 @@ class Pool:
         self.parallel_families = sorted(f for f, v in self.families.items() if any(s.vary for s in v))
         self.sibling_families = sorted(f for f, v in self.families.items() if len(v) >= 3)
         self.partial_families = sorted(f for f, v in self.families.items() if any(s.partial for s in v))
-        self.numbers_families = sorted(f for f, v in self.families.items() if any(_takes_numbers(s) for s in v))
+        self.numbers_families = sorted(f for f, v in self.families.items() if any(s.takes_numbers for s in v))
 
     # ------------------------------------------------------------------------------------ picking
     def pick(self, rng: random.Random, families: Sequence[str] | None = None, need: str = "") -> ToolSpec:
-        """A spec from a uniformly chosen family (so big families such as unit pairs do not dominate);
-        ``need``: an attribute the spec must have set, or ``"numbers"`` (:func:`_takes_numbers`)."""
+        """A spec from a uniformly chosen family (so big families such as unit pairs do not dominate)."""
         family = rng.choice(list(families or self.family_names))
-        has = _takes_numbers if need == "numbers" else (lambda s: not need or getattr(s, need))
-        options = [s for s in self.families[family] if has(s)]
+        options = [s for s in self.families[family] if not need or getattr(s, need)]
         return rng.choice(options)
 
     def run(self, spec: ToolSpec, args: dict[str, Any]) -> ToolResult:
@@ -155,13 +153,8 @@ def _answer(rng: random.Random, spec: ToolSpec, fields: dict[str, Any], result: 
     return rng.choice(forms).format(Item=_cap(item), item=item, r=brief(result))
 
 
-def _takes_numbers(spec: ToolSpec) -> bool:
-    """Whether the tool requires two or more numbers (a triangle's sides, a loan's amount and rate)."""
-    props = spec.tool.parameters["properties"]
-    return sum(props[p].get("type") in ("number", "integer") for p in spec.tool.required) >= 2
-
-
 NUMBERS_SHARE = 0.3  # share of single episodes whose tool takes several numbers in one call
+TOGETHER_PLAN_SHARE = 0.6  # of single episodes with 2+ numeric arguments: the plan that counts them
 
 
 def single(pool: Pool, rng: random.Random, max_tools: int) -> tuple[list[Tool], list[Turn], dict]:
@@ -169,7 +162,7 @@ def single(pool: Pool, rng: random.Random, max_tools: int) -> tuple[list[Tool], 
     # dominate) but common in real APIs (physics, finance): draw them more often, so that "the request
     # names 3 values" also ends in one call, not only in the parallel episodes' 3 calls.
     numbers = pool.numbers_families and rng.random() < NUMBERS_SHARE
-    spec = pool.pick(rng, pool.numbers_families, need="numbers") if numbers else pool.pick(rng)
+    spec = pool.pick(rng, pool.numbers_families, need="takes_numbers") if numbers else pool.pick(rng)
     fields = spec.sample(rng)
     args = spec.arguments(fields)
     run = pool.run(spec, args)
@@ -181,7 +174,7 @@ def single(pool: Pool, rng: random.Random, max_tools: int) -> tuple[list[Tool], 
                        "{tool} {does}; that gives {item}. Call: {args}.",
                        "One request: {item}. One call of {tool} is enough: {args}."))
     together = _numbers_taken_together(args)
-    if len(together) >= 2 and rng.random() < 0.6:
+    if len(together) >= 2 and rng.random() < TOGETHER_PLAN_SHARE:
         plan = _together_plan(rng, together)
     turns = [
         Turn("user", fill_spec(rng.choice(spec.ask), fields)),

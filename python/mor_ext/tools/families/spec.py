@@ -85,6 +85,12 @@ class ToolSpec:
     def domain(self) -> str:
         return self.tool.domain or self.family
 
+    @property
+    def takes_numbers(self) -> bool:
+        """Whether the tool requires two or more numbers (a triangle's sides, a loan's amount and rate)."""
+        props = self.tool.parameters["properties"]
+        return sum(props[p].get("type") in ("number", "integer") for p in self.tool.required) >= 2
+
     def arguments(self, fields: Fields) -> dict[str, Any]:
         if self.build is not None:
             return self.build(fields)
