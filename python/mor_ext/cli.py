@@ -54,12 +54,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
         values["resume"] = True
     if str(values.get("context_role")).lower() == "none":
         values["context_role"] = None
-    result = train(TrainConfig(**values))
+    try:
+        result = train(TrainConfig(**values))
+    finally:
+        _end_process_group()
     print(json.dumps({"out_dir": str(result.out_dir), "global_step": result.global_step,
                       "train_loss": result.train_loss, "parameter_counts": result.parameter_counts,
                       "train_examples": result.num_train_examples, "eval_examples": result.num_eval_examples,
                       "skipped_records": result.skipped_records, "seconds": round(result.seconds, 1)}))
     return 0
+
+
+def _end_process_group() -> None:
+    """Destroy the process group that a torchrun launch opened (the Trainer opens it, nobody closes it).
+
+    Left to interpreter shutdown, gloo's worker threads can still hold tensors whose release needs the
+    GIL while the interpreter is being torn down, and the process aborts ("terminate called without an
+    active exception", SIGABRT) after training has finished; destroying it here, while Python is whole,
+    ends the run cleanly."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _length_tokenizer(name: str):

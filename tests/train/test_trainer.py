@@ -182,6 +182,11 @@ def test_one_role_ablation_trains(workdir):
     assert loads == {"agent"}
 
 
+def _output(run: subprocess.CompletedProcess) -> str:
+    """A failed launch's last words: stdout shows how far training got, stderr why it stopped."""
+    return f"stdout:\n{run.stdout[-3000:]}\nstderr:\n{run.stderr[-12000:]}"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -200,11 +205,11 @@ def test_ddp_two_processes_equal_one_process_on_the_same_global_batch(workdir):
          "--master_port", str(_free_port()), "-m", "mor_ext.cli", "train", *common,
          "--batch-size", "1", "--out", str(workdir / "ddp")],
         env=env, capture_output=True, text=True, timeout=240)
-    assert ddp.returncode == 0, ddp.stderr[-4000:]
+    assert ddp.returncode == 0, _output(ddp)
     single = subprocess.run(
         [sys.executable, "-m", "mor_ext.cli", "train", *common, "--batch-size", "2", "--out", str(workdir / "single")],
         env=env, capture_output=True, text=True, timeout=240)
-    assert single.returncode == 0, single.stderr[-4000:]
+    assert single.returncode == 0, _output(single)
 
     a = mor_ext.adapters.adapter_state_dict(mor_ext.load_adapter(load_model(workdir / "model")[0], workdir / "ddp"))
     b = mor_ext.adapters.adapter_state_dict(mor_ext.load_adapter(load_model(workdir / "model")[0], workdir / "single"))
@@ -218,6 +223,24 @@ def test_ddp_two_processes_equal_one_process_on_the_same_global_batch(workdir):
     single_log = json.loads((workdir / "single" / TRAINING_LOG_NAME).read_text())
     assert _losses(ddp_log["log_history"]) == pytest.approx(_losses(single_log["log_history"]), rel=1e-4)
     assert _losses(ddp_log["log_history"], "ce") == pytest.approx(_losses(single_log["log_history"], "ce"), rel=1e-4)
+
+
+def test_cli_train_closes_the_process_group_it_ran_under(workdir, tmp_path):
+    """``mor-ext train`` destroys the default process group before it returns, failed or not: left to
+    interpreter shutdown, gloo's threads can abort the process (SIGABRT) after training has finished."""
+    import torch.distributed as dist
+
+    from mor_ext.cli import main
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        code = main(["train", "--model", str(workdir / "model"), "--data", str(tmp_path / "missing.jsonl"),
+                     "--out", str(tmp_path / "out"), "--no-progress"])
+        assert code == 2
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _torchrun(workdir: Path, nproc: int, *args: str) -> subprocess.CompletedProcess:
@@ -242,9 +265,9 @@ def test_fsdp_two_processes_equal_ddp_and_resume_on_three(workdir):
     adam = ("--optim", "adamw_torch", "--lr", "0.01", "--max-steps", "3")
     fsdp = _torchrun(workdir, 2, *adam, "--fsdp", "--activation-checkpointing", "--save-steps", "2",
                      "--out", str(workdir / "fsdp"))
-    assert fsdp.returncode == 0, fsdp.stderr[-20000:]
+    assert fsdp.returncode == 0, _output(fsdp)
     ddp = _torchrun(workdir, 2, *adam, "--out", str(workdir / "ddp_adam"))
-    assert ddp.returncode == 0, ddp.stderr[-20000:]
+    assert ddp.returncode == 0, _output(ddp)
     load = lambda d: mor_ext.adapters.adapter_state_dict(mor_ext.load_adapter(load_model(workdir / "model")[0], d))
     a, b = load(workdir / "fsdp"), load(workdir / "ddp_adam")
     for key in a:
@@ -258,7 +281,7 @@ def test_fsdp_two_processes_equal_ddp_and_resume_on_three(workdir):
     assert saved.keys() == a.keys()
     resumed = _torchrun(workdir, 3, *adam[:-1], "4", "--fsdp", "--resume", str(checkpoint),
                         "--out", str(workdir / "fsdp"))
-    assert resumed.returncode == 0, resumed.stderr[-20000:]
+    assert resumed.returncode == 0, _output(resumed)
     log = json.loads((workdir / "fsdp" / TRAINING_LOG_NAME).read_text())
     assert log["global_step"] == 4
     logged = {h["step"]: h["ce"] for h in log["log_history"] if "ce" in h}
