@@ -62,6 +62,7 @@ def main() -> None:
     if not methods or any(m not in LABELS for m in methods):
         parser.error(f"--methods takes a comma-separated list of {', '.join(LABELS)}; got {args.methods!r}")
     clock = time.perf_counter if args.clock == "wall" else time.thread_time
+    allocator = bench_model.steady_allocator()
     steps = build_steps(args.preset, args.spans, methods)
     times = {key: [] for key in steps}
     for _ in range(args.rounds):
@@ -69,7 +70,7 @@ def main() -> None:
             t0 = clock()
             step()
             times[key].append((clock() - t0) * 1e3)
-    where = f"{bench_model.cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    where = f"{bench_model.cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, {allocator}"
     print(f"\n| {args.preset} preset, {args.spans} role spans, {args.clock} clock, {args.rounds} rounds "
           f"({where}) | eager | compiled | compiled / eager |\n|---|---:|---:|---:|")
     for method in methods:

@@ -10,6 +10,7 @@ arithmetic at that rate and no host overhead of its own (AdamW, memory-bound, as
 
     python benchmarks/bench_floor.py                  # tiny preset, roles in long spans
     python benchmarks/bench_floor.py --spans short    # roles in 6-token spans
+    python benchmarks/bench_floor.py --preset smollm2 # the SmolLM2-135M shape, 1 x 512 tokens
 
 One thread, CPU time of the thread (``time.thread_time``), so a busy machine disturbs it less than
 the wall clock; medians of ``--reps`` repetitions.
@@ -78,12 +79,16 @@ def orthogonal_fmas(model: torch.nn.Module) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=["tiny"], default="tiny")
+    parser.add_argument("--preset", choices=["tiny", "smollm2"], default="tiny")
     parser.add_argument("--spans", choices=["long", "short"], default="long")
-    parser.add_argument("--steps", type=int, default=20, help="steps per repetition")
-    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=None, help="steps per repetition (tiny 20, smollm2 1)")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions (tiny 7, smollm2 3)")
     args = parser.parse_args()
+    small = args.preset == "tiny"
+    args.steps = args.steps or (20 if small else 1)
+    args.reps = args.reps or (7 if small else 3)
     torch.set_num_threads(1)
+    allocator = bench_model.steady_allocator()
     ids, roles = bench_model.step_inputs(args.preset, args.spans, "cpu")
 
     step_ms, adamw_ms, models = {}, {}, {}
@@ -116,7 +121,7 @@ def main() -> None:
                  orth_fmas / rate * 1e3}
     floor = step_ms["lora"] + sum(extra.values())
 
-    print(f"\n| {bench_model.cpu_name()}, 1 thread, torch {torch.__version__}, {args.preset} preset, "
+    print(f"\n| {bench_model.cpu_name()}, 1 thread, torch {torch.__version__}, {allocator}, {args.preset} preset, "
           f"{args.spans} role spans | ms (thread CPU time) |\n|---|---:|")
     print(f"| one-thread fp32 GEMM rate (1024^3) | {rate / 1e9:.1f} G multiply-adds/s |")
     print(f"| peft LoRA r=16 step ({models['lora'][1] / 1e6:.2f}M parameters) | {step_ms['lora']:.2f} |")

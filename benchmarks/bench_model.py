@@ -205,6 +205,27 @@ def compare_train_steps(preset_name: str, device: str, profile: bool = False, sp
     return results
 
 
+def steady_allocator() -> str:
+    """Fix glibc malloc's thresholds for this process and say so (the benchmark tables print it).
+
+    By default glibc returns large freed blocks to the kernel and adapts its mmap threshold to the
+    sizes it has seen, so a step's time depends on what ran before it in the same process: with three
+    SmolLM2-sized models alternating, peft's LoRA step paid page faults that it does not pay alone
+    (3565-3712 ms against 2619-2777 ms alone), which flattered MoR's ratio. Here freed memory is kept
+    and reused (mmap only above 1 GiB, no trimming), as it is in a long training run, so interleaved
+    models each cost what they cost alone. Elsewhere than glibc this does nothing."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+        ok = (libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, (1 << 31) - 1)
+              and libc.mallopt(m_top_pad, 1 << 28))
+    except (OSError, AttributeError):
+        return "allocator as is"
+    return "glibc malloc keeping freed memory" if ok else "allocator as is (mallopt refused)"
+
+
 def cpu_name() -> str:
     """The CPU's model name (/proc/cpuinfo where there is one), which CPU numbers depend on."""
     try:
@@ -244,11 +265,13 @@ def main() -> None:
     parser.add_argument("--mor-rank", type=int, default=16, help="rank of each MoR LoRA (1: MoR's host work alone)")
     parser.add_argument("--lora-rank", type=int, default=16, help="rank of the plain LoRA (80: MoR's per-token width)")
     args = parser.parse_args()
+    allocator = steady_allocator()
     print(mor_ext.describe_backend(), file=sys.stderr)
     results = compare_train_steps(args.preset, args.device, args.profile, args.spans, args.compile, args.rounds,
                                   args.mor_rank, args.lora_rank)
     rows = result_rows(args.preset, results, args.spans, args.compile, args.mor_rank, args.lora_rank)
-    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu_name()}, {torch.get_num_threads()} threads"
+    where = torch.cuda.get_device_name() if args.device == "cuda" else \
+        f"{cpu_name()}, {torch.get_num_threads()} threads, {allocator}"
     print(f"\n| {where}, torch {torch.__version__} | value | note |\n|---|---:|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]} |")
