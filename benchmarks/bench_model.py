@@ -212,8 +212,9 @@ def steady_allocator() -> str:
     sizes it has seen, so a step's time depends on what ran before it in the same process: with three
     SmolLM2-sized models alternating, peft's LoRA step paid page faults that it does not pay alone
     (3565-3712 ms against 2619-2777 ms alone), which flattered MoR's ratio. Here freed memory is kept
-    and reused (mmap only above 1 GiB, no trimming), as it is in a long training run, so interleaved
-    models each cost what they cost alone. Elsewhere than glibc this does nothing."""
+    and reused (blocks mmapped only above 1 GiB, the heap trimmed only above 2 GiB free, grown 256 MiB
+    at a time), as in a long training run, so interleaved models each cost what they cost alone.
+    Where the C library is not glibc this does nothing and says so."""
     import ctypes
 
     try:
