@@ -74,7 +74,9 @@ def _end_process_group() -> None:
     ends the run cleanly."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
+    from .sharding import distributed_active
+
+    if distributed_active():
         dist.destroy_process_group()
 
 
