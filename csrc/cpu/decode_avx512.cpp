@@ -151,6 +151,7 @@ struct ExpandTerm {
 // read from memory for the first token that uses them, are in L1 for the others.
 MOR_AVX512 void expand(int64_t o_begin, int64_t o_end, int64_t rank, int64_t n, const int64_t* term_start,
                        const ExpandTerm* terms, float* const* y) {
+  const bool full_chunks = rank % 16 == 0;  // every term a full vector of 16 ranks
   for (int64_t o0 = o_begin; o0 < o_end; o0 += 16) {
     const int64_t outs = std::min<int64_t>(16, o_end - o0);
     const __mmask16 live = tail_mask(outs);
@@ -158,14 +159,20 @@ MOR_AVX512 void expand(int64_t o_begin, int64_t o_end, int64_t rank, int64_t n, 
       if (term_start[t] == term_start[t + 1]) continue;  // no LoRA: y is the frozen layer's
       __m512 acc[16];
       for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
-      for (int64_t q = term_start[t]; q < term_start[t + 1]; ++q) {
-        const ExpandTerm& term = terms[q];
-        const __mmask16 m = tail_mask(term.left);
-        const __m512 g = _mm512_maskz_loadu_ps(m, term.g);
-        const float* b = term.b + o0 * rank;
-        if (outs == 16) {  // a constant trip count keeps acc in registers
-          for (int i = 0; i < 16; ++i) acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, b + i * rank), g, acc[i]);
-        } else {
+      if (outs == 16 && full_chunks) {
+        // A constant trip count and no masked load keep acc in registers: with a masked load in
+        // the loop GCC (12) stores all 16 accumulators to memory every term.
+        for (int64_t q = term_start[t]; q < term_start[t + 1]; ++q) {
+          const __m512 g = _mm512_loadu_ps(terms[q].g);
+          const float* b = terms[q].b + o0 * rank;
+          for (int i = 0; i < 16; ++i) acc[i] = _mm512_fmadd_ps(_mm512_loadu_ps(b + i * rank), g, acc[i]);
+        }
+      } else {
+        for (int64_t q = term_start[t]; q < term_start[t + 1]; ++q) {
+          const ExpandTerm& term = terms[q];
+          const __mmask16 m = tail_mask(term.left);
+          const __m512 g = _mm512_maskz_loadu_ps(m, term.g);
+          const float* b = term.b + o0 * rank;
           for (int64_t i = 0; i < outs; ++i) acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, b + i * rank), g, acc[i]);
         }
       }
