@@ -100,5 +100,30 @@ int main() {
        [&] { weight_grad(ext.data(), width, x.data(), grad_rows.data()); });
   time("backward grad_b^T = gated^T . gy[rows]", 2.0 * n * d * lora_width,
        [&] { weight_grad(gated.data(), lora_width, gy.data(), grad_b_t.data()); });
+
+  // The orthogonal loss's small GEMMs (csrc/cpu/orthogonal_loss.cpp, gemm_unpacked: B as it is, no
+  // packing) for one role of 4 routed rank-16 LoRAs at SmolLM2's widths, one call each as the op
+  // makes it. Every one has full 16-float vectors, the case that must not run below the packed tiles.
+  for (const int64_t width_in : {int64_t{576}, int64_t{1536}}) {
+    const int64_t r = 16, e = 4, er = e * r;
+    auto a = random(er * width_in), b = random(e * width_in * r), coef = random(er * er);
+    std::vector<float> a_t(width_in * er), band(r * er), gram(r * r), grad_a(er * width_in), grad_b(width_in * r);
+    for (int64_t k = 0; k < width_in; ++k)
+      for (int64_t j = 0; j < er; ++j) a_t[k * er + j] = a[j * width_in + k];
+    std::printf("orthogonal loss, one role: 4 LoRAs of rank 16, d_in = d_out = %ld\n", width_in);
+    time("  cross   A_0 . [A_1 A_2 A_3]^T", 2.0 * r * 3 * r * width_in, [&] {
+      gemm_unpacked(r, 3 * r, width_in, a.data(), width_in, 1, a_t.data() + r, er, band.data(), 3 * r, false);
+    });
+    time("  Gram    B_0^T . B_0", 2.0 * r * r * width_in, [&] {
+      gemm_unpacked(r, r, width_in, b.data(), 1, r, b.data(), r, gram.data(), r, false);
+    });
+    time("  grad A  coef[0, 1:] . [A_1 A_2 A_3]", 2.0 * r * 3 * r * width_in, [&] {
+      gemm_unpacked(r, width_in, 3 * r, coef.data() + r, er, 1, a.data() + r * width_in, width_in, grad_a.data(),
+                    width_in, false);
+    });
+    time("  grad B  B_0 . others", 2.0 * width_in * r * r, [&] {
+      gemm_unpacked(width_in, r, r, b.data(), r, 1, coef.data(), r, grad_b.data(), r, false);
+    });
+  }
   return 0;
 }
