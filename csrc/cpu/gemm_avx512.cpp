@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+#include <vector>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define MOR_EXT_HAVE_AVX512 1
@@ -36,28 +37,24 @@ MOR_AVX512 __mmask16 tail_mask(int64_t left) { return left >= kVec ? __mmask16(0
 
 // C tile (MR rows x NV vectors) = (accumulate ? C : 0) + A . B.
 // A(i, k): kTransposedA ? a[k * lda + i] : a_rows[i][k]. B(k, v): with kPackedB a panel's, at
-// bp + k * kPanelWidth, zero beyond the matrix, so only the stores are masked (`last`: the lanes of
-// the last vector); else rows of B itself, at bp + k * ldb, whose last vector is loaded masked
-// unless kMaskedLoad is false (`last` has every lane).
-template <int MR, int NV, bool kTransposedA, bool kPackedB, bool kMaskedLoad>
-MOR_AVX512 void tile_body(int64_t k_len, const float* const* a_rows, const float* a, int64_t lda, const float* bp,
-                          int64_t ldb, float* const* c_rows, __mmask16 last, bool accumulate) {
+// bp + k * kPanelWidth, zero beyond the matrix; else rows of B itself, at bp + k * ldb, every vector
+// of them inside B (gemm_unpacked packs a panel whose last vector is partial). So only the stores
+// are masked (`last`: the lanes of the last vector), after the k loop: a masked load inside it makes
+// GCC (12) keep the accumulators in memory and store all of them at every k step, which ran the
+// unpacked tiles at ~22 G multiply-adds/s against ~55 without (one core of the dev machine's Zen 4).
+template <int MR, int NV, bool kTransposedA, bool kPackedB>
+MOR_AVX512 void tile(int64_t k_len, const float* const* a_rows, const float* a, int64_t lda, const float* bp,
+                     int64_t ldb, float* const* c_rows, __mmask16 last, bool accumulate) {
   __m512 acc[MR][NV];
   for (int i = 0; i < MR; ++i)
     for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
   const float* rows[MR];
   if constexpr (!kTransposedA)
     for (int i = 0; i < MR; ++i) rows[i] = a_rows[i];
+  const int64_t stride = kPackedB ? kPanelWidth : ldb;
   for (int64_t k = 0; k < k_len; ++k) {
     __m512 b[NV];
-    for (int v = 0; v < NV; ++v) {
-      if constexpr (kPackedB)
-        b[v] = _mm512_loadu_ps(bp + k * kPanelWidth + v * kVec);
-      else if (kMaskedLoad && v == NV - 1)
-        b[v] = _mm512_maskz_loadu_ps(last, bp + k * ldb + v * kVec);
-      else
-        b[v] = _mm512_loadu_ps(bp + k * ldb + v * kVec);
-    }
+    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(bp + k * stride + v * kVec);
     for (int i = 0; i < MR; ++i) {
       const __m512 ai = _mm512_set1_ps(kTransposedA ? a[k * lda + i] : rows[i][k]);
       for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, b[v], acc[i][v]);
@@ -72,19 +69,6 @@ MOR_AVX512 void tile_body(int64_t k_len, const float* const* a_rows, const float
       _mm512_mask_storeu_ps(c, m, r);
     }
   }
-}
-
-// A masked load in the k loop makes GCC (12) keep the accumulators in memory, storing all of them
-// every k step: the unpacked tiles ran at ~22 G multiply-adds/s against ~55 without the masked
-// load (one core of the dev machine's Zen 4, m=16..512, n=48..576, k=48..576). So the masked
-// load is compiled only into tiles whose last vector is partial.
-template <int MR, int NV, bool kTransposedA, bool kPackedB>
-MOR_AVX512 void tile(int64_t k_len, const float* const* a_rows, const float* a, int64_t lda, const float* bp,
-                     int64_t ldb, float* const* c_rows, __mmask16 last, bool accumulate) {
-  if (kPackedB || last == __mmask16(0xFFFF))
-    tile_body<MR, NV, kTransposedA, kPackedB, false>(k_len, a_rows, a, lda, bp, ldb, c_rows, last, accumulate);
-  else
-    tile_body<MR, NV, kTransposedA, kPackedB, true>(k_len, a_rows, a, lda, bp, ldb, c_rows, last, accumulate);
 }
 
 template <int MR, bool kTransposedA, bool kPackedB>
@@ -202,10 +186,18 @@ MOR_AVX512 void gemm_unpacked(int64_t m, int64_t n, int64_t k_len, const float* 
                               const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate) {
   if (a_col != 1 && a_row != 1) throw std::invalid_argument("gemm_unpacked: A needs a row or column stride of 1");
   const bool transposed = a_col != 1;
+  thread_local std::vector<float> padded;  // a panel whose last vector is partial, zero-padded
   for (int64_t j0 = 0; j0 < n; j0 += kPanelWidth) {
     const int64_t width = std::min<int64_t>(kPanelWidth, n - j0);
     const int nv = static_cast<int>((width + kVec - 1) / kVec);
     const __mmask16 last = tail_mask(width - (nv - 1) * kVec);
+    // The tiles load whole vectors of B (see tile): a partial last vector is read from a packed copy
+    // of the panel, which costs one pass over its k rows.
+    const bool pack = last != __mmask16(0xFFFF);
+    if (pack) {
+      padded.resize(k_len * kPanelWidth);
+      pack_b({b, ldb}, k_len, n, j0 / kPanelWidth, j0 / kPanelWidth + 1, padded.data());
+    }
     for (int64_t i0 = 0; i0 < m; i0 += kTileRows) {
       const int64_t mi = std::min<int64_t>(kTileRows, m - i0);
       const float* a_rows[kTileRows];
@@ -214,7 +206,11 @@ MOR_AVX512 void gemm_unpacked(int64_t m, int64_t n, int64_t k_len, const float* 
         a_rows[i] = a + (i0 + i) * a_row;
         c_rows[i] = c + (i0 + i) * ldc + j0;
       }
-      if (transposed)
+      if (pack && transposed)
+        tile_rows<true, true>(mi, nv, k_len, nullptr, a + i0, a_col, padded.data(), c_rows, last, accumulate);
+      else if (pack)
+        tile_rows<false, true>(mi, nv, k_len, a_rows, nullptr, 0, padded.data(), c_rows, last, accumulate);
+      else if (transposed)
         tile_rows<true, false>(mi, nv, k_len, nullptr, a + i0, a_col, b + j0, c_rows, last, accumulate, ldb);
       else
         tile_rows<false, false>(mi, nv, k_len, a_rows, nullptr, 0, b + j0, c_rows, last, accumulate, ldb);

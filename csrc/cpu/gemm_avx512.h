@@ -51,9 +51,10 @@ void gemm_at_panel(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                    float* c, int64_t ldc, bool accumulate);
 
 // For i < m, j < n: C(i, j) = (accumulate ? C(i, j) : 0) + sum_k A(i, k) * B(k, j), with
-// A(i, k) = a[i * a_row + k * a_col] (a_row or a_col must be 1), B(k, j) = b[k * ldb + j] (B as it
-// is: no packing, its rows' last vector loaded masked) and C(i, j) = c[i * ldc + j]. For the small
-// GEMMs of the loss ops (r x r products, r-column outputs), where packing would cost more than the GEMM.
+// A(i, k) = a[i * a_row + k * a_col] (a_row or a_col must be 1), B(k, j) = b[k * ldb + j] (B read
+// in place; only a last panel whose width is not a multiple of 16 is packed) and C(i, j) =
+// c[i * ldc + j]. For the small GEMMs of the loss ops (r x r products, r-column outputs), where
+// packing all of B would cost more than the GEMM.
 void gemm_unpacked(int64_t m, int64_t n, int64_t k, const float* a, int64_t a_row, int64_t a_col, const float* b,
                    int64_t ldb, float* c, int64_t ldc, bool accumulate);
 
