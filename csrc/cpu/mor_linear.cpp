@@ -420,12 +420,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_by_role(
   run_gemms(to_weight_grads);
   run_gemms(to_grad_x);
 
-  // Each role's gradients into the parameters' layout; roles without tokens keep zeros.
-  at::Tensor grad_a = at::zeros_like(a), grad_b = at::zeros(lora_B.sizes(), a.options()),
-             grad_router = at::zeros(router_weight.sizes(), a.options()),
-             grad_shared = at::zeros(shared_gate_weight.sizes(), a.options());
+  // Each role's gradients into the parameters' layout, every element written once: roles with
+  // tokens copy theirs, the rest is zeroed below (zero-filling all first was a second pass over the
+  // adapters' gradients: 282 MB a step at SmolLM2's size).
+  at::Tensor grad_a = new_output(a.sizes(), a.options()), grad_b = new_output(lora_B.sizes(), a.options()),
+             grad_router = new_output(router_weight.sizes(), a.options()),
+             grad_shared = new_output(shared_gate_weight.sizes(), a.options());
   float *ga = grad_a.data_ptr<float>(), *gb = grad_b.data_ptr<float>(), *gr = grad_router.data_ptr<float>(),
         *gs = grad_shared.data_ptr<float>();
+  std::vector<bool> has_tokens(spec.num_roles, false);
+  for (const RoleBlock& b : st.blocks) has_tokens[b.role] = true;
+  for (int64_t rho = 0; rho < spec.num_roles; ++rho) {
+    const RoleBlock b = role_sizes(spec, rho, rank);
+    if (!has_tokens[rho]) {
+      std::memset(ga + b.lora_start * rank * d_in, 0, sizeof(float) * b.lora_width * d_in);
+      std::memset(gb + b.lora_start * d_out * rank, 0, sizeof(float) * b.num_loras * d_out * rank);
+      std::memset(gr + b.router_start * d_in, 0, sizeof(float) * b.experts * d_in);
+    }
+    if (!has_tokens[rho] || !b.gated) std::memset(gs + rho * d_in, 0, sizeof(float) * d_in);
+  }
   std::vector<int64_t> costs;
   for (const RoleBlock& b : st.blocks) costs.push_back(b.width * d_in + b.lora_width * d_out);
   parallel_items(costs, [&](int64_t j) {

@@ -144,7 +144,11 @@ def test_mor_linear_op_matches_route_plus_grouped_lora():
 @pytest.mark.parametrize(
     "spec_name,pattern,lead",
     [("moragent", "spans", (80,)), ("moragent", "random", (80,)), ("mixed", "random", (3, 17)),
-     ("mixed", "no_role", (9,)), ("decoupled", "spans", (2, 40)), ("routed_only", "random", (33,))],
+     ("mixed", "no_role", (9,)), ("decoupled", "spans", (2, 40)), ("routed_only", "random", (33,)),
+     # 64+ fp32 tokens take the AVX-512 by-role path, whose gradients are written role by role:
+     # roles without tokens, and gate rows of roles without a gated shared LoRA, must be zeroed.
+     ("mixed", "missing_role", (96,)), ("moragent", "one_role", (70,)), ("routed_only", "missing_role", (64,)),
+     ("moragent", "no_role", (64,))],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_poisoned_outputs_are_all_written(spec_name, pattern, lead, dtype, monkeypatch):
