@@ -37,8 +37,8 @@ MOR_AVX512 __mmask16 tail_mask(int64_t left) { return left >= kVec ? __mmask16(0
 
 // C tile (MR rows x NV vectors) = (accumulate ? C : 0) + A . B.
 // A(i, k): kTransposedA ? a[k * lda + i] : a_rows[i][k]. B(k, v): with kPackedB a panel's, at
-// bp + k * kPanelWidth, zero beyond the matrix; else rows of B itself, at bp + k * ldb, every vector
-// of them inside B (gemm_unpacked packs a panel whose last vector is partial). So only the stores
+// bp + k * kPanelWidth, zero beyond the matrix; else rows at bp + k * ldb, every vector of them
+// readable (gemm_unpacked copies a panel whose last vector is partial, zero-padded). So only the stores
 // are masked (`last`: the lanes of the last vector), after the k loop: a masked load inside it makes
 // GCC (12) keep the accumulators in memory and store all of them at every k step, which ran the
 // unpacked tiles at ~22 G multiply-adds/s against ~55 without (one core of the dev machine's Zen 4).
@@ -191,12 +191,15 @@ MOR_AVX512 void gemm_unpacked(int64_t m, int64_t n, int64_t k_len, const float* 
     const int64_t width = std::min<int64_t>(kPanelWidth, n - j0);
     const int nv = static_cast<int>((width + kVec - 1) / kVec);
     const __mmask16 last = tail_mask(width - (nv - 1) * kVec);
-    // The tiles load whole vectors of B (see tile): a partial last vector is read from a packed copy
-    // of the panel, which costs one pass over its k rows.
-    const bool pack = last != __mmask16(0xFFFF);
-    if (pack) {
+    // The tiles load whole vectors of B (see tile): a partial last vector is read from a zero-padded
+    // copy of the panel (rows of kPanelWidth floats), which costs one pass over its k rows.
+    const float* panel = b + j0;
+    int64_t panel_ld = ldb;
+    if (last != __mmask16(0xFFFF)) {
       padded.resize(k_len * kPanelWidth);
       pack_b({b, ldb}, k_len, n, j0 / kPanelWidth, j0 / kPanelWidth + 1, padded.data());
+      panel = padded.data();
+      panel_ld = kPanelWidth;
     }
     for (int64_t i0 = 0; i0 < m; i0 += kTileRows) {
       const int64_t mi = std::min<int64_t>(kTileRows, m - i0);
@@ -206,14 +209,10 @@ MOR_AVX512 void gemm_unpacked(int64_t m, int64_t n, int64_t k_len, const float* 
         a_rows[i] = a + (i0 + i) * a_row;
         c_rows[i] = c + (i0 + i) * ldc + j0;
       }
-      if (pack && transposed)
-        tile_rows<true, true>(mi, nv, k_len, nullptr, a + i0, a_col, padded.data(), c_rows, last, accumulate);
-      else if (pack)
-        tile_rows<false, true>(mi, nv, k_len, a_rows, nullptr, 0, padded.data(), c_rows, last, accumulate);
-      else if (transposed)
-        tile_rows<true, false>(mi, nv, k_len, nullptr, a + i0, a_col, b + j0, c_rows, last, accumulate, ldb);
+      if (transposed)
+        tile_rows<true, false>(mi, nv, k_len, nullptr, a + i0, a_col, panel, c_rows, last, accumulate, panel_ld);
       else
-        tile_rows<false, false>(mi, nv, k_len, a_rows, nullptr, 0, b + j0, c_rows, last, accumulate, ldb);
+        tile_rows<false, false>(mi, nv, k_len, a_rows, nullptr, 0, panel, c_rows, last, accumulate, panel_ld);
     }
   }
 }
