@@ -34,7 +34,7 @@ import mor_ext  # noqa: E402
 from mor_ext.patching import mor_layers  # noqa: E402
 
 
-def thread_ms(fn, n: int, reps: int) -> float:
+def median_ms(fn, n: int, reps: int) -> float:
     """Median over ``reps`` of the milliseconds per call of ``fn``, ``n`` calls each: the calling
     thread's CPU time on one thread, the wall clock on more (the other threads' CPU time would be
     missed)."""
@@ -52,7 +52,7 @@ def thread_ms(fn, n: int, reps: int) -> float:
 def gemm_rate(reps: int) -> float:
     """Multiply-adds per second of one large fp32 GEMM on torch's threads: their practical peak."""
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    return 1024**3 / (thread_ms(lambda: a @ b, 4, reps) / 1e3)
+    return 1024**3 / (median_ms(lambda: a @ b, 4, reps) / 1e3)
 
 
 def extra_adapter_fmas(model: torch.nn.Module, roles: torch.Tensor) -> int:
@@ -101,12 +101,12 @@ def main() -> None:
     for key in ("lora", "mor"):
         model, kwargs = bench_model.build_model(args.preset, key, "cpu", roles)
         step, _ = bench_model.train_step(model, kwargs, ids)
-        step_ms[key] = thread_ms(step, args.steps, args.reps)
+        step_ms[key] = median_ms(step, args.steps, args.reps)
         params = [p for p in model.parameters() if p.requires_grad]
         for p in params:
             p.grad = torch.randn_like(p)
         opt = torch.optim.AdamW(params, lr=1e-9, fused=True)  # as train_step's
-        adamw_ms[key] = thread_ms(opt.step, args.steps, args.reps)
+        adamw_ms[key] = median_ms(opt.step, args.steps, args.reps)
         models[key] = (model, sum(p.numel() for p in params))
 
     mor, _ = models["mor"]
@@ -116,7 +116,7 @@ def main() -> None:
     def orthogonal():
         mor_ext.functional.orthogonal_loss_layers(lora_As, lora_Bs, layers[0].spec).backward()
 
-    orth_ms = thread_ms(orthogonal, args.steps, args.reps)
+    orth_ms = median_ms(orthogonal, args.steps, args.reps)
     rate = gemm_rate(args.reps)
     fmas, orth_fmas = extra_adapter_fmas(mor, roles), orthogonal_fmas(mor)
     # The floor prices the arithmetic at the large-GEMM rate (a bound no small GEMM beats) and takes
