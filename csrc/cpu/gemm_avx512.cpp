@@ -42,9 +42,10 @@ MOR_AVX512 __mmask16 tail_mask(int64_t left) { return left >= kVec ? __mmask16(0
 // are masked (`last`: the lanes of the last vector), after the k loop: a masked load inside it makes
 // GCC (12) keep the accumulators in memory and store all of them at every k step, which ran the
 // unpacked tiles at ~22 G multiply-adds/s against ~55 without (one core of the dev machine's Zen 4).
+// Sums over k in the `ranges` only (the rest of A is known zero).
 template <int MR, int NV, bool kTransposedA, bool kPackedB>
-MOR_AVX512 void tile(int64_t k_len, const float* const* a_rows, const float* a, int64_t lda, const float* bp,
-                     int64_t ldb, float* const* c_rows, __mmask16 last, bool accumulate) {
+MOR_AVX512 void tile(const KRange* ranges, int n_ranges, const float* const* a_rows, const float* a, int64_t lda,
+                     const float* bp, int64_t ldb, float* const* c_rows, __mmask16 last, bool accumulate) {
   __m512 acc[MR][NV];
   for (int i = 0; i < MR; ++i)
     for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
@@ -52,12 +53,14 @@ MOR_AVX512 void tile(int64_t k_len, const float* const* a_rows, const float* a, 
   if constexpr (!kTransposedA)
     for (int i = 0; i < MR; ++i) rows[i] = a_rows[i];
   const int64_t stride = kPackedB ? kPanelWidth : ldb;
-  for (int64_t k = 0; k < k_len; ++k) {
-    __m512 b[NV];
-    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(bp + k * stride + v * kVec);
-    for (int i = 0; i < MR; ++i) {
-      const __m512 ai = _mm512_set1_ps(kTransposedA ? a[k * lda + i] : rows[i][k]);
-      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, b[v], acc[i][v]);
+  for (int s = 0; s < n_ranges; ++s) {
+    for (int64_t k = ranges[s].begin; k < ranges[s].end; ++k) {
+      __m512 b[NV];
+      for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(bp + k * stride + v * kVec);
+      for (int i = 0; i < MR; ++i) {
+        const __m512 ai = _mm512_set1_ps(kTransposedA ? a[k * lda + i] : rows[i][k]);
+        for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, b[v], acc[i][v]);
+      }
     }
   }
   for (int i = 0; i < MR; ++i) {
@@ -72,40 +75,42 @@ MOR_AVX512 void tile(int64_t k_len, const float* const* a_rows, const float* a, 
 }
 
 template <int MR, bool kTransposedA, bool kPackedB>
-MOR_AVX512 void tile_of_width(int nv, int64_t k_len, const float* const* a_rows, const float* a, int64_t lda,
-                              const float* bp, int64_t ldb, float* const* c_rows, __mmask16 last, bool accumulate) {
+MOR_AVX512 void tile_of_width(int nv, const KRange* ranges, int n_ranges, const float* const* a_rows, const float* a,
+                              int64_t lda, const float* bp, int64_t ldb, float* const* c_rows, __mmask16 last,
+                              bool accumulate) {
   switch (nv) {
-    case 3: return tile<MR, 3, kTransposedA, kPackedB>(k_len, a_rows, a, lda, bp, ldb, c_rows, last, accumulate);
-    case 2: return tile<MR, 2, kTransposedA, kPackedB>(k_len, a_rows, a, lda, bp, ldb, c_rows, last, accumulate);
-    default: return tile<MR, 1, kTransposedA, kPackedB>(k_len, a_rows, a, lda, bp, ldb, c_rows, last, accumulate);
+    case 3: return tile<MR, 3, kTransposedA, kPackedB>(ranges, n_ranges, a_rows, a, lda, bp, ldb, c_rows, last, accumulate);
+    case 2: return tile<MR, 2, kTransposedA, kPackedB>(ranges, n_ranges, a_rows, a, lda, bp, ldb, c_rows, last, accumulate);
+    default: return tile<MR, 1, kTransposedA, kPackedB>(ranges, n_ranges, a_rows, a, lda, bp, ldb, c_rows, last, accumulate);
   }
 }
 
 // Rows [0, mi) of a tile (mi <= kTileRows) as tiles of 8, 4, 2 and 1 rows (ldb: see tile).
 template <bool kTransposedA, bool kPackedB = true>
-MOR_AVX512 void tile_rows(int64_t mi, int nv, int64_t k_len, const float* const* a_rows, const float* a, int64_t lda,
-                          const float* bp, float* const* c_rows, __mmask16 last, bool accumulate, int64_t ldb = 0) {
+MOR_AVX512 void tile_rows(int64_t mi, int nv, const KRange* ranges, int n_ranges, const float* const* a_rows,
+                          const float* a, int64_t lda, const float* bp, float* const* c_rows, __mmask16 last,
+                          bool accumulate, int64_t ldb = 0) {
   // Explicit calls, not a lambda: a lambda's body would not carry the target attribute.
   int64_t i = 0;
   auto a_at = [&](int64_t row) { return kTransposedA ? a + row : nullptr; };
   auto rows_at = [&](int64_t row) { return kTransposedA ? nullptr : a_rows + row; };
   if (mi - i >= 8) {
-    tile_of_width<8, kTransposedA, kPackedB>(nv, k_len, rows_at(i), a_at(i), lda, bp, ldb, c_rows + i, last,
+    tile_of_width<8, kTransposedA, kPackedB>(nv, ranges, n_ranges, rows_at(i), a_at(i), lda, bp, ldb, c_rows + i, last,
                                              accumulate);
     i += 8;
   }
   if (mi - i >= 4) {
-    tile_of_width<4, kTransposedA, kPackedB>(nv, k_len, rows_at(i), a_at(i), lda, bp, ldb, c_rows + i, last,
+    tile_of_width<4, kTransposedA, kPackedB>(nv, ranges, n_ranges, rows_at(i), a_at(i), lda, bp, ldb, c_rows + i, last,
                                              accumulate);
     i += 4;
   }
   if (mi - i >= 2) {
-    tile_of_width<2, kTransposedA, kPackedB>(nv, k_len, rows_at(i), a_at(i), lda, bp, ldb, c_rows + i, last,
+    tile_of_width<2, kTransposedA, kPackedB>(nv, ranges, n_ranges, rows_at(i), a_at(i), lda, bp, ldb, c_rows + i, last,
                                              accumulate);
     i += 2;
   }
   if (mi - i >= 1)
-    tile_of_width<1, kTransposedA, kPackedB>(nv, k_len, rows_at(i), a_at(i), lda, bp, ldb, c_rows + i, last,
+    tile_of_width<1, kTransposedA, kPackedB>(nv, ranges, n_ranges, rows_at(i), a_at(i), lda, bp, ldb, c_rows + i, last,
                                              accumulate);
 }
 
@@ -158,27 +163,64 @@ MOR_AVX512 void pack_b(const MatrixB& b, int64_t k_len, int64_t n, int64_t panel
 
 MOR_AVX512 void gemm_rows(int64_t i_begin, int64_t i_end, int64_t n, int64_t k_len, const float* const* a_rows,
                           int64_t panel_begin, int64_t panel_end, const float* packed, float* const* c_rows,
-                          bool accumulate) {
+                          bool accumulate, const RowMasks& skip) {
+  KRange ranges[kMaxRanges];
   for (int64_t i0 = i_begin; i0 < i_end; i0 += kTileRows) {
     const int64_t mi = std::min<int64_t>(kTileRows, i_end - i0);
+    int n_ranges = 1;
+    ranges[0] = {0, k_len};
+    if (skip.masks != nullptr) {
+      uint64_t used = 0;
+      for (int64_t i = i0; i < i0 + mi; ++i) used |= skip.masks[i];
+      n_ranges = k_ranges(skip, used, k_len, ranges);
+    }
     for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
       const PanelColumns cols = panel_columns(panel, n);
       float* c[kTileRows];
       for (int64_t i = 0; i < mi; ++i) c[i] = c_rows[i0 + i] + cols.j0;
       const float* panel_b = packed + (panel - panel_begin) * k_len * kPanelWidth;
-      tile_rows<false>(mi, cols.nv, k_len, a_rows + i0, nullptr, 0, panel_b, c, cols.last, accumulate);
+      tile_rows<false>(mi, cols.nv, ranges, n_ranges, a_rows + i0, nullptr, 0, panel_b, c, cols.last, accumulate);
     }
   }
 }
 
+constexpr int64_t kChunk = 256;  // k's per partial sum of gemm_at_panel
+
 MOR_AVX512 void gemm_at_panel(int64_t m, int64_t n, int64_t k_len, const float* a, int64_t lda, int64_t panel,
-                              const float* panel_b, float* c, int64_t ldc, bool accumulate) {
+                              const float* panel_b, float* c, int64_t ldc, bool accumulate, const KRange* ranges,
+                              const int64_t* offsets) {
   const PanelColumns cols = panel_columns(panel, n);
+  const KRange all{0, k_len};
   for (int64_t i0 = 0; i0 < m; i0 += kTileRows) {
     const int64_t mi = std::min<int64_t>(kTileRows, m - i0);
     float* c_rows[kTileRows];
     for (int64_t i = 0; i < mi; ++i) c_rows[i] = c + (i0 + i) * ldc + cols.j0;
-    tile_rows<true>(mi, cols.nv, k_len, nullptr, a + i0, lda, panel_b, c_rows, cols.last, accumulate);
+    const int64_t block = i0 / kTileRows;
+    const KRange* r = offsets == nullptr ? &all : ranges + offsets[block];
+    const int n_ranges = offsets == nullptr ? 1 : static_cast<int>(offsets[block + 1] - offsets[block]);
+    // K here is tokens (up to thousands): summed in chunks of kChunk, each chunk's sum added to C,
+    // since one fp32 accumulator over all of them drifts from the exact sum (~2x the error of a
+    // BLAS GEMM at 1100 tokens).
+    KRange chunk[kMaxRanges];
+    int n_chunk = 0;
+    int64_t in_chunk = 0;
+    bool first = true;
+    for (int s = 0; s < n_ranges; ++s) {
+      for (int64_t k = r[s].begin; k < r[s].end;) {
+        const int64_t end = std::min(r[s].end, k + (kChunk - in_chunk));
+        chunk[n_chunk++] = {k, end};
+        in_chunk += end - k;
+        k = end;
+        if (in_chunk == kChunk || n_chunk == kMaxRanges) {
+          tile_rows<true>(mi, cols.nv, chunk, n_chunk, nullptr, a + i0, lda, panel_b, c_rows, cols.last,
+                          accumulate || !first);
+          first = false, n_chunk = 0, in_chunk = 0;
+        }
+      }
+    }
+    if (n_chunk > 0 || first)  // the rest, or zeros (or C as is) where no token is in any range
+      tile_rows<true>(mi, cols.nv, chunk, n_chunk, nullptr, a + i0, lda, panel_b, c_rows, cols.last,
+                      accumulate || !first);
   }
 }
 
@@ -201,6 +243,7 @@ MOR_AVX512 void gemm_unpacked(int64_t m, int64_t n, int64_t k_len, const float* 
       panel = padded.data();
       panel_ld = kPanelWidth;
     }
+    const KRange all{0, k_len};
     for (int64_t i0 = 0; i0 < m; i0 += kTileRows) {
       const int64_t mi = std::min<int64_t>(kTileRows, m - i0);
       const float* a_rows[kTileRows];
@@ -210,9 +253,9 @@ MOR_AVX512 void gemm_unpacked(int64_t m, int64_t n, int64_t k_len, const float* 
         c_rows[i] = c + (i0 + i) * ldc + j0;
       }
       if (transposed)
-        tile_rows<true, false>(mi, nv, k_len, nullptr, a + i0, a_col, panel, c_rows, last, accumulate, panel_ld);
+        tile_rows<true, false>(mi, nv, &all, 1, nullptr, a + i0, a_col, panel, c_rows, last, accumulate, panel_ld);
       else
-        tile_rows<false, false>(mi, nv, k_len, a_rows, nullptr, 0, panel, c_rows, last, accumulate, panel_ld);
+        tile_rows<false, false>(mi, nv, &all, 1, a_rows, nullptr, 0, panel, c_rows, last, accumulate, panel_ld);
     }
   }
 }
@@ -224,10 +267,11 @@ void pack_b(const MatrixB&, int64_t, int64_t, int64_t, int64_t, float*) {
   throw std::logic_error("mor_ext was built without its AVX-512 GEMMs");
 }
 void gemm_rows(int64_t, int64_t, int64_t, int64_t, const float* const*, int64_t, int64_t, const float*, float* const*,
-               bool) {
+               bool, const RowMasks&) {
   throw std::logic_error("mor_ext was built without its AVX-512 GEMMs");
 }
-void gemm_at_panel(int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*, float*, int64_t, bool) {
+void gemm_at_panel(int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*, float*, int64_t, bool,
+                   const KRange*, const int64_t*) {
   throw std::logic_error("mor_ext was built without its AVX-512 GEMMs");
 }
 void gemm_unpacked(int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t,

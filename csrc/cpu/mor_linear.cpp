@@ -15,6 +15,7 @@
 
 #include <cstdlib>
 #include <map>
+#include <numeric>
 #include <vector>
 
 #include "../kernels/routing.h"
@@ -272,6 +273,29 @@ void token_backward(const Batch& b, int64_t begin, int64_t end, const RoleBlock&
 }
 
 
+// Per token of the batch, the role's LoRAs its routing selected (bit l: LoRA lora_start + l), from
+// the saved slots `index` [tokens, k_max]. Empty where no token skips any (top_k = E) or the role has
+// more LoRAs than bits: then the GEMMs run over all of them.
+std::vector<uint64_t> lora_masks(const Batch& b, const RoleBlock& blk, const int32_t* index, int64_t k_max) {
+  if (blk.top_k >= blk.experts || blk.num_loras > 64) return {};
+  std::vector<uint64_t> masks(b.size(), 0);
+  for (int64_t i = 0; i < b.size(); ++i) {
+    const int32_t* slots = index + b.token(i) * k_max;
+    for (int64_t q = 0; q < k_max; ++q)
+      if (slots[q] >= 0) masks[i] |= uint64_t{1} << (slots[q] - blk.lora_start);
+  }
+  return masks;
+}
+
+// Batch positions ordered by their masks (stably), so that a tile's rows mostly share one mask and
+// skip the same LoRA: with 4 routed LoRAs and top-3, a role's tokens fall in 4 such groups.
+std::vector<int64_t> order_by_mask(const std::vector<uint64_t>& masks) {
+  std::vector<int64_t> order(masks.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return masks[a] < masks[b]; });
+  return order;
+}
+
 // The by-role path's roles (fp32): each role's A rows, router rows and shared-gate row stacked as
 // one [width, d_in] matrix and its B as the columns of one [d_out, lora_width] matrix, copied with
 // plain loops into one buffer that also holds the per-role scratch matrices a pass asks for. ATen's
@@ -369,6 +393,22 @@ void forward_by_role(const SpecTable& spec, const kernels::RoleTables& tables, c
     route_and_gate<float>(groups[j], begin, end, st.blocks[j], tables, st.scratch[j][0], st.blocks[j].width, scaling,
                           k_max, e_total, rank, index_p, weight_p, probs_p, shared_p, shrink_p, st.scratch[j][1]);
   });
+  // The expand skips, per tile of tokens, the LoRAs none of them selected (a gated shrink of zeros):
+  // the tokens in order of their selections, so that a tile's share one.
+  for (size_t j = 0; j < groups.size(); ++j) {
+    std::vector<uint64_t> masks = lora_masks(groups[j], st.blocks[j], index_p, k_max);
+    if (masks.empty()) continue;
+    RowsGemm& e = expands[j];
+    const std::vector<int64_t> order = order_by_mask(masks);
+    const std::vector<const float*> a_rows = e.a_rows;
+    const std::vector<float*> c_rows = e.c_rows;
+    for (size_t i = 0; i < order.size(); ++i) {
+      e.a_rows[i] = a_rows[order[i]];
+      e.c_rows[i] = c_rows[order[i]];
+      e.row_masks.push_back(masks[order[i]]);
+    }
+    e.unit = rank, e.units = st.blocks[j].num_loras;
+  }
   run_gemms(expands);
 }
 
@@ -381,7 +421,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_by_role(
     const at::Tensor& router_weight, const at::Tensor& shared_gate_weight, double scaling, at::Tensor& grad_x) {
   const int64_t k_max = spec.k_max, e_total = spec.num_experts_total, rank = a.size(1), d_in = xc.size(1),
                 d_out = gy.size(1);
-  const std::vector<Batch> groups = role_groups(roles);
+  std::vector<Batch> groups = role_groups(roles);
+  // Where a role's router skips some of its LoRAs, its tokens in order of their selections (gathered),
+  // so that the GEMMs whose K or rows run over LoRAs skip, per tile, those its tokens did not select.
+  std::vector<std::vector<uint64_t>> masks(groups.size());
+  for (size_t j = 0; j < groups.size(); ++j) {
+    masks[j] = lora_masks(groups[j], role_sizes(spec, groups[j].key, rank), routing.index, k_max);
+    if (masks[j].empty()) continue;
+    const std::vector<int64_t> order = order_by_mask(masks[j]);
+    std::vector<int64_t> tokens(order.size());
+    std::vector<uint64_t> sorted(order.size());
+    for (size_t i = 0; i < order.size(); ++i) {
+      tokens[i] = groups[j].token(order[i]);
+      sorted[i] = masks[j][order[i]];
+    }
+    Batch b;
+    b.key = groups[j].key;
+    b.rows = at::tensor(tokens, roles.options());
+    groups[j] = std::move(b);
+    masks[j] = std::move(sorted);
+  }
   // Scratch per role: grad of the gated shrink [n, lw], the gated shrink again [n, lw],
   // grad_ext = [dL/dshrink | dL/dlogits] [n, width], grad of the stacked rows [width, d_in], grad of
   // B's columns, transposed [lw, d_out].
@@ -402,14 +461,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_by_role(
     to_grad_gated.push_back({token_rows(gyp, d_out, g), d_out, {st.b_cols[j], b.lora_width}, b.lora_width,
                              rows_of(s[0], g.size(), b.lora_width), /*accumulate=*/false});
     to_grad_x.push_back({rows_of<const float>(s[2], g.size(), b.width), b.width, {st.rows[j], d_in}, d_in,
-                         token_rows(grad_x.data_ptr<float>(), d_in, g), /*accumulate=*/true});
+                         token_rows(grad_x.data_ptr<float>(), d_in, g), /*accumulate=*/true, masks[j], rank,
+                         b.num_loras});
     // B(k, :) is the k-th token's row of x or grad_y: a view from the run's first token, or gathered.
     const int64_t* tokens = g.rows.defined() ? g.rows.data_ptr<int64_t>() : nullptr;
     const int64_t first = g.rows.defined() ? 0 : g.begin;
+    const uint64_t* k_masks = masks[j].empty() ? nullptr : masks[j].data();
     to_weight_grads.push_back({s[2], g.size(), b.width, {xp + first * d_in, d_in, /*transposed=*/false, tokens}, d_in,
-                               s[3]});
+                               s[3], k_masks, rank, b.num_loras});
     to_weight_grads.push_back({s[1], g.size(), b.lora_width,
-                               {gyp + first * d_out, d_out, /*transposed=*/false, tokens}, d_out, s[4]});
+                               {gyp + first * d_out, d_out, /*transposed=*/false, tokens}, d_out, s[4], k_masks, rank,
+                               b.num_loras});
   }
   run_gemms(to_grad_gated);
   for_each_block(sizes, kTokenGrain, [&](size_t j, int64_t begin, int64_t end) {

@@ -86,6 +86,10 @@ struct RowsGemm {
   int64_t n = 0;
   std::vector<float*> c_rows;
   bool accumulate = false;
+  // Optional, per row: the LoRAs (blocks of `unit` columns of A, the first `units`) the row's token
+  // uses; A is zero in the others, which the tiles skip (avx512::RowMasks).
+  std::vector<uint64_t> row_masks;
+  int64_t unit = 0, units = 0;
 };
 
 // Runs every GEMM: their B's packed in one parallel region (an item per panel), then all their rows
@@ -121,8 +125,9 @@ inline void run_gemms(const std::vector<RowsGemm>& gemms) {
     const auto [j, r] = blocks[i];
     const RowsGemm& g = gemms[j];
     const int64_t m = static_cast<int64_t>(g.a_rows.size());
+    const avx512::RowMasks skip{g.row_masks.empty() ? nullptr : g.row_masks.data(), g.unit, g.units};
     avx512::gemm_rows(r, std::min(m, r + kRowsPerItem), g.n, g.k, g.a_rows.data(), 0, avx512::num_panels(g.n),
-                      packed + offsets[j], g.c_rows.data(), g.accumulate);
+                      packed + offsets[j], g.c_rows.data(), g.accumulate, skip);
   });
 }
 
@@ -134,15 +139,48 @@ struct TransposedAGemm {
   avx512::MatrixB b;
   int64_t n = 0;
   float* c = nullptr;
+  // Optional, per token k: the LoRAs (blocks of `unit` rows of C, the first `units`) it uses; its
+  // row of a is zero in the others, so that row of C sums over the tokens that use its LoRA only.
+  const uint64_t* k_masks = nullptr;
+  int64_t unit = 0, units = 0;
 };
+
+// The K ranges (runs of tokens) each block of kTileRows rows of c sums over, for gemm_at_panel:
+// block b's at ranges[offsets[b]] .. ranges[offsets[b + 1]]. Rows past the masked LoRAs (router and
+// gate rows) take every token. Tokens ordered by mask make few runs.
+inline void tile_k_ranges(const TransposedAGemm& g, std::vector<avx512::KRange>& ranges,
+                          std::vector<int64_t>& offsets) {
+  offsets.assign(1, 0);
+  for (int64_t i0 = 0; i0 < g.m; i0 += avx512::kTileRows) {
+    const int64_t i1 = std::min(g.m, i0 + avx512::kTileRows);
+    if (i1 > g.units * g.unit) {
+      ranges.push_back({0, g.k});
+    } else {
+      uint64_t needed = 0;
+      for (int64_t u = i0 / g.unit; u <= (i1 - 1) / g.unit; ++u) needed |= uint64_t{1} << u;
+      for (int64_t t = 0; t < g.k; ++t) {
+        if ((g.k_masks[t] & needed) == 0) continue;
+        if (static_cast<int64_t>(ranges.size()) > offsets.back() && ranges.back().end == t) {
+          ranges.back().end = t + 1;
+        } else {
+          ranges.push_back({t, t + 1});
+        }
+      }
+    }
+    offsets.push_back(static_cast<int64_t>(ranges.size()));
+  }
+}
 
 // All GEMMs' panels of columns in one region, each panel packed into its thread's own buffer.
 inline void run_gemms(const std::vector<TransposedAGemm>& gemms) {
   std::vector<std::pair<size_t, int64_t>> items;  // (GEMM, panel)
   std::vector<int64_t> costs;
+  std::vector<std::vector<avx512::KRange>> ranges(gemms.size());
+  std::vector<std::vector<int64_t>> offsets(gemms.size());
   for (size_t j = 0; j < gemms.size(); ++j) {
     const TransposedAGemm& g = gemms[j];
     if (g.k == 0) std::fill(g.c, g.c + g.m * g.n, 0.0f);  // no tokens: a zero gradient
+    if (g.k > 0 && g.k_masks != nullptr) tile_k_ranges(g, ranges[j], offsets[j]);
     for (int64_t p = 0; g.k > 0 && p < avx512::num_panels(g.n); ++p) {
       items.emplace_back(j, p);
       costs.push_back(g.k * g.m);
@@ -154,7 +192,9 @@ inline void run_gemms(const std::vector<TransposedAGemm>& gemms) {
     thread_local std::vector<float> panel;
     panel.resize(g.k * avx512::kPanelWidth);
     avx512::pack_b(g.b, g.k, g.n, p, p + 1, panel.data());
-    avx512::gemm_at_panel(g.m, g.n, g.k, g.a, g.m, p, panel.data(), g.c, g.n, /*accumulate=*/false);
+    const bool skip = g.k_masks != nullptr;
+    avx512::gemm_at_panel(g.m, g.n, g.k, g.a, g.m, p, panel.data(), g.c, g.n, /*accumulate=*/false,
+                          skip ? ranges[j].data() : nullptr, skip ? offsets[j].data() : nullptr);
   });
 }
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mor_ext import functional as F, MoRSpec
+from mor_ext import functional as F, MoRSpec, RoleSpec
 from mor_ext.ops import _flags, cpu_path_counts
 
 from op_utils import (
@@ -38,13 +38,25 @@ from op_utils import (
 pytestmark = NEEDS_COMPILED
 
 
-ROLE_GEMM_SPECS = {**SPECS, "moragent_r16": MoRSpec.moragent(rank=16)}
+ROLE_GEMM_SPECS = {
+    **SPECS,
+    "moragent_r16": MoRSpec.moragent(rank=16),
+    # The by-role GEMMs skip, per tile of tokens, the LoRAs none of its tokens selected (a bit per
+    # LoRA): many LoRAs a role, a rank that does not divide the 8-row tiles of the weight gradients,
+    # top-1 of 2, and a role of 65 LoRAs (more than the mask's 64 bits: no skipping there).
+    "many_experts": MoRSpec(
+        roles=(RoleSpec("wide", num_experts=12, top_k=3, shared=True),
+               RoleSpec("pair", num_experts=2, top_k=1, shared=False),
+               RoleSpec("widest", num_experts=64, top_k=5, shared=True)),
+        rank=3,
+    ),
+}
 
 
 @pytest.mark.parametrize("dims", [(33, 17), (130, 100), (97, 49)], ids=lambda d: f"{d[0]}to{d[1]}")
 @pytest.mark.parametrize("lead,pattern", [((128,), "spans"), ((3, 50), "random"), ((300,), "one_role"),
                                           ((203,), "missing_role"), ((129,), "no_role")], ids=str)
-@pytest.mark.parametrize("spec_name", ["moragent", "mixed", "moragent_r16"])
+@pytest.mark.parametrize("spec_name", ["moragent", "mixed", "moragent_r16", "many_experts"])
 def test_mor_linear_by_role_gemms(spec_name, lead, pattern, dims, monkeypatch):
     monkeypatch.setenv("MOR_EXT_POISON", "1")  # every output element must be written
     spec = ROLE_GEMM_SPECS[spec_name]
