@@ -55,7 +55,9 @@ ROLE_GEMM_SPECS = {
 
 @pytest.mark.parametrize("dims", [(33, 17), (130, 100), (97, 49)], ids=lambda d: f"{d[0]}to{d[1]}")
 @pytest.mark.parametrize("lead,pattern", [((128,), "spans"), ((3, 50), "random"), ((300,), "one_role"),
-                                          ((203,), "missing_role"), ((129,), "no_role")], ids=str)
+                                          ((203,), "missing_role"), ((129,), "no_role"),
+                                          # >= 128 tokens a role: the GEMMs skip unselected LoRAs
+                                          ((700,), "spans"), ((3, 210), "random")], ids=str)
 @pytest.mark.parametrize("spec_name", ["moragent", "mixed", "moragent_r16", "many_experts"])
 def test_mor_linear_by_role_gemms(spec_name, lead, pattern, dims, monkeypatch):
     monkeypatch.setenv("MOR_EXT_POISON", "1")  # every output element must be written
