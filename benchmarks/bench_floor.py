@@ -58,8 +58,9 @@ def gemm_rate(reps: int) -> float:
 def extra_adapter_fmas(model: torch.nn.Module, roles: torch.Tensor) -> int:
     """Multiply-adds of a forward and backward that MoR's adapters need beyond a rank-r LoRA's: per
     token and projection, its role's shared LoRA and top-k routed LoRAs (the method's minimum; the
-    CPU op runs all routed LoRAs of the role) against one LoRA, each ``r (d_in + d_out)`` forward and
-    twice that backward (the input's gradient and the weights')."""
+    CPU op's shrink and dL/d(gated shrink) run all routed LoRAs of the role, and its other GEMMs too
+    for roles under 128 tokens) against one LoRA, each ``r (d_in + d_out)`` forward and twice that
+    backward (the input's gradient and the weights')."""
     spec = model.mor_config.spec
     per_role = [int(role.shared) + role.top_k - 1 for role in spec.roles]
     loras_beyond_one = sum(per_role[int(r)] for r in roles.reshape(-1))
