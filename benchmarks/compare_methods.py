@@ -64,6 +64,8 @@ def _train_command(args: argparse.Namespace, method: str, lr: float, out: Path, 
     cmd += ["--max-steps", str(steps if steps is not None else 100000)]
     if minutes is not None:
         cmd += ["--max-minutes", f"{minutes:g}"]
+    if args.packing:  # several trajectories per row: no padding (about 1.6x the trajectories a minute)
+        cmd += ["--packing"]
     if args.save_steps:  # checkpoints on the way: the same run at a smaller budget, for the ablations
         cmd += ["--save-steps", str(args.save_steps), "--save-total-limit", "10"]
     return cmd
@@ -343,6 +345,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--methods", nargs="+", default=["mor", "lora"], choices=sorted(GRIDS))
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--max-length", type=int, default=768)
+    ap.add_argument("--packing", action="store_true",
+                    help="train on packed rows (mor-ext train --packing): ~1.6x the trajectories a minute of padded "
+                         "batches of 4 (benchmarks/bench_train_batches.py); not what the runs before 2026-12-06 used")
     ap.add_argument("--eval-fraction", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sweep-steps", type=int, default=12)

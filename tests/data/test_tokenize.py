@@ -25,6 +25,7 @@ from mor_ext.data.tokenize import (
     collate,
     encode_trajectories,
     encode_trajectory,
+    keep_supervised_logits,
     pack,
     prompt_for_role,
     render_messages,
@@ -351,6 +352,59 @@ def test_packed_forward_equals_separate_forwards():
                 alone = model(input_ids=torch.tensor([examples[i].input_ids])).logits
                 a, b = p.boundaries[k], p.boundaries[k + 1]
                 torch.testing.assert_close(logits[row:row + 1, a:b], alone, rtol=1e-5, atol=1e-5)
+
+
+def _supervised_model(method: str):
+    """A tiny LM with MoR or a peft LoRA whose B matrices are random (zero-initialised B would leave
+    the A gradients zero and the test blind to them)."""
+    import mor_ext
+    from mor_ext import MoRConfig
+
+    model = make_tiny_model("llama")
+    if method == "mor":
+        model = mor_ext.patch(model, MoRConfig(spec=SPEC))
+    else:
+        peft = pytest.importorskip("peft")
+        model = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"]))
+    torch.manual_seed(3)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            p.data.normal_(0.0, 0.2)
+    return model.train()
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("method", ["mor", "lora"])
+def test_supervised_logits_give_the_full_loss_and_gradients(method, packed):
+    model = _supervised_model(method)
+    examples = [_fake(n, offset=5 * i) for i, n in enumerate((11, 6, 9, 4))]
+    examples[2].labels[4:7] = [-100] * 3  # an unsupervised turn between supervised ones
+    examples[3].labels[:] = [-100] * 4  # a row without any label
+    batch = collate(pack(examples, max_length=16) if packed else examples, pad_id=0)
+    if method == "lora":
+        del batch["role_ids"]
+    kept = keep_supervised_logits(batch)
+    targets = int((batch["labels"][:, 1:] != -100).sum())
+    assert kept["logits_to_keep"].sum() == targets + 1 and kept["labels"].shape == (targets + 1,)
+    assert int((kept["labels"][1:] != -100).sum()) == targets  # what Trainer counts for num_items_in_batch
+
+    def loss_and_grads(inputs, **kwargs):
+        model.zero_grad()
+        out = model(**inputs, use_cache=False, **kwargs)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        return out, grads
+
+    for kwargs in ({}, {"num_items_in_batch": torch.tensor(targets + 3)}):
+        full, full_grads = loss_and_grads(batch, **kwargs)
+        part, part_grads = loss_and_grads(kept, **kwargs)
+        assert part.logits.shape[:-1] == (targets + 1,) and full.logits.shape[:-1] == batch["input_ids"].shape
+        torch.testing.assert_close(part.loss, full.loss, rtol=1e-5, atol=1e-6)
+        if method == "mor":  # the aux and orth terms ride along unchanged
+            torch.testing.assert_close(part["ce_loss"], full["ce_loss"], rtol=1e-5, atol=1e-6)
+        assert any(g.abs().sum() > 0 for g in full_grads.values())
+        for name, g in full_grads.items():
+            torch.testing.assert_close(part_grads[name], g, rtol=1e-4, atol=1e-6, msg=name)
 
 
 # ------------------------------------------------------------------------------------------- real tokenizer

@@ -75,6 +75,7 @@ __all__ = [
     "ChatFormat", "CHATML", "LLAMA3", "chat_format", "render_messages", "TurnSpan", "EncodedExample",
     "PackedExample", "SkippedExample", "EncodeResult", "ExampleTooLong", "RoleTokenizer",
     "encode_trajectory", "encode_trajectories", "prompt_for_role", "pack", "collate", "restrict_labels",
+    "keep_supervised_logits",
 ]
 
 logger = logging.getLogger("mor_ext")
@@ -502,3 +503,22 @@ def collate(examples: Sequence[EncodedExample | PackedExample], pad_id: int) -> 
     else:
         batch["attention_mask"] = pad([[1] * len(e.input_ids) for e in examples], 0)
     return batch
+
+
+def keep_supervised_logits(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch for a causal LM that computes logits only where a label follows (transformers'
+    ``logits_to_keep`` as a boolean ``[batch, seq]`` mask), with ``labels`` reshaped to match.
+
+    Agent trajectories supervise the roles' turns only (about a quarter of the tokens of the synthetic
+    data): the other positions' logits, a ``[hidden, vocab]`` product each (49152 wide for SmolLM2,
+    about a fifth of a training step), feed no loss term. The model keeps the masked positions in
+    row-major order, then one more, the last position of the last row, which no label follows; the
+    causal-LM loss shifts ``labels`` left by one, so ``labels`` becomes ``[-100, t_1, ..., t_N]`` (1-D) for
+    the N targets ``t_i`` in that order, and loss, ``num_items_in_batch`` and per-token means are
+    those of the full batch. Only for models whose forward takes ``logits_to_keep``."""
+    labels = batch["labels"]
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    keep[-1, -1] = True
+    targets = labels[:, 1:][keep[:, :-1]]
+    return {**batch, "labels": torch.cat([labels.new_full((1,), IGNORE_INDEX), targets]), "logits_to_keep": keep}

@@ -13,7 +13,8 @@ import torch
 
 from ..config import MoRConfig
 from ..spec import MoRSpec
-from ..data.tokenize import IGNORE_INDEX, EncodedExample, PackedExample, RoleTokenizer, collate, pack, restrict_labels
+from ..data.tokenize import (IGNORE_INDEX, EncodedExample, PackedExample, RoleTokenizer, collate, keep_supervised_logits,
+                             pack, restrict_labels)
 from .config import TrainConfig, expand_roles, mor_config_for
 
 __all__ = ["ExampleDataset", "RoleDataCollator", "load_trajectories", "build_datasets"]
@@ -38,15 +39,20 @@ class ExampleDataset(torch.utils.data.Dataset):
 class RoleDataCollator:
     """:func:`~mor_ext.data.tokenize.collate` with the tokenizer's pad id: ``input_ids``, ``role_ids``,
     ``labels`` and ``attention_mask`` (or ``position_ids`` for packed rows); ``with_role_ids=False``
-    drops ``role_ids`` (for models that are not MoR-patched)."""
+    drops ``role_ids`` (for models that are not MoR-patched); ``supervised_logits=True`` adds
+    ``logits_to_keep`` so that the model computes logits only where a label follows
+    (:func:`~mor_ext.data.tokenize.keep_supervised_logits`)."""
 
     pad_id: int
     with_role_ids: bool = True
+    supervised_logits: bool = False
 
     def __call__(self, examples: Sequence[EncodedExample | PackedExample]) -> dict[str, torch.Tensor]:
         batch = collate(examples, self.pad_id)
         if not self.with_role_ids:
             del batch["role_ids"]
+        if self.supervised_logits:
+            batch = keep_supervised_logits(batch)
         return batch
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -321,6 +322,13 @@ def _load_lora(model, adapter_dir: str, rank: int, targets: list[str]):
     return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
 
 
+def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    """Whether the (peft-wrapped or MoR-patched) causal LM's forward takes ``logits_to_keep``, so that
+    training computes logits at the supervised positions only (``RoleDataCollator(supervised_logits=True)``)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
 def _training_arguments(config: TrainConfig, has_eval: bool):
     from transformers import TrainingArguments
 
@@ -397,7 +405,8 @@ def train(config: TrainConfig) -> TrainResult:
     args = _training_arguments(config, eval_set is not None)
     trainer = MoRTrainer(
         model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-        data_collator=RoleDataCollator(tokenizer.pad_token_id, with_role_ids=config.method == "mor"),
+        data_collator=RoleDataCollator(tokenizer.pad_token_id, with_role_ids=config.method == "mor",
+                                       supervised_logits=accepts_logits_to_keep(model)),
         callbacks=callbacks or None,
     )
     resume = config.resume if config.resume not in (None, False, "") else None
