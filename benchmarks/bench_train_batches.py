@@ -51,7 +51,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="a JSONL of trajectories (mor-ext data generate)")
     parser.add_argument("--method", choices=["mor", "lora"], default="mor")
-    parser.add_argument("--batches", type=int, default=6, help="padded batches of 4 timed (packed: as many trajectories)")
+    parser.add_argument("--batches", type=int, default=6,
+                        help="padded batches of 4 timed (packed: as many trajectories)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

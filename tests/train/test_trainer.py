@@ -362,3 +362,23 @@ def test_trainer_private_hooks_keep_their_signatures():
     assert "self._load_from_checkpoint(resume_from_checkpoint" in inspect.getsource(Trainer.train)
     fields = {f.name: f for f in dataclasses.fields(TrainingArguments)}
     assert {"random", "sequential"} <= set(fields["train_sampling_strategy"].metadata["choices"])
+
+
+def test_the_trainer_keeps_supervised_logits_where_the_model_takes_logits_to_keep():
+    """The collator's ``logits_to_keep`` is switched on by the model's forward signature, seen through
+    MoR's patched forward and peft's wrapper alike; a model without it keeps its full logits."""
+    from conftest import make_tiny_model
+    from mor_ext.train.trainer import accepts_logits_to_keep
+
+    assert accepts_logits_to_keep(make_tiny_model("llama"))
+    patched = mor_ext.patch(make_tiny_model("llama"), mor_ext.MoRConfig(spec=mor_ext.MoRSpec.moragent(rank=2)))
+    assert accepts_logits_to_keep(patched)
+    peft = pytest.importorskip("peft")
+    wrapped = peft.get_peft_model(make_tiny_model("llama"), peft.LoraConfig(r=2, target_modules=["q_proj"]))
+    assert accepts_logits_to_keep(wrapped)
+
+    class NoKeep(torch.nn.Module):
+        def forward(self, input_ids, labels=None):
+            return input_ids
+
+    assert not accepts_logits_to_keep(NoKeep())
