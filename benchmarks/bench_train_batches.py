@@ -35,11 +35,11 @@ from mor_ext.train.config import TrainConfig  # noqa: E402
 from mor_ext.train.data import RoleDataCollator, build_datasets  # noqa: E402
 
 
-def batches(data: str, packing: bool, batch_size: int, count: int, pad_id: int, tokenizer) -> list[tuple[dict, int]]:
+def batches(data: str, packing: bool, batch_size: int, count: int, tokenizer) -> list[tuple[dict, int]]:
     """The first ``count`` trainer batches of ``data`` (in file order), each with its trajectory count."""
     config = TrainConfig(out_dir="unused", data=data, max_length=768, packing=packing, shuffle=False)
     train, _, _ = build_datasets(config, tokenizer)
-    collate = RoleDataCollator(pad_id)
+    collate = RoleDataCollator(tokenizer.pad_token_id)
     out = []
     for start in range(0, min(len(train), batch_size * count), batch_size):
         rows = [train[i] for i in range(start, min(start + batch_size, len(train)))]
@@ -59,10 +59,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     allocator = bench_model.steady_allocator()
     _, tokenizer = load_model(None)
-    padded = batches(args.data, False, 4, args.batches, tokenizer.pad_token_id, tokenizer)
+    padded = batches(args.data, False, 4, args.batches, tokenizer)
     trajectories = sum(n for _, n in padded)
     packed = []
-    for batch, n in batches(args.data, True, 4, args.batches, tokenizer.pad_token_id, tokenizer):
+    for batch, n in batches(args.data, True, 4, args.batches, tokenizer):
         if sum(m for _, m in packed) >= trajectories:
             break
         packed.append((batch, n))
