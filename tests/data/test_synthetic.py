@@ -16,7 +16,7 @@ from mor_ext.data import synthetic
 import jsonschema
 
 from mor_ext.data.synthetic import DEFAULT_MIX, KINDS, generate, result_text, single_tool_tasks
-from mor_ext.data.synthetic.episodes import SURFACE_FORMS, brief
+from mor_ext.data.synthetic.episodes import SURFACE_FORMS, TOGETHER_PLANS, brief
 from mor_ext.tools.families import all_specs, specs
 from mor_ext.data.trajectory import parse_trajectory
 from mor_ext.tools import execute
@@ -191,16 +191,23 @@ def test_parallel_plans_vary_and_state_the_count():
 
 def test_single_calls_taking_several_numbers_count_them_and_call_once():
     """Several values in a request are not several calls when one call takes them all (a triangle's
-    sides): such single episodes are common, and their plan counts the values and makes one call."""
+    sides): such single episodes are common, and their plan counts the values, names the parameters
+    that take them and makes one call, in wordings that vary (one dominant opening became the tuned
+    reasoner's opening for every question)."""
     trajs = gen(400, seed=5, mix={"single": 1.0})
-    together = [t for t in trajs if "one call, not" in t.turns[1].content or "values, one question" in t.turns[1].content]
+    together = [t for t in trajs if t.meta.get("plan") == "together"]
     assert len(together) >= 0.08 * len(trajs), len(together)
+    openings = Counter(" ".join(t.turns[1].content.split(" ")[:2]) for t in together)
+    assert len(openings) >= len(TOGETHER_PLANS) - 1 and max(openings.values()) <= 0.3 * len(together), openings
     for t in together:
         (call,) = executor_turns(t)[0].calls
         numbers = {k: v for k, v in call.arguments.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         plan = t.turns[1].content
-        assert len(numbers) >= 2 and plan.startswith((f"The request names {len(numbers)} values", f"{len(numbers)} values,")), plan
+        assert len(numbers) >= 2 and f"{len(numbers)} " in plan and call.name in plan, plan
         assert all(name in plan for name in numbers), (plan, numbers)
+        assert ("one call" in plan.lower() or "single call" in plan or "calling it once" in plan.lower()), plan
+    others = [t for t in trajs if t.meta.get("plan") != "together"]
+    assert not any("one call, not" in t.turns[1].content for t in others)
 
 
 def test_generate_runs_the_decontamination_check(monkeypatch):
@@ -223,8 +230,9 @@ def test_output_for_a_seed_is_pinned():
     missing-argument refusals, episodes redrawn to fit 2,100 rendered characters; then more plan wordings
     for single and parallel episodes, each parallel one stating its count; then single episodes drawn
     more often from tools that take several numbers, 60% of those with two or more numeric arguments
-    given a plan that counts the values and still makes one call."""
+    given a plan that counts the values and still makes one call; then six wordings of that plan
+    (two before) and five of the same-tool parallel plan (three before)."""
     import hashlib
 
     text = "".join(t.to_json() + "\n" for t in generate(200, seed=3, skip_decontamination_for_generator_tests=True))
-    assert hashlib.sha256(text.encode()).hexdigest() == "4157782b6abf237704298cb9febbe08ab5e0ee4cf368309137a3ff12d7ecce7c"
+    assert hashlib.sha256(text.encode()).hexdigest() == "e700d032ed8107d4a5b18f8a5521e17ff3fc2b847d62aa830183acd354e0d409"

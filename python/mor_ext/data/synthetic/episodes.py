@@ -174,7 +174,8 @@ def single(pool: Pool, rng: random.Random, max_tools: int) -> tuple[list[Tool], 
                        "{tool} {does}; that gives {item}. Call: {args}.",
                        "One request: {item}. One call of {tool} is enough: {args}."))
     together = _numbers_taken_together(args)
-    if len(together) >= 2 and rng.random() < TOGETHER_PLAN_SHARE:
+    counted = len(together) >= 2 and rng.random() < TOGETHER_PLAN_SHARE
+    if counted:
         plan = _together_plan(rng, together)
     turns = [
         Turn("user", fill_spec(rng.choice(spec.ask), fields)),
@@ -185,7 +186,7 @@ def single(pool: Pool, rng: random.Random, max_tools: int) -> tuple[list[Tool], 
         Turn("summarizer", _answer(rng, spec, fields, run.result)),
     ]
     tools = pool.distractors(rng, [spec], rng.randint(1, max_tools))
-    return tools, turns, {"calls": [1], "tools": len(tools)}
+    return tools, turns, {"calls": [1], "tools": len(tools), **({"plan": "together"} if counted else {})}
 
 
 def _numbers_taken_together(args: dict[str, Any]) -> dict[str, int | float]:
@@ -193,20 +194,32 @@ def _numbers_taken_together(args: dict[str, Any]) -> dict[str, int | float]:
     return {k: v for k, v in args.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+# Single-call plans for a request with several numbers: each counts the values, names the parameters
+# that take them and makes one call. Many openings, none shared by more than one form: the ninth
+# session's data had two, and "The request names N values" became the tuned reasoner's opening for
+# nearly every BFCL question (it then sometimes went on as the parallel plans do, "N calls").
+# Templates for ``str.format`` in two passes: {n}, {values}, {params} here, {tool}/{item}/{args} later.
+TOGETHER_PLANS = (
+    "The request names {n} values ({values}), and {{tool}} takes them together as {params}: one call, "
+    "not {n}. Call: {{args}}.",
+    "{n} values, one question: {values} are {{tool}}'s {params}, all in the same call. One call: {{args}}.",
+    "{{tool}} takes {params} at once, and the user gives all {n} ({values}): a single call with {{args}}.",
+    "All {n} numbers ({values}) are {{tool}}'s {params}, so it is one call: {{args}}.",
+    "The user wants {{item}}. {{tool}} needs {params}; the request gives them ({values}), so {n} values "
+    "make one call: {{args}}.",
+    "Here {params} are {values}: {n} arguments of the same {{tool}} call, not {n} calls. Calling it once "
+    "with {{args}}.",
+)
+
+
 def _together_plan(rng: random.Random, numbers: dict[str, int | float]) -> str:
     """A single-call plan that counts the request's values and still makes one call: several values
     are not several calls when one call takes them all (BFCL's "multiple" questions give a tool's
     three sides or two points; a reasoner that learnt "N values, N calls" from the parallel
     episodes alone repeats such a call N times). The result is a template for ``str.format``."""
-    n = len(numbers)
     values = joined([show(v) for v in numbers.values()])
-    params = joined(list(numbers))
-    form = rng.choice((
-        "The request names {n} values ({values}), and {{tool}} takes them together as {params}: one call, "
-        "not {n}. Call: {{args}}.",
-        "{n} values, one question: {values} are {{tool}}'s {params}, all in the same call. One call: {{args}}.",
-    ))
-    return form.format(n=n, values=values.replace("{", "{{").replace("}", "}}"), params=params)
+    return rng.choice(TOGETHER_PLANS).format(n=len(numbers), values=values.replace("{", "{{").replace("}", "}}"),
+                                             params=joined(list(numbers)))
 
 
 def _varied(pool: Pool, rng: random.Random, spec: ToolSpec, k: int, keys: Sequence[str]) -> list[dict[str, Any]]:
@@ -281,6 +294,9 @@ def parallel_same(pool: Pool, rng: random.Random, max_tools: int,
         "{k} separate values, one tool: {tool} {does}. One call each, all at once: {calls}.",
         "The request names {k} values of {key}: {values}. {tool} takes one {key} per call, so {k} calls in one "
         "turn: {calls}.",
+        "{tool} takes a single {key}, and the user gives {k}: {values}. So {k} calls, all in this turn: {calls}.",
+        "Each of the {k} values of {key}, {values}, needs its own {tool} call; none depends on another, so "
+        "they go together: {calls}.",
     )).format(label=spec.label, k=k, tool=spec.name, does=spec.does, calls=_calls_text(calls),
               key=spec.vary.replace("_", " "), values=values)
     answers = [f"{j}) {_cap(fill_spec(spec.item, f))}: {brief(r.result)}." for j, (f, r) in enumerate(zip(group, runs), 1)]
