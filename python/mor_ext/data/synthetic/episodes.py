@@ -195,9 +195,9 @@ def _numbers_taken_together(args: dict[str, Any]) -> dict[str, int | float]:
 
 
 # Single-call plans for a request with several numbers: each counts the values, names the parameters
-# that take them and makes one call. Many openings, none shared by more than one form: the ninth
-# session's data had two, and "The request names N values" became the tuned reasoner's opening for
-# nearly every BFCL question (it then sometimes went on as the parallel plans do, "N calls").
+# that take them and makes one call. Six openings, no two alike: with two, "The request names N
+# values" became the tuned reasoner's opening for nearly every BFCL question (RESULTS.md, stage three),
+# and it then sometimes went on as the parallel plans do, "N calls".
 # Templates for ``str.format`` in two passes: {n}, {values}, {params} here, {tool}/{item}/{args} later.
 TOGETHER_PLANS = (
     "The request names {n} values ({values}), and {{tool}} takes them together as {params}: one call, "
