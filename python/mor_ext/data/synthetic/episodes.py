@@ -170,7 +170,7 @@ def single(pool: Pool, rng: random.Random, max_tools: int) -> tuple[list[Tool], 
     # The last form says the count: one request, one call, so a reasoner learns to count calls from
     # the request in single episodes as in the parallel ones (not to take the count from a template).
     plan = rng.choice(("The user wants {item}. {tool} {does}, so I'll call it with {args}.",
-                       "I need {item}. Of the offered tools, {tool} fits ({does}); calling it with {args}.",
+                       "I need {item}. {tool} {does}, which fits; calling it with {args}.",
                        "{tool} {does}; that gives {item}. Call: {args}.",
                        "One request: {item}. One call of {tool} is enough: {args}."))
     together = _numbers_taken_together(args)
@@ -386,11 +386,19 @@ def refusal_near_miss(pool: Pool, rng: random.Random, max_tools: int) -> tuple[l
     axis_text = {"wrong_quantity": "give{s} a different quantity", "wrong_object": "work{s} on something else",
                  "wrong_operation": "do{es} a different operation"}[spec.axis].format(s="s" if one else "", es="es" if one else "")
     axis_text = ("it " if one else "they ") + axis_text
+    # Each wording names the offered tools before it decides, as the single plans name theirs: the
+    # sentence after the request's restatement always starts with a tool, so whether to call is
+    # decided after the tool's description is written, not at an opening. (With "The offered tools
+    # look close" and "Checking the tools:" right after "The user wants X." / "I need X.", which open
+    # single plans too, tuned models declined half of BFCL's call-needing questions: RESULTS.md.)
     plan = rng.choice((
-        "The user wants {item}. The offered tools look close but do not answer it: {why}. So {axis}, and calling one "
-        "would give the wrong answer. No call; I'll tell the user.",
-        "I need {item}. Checking the tools: {why}. None of them provides it ({axis}), so I won't call one.",
-    )).format(item=item, why=why, axis=axis_text)
+        "The user wants {item}. {why}. So {axis}, not {item}, and calling one would give the wrong "
+        "answer. No call; I'll tell the user.",
+        "I need {item}. {why}: {axis}. None of them provides it, so I won't call one.",
+        "{why}. The request asks for {item}, which {none}; no call.",
+        "One request: {item}. {why}; {axis}, so no call: it would answer something else. I'll say so instead.",
+    )).format(item=item, why=why, axis=axis_text,
+              none="it does not give" if one else "none of them gives")
     answer = rng.choice((
         "I can't get {item} with the tools available here: {caps}.",
         "Sorry, none of my tools can provide {item} ({caps}).",

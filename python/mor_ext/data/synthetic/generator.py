@@ -112,12 +112,16 @@ def _multi_step(rng: random.Random) -> tuple[list[str], list[Turn]]:
 def _no_tool(rng: random.Random, tools: tuple[Tool, ...]) -> list[Turn]:
     queries, need, declines, answers = rng.choice(NO_TOOL)
     fill = {k: rng.choice(v) for k, v in NO_TOOL_FILL.items()}
-    tool_names = joined([t.name for t in tools])
-    plan = rng.choice(("say that I can't do this", "explain politely that this is outside what I can do")
-                      if declines else ("answer directly", "reply from what I know"))
+    one = len(tools) == 1
+    plan = rng.choice(PLAN_NONE).format(
+        need=need.format(**fill), tools=joined([t.name for t in tools]),
+        plan=rng.choice(("say that I can't do this", "explain politely that this is outside what I can do")
+                        if declines else ("answer directly", "reply from what I know")),
+        are="is" if one else "are", do="does" if one else "do",
+        none="it can't" if one else "none can", they="it doesn't" if one else "they don't")
     return [
         Turn("user", rng.choice(queries).format(**fill)),
-        Turn("reasoner", rng.choice(PLAN_NONE).format(need=need.format(**fill), tools=tool_names, plan=plan), "summarizer"),
+        Turn("reasoner", plan, "summarizer"),
         Turn("summarizer", rng.choice(answers).format(**fill)),
     ]
 

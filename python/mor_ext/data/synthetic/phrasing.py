@@ -79,6 +79,9 @@ MID_MULTI = ("{tool1} returned {raw1}. Now I'll {goal2} with {tool2}.",
               "Got {raw1}. I'll pass it to {tool2} to {goal2}.")
 DONE_MULTI = ("{tool2} returned {raw2}, so I have the final answer.", "Both steps are done; the result is {raw2}.",
                "Final value: {raw2}. Time to answer.")
-PLAN_NONE = ("The user wants {need}. None of the available tools ({tools}) can help with that, so no call is needed; I'll {plan}.",
-              "This asks for {need}. The tools I have ({tools}) don't cover it. I'll {plan}.",
-              "No tool applies here: the request is {need}, and {tools} are unrelated. I'll {plan}.")
+# The tools are named before the decision, as in the single plans (see episodes.refusal_near_miss;
+# tool names keep their case even at a sentence start).
+PLAN_NONE = ("The user wants {need}. {tools} {are} all I have, and {none} help with that, so no call is "
+             "needed; I'll {plan}.",
+             "This asks for {need}. {tools} {do} something else, so {they} cover it. I'll {plan}.",
+             "{tools} {are} unrelated to this request, which is {need}. No tool applies; I'll {plan}.")

@@ -70,9 +70,18 @@ _STRINGS_EXTRA = (
 )
 
 
+def _does(desc: str) -> str:
+    """What a text tool does, as a verb phrase after its name ("text_to_snake_case gives the text as
+    ...", "text_word_count counts the words ..."): plans and refusals read "{name} {does}"."""
+    verb, rest = desc.rstrip(".").split(" ", 1)
+    if verb in ("The", "A", "How"):
+        return "gives " + desc[0].lower() + desc[1:].rstrip(".")
+    return {"Apply": "applies"}.get(verb, verb.lower() + "s") + " " + rest
+
+
 def _text_specs() -> list[ToolSpec]:
     return [row("text_utilities", "text", name, desc, "text:text:The text.", fn,
-                (f"What is {item}?", f"Give me {item}.", f"Please find {item}."), item, label, desc[0].lower() + desc[1:].rstrip("."),
+                (f"What is {item}?", f"Give me {item}.", f"Please find {item}."), item, label, _does(desc),
                 axis="wrong_operation", many=(f"For each of these texts, {label}: {{list}}.",),
                 partial={"text": f"I need {label} of my text."})
             for name, desc, fn, item, label in _STRINGS]
