@@ -349,10 +349,12 @@ def parallel_multiple(pool: Pool, rng: random.Random, max_tools: int) -> tuple[l
     # Several wordings (a single fixed one became an attractor: a model trained on it opened single
     # requests with it and asked for 3 calls where one was due); each names the count per request.
     asks = [f"{s.name} {'once' if len(g) == 1 else f'{len(g)} times'}" for s, g in parts]
+    # Each names the tools before "one turn" (see PLAN_MULTI in phrasing.py, the chains' plans).
     plan = rng.choice((
-        "This needs {n} independent calls of {m} tools, all in one turn: {calls}.",
-        "{m} separate requests here: {asks}. None needs another's result, so all {n} calls go in one turn: {calls}.",
-        "The user asks for {m} things at once. That is {asks}: {n} calls, made together: {calls}.",
+        "{asks}: none needs another's result, so all {n} calls go in one turn: {calls}.",
+        "The user asks for {m} things: {asks}. They are independent, so {n} calls made together: {calls}.",
+        "{calls}. No call waits for another's result, so these {n} go in one turn.",
+        "{m} requests, {asks}; each stands alone, so this is {n} independent calls in one turn: {calls}.",
     )).format(n=len(calls), m=len(parts), asks=joined(asks), calls=_calls_text(calls))
     turns = [
         Turn("user", query),
