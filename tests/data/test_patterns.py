@@ -157,6 +157,12 @@ def test_generated_sets_are_clean_for_both_splits():
         assert check(data).clean
 
 
+def _first_tool_at(t: Trajectory) -> float:
+    """Where the first reasoner turn first names an offered tool (infinity if it names none)."""
+    plan = t.turns[1].content
+    return min((plan.find(tool.name) for tool in t.tools if tool.name in plan), default=float("inf"))
+
+
 DECLINE = re.compile(r"\b(no call|no tool|none|not|won't|don't|doesn't|can't|cannot)\b", re.IGNORECASE)
 
 
@@ -173,8 +179,7 @@ def test_every_first_plan_names_an_offered_tool_before_any_decline():
         if t.turns[1].next != "summarizer" and not hit:
             continue
         assert hit, plan  # every plan that goes straight to the summarizer says why
-        named = [plan.find(tool.name) for tool in t.tools if tool.name in plan]
-        assert named and min(named) < hit.start(), (t.meta["kind"], plan)
+        assert _first_tool_at(t) < hit.start(), (t.meta["kind"], plan)
         declining += t.turns[1].next == "summarizer"
     assert declining >= 100  # near-miss, missing-argument and no-tool episodes were all checked
 
@@ -192,6 +197,5 @@ def test_chain_and_several_tool_plans_name_tools_before_they_order_the_calls():
         plan = t.turns[1].content
         hit = ORDERING.search(plan)
         assert hit, plan
-        named = [plan.find(tool.name) for tool in t.tools if tool.name in plan]
-        assert named and min(named) < hit.start(), (t.meta["kind"], plan)
+        assert _first_tool_at(t) < hit.start(), (t.meta["kind"], plan)
     assert {t.meta["kind"] for t in batch} == {"multi_step", "parallel_multiple"}
