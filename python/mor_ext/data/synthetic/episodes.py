@@ -347,9 +347,10 @@ def parallel_multiple(pool: Pool, rng: random.Random, max_tools: int) -> tuple[l
             runs.append(run)
             answers.append(f"{len(answers) + 1}) {_cap(fill_spec(s.item, f))}: {brief(run.result)}.")
     # Several wordings (a single fixed one became an attractor: a model trained on it opened single
-    # requests with it and asked for 3 calls where one was due); each names the count per request.
+    # requests with it and asked for 3 calls where one was due); each gives the count per request,
+    # as "name twice" or by listing every call, and names the tools before "one turn" (see PLAN_MULTI
+    # in phrasing.py, the chains' plans).
     asks = [f"{s.name} {'once' if len(g) == 1 else f'{len(g)} times'}" for s, g in parts]
-    # Each names the tools before "one turn" (see PLAN_MULTI in phrasing.py, the chains' plans).
     plan = rng.choice((
         "{asks}: none needs another's result, so all {n} calls go in one turn: {calls}.",
         "The user asks for {m} things: {asks}. They are independent, so {n} calls made together: {calls}.",
