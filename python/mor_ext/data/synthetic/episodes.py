@@ -348,7 +348,7 @@ def parallel_multiple(pool: Pool, rng: random.Random, max_tools: int) -> tuple[l
             answers.append(f"{len(answers) + 1}) {_cap(fill_spec(s.item, f))}: {brief(run.result)}.")
     # Several wordings (a single fixed one became an attractor: a model trained on it opened single
     # requests with it and asked for 3 calls where one was due); each gives the count per request,
-    # as "name twice" or by listing every call, and names the tools before "one turn" (see PLAN_MULTI
+    # as "name 2 times" or by listing every call, and names the tools before "one turn" (see PLAN_MULTI
     # in phrasing.py, the chains' plans).
     asks = [f"{s.name} {'once' if len(g) == 1 else f'{len(g)} times'}" for s, g in parts]
     plan = rng.choice((
