@@ -39,3 +39,16 @@ def test_cli_data_generate_split_mix_and_pattern_report(tmp_path, capsys):
     assert names <= {s.name for s in specs("heldout")}
     assert main(["data", "validate", str(out), "--tokenizer", "none"]) == 0
     assert json.loads(capsys.readouterr().out)["patterns"]["executor_turns"] == 10
+
+
+def test_cli_data_generate_list_requests(tmp_path, capsys):
+    from mor_ext.cli import main
+
+    out = tmp_path / "listed.jsonl"
+    assert main(["data", "generate", "--n", "6", "--out", str(out), "--seed", "2", "--tokenizer", "none",
+                 "--mix", "single=1,parallel_same=1", "--list-requests"]) == 0
+    capsys.readouterr()
+    plans = [next(t["content"] for t in json.loads(line)["turns"] if t["role"] == "reasoner")
+             for line in out.read_text().splitlines()]
+    assert len(plans) == 6 and all(p.startswith("Asked: 1) ") for p in plans)
+    assert any(p.startswith("Asked: 1) ") and "; 2) " in p.split(". ")[0] for p in plans)

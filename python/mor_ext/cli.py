@@ -112,7 +112,7 @@ def _cmd_data_generate(args: argparse.Namespace) -> int:
     forms = tuple(args.forms.split(",")) if args.forms else None
     options = {"forms": forms} if forms else {}
     data = generate(args.n, seed=args.seed, split=args.split, mix=_parse_mix(args.mix), max_tools=args.max_tools,
-                    max_chars=args.max_chars or None, **options)
+                    max_chars=args.max_chars or None, list_requests=args.list_requests, **options)
     count = write_trajectories(args.out, data)
     report = pattern_report(data, _length_tokenizer(args.tokenizer), args.max_length)
     print(format_report(report), file=sys.stderr)
@@ -260,6 +260,9 @@ def _add_data_parser(sub) -> None:
     gen.add_argument("--max-chars", type=int, default=2100,
                      help="redraw episodes longer than this many rendered characters (0: no bound; default 2100, ~768 tokens)")
     gen.add_argument("--forms", help="same-tool request forms to use, comma-separated (and_list,respectively,for_each,bullets)")
+    gen.add_argument("--list-requests", action="store_true",
+                     help="open each first plan by listing the user's requests, one per call of the turn "
+                          "(\"Asked: 1) ...; 2) ...\"), so the call count is copied from the query")
     gen.set_defaults(func=_cmd_data_generate)
     val = data_sub.add_parser("validate", help="report the bad records of a trajectory JSONL file, its pattern mix and "
                                                "its overlap with BFCL (exit 1 if bad or overlapping)")

@@ -199,3 +199,42 @@ def test_chain_and_several_tool_plans_name_tools_before_they_order_the_calls():
         assert hit, plan
         assert _first_tool_at(t) < hit.start(), (t.meta["kind"], plan)
     assert {t.meta["kind"] for t in batch} == {"multi_step", "parallel_multiple"}
+
+
+LISTED = re.compile(r"(?:^Asked: |; )(\d+)\) ")
+
+
+def test_listed_requests_open_every_first_plan_one_per_call_and_change_nothing_else():
+    """``list_requests`` (``data generate --list-requests``) opens each first plan with the user's
+    requests, numbered, as many as the first executor turn's calls (one for an episode without
+    calls, and for a chain, whose first turn makes one call): the count is then copied from the
+    query a request at a time instead of chosen at an opening (RESULTS.md, stages three to six).
+    The episodes are the same draws as without it, so only that opening differs."""
+    kinds = {k: 1 for k in synthetic.KINDS}
+    plain = gen(350, seed=6, mix=kinds, max_chars=None)
+    listed = gen(350, seed=6, mix=kinds, max_chars=None, list_requests=True)
+    seen = Counter()
+    for a, b in zip(plain, listed):
+        assert a.meta == b.meta and "_requests" not in b.meta and a.tools == b.tools
+        first = next(i for i, t in enumerate(a.turns) if t.role == "reasoner")
+        assert a.turns[:first] == b.turns[:first] and a.turns[first + 1:] == b.turns[first + 1:]
+        opened, rest = b.turns[first].content, a.turns[first].content
+        assert opened.startswith("Asked: 1) ") and opened.endswith(". " + rest), opened
+        listing = opened[: -len(rest) - 1]
+        numbers = [int(n) for n in LISTED.findall(listing)]
+        executors = [t for t in a.turns if t.role == "executor"]
+        want = len(executors[0].calls) if executors else 1
+        assert numbers == list(range(1, want + 1)), (a.meta["kind"], listing, want)
+        seen[a.meta["kind"], want > 1] += 1
+    # every kind is covered, and both one-request and several-request listings occur
+    assert {k for k, _ in seen} == set(synthetic.KINDS)
+    assert seen["parallel_same", True] and seen["parallel_multiple", True] and seen["single", False]
+
+
+def test_listed_requests_need_one_request():
+    from mor_ext.data.synthetic.episodes import requests_listed
+
+    assert requests_listed(["52 quarts in pints"]) == "Asked: 1) 52 quarts in pints."
+    assert requests_listed(["a", "b"]) == "Asked: 1) a; 2) b."
+    with pytest.raises(ValueError, match="at least one request"):
+        requests_listed([])

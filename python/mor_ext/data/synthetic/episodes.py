@@ -13,7 +13,8 @@
 * ``missing_argument``: the right tool is offered but the request lacks a required argument: the
   reasoner does not guess, and the summarizer asks for the value.
 
-Each builder returns ``(tools offered, turns, meta)``; the generator assembles trajectories.
+Each builder returns ``(tools offered, turns, meta)``, the meta with the user's requests under
+:data:`REQUESTS`; the generator assembles trajectories.
 """
 
 from __future__ import annotations
@@ -26,9 +27,13 @@ from ...tools import Tool, ToolResult, execute, observation_text
 from ...tools.families import ToolSpec
 from ..trajectory import ToolCall, Turn
 
-__all__ = ["SURFACE_FORMS", "Pool", "show", "fill_spec"]
+__all__ = ["SURFACE_FORMS", "REQUESTS", "Pool", "show", "fill_spec", "requests_listed"]
 
 SURFACE_FORMS = ("and_list", "respectively", "for_each", "bullets")
+# The meta key under which each builder returns the user's requests, one per call of the first
+# executor turn (one for an episode without calls): the generator lists them at the start of the
+# first plan when asked to (``generate(list_requests=True)``) and drops the key from the meta.
+REQUESTS = "_requests"
 
 
 def brief(value: Any) -> str:
@@ -62,6 +67,19 @@ def fill_spec(template: str, fields: dict[str, Any], **extra: Any) -> str:
     values = {k: show(v) for k, v in fields.items()}
     values.update(extra)
     return template.format(**values)
+
+
+def requests_listed(requests: Sequence[str]) -> str:
+    """The opening of a first plan that lists the user's requests, one per call this turn:
+    ``"Asked: 1) 52 quarts in pints."``, ``"Asked: 1) the weather in Paris; 2) the weather in Oslo."``.
+
+    Every kind opens the same way, so no opening stands for a count: a model decides how many calls
+    to make one request at a time, by copying the next request from the query or ending the list.
+    (Each plan wording that opened one kind became an attractor on BFCL: a one-call question answered
+    with a several-call opening got several calls, RESULTS.md stages three to six.)"""
+    if not requests:
+        raise ValueError("an episode lists at least one request")
+    return "Asked: " + "; ".join(f"{j}) {r}" for j, r in enumerate(requests, 1)) + "."
 
 
 def _listed(value: Any) -> str:
@@ -186,7 +204,8 @@ def single(pool: Pool, rng: random.Random, max_tools: int) -> tuple[list[Tool], 
         Turn("summarizer", _answer(rng, spec, fields, run.result)),
     ]
     tools = pool.distractors(rng, [spec], rng.randint(1, max_tools))
-    return tools, turns, {"calls": [1], "tools": len(tools), **({"plan": "together"} if counted else {})}
+    return tools, turns, {"calls": [1], "tools": len(tools), **({"plan": "together"} if counted else {}),
+                          REQUESTS: [item]}
 
 
 def _numbers_taken_together(args: dict[str, Any]) -> dict[str, int | float]:
@@ -309,7 +328,8 @@ def parallel_same(pool: Pool, rng: random.Random, max_tools: int,
         Turn("summarizer", " ".join(answers)),
     ]
     tools = pool.distractors(rng, [spec], rng.randint(1, max_tools))
-    return tools, turns, {"calls": [k], "form": form, "tools": len(tools)}
+    return tools, turns, {"calls": [k], "form": form, "tools": len(tools),
+                          REQUESTS: [fill_spec(spec.item, f) for f in group]}
 
 
 def parallel_multiple(pool: Pool, rng: random.Random, max_tools: int) -> tuple[list[Tool], list[Turn], dict]:
@@ -366,7 +386,8 @@ def parallel_multiple(pool: Pool, rng: random.Random, max_tools: int) -> tuple[l
         Turn("summarizer", " ".join(answers)),
     ]
     tools = pool.distractors(rng, chosen, rng.randint(len(chosen), max(len(chosen), max_tools)))
-    return tools, turns, {"calls": [len(calls)], "tools": len(tools)}
+    return tools, turns, {"calls": [len(calls)], "tools": len(tools),
+                          REQUESTS: [fill_spec(s.item, f) for s, group in parts for f in group]}
 
 
 def _chains(asked: ToolSpec, other: ToolSpec) -> bool:
@@ -413,7 +434,8 @@ def refusal_near_miss(pool: Pool, rng: random.Random, max_tools: int) -> tuple[l
     ]
     tools = [s.tool for s in offered]
     rng.shuffle(tools)
-    return tools, turns, {"calls": [], "refusal": spec.axis, "tools": len(tools), "asked": spec.name}
+    return tools, turns, {"calls": [], "refusal": spec.axis, "tools": len(tools), "asked": spec.name,
+                          REQUESTS: [item]}
 
 
 def missing_argument(pool: Pool, rng: random.Random, max_tools: int) -> tuple[list[Tool], list[Turn], dict]:
@@ -440,4 +462,4 @@ def missing_argument(pool: Pool, rng: random.Random, max_tools: int) -> tuple[li
     ]
     tools = pool.distractors(rng, [spec], rng.randint(1, max(1, min(3, max_tools))))
     return tools, turns, {"calls": [], "refusal": "missing_argument", "tools": len(tools), "missing": param,
-                          "asked": spec.name}
+                          "asked": spec.name, REQUESTS: [spec.label]}

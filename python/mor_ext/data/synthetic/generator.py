@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from dataclasses import replace
 from typing import Any, Mapping
 
 from ...tools import ToolResult, execute
@@ -65,7 +66,7 @@ def _tools(rng: random.Random, needed: list[str], max_tools: int = MAX_TOOLS) ->
     return tuple(CATALOGUE[n] for n in names)
 
 
-def _single(rng: random.Random) -> tuple[list[str], list[Turn]]:
+def _single(rng: random.Random) -> tuple[list[str], list[Turn], list[str]]:
     task = rng.choice(TASKS)
     fields = task.sample(rng)
     call = ToolCall(task.tool, task.arguments(fields))
@@ -80,10 +81,10 @@ def _single(rng: random.Random) -> tuple[list[str], list[Turn]]:
         Turn("reasoner", rng.choice(DONE_SINGLE).format(tool=task.tool, raw=_raw(result)), "summarizer"),
         Turn("summarizer", fill(rng.choice(task.answers), text)),
     ]
-    return [task.tool], turns
+    return [task.tool], turns, ["to " + fill(task.goal, fields)]
 
 
-def _multi_step(rng: random.Random) -> tuple[list[str], list[Turn]]:
+def _multi_step(rng: random.Random) -> tuple[list[str], list[Turn], list[str]]:
     chain = rng.choice(CHAINS)
     fields = chain.sample(rng)
     call1 = ToolCall(chain.tools[0], chain.first(fields))
@@ -106,10 +107,11 @@ def _multi_step(rng: random.Random) -> tuple[list[str], list[Turn]]:
         Turn("summarizer", fill(rng.choice(chain.answers),
                                  {**fields, "r1": r1, "r2": result_text(chain.tools[1], r2)})),
     ]
-    return list(chain.tools), turns
+    # one request, whose answer takes two steps: one call in each executor turn
+    return list(chain.tools), turns, ["to " + goal2]
 
 
-def _no_tool(rng: random.Random, tools: tuple[Tool, ...]) -> list[Turn]:
+def _no_tool(rng: random.Random, tools: tuple[Tool, ...]) -> tuple[list[Turn], list[str]]:
     queries, need, declines, answers = rng.choice(NO_TOOL)
     fill = {k: rng.choice(v) for k, v in NO_TOOL_FILL.items()}
     one = len(tools) == 1
@@ -119,11 +121,12 @@ def _no_tool(rng: random.Random, tools: tuple[Tool, ...]) -> list[Turn]:
                         if declines else ("answer directly", "reply from what I know")),
         are="is" if one else "are", do="does" if one else "do",
         none="it can't" if one else "none can", they="it doesn't" if one else "they don't")
-    return [
+    turns = [
         Turn("user", rng.choice(queries).format(**fill)),
         Turn("reasoner", plan, "summarizer"),
         Turn("summarizer", rng.choice(answers).format(**fill)),
     ]
+    return turns, [need.format(**fill)]
 
 
 def _kind_counts(n: int, mix: Mapping[str, float]) -> dict[str, int]:
@@ -150,23 +153,33 @@ def _check_mix(mix: Mapping[str, float] | None) -> dict[str, float]:
     return {k: float(w) for k, w in mix.items() if w > 0}
 
 
+def _with_requests_listed(turns: list[Turn], requests: list[str]) -> list[Turn]:
+    """``turns`` with the first reasoner turn opened by :func:`episodes.requests_listed`."""
+    first = next(i for i, t in enumerate(turns) if t.role == "reasoner")
+    opened = replace(turns[first], content=f"{episodes.requests_listed(requests)} {turns[first].content}")
+    return turns[:first] + [opened] + turns[first + 1:]
+
+
 def _episode(kind: str, pool: episodes.Pool, rng: random.Random, max_tools: int, forms: tuple[str, ...],
-             with_catalogue: bool, split: str, tid: str) -> Trajectory:
-    """One trajectory of ``kind``, drawn with ``rng``."""
+             with_catalogue: bool, split: str, tid: str, list_requests: bool = False) -> Trajectory:
+    """One trajectory of ``kind``, drawn with ``rng`` (the same draws whether or not ``list_requests``)."""
     extra: dict[str, Any] = {}
     if kind == "no_tool":
         offered = rng.sample(pool.specs, rng.randint(1, min(3, max_tools)))
         tools = tuple(s.tool for s in offered)
-        turns = _no_tool(rng, tools)
+        turns, requests = _no_tool(rng, tools)
         extra = {"calls": [], "refusal": "off_topic", "tools": len(tools)}
     elif kind == "multi_step" or (kind == "single" and with_catalogue and rng.random() < CATALOGUE_SHARE):
-        needed, turns = (_multi_step if kind == "multi_step" else _single)(rng)
+        needed, turns, requests = (_multi_step if kind == "multi_step" else _single)(rng)
         tools = _tools(rng, needed, max_tools)
         extra = {"calls": [1] * sum(t.role == "executor" for t in turns), "tools": len(tools)}
     else:
         builder = _BUILDERS[kind]
         made = builder(pool, rng, max_tools, forms) if kind == "parallel_same" else builder(pool, rng, max_tools)
-        tools, turns, extra = tuple(made[0]), made[1], made[2]
+        tools, turns, extra = tuple(made[0]), made[1], dict(made[2])
+        requests = extra.pop(episodes.REQUESTS)
+    if list_requests:
+        turns = _with_requests_listed(turns, requests)
     traj = Trajectory(tuple(tools), tuple(turns), id=tid, meta={"source": "synthetic", "kind": kind, "split": split, **extra})
     parse_trajectory(traj.to_dict(), traj.id)  # the generator's own output must always be valid
     return traj
@@ -174,7 +187,8 @@ def _episode(kind: str, pool: episodes.Pool, rng: random.Random, max_tools: int,
 
 def generate(n: int, *, seed: int = 0, mix: Mapping[str, float] | None = None, split: str = "train",
              max_tools: int = MAX_TOOLS, forms: tuple[str, ...] = episodes.SURFACE_FORMS,
-             max_chars: int | None = MAX_CHARS, skip_decontamination_for_generator_tests: bool = False) -> list[Trajectory]:
+             max_chars: int | None = MAX_CHARS, list_requests: bool = False,
+             skip_decontamination_for_generator_tests: bool = False) -> list[Trajectory]:
     """``n`` synthetic trajectories, deterministic for ``seed``, kinds in proportion to ``mix``.
 
     ``split`` picks the tools: ``train`` (the catalogue and every family not held out), ``heldout``
@@ -184,6 +198,9 @@ def generate(n: int, *, seed: int = 0, mix: Mapping[str, float] | None = None, s
     episode (1-4 like BFCL by default); ``forms`` restricts the surface forms of same-tool requests.
     ``max_chars`` bounds an episode's rendered text (tools, turns): up to 12 episodes of the slot's
     kind are drawn until one fits, else the shortest is kept (None: no bound, the first is kept).
+    ``list_requests`` opens every first plan with the user's requests, numbered, one per call of the
+    first executor turn ("Asked: 1) ...; 2) ...", :func:`episodes.requests_listed`); the episodes are
+    drawn as without it (only the redraws for ``max_chars`` can then pick others).
     Episodes whose query shares an n-gram with a BFCL question are redrawn the same way (so output
     with and without the BFCL check can differ where a template met a BFCL question by chance).
     Every trajectory passes :func:`parse_trajectory`; every call was executed and its summarizer
@@ -218,7 +235,8 @@ def generate(n: int, *, seed: int = 0, mix: Mapping[str, float] | None = None, s
         rng = random.Random(f"mor_ext.synthetic:{seed}:{split}:{i}")
         best: tuple[int, Trajectory] | None = None
         for _ in range(_ATTEMPTS):
-            traj = _episode(kind, pool, rng, max_tools, forms, with_catalogue, split, f"synthetic-{split}-{seed}-{i}")
+            traj = _episode(kind, pool, rng, max_tools, forms, with_catalogue, split, f"synthetic-{split}-{seed}-{i}",
+                            list_requests)
             if index is not None and not check([traj], index).clean:
                 continue  # a template met a BFCL question by chance: draw again
             size = sum(len(m["content"]) for m in render_messages(traj))
