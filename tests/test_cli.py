@@ -51,4 +51,4 @@ def test_cli_data_generate_list_requests(tmp_path, capsys):
     plans = [next(t["content"] for t in json.loads(line)["turns"] if t["role"] == "reasoner")
              for line in out.read_text().splitlines()]
     assert len(plans) == 6 and all(p.startswith("Asked: 1) ") for p in plans)
-    assert any(p.startswith("Asked: 1) ") and "; 2) " in p.split(". ")[0] for p in plans)
+    assert any("; 2) " in p.split(". ")[0] for p in plans)  # a several-request listing

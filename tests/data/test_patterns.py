@@ -11,7 +11,7 @@ import pytest
 
 from mor_ext.data import synthetic
 from mor_ext.data.synthetic import generate
-from mor_ext.data.synthetic.episodes import SURFACE_FORMS
+from mor_ext.data.synthetic.episodes import REQUESTS, SURFACE_FORMS
 from mor_ext.data.synthetic.report import format_report, pattern_report
 from mor_ext.data.trajectory import Tool, ToolCall, Trajectory, Turn
 from mor_ext.tools.families import REFUSAL_AXES, all_specs, specs
@@ -215,7 +215,7 @@ def test_listed_requests_open_every_first_plan_one_per_call_and_change_nothing_e
     listed = gen(350, seed=6, mix=kinds, max_chars=None, list_requests=True)
     seen = Counter()
     for a, b in zip(plain, listed):
-        assert a.meta == b.meta and "_requests" not in b.meta and a.tools == b.tools
+        assert a.meta == b.meta and REQUESTS not in b.meta and a.tools == b.tools
         first = next(i for i, t in enumerate(a.turns) if t.role == "reasoner")
         assert a.turns[:first] == b.turns[:first] and a.turns[first + 1:] == b.turns[first + 1:]
         opened, rest = b.turns[first].content, a.turns[first].content

@@ -176,7 +176,7 @@ def _episode(kind: str, pool: episodes.Pool, rng: random.Random, max_tools: int,
     else:
         builder = _BUILDERS[kind]
         made = builder(pool, rng, max_tools, forms) if kind == "parallel_same" else builder(pool, rng, max_tools)
-        tools, turns, extra = tuple(made[0]), made[1], dict(made[2])
+        tools, turns, extra = tuple(made[0]), made[1], made[2]
         requests = extra.pop(episodes.REQUESTS)
     if list_requests:
         turns = _with_requests_listed(turns, requests)
