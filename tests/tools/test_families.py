@@ -114,3 +114,29 @@ def test_no_family_tool_name_is_a_bfcl_name():
 
     report = check([], tools=[s.tool for s in all_specs()])
     assert report.clean, report.summary()
+
+
+def test_workspace_tools_take_a_variable_named_in_the_request_and_compute_on_its_value():
+    """The workspace family (``workspace.py``): each call passes the name of a variable that the
+    request names in prose, and the tool computes on that variable's value (not on the name)."""
+    from mor_ext.tools.families.workspace import SPECS, WORKSPACE
+
+    rng = random.Random(11)
+    assert len(SPECS) >= 12 and len({s.family for s in SPECS}) == 4
+    assert any("." in s.name for s in SPECS) and any(re.fullmatch(r"[a-z]+(?:[A-Z][a-z]+)+", s.name) for s in SPECS)
+    for spec in SPECS:
+        ref = spec.vary
+        for _ in range(10):
+            fields = spec.sample(rng)
+            args = spec.arguments(fields)
+            assert args[ref] in WORKSPACE and set(args) <= set(spec.tool.parameters["properties"])
+            request = spec.ask[rng.randrange(len(spec.ask))].format(**fields)
+            assert args[ref] in request
+            result = execute({spec.name: spec.tool}, spec.name, args, timeout=None)
+            assert result.ok, (spec.name, args, result)
+    sort_values = next(s for s in SPECS if s.name == "NumberList.sortValues")
+    assert execute({sort_values.name: sort_values.tool}, sort_values.name, {"values": "queueSizes", "descending": True}).result == [11, 9, 7, 5, 4, 2]
+    total = next(s for s in SPECS if s.name == "NumberList.totalOf")
+    assert execute({total.name: total.tool}, total.name, {"values": "dailyTotals"}).result == 42 + 17 + 88 + 23 + 61
+    unknown = execute({total.name: total.tool}, total.name, {"values": "noSuchList"}, timeout=None)
+    assert not unknown.ok and "noSuchList" in unknown.message and "dailyTotals" in unknown.message

@@ -9,6 +9,8 @@
     records.py      booking/records APIs (search, book, cancel, status, change, quote) with nested
                     objects, arrays of enums, optional parameters and defaults; simulated backend
     stdlib.py       real standard-library functions made tools by introspection (``pystd_*``)
+    workspace.py    program-style APIs (``NumberList.sortValues``) over named variables of a fixed table:
+                    the argument is a variable's name given in the request's prose
 
 Every tool has a real, deterministic implementation (no network, no clock, no files). Names are
 chosen not to collide with BFCL function names; ``mor_ext.data.decontamination`` checks them.
@@ -42,9 +44,10 @@ HELDOUT_FAMILIES = frozenset({
 @functools.lru_cache(maxsize=1)
 def all_specs() -> tuple[ToolSpec, ...]:
     """Every family's specs, in a fixed order (built on first use, about 0.1 s)."""
-    from . import conversions, entities, formulas, records, stdlib, textdates
+    from . import conversions, entities, formulas, records, stdlib, textdates, workspace
 
-    out = conversions.SPECS + formulas.SPECS + textdates.SPECS + entities.SPECS + records.SPECS + stdlib.SPECS
+    out = (conversions.SPECS + formulas.SPECS + textdates.SPECS + entities.SPECS + records.SPECS + stdlib.SPECS
+           + workspace.SPECS)
     names = [s.name for s in out]
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
