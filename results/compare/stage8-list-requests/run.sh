@@ -27,10 +27,9 @@ $P benchmarks/compare_methods.py evaluate --out $O --results $O/results --only m
    --eval-flags='--constrain-args' --limit 10 --batch-size-eval 10 --jobs 2 --categories $cats \
    > $O/evaluate_args10.log 2>&1
 echo ARGS10_DONE
-# The held-out tools (the same file as stages six and seven), run after BFCL. The plain LoRA's 32
-# episodes took ~35 minutes here; MoR's run at 32 would have ended past the session, so it was
-# stopped and rerun on the first 10 (the plain LoRA's first 10 are compared in RESULTS.md).
-.venv/bin/mor-ext eval heldout --data $O/heldout.jsonl --adapter $O/final/lora --method lora --limit 32 --batch-size 10 \
+# The held-out tools (the same file as stages six and seven), run after BFCL, on the first 10 episodes
+# only: at 32 each, the runs (stopped after 16 minutes, a third done) would have ended past the session.
+.venv/bin/mor-ext eval heldout --data $O/heldout.jsonl --adapter $O/final/lora --method lora --limit 10 --batch-size 10 \
    --out $O/results/lora-args10/heldout > $O/heldout_lora.log 2>&1 &
 .venv/bin/mor-ext eval heldout --data $O/heldout.jsonl --adapter $O/final/mor --method mor --limit 10 --batch-size 10 \
    --out $O/results/mor-args10/heldout > $O/heldout_mor.log 2>&1
