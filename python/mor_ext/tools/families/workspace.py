@@ -79,12 +79,9 @@ def _spec(family: str, kind: str, param: str, name: str, description: str, fn: C
             fields.update(draw(rng, _KINDS[kind][fields[param]]))
         return fields
 
-    def build(fields: dict[str, Any]) -> dict[str, Any]:
-        return {k: fields[k] for k in properties}
-
     tool = make_tool(name, description, properties, run, "code")
     return ToolSpec(tool, family, sample, ask, item, label, does, axis="wrong_operation", vary=param, many=many,
-                    partial={param: partial}, build=build)
+                    partial={param: partial})
 
 
 def _order(rng: random.Random, _value: Any) -> dict[str, Any]:
