@@ -7,6 +7,7 @@
     python benchmarks/compare_methods.py evaluate --out runs/cmp --heldout runs/cmp/heldout.jsonl \
         --results results/bfcl --limit 20
     python benchmarks/compare_methods.py report --out runs/cmp
+    python benchmarks/compare_methods.py report --out runs/cmp --results results/bfcl --first 10
 
 A method added later (AgentFlux's scheme: ``--methods agentflux``) runs the same stages; ``sweep`` and
 ``final`` add its rows to the files the earlier stages wrote.
@@ -259,22 +260,67 @@ SMALL_AST = ("simple_python", "multiple", "parallel", "parallel_multiple")
 MORE = "more"
 
 
-def _bfcl_rows(results: Path) -> None:
-    """One row per evaluated run: BFCL's categories (correct/total), its aggregates, the held-out tools."""
+def _question_index(question_id: str) -> int:
+    """BFCL's ids end in the question's position in its category: ``simple_python_12`` -> 12, and
+    ``live_simple_12-3-0`` -> 12 (live ids add the source's conversation and turn)."""
+    return int(question_id.rsplit("_", 1)[1].split("-")[0])
+
+
+def _first_scores(run: Path, first: int) -> dict[str, dict]:
+    """Each category's score over its first ``first`` questions only, from the run's per-question
+    verdicts: runs evaluated with different ``--limit`` compared on the questions they all answered.
+    A category with fewer verdicts than ``first`` is left out (it would not be the same questions)."""
+    scores = {}
+    for path in sorted(run.glob("BFCL_v4_*_verdicts.json")):
+        category = path.name[len("BFCL_v4_"):-len("_verdicts.json")]
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        chosen = [r for r in rows if _question_index(r["id"]) < first]
+        if len(chosen) < first:
+            continue
+        correct = sum(bool(r["valid"]) for r in chosen)
+        scores[category] = {"correct_count": correct, "total_count": first, "accuracy": correct / first}
+    return scores
+
+
+def _recorded_scores(run: Path) -> dict[str, dict]:
+    """The scores a run wrote: its ``summary.json``, else the first line of each BFCL score file (some
+    committed runs keep only BFCL's files)."""
+    if (run / "summary.json").is_file():
+        return dict(json.loads((run / "summary.json").read_text())["scores"])
+    scores = {}
+    for path in sorted(run.glob("BFCL_v4_*_score.json")):
+        with path.open() as f:
+            scores[path.name[len("BFCL_v4_"):-len("_score.json")]] = json.loads(f.readline())
+    return scores
+
+
+def _mode(run: Path) -> str:
+    """agent or prompt (``mor-ext eval bfcl --mode``), from the run's summary or its recorded command."""
+    if (run / "summary.json").is_file():
+        return json.loads((run / "summary.json").read_text())["mode"]
+    command = run / "command.txt"
+    return "prompt" if command.is_file() and "--mode prompt" in command.read_text() else "agent"
+
+
+def _bfcl_rows(results: Path, first: int | None = None) -> None:
+    """One row per evaluated run: BFCL's categories (correct/total), its aggregates, the held-out tools.
+    ``first``: score every run on the first N questions of each category only (``_first_scores``)."""
     from mor_ext.eval.bfcl.scoring import CategoryScore, aggregates
 
-    runs = sorted(p.parent for p in results.glob("*/summary.json") if not p.parent.name.endswith(f"-{MORE}"))
+    runs = sorted({p.parent for p in results.glob("*/BFCL_v4_*_score.json")} |
+                  {p.parent for p in results.glob("*/summary.json")})
+    runs = [run for run in runs if not run.name.endswith(f"-{MORE}")]
     if not runs:
         return
     print("| run | mode | " + " | ".join(EVAL_CATEGORIES) + " | non-live AST | live AST | irrelevance "
           "| AST mean of the 4 * | held-out exact / tools / decision |")
     print("|---|---|" + "---:|" * (len(EVAL_CATEGORIES) + 5))
     for run in runs:
-        summary = json.loads((run / "summary.json").read_text())
-        scores = dict(summary["scores"])
-        more = run.parent / f"{run.name}-{MORE}" / "summary.json"
-        if more.is_file():  # the same run and decoding on more categories (evaluate --tag more)
-            scores.update(json.loads(more.read_text())["scores"])
+        more = run.parent / f"{run.name}-{MORE}"  # the same run and decoding on more categories (--tag more)
+        read = _recorded_scores if first is None else (lambda r: _first_scores(r, first))
+        scores = {**read(more), **read(run)}
+        if not scores:
+            continue  # evaluated on fewer questions than --first asks for
         aggs = {name: a.to_dict() for name, a in aggregates(
             {c: CategoryScore(c, s["correct_count"], s["total_count"]) for c, s in scores.items()}).items()}
         cells = [f"{_pct(scores[c]['accuracy'])} ({scores[c]['correct_count']}/{scores[c]['total_count']})" if c in scores
@@ -288,7 +334,7 @@ def _bfcl_rows(results: Path) -> None:
             cells.append(f"{_pct(o['exact'])} / {_pct(o['tools'])} / {_pct(o['decision'])} (n={o['n']})")
         else:
             cells.append("-")
-        print(f"| {run.name} | {summary['mode']} | " + " | ".join(cells) + " |")
+        print(f"| {run.name} | {_mode(run)} | " + " | ".join(cells) + " |")
 
 
 def _role_rows(results: Path) -> None:
@@ -330,8 +376,9 @@ def report(args: argparse.Namespace) -> None:
             data = json.loads(path.read_text())
             _print_rows(data["rows"] if isinstance(data, dict) else data)
     if args.results.is_dir():
-        print(f"## BFCL and held-out tools ({args.results})")
-        _bfcl_rows(args.results)
+        within = "" if args.first is None else f", the first {args.first} questions of each category"
+        print(f"## BFCL and held-out tools ({args.results}{within})")
+        _bfcl_rows(args.results, args.first)
         print(f"## Per role: where the AST answers go wrong ({args.results})")
         _role_rows(args.results)
 
@@ -358,6 +405,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--heldout", type=Path, help="evaluate: held-out-tool trajectories (data generate --split heldout)")
     ap.add_argument("--heldout-limit", type=int, default=64)
     ap.add_argument("--limit", type=int, default=20, help="evaluate: the first N questions of each BFCL category")
+    ap.add_argument("--first", type=int,
+                    help="report: score BFCL on the first N questions of each category only, from the per-question "
+                         "verdicts (to compare runs evaluated with different --limit; held-out tools as recorded)")
     ap.add_argument("--only", nargs="+", help="evaluate: only these runs")
     ap.add_argument("--categories", nargs="+", default=EVAL_CATEGORIES, help="evaluate: BFCL categories")
     ap.add_argument("--batch-size-eval", type=int, default=8, help="evaluate: episodes decoded at once")
@@ -386,6 +436,8 @@ def main(argv: list[str] | None = None) -> None:
         GRIDS[method] = [float(v) for v in values.split(",")]
     if args.resume_from is not None and args.init_from is not None:
         ap.error("--resume-from and --init-from exclude each other (a checkpoint, or a final adapter)")
+    if args.first is not None and args.first < 1:
+        ap.error(f"--first wants a positive number of questions, got {args.first}")
     if args.stage in ("sweep", "final", "ablate") and args.data is None:
         ap.error(f"{args.stage} needs --data")
     {"sweep": sweep, "final": final, "ablate": ablate, "evaluate": evaluate, "report": report}[args.stage](args)
