@@ -31,3 +31,14 @@ echo ARGS10_DONE
    --out $O/results/mor-args10/heldout > $O/heldout_mor.log 2>&1
 wait
 echo HELDOUT_DONE
+# Then the first 20 questions a category (the same decoding; its first 10 repeat the runs above), to
+# compare with stages three to seven on their 20: the six AST categories for MoR (its irrelevance run
+# took 17 minutes for 10 questions; irrelevance stays at the first 10 for both in the comparison).
+$P benchmarks/compare_methods.py evaluate --out $O --results $O/results --only lora --tag args20 \
+   --eval-flags='--constrain-args' --limit 20 --batch-size-eval 10 --jobs 2 --categories $cats \
+   > $O/evaluate_args20_lora.log 2>&1 &
+cats="simple_python simple_java simple_javascript multiple parallel parallel_multiple"
+$P benchmarks/compare_methods.py evaluate --out $O --results $O/results --only mor --tag args20 \
+   --eval-flags='--constrain-args' --limit 20 --batch-size-eval 10 --jobs 2 --categories $cats \
+   > $O/evaluate_args20_mor.log 2>&1
+wait
