@@ -266,13 +266,18 @@ def _question_index(question_id: str) -> int:
     return int(question_id.rsplit("_", 1)[1].split("-")[0])
 
 
+def _category_files(run: Path, kind: str) -> list[tuple[str, Path]]:
+    """(category, path) of a run's ``BFCL_v4_<category>_<kind>.json`` files (``mor-ext eval bfcl``'s names)."""
+    prefix, suffix = "BFCL_v4_", f"_{kind}.json"
+    return [(path.name[len(prefix):-len(suffix)], path) for path in sorted(run.glob(f"{prefix}*{suffix}"))]
+
+
 def _first_scores(run: Path, first: int) -> dict[str, dict]:
     """Each category's score over its first ``first`` questions only, from the run's per-question
     verdicts: runs evaluated with different ``--limit`` compared on the questions they all answered.
     A category with fewer verdicts than ``first`` is left out (it would not be the same questions)."""
     scores = {}
-    for path in sorted(run.glob("BFCL_v4_*_verdicts.json")):
-        category = path.name[len("BFCL_v4_"):-len("_verdicts.json")]
+    for category, path in _category_files(run, "verdicts"):
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         chosen = [r for r in rows if _question_index(r["id"]) < first]
         if len(chosen) < first:
@@ -288,9 +293,9 @@ def _recorded_scores(run: Path) -> dict[str, dict]:
     if (run / "summary.json").is_file():
         return dict(json.loads((run / "summary.json").read_text())["scores"])
     scores = {}
-    for path in sorted(run.glob("BFCL_v4_*_score.json")):
+    for category, path in _category_files(run, "score"):
         with path.open() as f:
-            scores[path.name[len("BFCL_v4_"):-len("_score.json")]] = json.loads(f.readline())
+            scores[category] = json.loads(f.readline())
     return scores
 
 
@@ -315,9 +320,9 @@ def _bfcl_rows(results: Path, first: int | None = None) -> None:
     print("| run | mode | " + " | ".join(EVAL_CATEGORIES) + " | non-live AST | live AST | irrelevance "
           "| AST mean of the 4 * | held-out exact / tools / decision |")
     print("|---|---|" + "---:|" * (len(EVAL_CATEGORIES) + 5))
+    read = _recorded_scores if first is None else (lambda r: _first_scores(r, first))
     for run in runs:
         more = run.parent / f"{run.name}-{MORE}"  # the same run and decoding on more categories (--tag more)
-        read = _recorded_scores if first is None else (lambda r: _first_scores(r, first))
         scores = {**read(more), **read(run)}
         if not scores:
             continue  # evaluated on fewer questions than --first asks for
