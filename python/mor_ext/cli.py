@@ -259,7 +259,9 @@ def _add_data_parser(sub) -> None:
     gen.add_argument("--max-tools", type=int, default=4, help="most tools offered per episode (default 4)")
     gen.add_argument("--max-chars", type=int, default=2100,
                      help="redraw episodes longer than this many rendered characters (0: no bound; default 2100, ~768 tokens)")
-    gen.add_argument("--forms", help="same-tool request forms to use, comma-separated (and_list,respectively,for_each,bullets)")
+    gen.add_argument("--forms", help="request forms of parallel episodes, comma-separated: same-tool forms "
+                                     "and_list,respectively,for_each,bullets (the default), slot_list (the list in "
+                                     "the varied slot); joined (parallel_multiple queries as one sentence)")
     gen.add_argument("--list-requests", action="store_true",
                      help="open each first plan by listing the user's requests, one per call of the turn "
                           "(\"Asked: 1) ...; 2) ...\"), so the call count is copied from the query")

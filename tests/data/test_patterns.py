@@ -76,6 +76,43 @@ def test_parallel_multiple_mixes_a_same_tool_group_with_other_tools():
     assert shapes["mixed"] > shapes["different"] > 0
 
 
+def _shown(value) -> str:
+    return synthetic.episodes.show(value)
+
+
+def test_slot_list_puts_every_varied_value_in_one_phrase_and_is_off_by_default():
+    """``slot_list`` (README, "Synthetic data: the tool families and the pattern mix"): one sentence, the varied values listed where one value
+    would stand, every call's value in the query, one call per value."""
+    batch = gen(80, seed=11, mix={"parallel_same": 1}, forms=("slot_list",))
+    assert {t.meta["form"] for t in batch} == {"slot_list"}
+    for t in batch:
+        calls = t.turns[2].calls
+        spec = BY_NAME[calls[0].name]
+        assert len(calls) >= 2 and {c.name for c in calls} == {spec.name}
+        assert "\n" not in t.query and " and " in t.query
+        for call in calls:
+            assert _shown(call.arguments[spec.vary]) in t.query
+    # a phrase that states a varied value once: the list is in the slot, not the whole item repeated
+    once = [t for t in batch if all(t.query.count(_shown(c.arguments[BY_NAME[c.name].vary])) == 1 for c in t.turns[2].calls)]
+    assert len(once) > len(batch) // 2
+    assert "slot_list" not in {t.meta["form"] for t in gen(200, seed=6, mix={"parallel_same": 1})}
+
+
+def test_joined_form_asks_every_parallel_multiple_request_in_one_sentence():
+    plain = gen(60, seed=12, mix={"parallel_multiple": 1})
+    joined = gen(60, seed=12, mix={"parallel_multiple": 1}, forms=SURFACE_FORMS + ("joined",))
+    opening = re.compile(r"^(What are|Find|I need|Get me) ")
+    one_sentence = [t for t in joined if opening.match(t.query) and "Also," not in t.query and "(1)" not in t.query]
+    assert len(one_sentence) >= 10
+    assert sum(bool(opening.match(t.query)) and "Also," not in t.query and "(1)" not in t.query for t in plain) < len(one_sentence)
+    for t in one_sentence:  # every call's tool is asked for: its item phrase is in the query
+        for call in t.turns[2].calls:
+            spec = BY_NAME[call.name]
+            assert any(_shown(v) in t.query for v in call.arguments.values()) or not call.arguments, (t.query, call)
+    with pytest.raises(ValueError, match="same-tool form"):
+        gen(5, forms=("joined",))
+
+
 def test_heldout_split_uses_only_heldout_tools_and_covers_the_patterns(heldout):
     held_names = {s.name for s in specs("heldout")}
     kinds = Counter(t.meta["kind"] for t in heldout)

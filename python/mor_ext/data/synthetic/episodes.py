@@ -5,8 +5,10 @@
   counts the request's values and still makes one call;
 * ``parallel_same``: one executor turn calling ONE tool 2-4 times with different arguments; the
   request takes one of :data:`SURFACE_FORMS` (``and_list`` "A, B and C", ``respectively``,
-  ``for_each``, ``bullets``); the reasoner names every call;
-* ``parallel_multiple``: one turn calling several tools, usually a same-tool group plus others;
+  ``for_each``, ``bullets``; on request also ``slot_list``, the request with its list in the varied
+  slot, "the payment of a 400000 loan over 15, 20 and 30 years"); the reasoner names every call;
+* ``parallel_multiple``: one turn calling several tools, usually a same-tool group plus others (on
+  request the ``joined`` form: every request in one sentence, "What are A and B?");
 * ``refusal_near_miss``: only tools of the request's own family are offered and none answers it
   (a different quantity, object or operation, :data:`~mor_ext.tools.families.REFUSAL_AXES`): the
   reasoner says why each does not fit and goes to the summarizer, who says so;
@@ -21,15 +23,19 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from typing import Any, Sequence
 
 from ...tools import Tool, ToolResult, execute, observation_text
 from ...tools.families import ToolSpec
 from ..trajectory import ToolCall, Turn
 
-__all__ = ["SURFACE_FORMS", "REQUESTS", "Pool", "show", "fill_spec", "requests_listed"]
+__all__ = ["SURFACE_FORMS", "EXTRA_FORMS", "REQUESTS", "Pool", "show", "fill_spec", "requests_listed"]
 
 SURFACE_FORMS = ("and_list", "respectively", "for_each", "bullets")
+# Forms used only when asked for (``generate(forms=...)``), so the default data stays as it was:
+# ``slot_list`` is a same-tool form; ``joined`` words a parallel_multiple query as one sentence.
+EXTRA_FORMS = ("slot_list", "joined")
 # The meta key under which each builder returns the user's requests, one per call of the first
 # executor turn (one for an episode without calls): the generator lists them at the start of the
 # first plan when asked to (``generate(list_requests=True)``) and drops the key from the meta.
@@ -267,6 +273,16 @@ def _second_key(spec: ToolSpec, fields: dict[str, Any]) -> str | None:
     return None
 
 
+def _slot_phrase(spec: ToolSpec, group: list[dict[str, Any]]) -> str:
+    """The item phrase of ``group`` with the list of its varied values in the varied slot ("12, 15 and
+    18 feet in meters"), as BFCL words most parallel questions; the items joined by "and" where another
+    slot of the phrase differs too (a display field derived from the varied value)."""
+    slots = set(re.findall(r"{(\w+)", spec.item))
+    if any(f[key] != group[0][key] for f in group for key in slots - {spec.vary} if key in f):
+        return joined([fill_spec(spec.item, f) for f in group])
+    return fill_spec(spec.item, group[0], **{spec.vary: joined([_listed(f[spec.vary]) for f in group])})
+
+
 def _same_request(rng: random.Random, spec: ToolSpec, group: list[dict[str, Any]], form: str,
                   keys: Sequence[str]) -> str:
     items = [fill_spec(spec.item, f) for f in group]
@@ -276,6 +292,9 @@ def _same_request(rng: random.Random, spec: ToolSpec, group: list[dict[str, Any]
         if spec.many and len(keys) == 1:
             return fill_spec(rng.choice(spec.many), group[0], list=lists[0])
         return f"What are {joined(items)}?"
+    if form == "slot_list":
+        return rng.choice(("What is {p}?", "Find {p}.", "Calculate {p}.", "I need {p}.", "Can you get me {p}?")).format(
+            p=_slot_phrase(spec, group))
     if form == "respectively":
         pairs = " and ".join(f"{word(k)} {v}" for k, v in zip(keys, lists))
         return rng.choice((f"Find {spec.label} for {pairs}, respectively.",
@@ -296,7 +315,7 @@ def parallel_same(pool: Pool, rng: random.Random, max_tools: int,
                   forms: Sequence[str] = SURFACE_FORMS) -> tuple[list[Tool], list[Turn], dict]:
     spec = pool.pick(rng, pool.parallel_families, need="vary")
     k = rng.choice((2, 2, 3, 3, 4))
-    form = rng.choice(list(forms))
+    form = rng.choice([f for f in forms if f in SURFACE_FORMS + ("slot_list",)])
     keys = [spec.vary]
     if form == "respectively":
         second = _second_key(spec, spec.sample(rng))
@@ -332,7 +351,8 @@ def parallel_same(pool: Pool, rng: random.Random, max_tools: int,
                           REQUESTS: [fill_spec(spec.item, f) for f in group]}
 
 
-def parallel_multiple(pool: Pool, rng: random.Random, max_tools: int) -> tuple[list[Tool], list[Turn], dict]:
+def parallel_multiple(pool: Pool, rng: random.Random, max_tools: int,
+                      forms: Sequence[str] = SURFACE_FORMS) -> tuple[list[Tool], list[Turn], dict]:
     n_tools = rng.randint(2, min(3, max_tools))
     first = pool.pick(rng, pool.parallel_families, need="vary")
     chosen = [first]
@@ -346,13 +366,17 @@ def parallel_multiple(pool: Pool, rng: random.Random, max_tools: int) -> tuple[l
         group = _varied(pool, rng, s, rng.randint(2, 3), [s.vary]) if i == 0 and same else [s.sample(rng)]
         parts.append((s, group))
     requests = []
+    group_forms = ("and_list", "for_each") + (("slot_list",) if "slot_list" in forms else ())
     for s, group in parts:
         if len(group) > 1:
-            requests.append(_same_request(rng, s, group, rng.choice(("and_list", "for_each")), [s.vary]))
+            requests.append(_same_request(rng, s, group, rng.choice(group_forms), [s.vary]))
         else:
             requests.append(fill_spec(rng.choice(s.ask), group[0]))
-    style = rng.choice(("also", "numbered", "plain"))
-    if style == "numbered":
+    style = rng.choice(("also", "numbered", "plain") + (("joined",) if "joined" in forms else ()))
+    if style == "joined":
+        phrases = [_slot_phrase(s, g) if len(g) > 1 else fill_spec(s.item, g[0]) for s, g in parts]
+        query = rng.choice(("What are {p}?", "Find {p}.", "I need {p}.", "Get me {p}, please.")).format(p=joined(phrases))
+    elif style == "numbered":
         query = f"{len(requests)} requests. " + " ".join(f"({j}) {r}" for j, r in enumerate(requests, 1))
     elif style == "also":
         query = requests[0] + "".join(f" Also, {r[:1].lower() + r[1:]}" for r in requests[1:])

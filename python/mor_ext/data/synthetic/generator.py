@@ -175,7 +175,7 @@ def _episode(kind: str, pool: episodes.Pool, rng: random.Random, max_tools: int,
         extra = {"calls": [1] * sum(t.role == "executor" for t in turns), "tools": len(tools)}
     else:
         builder = _BUILDERS[kind]
-        made = builder(pool, rng, max_tools, forms) if kind == "parallel_same" else builder(pool, rng, max_tools)
+        made = builder(pool, rng, max_tools, forms) if kind in ("parallel_same", "parallel_multiple") else builder(pool, rng, max_tools)
         tools, turns, extra = tuple(made[0]), made[1], made[2]
         requests = extra.pop(episodes.REQUESTS)
     if list_requests:
@@ -195,7 +195,9 @@ def generate(n: int, *, seed: int = 0, mix: Mapping[str, float] | None = None, s
     (only :data:`~mor_ext.tools.families.HELDOUT_FAMILIES`: tools never seen in training) or ``all``.
     ``mix`` maps kinds (:data:`KINDS`) to weights (default :data:`DEFAULT_MIX`, or :data:`HELDOUT_MIX`
     for ``heldout``); counts are exact up to rounding. ``max_tools`` caps the tools offered per
-    episode (1-4 like BFCL by default); ``forms`` restricts the surface forms of same-tool requests.
+    episode (1-4 like BFCL by default); ``forms`` picks the request forms of parallel episodes: a
+    non-empty subset of :data:`episodes.SURFACE_FORMS` (the default, all four) and
+    :data:`episodes.EXTRA_FORMS` with at least one same-tool form (all but ``joined``).
     ``max_chars`` bounds an episode's rendered text (tools, turns): up to 12 episodes of the slot's
     kind are drawn until one fits, else the shortest is kept (None: no bound, the first is kept).
     ``list_requests`` opens every first plan with the user's requests, numbered, one per call of the
@@ -216,9 +218,10 @@ def generate(n: int, *, seed: int = 0, mix: Mapping[str, float] | None = None, s
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if not isinstance(max_tools, int) or max_tools < 1:
         raise ValueError(f"max_tools must be an integer >= 1, got {max_tools!r}")
-    bad_forms = [f for f in forms if f not in episodes.SURFACE_FORMS] or ([] if forms else ["(none)"])
-    if bad_forms:
-        raise ValueError(f"forms must be a non-empty subset of {episodes.SURFACE_FORMS}, got {list(forms)}")
+    known = episodes.SURFACE_FORMS + episodes.EXTRA_FORMS
+    if any(f not in known for f in forms) or not [f for f in forms if f != "joined"]:
+        raise ValueError(f"forms must be a subset of {known} with at least one same-tool form (not only 'joined'), "
+                         f"got {list(forms)}")
     weights = _check_mix(mix if mix is not None else HELDOUT_MIX if split == "heldout" else None)
     if split == "heldout" and weights.get("multi_step"):
         raise ValueError("multi_step uses the catalogue's training tools; it cannot be in a heldout mix")
