@@ -113,6 +113,14 @@ def test_joined_form_asks_every_parallel_multiple_request_in_one_sentence():
         gen(5, forms=("joined",))
 
 
+def test_also_keeps_the_capital_i_and_acronyms():
+    batch = gen(150, seed=13, mix={"parallel_multiple": 1})
+    also = [t.query for t in batch if " Also, " in t.query]
+    assert len(also) > 20
+    assert not [q for q in also if re.search(r" Also, (i|i'\w+|[a-z][A-Z]+) ", q)]
+    assert any(re.search(r" Also, [a-z]", q) for q in also)
+
+
 def test_heldout_split_uses_only_heldout_tools_and_covers_the_patterns(heldout):
     held_names = {s.name for s in specs("heldout")}
     kinds = Counter(t.meta["kind"] for t in heldout)

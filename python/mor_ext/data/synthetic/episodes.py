@@ -97,6 +97,15 @@ def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def _uncap(text: str) -> str:
+    """A sentence continued after "Also, ": its first letter lowered unless its first word is "I"
+    ("I have", "I'd") or an acronym ("HTML")."""
+    word = re.match(r"[\w']*", text).group()
+    if word == "I" or word.startswith("I'") or word[1:2].isupper() or text[:1].islower():
+        return text
+    return text[:1].lower() + text[1:]
+
+
 def _raw(result: Any) -> str:
     return json.dumps(result, ensure_ascii=False)
 
@@ -379,7 +388,7 @@ def parallel_multiple(pool: Pool, rng: random.Random, max_tools: int,
     elif style == "numbered":
         query = f"{len(requests)} requests. " + " ".join(f"({j}) {r}" for j, r in enumerate(requests, 1))
     elif style == "also":
-        query = requests[0] + "".join(f" Also, {r[:1].lower() + r[1:]}" for r in requests[1:])
+        query = requests[0] + "".join(f" Also, {_uncap(r)}" for r in requests[1:])
     else:
         query = " ".join(requests)
     calls, runs, answers = [], [], []
