@@ -34,6 +34,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -342,19 +343,27 @@ def _bfcl_rows(results: Path, first: int | None = None) -> None:
         print(f"| {run.name} | {_mode(run)} | " + " | ".join(cells) + " |")
 
 
+def _listed_requests(reasoner: str) -> int | None:
+    """How many requests a plan opened by ``--list-requests`` data lists ("Asked: 1) ...; 2) ...."),
+    None for a plan without that opening."""
+    asked = re.match(r"Asked: (.*?)\.(?: |$)", reasoner)
+    return len(re.findall(r"(?:^|; )\d+\) ", asked.group(1))) if asked else None
+
+
 def _role_rows(results: Path) -> None:
     """Where each run's AST answers go wrong, per role, from the per-question verdicts: the reasoner's
-    decision (no call where one was due; the number of calls its plan led to against BFCL's) and the
-    executor's calls (parsed; the right count but rejected by the checker)."""
+    decision (no call where one was due; a plan that lists BFCL's number of requests) and the
+    executor's calls (parsed; the right count; the right count but rejected by the checker)."""
     from mor_ext.eval.bfcl.data import load_category
 
     runs = sorted(p.parent for p in results.glob("*/summary.json")
                   if json.loads(p.read_text()).get("mode") == "agent")  # prompt mode has no roles
     ast = [c for c in EVAL_CATEGORIES if "irrelevance" not in c]
     expected: dict[str, dict[str, int]] = {}
-    print("| run | category | correct | reasoner: no call | reasoner: called | executor: parsed | right number of "
-          "calls | right number, rejected | most common opening of the reasoner's turn |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    print("| run | category | correct | reasoner: no call | reasoner: called | reasoner: lists the right number of "
+          "requests | executor: parsed | right number of calls | right number, rejected | most common opening of "
+          "the reasoner's turn |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for run in runs:
         for c in ast:
             path = run / f"BFCL_v4_{c}_verdicts.json"
@@ -366,10 +375,13 @@ def _role_rows(results: Path) -> None:
             called = [r for r in rows if r.get("status") == "called"]
             parsed = [r for r in called if r.get("decoded") is not None]
             right = [r for r in parsed if len(r["decoded"]) == expected[c].get(r["id"])]
+            listed = [_listed_requests(r.get("reasoner") or "") for r in rows]
+            lists = "-" if all(n is None for n in listed) else str(
+                sum(n == expected[c].get(r["id"]) for n, r in zip(listed, rows)))
             openings = collections.Counter(" ".join((r.get("reasoner") or "").split()[:3]) for r in rows)
             opening, n = openings.most_common(1)[0] if openings else ("", 0)
             print(f"| {run.name} | {c} | {sum(r['valid'] for r in rows)}/{len(rows)} | {len(rows) - len(called)} | "
-                  f"{len(called)} | {len(parsed)} | {len(right)} | {sum(not r['valid'] for r in right)} | "
+                  f"{len(called)} | {lists} | {len(parsed)} | {len(right)} | {sum(not r['valid'] for r in right)} | "
                   f"\"{opening}\" ({n}) |")
 
 
