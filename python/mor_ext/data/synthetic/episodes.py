@@ -30,12 +30,13 @@ from ...tools import Tool, ToolResult, execute, observation_text
 from ...tools.families import ToolSpec
 from ..trajectory import ToolCall, Turn
 
-__all__ = ["SURFACE_FORMS", "EXTRA_FORMS", "REQUESTS", "Pool", "show", "fill_spec", "requests_listed"]
+__all__ = ["SURFACE_FORMS", "EXTRA_FORMS", "SAME_TOOL_FORMS", "REQUESTS", "Pool", "show", "fill_spec", "requests_listed"]
 
 SURFACE_FORMS = ("and_list", "respectively", "for_each", "bullets")
 # Forms used only when asked for (``generate(forms=...)``), so the default data stays as it was:
 # ``slot_list`` is a same-tool form; ``joined`` words a parallel_multiple query as one sentence.
 EXTRA_FORMS = ("slot_list", "joined")
+SAME_TOOL_FORMS = SURFACE_FORMS + ("slot_list",)  # the forms a parallel_same request can take
 # The meta key under which each builder returns the user's requests, one per call of the first
 # executor turn (one for an episode without calls): the generator lists them at the start of the
 # first plan when asked to (``generate(list_requests=True)``) and drops the key from the meta.
@@ -324,7 +325,7 @@ def parallel_same(pool: Pool, rng: random.Random, max_tools: int,
                   forms: Sequence[str] = SURFACE_FORMS) -> tuple[list[Tool], list[Turn], dict]:
     spec = pool.pick(rng, pool.parallel_families, need="vary")
     k = rng.choice((2, 2, 3, 3, 4))
-    form = rng.choice([f for f in forms if f in SURFACE_FORMS + ("slot_list",)])
+    form = rng.choice([f for f in forms if f in SAME_TOOL_FORMS])
     keys = [spec.vary]
     if form == "respectively":
         second = _second_key(spec, spec.sample(rng))

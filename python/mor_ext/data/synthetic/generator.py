@@ -219,7 +219,7 @@ def generate(n: int, *, seed: int = 0, mix: Mapping[str, float] | None = None, s
     if not isinstance(max_tools, int) or max_tools < 1:
         raise ValueError(f"max_tools must be an integer >= 1, got {max_tools!r}")
     known = episodes.SURFACE_FORMS + episodes.EXTRA_FORMS
-    if any(f not in known for f in forms) or not [f for f in forms if f != "joined"]:
+    if any(f not in known for f in forms) or not set(forms) & set(episodes.SAME_TOOL_FORMS):
         raise ValueError(f"forms must be a subset of {known} with at least one same-tool form (not only 'joined'), "
                          f"got {list(forms)}")
     weights = _check_mix(mix if mix is not None else HELDOUT_MIX if split == "heldout" else None)
