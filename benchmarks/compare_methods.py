@@ -343,17 +343,11 @@ def _bfcl_rows(results: Path, first: int | None = None) -> None:
         print(f"| {run.name} | {_mode(run)} | " + " | ".join(cells) + " |")
 
 
-def _listed_requests(reasoner: str) -> int | None:
-    """How many requests a plan opened by ``--list-requests`` data lists ("Asked: 1) ...; 2) ...."),
-    None for a plan without that opening."""
-    asked = re.match(r"Asked: (.*?)\.(?: |$)", reasoner)
-    return len(re.findall(r"(?:^|; )\d+\) ", asked.group(1))) if asked else None
-
-
 def _role_rows(results: Path) -> None:
     """Where each run's AST answers go wrong, per role, from the per-question verdicts: the reasoner's
     decision (no call where one was due; a plan that lists BFCL's number of requests) and the
     executor's calls (parsed; the right count; the right count but rejected by the checker)."""
+    from mor_ext.data.synthetic.episodes import count_listed_requests
     from mor_ext.eval.bfcl.data import load_category
 
     runs = sorted(p.parent for p in results.glob("*/summary.json")
@@ -375,7 +369,7 @@ def _role_rows(results: Path) -> None:
             called = [r for r in rows if r.get("status") == "called"]
             parsed = [r for r in called if r.get("decoded") is not None]
             right = [r for r in parsed if len(r["decoded"]) == expected[c].get(r["id"])]
-            listed = [_listed_requests(r.get("reasoner") or "") for r in rows]
+            listed = [count_listed_requests(r.get("reasoner") or "") for r in rows]
             lists = "-" if all(n is None for n in listed) else str(
                 sum(n == expected[c].get(r["id"]) for n, r in zip(listed, rows)))
             openings = collections.Counter(" ".join((r.get("reasoner") or "").split()[:3]) for r in rows)

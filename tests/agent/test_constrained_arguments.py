@@ -234,3 +234,69 @@ def test_the_vote_samples_under_the_grammar(tokenizer):
     for e in episodes:
         assert all(n in TOOLS for n in e.trajectory.meta["votes"][0])
         _calls_valid(next(t for t in e.trajectory.turns if t.role == "executor").content)
+
+
+@pytest.mark.parametrize("calls", [1, 2, 4])
+def test_an_exact_call_count_grammar_ends_only_after_that_many_calls(tokenizer, end, calls):
+    """``call_grammar(calls=N)`` (``--calls-from-plan``): random walks under it end in exactly N valid
+    calls, and a turn with one call fewer is not accepted where N > 1."""
+    grammar = CallGrammar(tokenizer, TOOLS, end, bounds=SHORT, calls=calls)
+    for seed in range(6):
+        rng, ids = random.Random(seed), []
+        while (token := rng.choice(_allowed_ids(grammar.allowed(ids)))) != end:
+            ids.append(token)
+            assert len(ids) < 4000
+        assert len(_calls_valid(tokenizer.decode(ids))) == calls
+    one = '{"name": "ping", "arguments": {}}'
+    for count in range(max(calls - 1, 1), calls + 2):
+        text = one if count == 1 else "[" + ", ".join([one] * count) + "]"
+        ids = tokenizer.encode(text, add_special_tokens=False) + [end]
+        fits = all(grammar.allowed(ids[:k])[t] for k, t in enumerate(ids))
+        assert fits == (count == calls), text
+    with pytest.raises(ValueError, match="at least one call"):
+        call_grammar(TOOLS, SHORT, calls=0)
+
+
+class _PlanThenSample:
+    """Scripts the reasoner's turn (``plans[episode.id]`` then "Next: executor") and samples the
+    executor's tokens from the (masked) logits of a random model, seeded."""
+
+    def __init__(self, tokenizer, plans: dict[str, str], seed: int) -> None:
+        self.tokenizer, self.plans = tokenizer, plans
+        self.end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, logits: torch.Tensor, episode) -> int:
+        if episode.role == "reasoner":
+            ids = self.tokenizer.encode(self.plans[episode.id] + " Next: executor", add_special_tokens=False)
+            return ids[len(episode.turn_ids)]
+        return int(torch.multinomial(torch.softmax(logits.float() * 0.5, -1), 1, generator=self.generator))
+
+
+PLANS = {"three": "Asked: 1) ping; 2) the levels 1 and 2; 3) a room in Oslo. Three calls.",
+         "one": "Asked: 1) a double room in Rome for 2 nights.",
+         "none": "The user wants a room; 1) book_room; 2) ping."}
+
+
+@pytest.mark.parametrize("from_plan", [True, False])
+def test_calls_from_plan_makes_as_many_calls_as_the_plan_lists(tokenizer, from_plan):
+    """``AgentConfig.calls_from_plan``: the executor turn after a plan that lists N requests makes
+    exactly N calls; after a plan without the listing, 1 to ``Bounds.calls``. Without the option
+    the same sampled model makes other counts (what the option changes)."""
+    model = build_model(len(tokenizer), seed=3)
+    config = AgentConfig(first_call_only=True, max_turn_tokens=200, constrain_args=True, argument_bounds=SHORT,
+                         calls_from_plan=from_plan)  # the scripted plans are not cut
+    counts = {name: [] for name in PLANS}
+    for seed in range(4):
+        agent = Agent(model, tokenizer, TOOLS, system=SYSTEM, config=config,
+                      choose=_PlanThenSample(tokenizer, PLANS, seed))
+        for name in PLANS:
+            episode = agent.run_batch(["Help me."], batch_size=1, ids=[name]).episodes[0]
+            assert episode.status == CALLED
+            counts[name].append(len(_calls_valid(next(t for t in episode.trajectory.turns
+                                                       if t.role == "executor").content)))
+    assert all(1 <= c <= SHORT.calls for c in counts["none"])
+    if from_plan:
+        assert counts["three"] == [3] * 4 and counts["one"] == [1] * 4
+    else:
+        assert counts["three"] + counts["one"] != [3] * 4 + [1] * 4

@@ -63,16 +63,3 @@ def test_report_scores_each_run_on_its_first_questions_only(compare_methods, tmp
 def test_report_rejects_a_first_below_one(compare_methods, tmp_path):
     with pytest.raises(SystemExit):
         compare_methods.main(["report", "--out", str(tmp_path), "--first", "0"])
-
-
-@pytest.mark.parametrize("plan, count", [
-    ("Asked: 1) the factorial of 5; 2) the factorial of 10; 3) the factorial of 15. 1) math.factorial(number=5)", 3),
-    ("Asked: 1) 5.6 ft in meters. One request: one call of length_ft_into_m.", 1),
-    ("Asked: 1) the area of a circle with radius 0.5; 2) its circumference.", 2),
-    ("The user wants the factorial of 5; 2) no.", None),
-    ("", None),
-])
-def test_listed_requests_counts_the_plan_opening_only(compare_methods, plan, count):
-    """The reasoner column of the per-role table: the requests a --list-requests plan lists, not the
-    numbered calls that follow the list, and None for a plan without the opening."""
-    assert compare_methods._listed_requests(plan) == count

@@ -11,7 +11,7 @@ import pytest
 
 from mor_ext.data import synthetic
 from mor_ext.data.synthetic import generate
-from mor_ext.data.synthetic.episodes import REQUESTS, SURFACE_FORMS
+from mor_ext.data.synthetic.episodes import REQUESTS, SURFACE_FORMS, count_listed_requests
 from mor_ext.data.synthetic.report import format_report, pattern_report
 from mor_ext.data.trajectory import Tool, ToolCall, Trajectory, Turn
 from mor_ext.tools.families import REFUSAL_AXES, all_specs, specs
@@ -270,10 +270,28 @@ def test_listed_requests_open_every_first_plan_one_per_call_and_change_nothing_e
         executors = [t for t in a.turns if t.role == "executor"]
         want = len(executors[0].calls) if executors else 1
         assert numbers == list(range(1, want + 1)), (a.meta["kind"], listing, want)
+        assert count_listed_requests(opened) == want, opened  # the reader of the whole plan agrees
         seen[a.meta["kind"], want > 1] += 1
     # every kind is covered, and both one-request and several-request listings occur
     assert {k for k, _ in seen} == set(synthetic.KINDS)
     assert seen["parallel_same", True] and seen["parallel_multiple", True] and seen["single", False]
+
+
+@pytest.mark.parametrize("plan, count", [
+    ("Asked: 1) the factorial of 5; 2) the factorial of 10; 3) the factorial of 15. 1) math.factorial(number=5); "
+     "2) math.factorial(number=10)", 3),
+    ("Asked: 1) 5.6 ft in meters. One request: one call of length_ft_into_m.", 1),
+    ("Asked: 1) the area of a circle with radius 0.5; 2) its circumference.", 2),
+    ("Asked: 1) 17 seconds in minutes; 2) 6.7 seconds in minutes", 2),  # no closing full stop
+    ("Asked: 1) a; 3) b.", 1),  # the numbers must follow on
+    ("The user wants the factorial of 5; 2) no.", None),
+    ("Asked: the factorial of 5.", None),
+    ("", None),
+])
+def test_count_listed_requests_reads_the_opening_only(plan, count):
+    """The reader of :func:`requests_listed`'s opening (``--calls-from-plan`` decoding, the per-role
+    report): the requests listed, not the numbered calls that follow the list; None without it."""
+    assert count_listed_requests(plan) == count
 
 
 def test_listed_requests_need_one_request():

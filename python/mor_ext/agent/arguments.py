@@ -235,22 +235,28 @@ class _Grammar:
         return "(" + " | ".join(scalars + [array, obj]) + ")"
 
 
-def call_grammar(tools: Mapping[str, Tool] | Sequence[Tool], bounds: Bounds = Bounds()) -> tuple[str, list[str]]:
+def call_grammar(tools: Mapping[str, Tool] | Sequence[Tool], bounds: Bounds = Bounds(),
+                 calls: int | None = None) -> tuple[str, list[str]]:
     """The Lark grammar of an executor turn that calls ``tools`` (see the module docstring), and
-    warnings about schema parts it could not express (those accept any value)."""
+    warnings about schema parts it could not express (those accept any value). ``calls``: exactly
+    that many calls (one: a call or a list of one; more: a list of them), else 1 to ``bounds.calls``."""
     items = list(tools.values()) if isinstance(tools, Mapping) else list(tools)
     if not items:
         raise ValueError("a call grammar needs at least one tool")
+    if calls is not None and calls < 1:
+        raise ValueError(f"an executor turn makes at least one call, got calls={calls}")
     grammar = _Grammar(bounds)
-    calls = []
+    alternatives = []
     for tool in items:
         schema = dict(tool.parameters or {})
         schema.setdefault("type", "object")
         head = _literal('{"name": ' + json.dumps(tool.name, ensure_ascii=False) + ', "arguments": ')
-        calls.append(grammar.rule(f'{head} {grammar.object(schema, schema, 0)} "}}"', "c"))
-    call = grammar.rule(" | ".join(calls), "call")
-    more = f' (", " {call}){{0,{bounds.calls - 1}}}' if bounds.calls > 1 else ""
-    return grammar.text(f'{call} | "[" {call}{more} "]"'), grammar.warnings
+        alternatives.append(grammar.rule(f'{head} {grammar.object(schema, schema, 0)} "}}"', "c"))
+    call = grammar.rule(" | ".join(alternatives), "call")
+    low, high = (0, bounds.calls - 1) if calls is None else (calls - 1, calls - 1)
+    more = f' (", " {call}){{{low},{high}}}' if high > 0 else ""
+    single = f"{call} | " if low == 0 else ""
+    return grammar.text(f'{single}"[" {call}{more} "]"'), grammar.warnings
 
 
 def _ll_tokenizer(tokenizer, end_id: int):
@@ -278,11 +284,11 @@ class CallGrammar:
     """
 
     def __init__(self, tokenizer, tools: Mapping[str, Tool] | Sequence[Tool], end_id: int, *,
-                 bounds: Bounds = Bounds(), keep_states: int = 64) -> None:
+                 bounds: Bounds = Bounds(), calls: int | None = None, keep_states: int = 64) -> None:
         from llguidance import LLMatcher
 
         self.end_id = end_id
-        self.lark, self.warnings = call_grammar(tools, bounds)
+        self.lark, self.warnings = call_grammar(tools, bounds, calls)
         self._vocab, self._tokenizer = len(tokenizer), tokenizer
         self._matcher = LLMatcher(_ll_tokenizer(tokenizer, end_id), LLMatcher.grammar_from_lark(self.lark), log_level=0)
         if self._matcher.is_error():
@@ -291,15 +297,17 @@ class CallGrammar:
         self._keep = keep_states
 
     @classmethod
-    def for_tools(cls, tokenizer, tools: Mapping[str, Tool], end_id: int, bounds: Bounds | None = None) -> "CallGrammar":
-        """A grammar for ``tools``; where some schema cannot be compiled, the schemas are retried
-        as plain objects of their properties (noted in ``warnings``) rather than failing the episode."""
+    def for_tools(cls, tokenizer, tools: Mapping[str, Tool], end_id: int, bounds: Bounds | None = None,
+                  calls: int | None = None) -> "CallGrammar":
+        """A grammar for ``tools`` (``calls``: exactly that many, see :func:`call_grammar`); where some
+        schema cannot be compiled, the schemas are retried as plain objects of their properties
+        (noted in ``warnings``) rather than failing the episode."""
         bounds = bounds or Bounds()
         try:
-            return cls(tokenizer, tools, end_id, bounds=bounds)
+            return cls(tokenizer, tools, end_id, bounds=bounds, calls=calls)
         except ValueError as exc:
             plain = {n: Tool(t.name, t.description, _plain(t.parameters)) for n, t in tools.items()}
-            grammar = cls(tokenizer, plain, end_id, bounds=bounds)
+            grammar = cls(tokenizer, plain, end_id, bounds=bounds, calls=calls)
             grammar.warnings.append(f"argument schemas simplified for constrained decoding: {exc}")
             return grammar
 

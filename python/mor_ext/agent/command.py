@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     selection.add_argument("--constrain-args", action="store_true",
                            help="the whole call constrained: names as --constrain-names, arguments to the tool's "
                                 "parameter schema (needs llguidance)")
+    selection.add_argument("--calls-from-plan", action="store_true",
+                           help="with --constrain-args: an executor turn after a plan that lists the user's requests "
+                                "(\"Asked: 1) ...; 2) ...\") makes exactly that many calls")
     selection.add_argument("--vote", type=int, default=0, metavar="N",
                            help="AgentFlux's majority vote over N sampled selections per executor turn")
     selection.add_argument("--max-repeated-calls", type=int, default=None, metavar="N",
@@ -123,9 +126,12 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
         else:
             patch(model)
         model.eval()
+        if args.calls_from_plan and not args.constrain_args:
+            raise ValueError("--calls-from-plan bounds the constrained grammar: it needs --constrain-args")
         config = AgentConfig(max_steps=args.max_steps, max_tokens=args.max_tokens, max_turn_tokens=args.max_turn_tokens,
                              do_sample=args.sample, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
                              constrain_names=args.constrain_names, constrain_args=args.constrain_args, vote=args.vote,
+                             calls_from_plan=args.calls_from_plan,
                              max_repeated_calls=args.max_repeated_calls)
         categories = None
         if args.tool_categories:

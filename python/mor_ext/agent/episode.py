@@ -69,7 +69,10 @@ class AgentConfig:
     many times in a row. ``constrain_args`` constrains the whole executor turn to calls of the tools
     offered whose arguments their parameter schemas accept (:mod:`.arguments`; the names with them);
     such a turn is not cut at ``max_turn_tokens`` before its calls are complete (the grammar is
-    finite: ``argument_bounds``, an :class:`~.arguments.Bounds`).
+    finite: ``argument_bounds``, an :class:`~.arguments.Bounds`). ``calls_from_plan`` (with
+    ``constrain_args``): an executor turn that follows a plan listing the user's requests ("Asked:
+    1) ...; 2) ...", the opening of ``--list-requests`` data) makes exactly that many calls, the count
+    the reasoner set (other executor turns keep ``argument_bounds``).
     """
 
     max_steps: int = 6
@@ -89,6 +92,7 @@ class AgentConfig:
     max_repeated_calls: int | None = None
     constrain_args: bool = False
     argument_bounds: Any = None  # an arguments.Bounds for constrain_args (None: its defaults)
+    calls_from_plan: bool = False
 
 
 @dataclass
@@ -150,7 +154,7 @@ class Episode:
         self.turn_ids: list[int] = []  # what the speaking role has generated so far this turn
         self.voted = False  # whether this executor turn's selection was voted on already
         self._constraint = None
-        self._arguments = None
+        self._arguments: dict[int | None, Any] = {}  # CallGrammars by exact call count (None: any)
         self.votes: list[list[str]] = []  # each majority vote's sampled names ("": none), in order
         self.vote_tokens = 0  # tokens the votes' samples ran that did not become the episode's
         self._turn_text = ""
@@ -257,16 +261,29 @@ class Episode:
 
     def argument_constraint(self):
         """The :class:`~.arguments.CallGrammar` over this episode's tools' schemas (None unless
-        ``constrain_args``), built on first use."""
+        ``constrain_args``) for the executor turn being written, built on first use: with
+        ``calls_from_plan``, exactly as many calls as the plan before the turn lists."""
         if not self.config.constrain_args or not self.tools:
             return None
-        if self._arguments is None:
+        calls = self.planned_calls() if self.config.calls_from_plan else None
+        if calls not in self._arguments:
             from .arguments import CallGrammar
 
-            self._arguments = CallGrammar.for_tools(self.encoder.tokenizer, self.tools, self.end_id,
-                                                    self.config.argument_bounds)
-            self.warnings.extend(self._arguments.warnings)
-        return self._arguments
+            grammar = CallGrammar.for_tools(self.encoder.tokenizer, self.tools, self.end_id,
+                                            self.config.argument_bounds, calls)
+            self._arguments[calls] = grammar
+            self.warnings.extend(w for w in grammar.warnings if w not in self.warnings)
+        return self._arguments[calls]
+
+    def planned_calls(self) -> int | None:
+        """The number of requests that the reasoner's turn just before this one lists ("Asked: 1)
+        ...; 2) ...", :func:`~mor_ext.data.synthetic.episodes.count_listed_requests`), else None."""
+        from ..data.synthetic.episodes import count_listed_requests
+
+        plan = self.turns[-1] if self.turns else None
+        if plan is None or plan.role != "reasoner":
+            return None
+        return count_listed_requests(plan.content)
 
     def _may_cut(self) -> bool:
         """Whether the turn may be cut here: not inside a call whose arguments are constrained."""

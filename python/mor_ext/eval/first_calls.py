@@ -34,13 +34,15 @@ class FirstCallTask:
 @dataclass(frozen=True)
 class Selection:
     """How the first call's tool is selected (``docs/spec.md`` §7): ``constrain_names`` keeps the name
-    to the tools offered; ``constrain_args`` the whole call to the tools' schemas (name and arguments);
+    to the tools offered; ``constrain_args`` the whole call to the tools' schemas (name and arguments),
+    with ``calls_from_plan`` as many calls as the plan before lists (``AgentConfig.calls_from_plan``);
     ``vote`` > 1 samples that many selections (at ``vote_temperature``, seeded
     ``seed``) and keeps the majority; ``max_tools`` selects a category first when a question offers
     more tools (``categories``: tool name -> category, else derived from the names)."""
 
     constrain_names: bool = False
     constrain_args: bool = False
+    calls_from_plan: bool = False
     vote: int = 0
     vote_temperature: float = 1.0
     seed: int = 0
@@ -48,7 +50,8 @@ class Selection:
     categories: Mapping[str, str] | None = field(default=None, hash=False)
 
     def to_dict(self) -> dict:
-        return {"constrain_names": self.constrain_names, "constrain_args": self.constrain_args, "vote": self.vote, "vote_temperature": self.vote_temperature,
+        return {"constrain_names": self.constrain_names, "constrain_args": self.constrain_args,
+                "calls_from_plan": self.calls_from_plan, "vote": self.vote, "vote_temperature": self.vote_temperature,
                 "seed": self.seed, "max_tools": self.max_tools, "categories": "given" if self.categories else None}
 
 
@@ -66,6 +69,7 @@ def run_first_calls(model: torch.nn.Module, tokenizer, tasks: Sequence[FirstCall
         max_tokens = int(getattr(model.config, "max_position_embeddings", 4096) or 4096)
     config = AgentConfig(max_steps=1, max_tokens=max_tokens, max_turn_tokens=max_new_tokens, first_call_only=True,
                          constrain_names=selection.constrain_names, constrain_args=selection.constrain_args,
+                         calls_from_plan=selection.calls_from_plan,
                          vote=selection.vote,
                          vote_temperature=selection.vote_temperature, seed=selection.seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

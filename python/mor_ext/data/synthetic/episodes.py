@@ -30,7 +30,7 @@ from ...tools import Tool, ToolResult, execute, observation_text
 from ...tools.families import ToolSpec
 from ..trajectory import ToolCall, Turn
 
-__all__ = ["SURFACE_FORMS", "EXTRA_FORMS", "SAME_TOOL_FORMS", "REQUESTS", "Pool", "show", "fill_spec", "requests_listed"]
+__all__ = ["SURFACE_FORMS", "EXTRA_FORMS", "SAME_TOOL_FORMS", "REQUESTS", "Pool", "show", "fill_spec", "requests_listed", "count_listed_requests"]
 
 SURFACE_FORMS = ("and_list", "respectively", "for_each", "bullets")
 # Forms used only when asked for (``generate(forms=...)``), so the default data stays as it was:
@@ -87,6 +87,23 @@ def requests_listed(requests: Sequence[str]) -> str:
     if not requests:
         raise ValueError("an episode lists at least one request")
     return "Asked: " + "; ".join(f"{j}) {r}" for j, r in enumerate(requests, 1)) + "."
+
+
+def count_listed_requests(plan: str) -> int | None:
+    """How many requests a plan opened by :func:`requests_listed` lists (the calls it announces for
+    the executor's next turn), None for a plan without that opening.
+
+    The items are read in order, ``1) `` then ``; 2) `` and so on; the listing ends at the first
+    sentence end (". ") before the next number, so a plan's later numbered calls ("... . 1) f(x=1);
+    2) ...") and decimal points ("6.7 seconds") do not count."""
+    if not plan.startswith("Asked: 1) "):
+        return None
+    count, at = 1, len("Asked: 1) ")
+    while True:
+        nxt = plan.find(f"; {count + 1}) ", at)
+        if nxt < 0 or ". " in plan[at:nxt]:
+            return count
+        count, at = count + 1, nxt + len(f"; {count + 1}) ")
 
 
 def _listed(value: Any) -> str:

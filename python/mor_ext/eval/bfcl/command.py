@@ -2,7 +2,7 @@
 
     mor-ext eval bfcl [--model M] [--adapter DIR] [--method mor|lora|base] --categories C ... [--limit N]
                       [--out DIR] [--mode agent|prompt] [--batch-size B] [--max-new-tokens N] [--system TEXT]
-                      [--constrain-names] [--constrain-args] [--vote N] [--max-tools N [--tool-categories JSON]]
+                      [--constrain-names] [--constrain-args [--calls-from-plan]] [--vote N] [--max-tools N [--tool-categories JSON]]
 
 ``--method`` (default: ``mor`` with ``--adapter``, else ``base``): ``mor`` loads a MoR adapter
 (:func:`mor_ext.load_adapter`), ``lora`` a PEFT LoRA directory (``mor-ext train --method lora``), merged
@@ -32,7 +32,10 @@ def selection_from_args(args: argparse.Namespace) -> Selection:
             raise ValueError(f"{args.tool_categories}: expected a JSON object {{function name: category}}")
     if args.vote < 0 or (args.max_tools is not None and args.max_tools < 2):
         raise ValueError("--vote must be >= 0 and --max-tools >= 2")
-    return Selection(constrain_names=args.constrain_names, constrain_args=args.constrain_args, vote=args.vote, vote_temperature=args.vote_temperature,
+    if args.calls_from_plan and not args.constrain_args:
+        raise ValueError("--calls-from-plan bounds the constrained grammar: it needs --constrain-args")
+    return Selection(constrain_names=args.constrain_names, constrain_args=args.constrain_args,
+                     calls_from_plan=args.calls_from_plan, vote=args.vote, vote_temperature=args.vote_temperature,
                      seed=args.seed, max_tools=args.max_tools, categories=categories)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     selection.add_argument("--constrain-args", action="store_true",
                            help="constrained decoding of the whole call: names as --constrain-names, arguments a JSON "
                                 "object that the function's parameter schema accepts (needs llguidance)")
+    selection.add_argument("--calls-from-plan", action="store_true",
+                           help="with --constrain-args: an executor turn after a plan that lists the user's requests "
+                                "(\"Asked: 1) ...; 2) ...\", --list-requests training data) makes exactly that many calls")
     selection.add_argument("--vote", type=int, default=0, metavar="N",
                            help="AgentFlux's majority vote: sample N selections (on the episode's KV cache), keep the most frequent")
     selection.add_argument("--vote-temperature", type=float, default=1.0)
@@ -81,7 +87,7 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
     selection = selection_from_args(args)
     if selection != Selection() and args.mode != "agent":
-        raise ValueError("--constrain-names, --constrain-args, --vote and --max-tools apply to --mode agent")
+        raise ValueError("--constrain-names, --constrain-args, --calls-from-plan, --vote and --max-tools apply to --mode agent")
     model, tokenizer, method = load_for_method(args.model, args.adapter, args.method)
     scheme = getattr(getattr(model, "mor_config", None), "scheme", None)
     result = evaluate(model, tokenizer, args.categories, mode=args.mode, limit=args.limit, out=args.out,
