@@ -63,3 +63,32 @@ def test_scores_by_kind_against_the_reference(tmp_path):
     assert json.loads((tmp_path / "heldout_score.json").read_text())["overall"]["exact"] == pytest.approx(0.5)
     assert len((tmp_path / "heldout_verdicts.jsonl").read_text().splitlines()) == 4
     assert "| all | 4 | 50.0 | 75.0 | 75.0 |" in result.table()
+
+
+def test_the_selection_flags_reach_the_episodes(tmp_path):
+    """``eval heldout`` takes ``eval bfcl``'s decoding flags (chosen here, not on BFCL): under
+    ``--constrain-args`` a random model's every executor turn holds calls of the offered tools; without
+    it the same model writes text that does not parse. ``--calls-from-plan`` needs ``--constrain-args``."""
+    pytest.importorskip("llguidance")
+    import argparse
+
+    from mor_ext.eval.first_calls import Selection, add_selection_arguments, selection_from_args
+
+    tok = build_tokenizer()
+    model = build_model(len(tok), torch.float64)
+    model.config.max_position_embeddings = 16384
+    trajectories = generate(6, seed=4, split="heldout", mix={"single": 1})
+    got = {}
+    for selection in (None, Selection(constrain_args=True)):
+        result = evaluate_heldout(model, tok, trajectories, batch_size=6, max_new_tokens=24, selection=selection)
+        called = [v for v in result.verdicts if v["status"] == "called"]
+        assert called
+        got[selection is not None] = [bool(v["got"]) for v in called]
+    assert all(got[True]) and not any(got[False])
+
+    parser = argparse.ArgumentParser()
+    add_selection_arguments(parser, "selection")
+    assert selection_from_args(parser.parse_args(["--constrain-args", "--calls-from-plan"])) == \
+        Selection(constrain_args=True, calls_from_plan=True)
+    with pytest.raises(ValueError, match="needs --constrain-args"):
+        selection_from_args(parser.parse_args(["--calls-from-plan"]))

@@ -7,6 +7,8 @@ trained with (:func:`mor_ext.agent.role_encoder`), and :func:`first_executor_tur
 
 from __future__ import annotations
 
+import argparse
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -18,7 +20,8 @@ from ..agent.hierarchy import choose_tools
 from ..data.trajectory import Turn
 from ..tools import Tool
 
-__all__ = ["FirstCallTask", "Selection", "run_first_calls", "first_executor_turn"]
+__all__ = ["FirstCallTask", "Selection", "run_first_calls", "first_executor_turn", "add_selection_arguments",
+           "selection_from_args"]
 
 
 @dataclass(frozen=True)
@@ -96,3 +99,44 @@ def run_first_calls(model: torch.nn.Module, tokenizer, tasks: Sequence[FirstCall
 def first_executor_turn(episode: EpisodeResult) -> Turn | None:
     """The executor turn that ended a first-call episode, or None (no call, or a limit before it)."""
     return next((t for t in episode.trajectory.turns if t.role == "executor"), None)
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def add_selection_arguments(parser: argparse.ArgumentParser, title: str) -> None:
+    """The tool-selection flags of both evaluations (``eval bfcl``, ``eval heldout``): the decoding
+    options are chosen on the held-out split with the same flags that BFCL then runs with."""
+    selection = parser.add_argument_group(title)
+    selection.add_argument("--constrain-names", action="store_true",
+                           help="constrained decoding: every function name is one of the question's functions")
+    selection.add_argument("--constrain-args", action="store_true",
+                           help="constrained decoding of the whole call: names as --constrain-names, arguments a JSON "
+                                "object that the function's parameter schema accepts (needs llguidance)")
+    selection.add_argument("--calls-from-plan", action="store_true",
+                           help="with --constrain-args: an executor turn after a plan that lists the user's requests "
+                                "(\"Asked: 1) ...; 2) ...\", --list-requests training data) makes exactly that many calls")
+    selection.add_argument("--vote", type=int, default=0, metavar="N",
+                           help="AgentFlux's majority vote: sample N selections (on the episode's KV cache), keep the most frequent")
+    selection.add_argument("--vote-temperature", type=float, default=1.0)
+    selection.add_argument("--seed", type=int, default=0, help="seed of the vote's sampling")
+    selection.add_argument("--max-tools", type=int, default=None, metavar="N",
+                           help="hierarchical selection: with more than N functions, pick a category first "
+                                "(categories derived from the names unless --tool-categories)")
+    selection.add_argument("--tool-categories", default=None, metavar="JSON",
+                           help="a JSON file {function name: category} for --max-tools")
+
+
+def selection_from_args(args: argparse.Namespace) -> Selection:
+    """The :class:`Selection` of :func:`add_selection_arguments`' flags."""
+    categories = None
+    if getattr(args, "tool_categories", None):
+        with open(args.tool_categories, encoding="utf-8") as f:
+            categories = json.load(f)
+        if not isinstance(categories, dict):
+            raise ValueError(f"{args.tool_categories}: expected a JSON object {{function name: category}}")
+    if args.vote < 0 or (args.max_tools is not None and args.max_tools < 2):
+        raise ValueError("--vote must be >= 0 and --max-tools >= 2")
+    if args.calls_from_plan and not args.constrain_args:
+        raise ValueError("--calls-from-plan bounds the constrained grammar: it needs --constrain-args")
+    return Selection(constrain_names=args.constrain_names, constrain_args=args.constrain_args,
+                     calls_from_plan=args.calls_from_plan, vote=args.vote, vote_temperature=args.vote_temperature,
+                     seed=args.seed, max_tools=args.max_tools, categories=categories)

@@ -31,7 +31,8 @@ import torch
 from ..agent.batch import TokenChooser
 from ..data.trajectory import ToolCall, Trajectory
 from ..files import atomic_write_text
-from .first_calls import FirstCallTask, first_executor_turn, run_first_calls
+from .first_calls import (FirstCallTask, Selection, add_selection_arguments, first_executor_turn, run_first_calls,
+                          selection_from_args)
 
 __all__ = ["HeldoutScore", "HeldoutResult", "expected_calls", "evaluate_heldout", "compare_calls"]
 
@@ -117,11 +118,13 @@ class HeldoutResult:
 
 def evaluate_heldout(model: torch.nn.Module, tokenizer, trajectories: Iterable[Trajectory], *, batch_size: int = 8,
                      max_new_tokens: int = 256, out: str | Path | None = None,
-                     progress: Callable[[int], None] | None = None, choose: TokenChooser | None = None) -> HeldoutResult:
+                     progress: Callable[[int], None] | None = None, choose: TokenChooser | None = None,
+                     selection: Selection | None = None) -> HeldoutResult:
     """Run the agent on each trajectory's first user turn and tools (nothing executed) and score its
     first calls (see the module docstring). ``out``: write ``heldout_verdicts.jsonl`` and
     ``heldout_score.json`` there. ``choose`` replaces greedy decoding, ``(logits, episode) -> token``
-    (tests script the output)."""
+    (tests script the output); ``selection``: constrained decoding, the vote (default: none), as
+    ``eval bfcl`` takes them, so that decoding options are chosen here rather than on BFCL."""
     import time
 
     trajectories = list(trajectories)
@@ -135,7 +138,7 @@ def evaluate_heldout(model: torch.nn.Module, tokenizer, trajectories: Iterable[T
              for t, query in zip(trajectories, queries)]
     start = time.perf_counter()
     episodes = run_first_calls(model, tokenizer, tasks, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                               progress=progress, choose=choose)
+                               progress=progress, choose=choose, selection=selection)
     by_kind: dict[str, HeldoutScore] = {}
     overall = HeldoutScore()
     verdicts = []
@@ -173,6 +176,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=256, help="per role turn")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON instead of a table")
+    add_selection_arguments(parser, "tool selection (docs/spec.md §7), as for eval bfcl")
 
 
 def run_command(args, out=None) -> int:
@@ -188,9 +192,11 @@ def run_command(args, out=None) -> int:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
     trajectories, _ = read_trajectories(args.data, on_error="raise")
     trajectories = trajectories[: args.limit]
+    selection = selection_from_args(args)
     model, tokenizer, _ = load_for_method(args.model, args.adapter, args.method)
     with tqdm(total=len(trajectories), desc="held-out tools", unit="episode") as bar:
         result = evaluate_heldout(model, tokenizer, trajectories, batch_size=args.batch_size,
-                                  max_new_tokens=args.max_new_tokens, out=args.out, progress=bar.update)
+                                  max_new_tokens=args.max_new_tokens, out=args.out, progress=bar.update,
+                                  selection=selection)
     out.write((json.dumps(result.to_dict(), indent=2) if args.json else result.table()) + "\n")
     return 0

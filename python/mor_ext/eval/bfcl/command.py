@@ -17,26 +17,11 @@ import json
 import sys
 from typing import TextIO
 
-from ..first_calls import Selection
+from ..first_calls import Selection, add_selection_arguments, selection_from_args
 from ..loading import METHODS, load_for_method
 
-__all__ = ["add_arguments", "run_command", "selection_from_args"]
+__all__ = ["add_arguments", "run_command"]
 
-
-def selection_from_args(args: argparse.Namespace) -> Selection:
-    """The :class:`~mor_ext.eval.first_calls.Selection` of the tool-selection flags."""
-    categories = None
-    if getattr(args, "tool_categories", None):
-        categories = json.loads(open(args.tool_categories, encoding="utf-8").read())
-        if not isinstance(categories, dict):
-            raise ValueError(f"{args.tool_categories}: expected a JSON object {{function name: category}}")
-    if args.vote < 0 or (args.max_tools is not None and args.max_tools < 2):
-        raise ValueError("--vote must be >= 0 and --max-tools >= 2")
-    if args.calls_from_plan and not args.constrain_args:
-        raise ValueError("--calls-from-plan bounds the constrained grammar: it needs --constrain-args")
-    return Selection(constrain_names=args.constrain_names, constrain_args=args.constrain_args,
-                     calls_from_plan=args.calls_from_plan, vote=args.vote, vote_temperature=args.vote_temperature,
-                     seed=args.seed, max_tools=args.max_tools, categories=categories)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="'smollm2' (default), a local .gguf file or HF model directory")
@@ -56,25 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=256, help="per generation (agent mode: per role turn)")
     parser.add_argument("--system", default=None, help="agent mode's system prompt (default: none, as the synthetic "
                                                        "training data has)")
-    selection = parser.add_argument_group("tool selection (agent mode; docs/spec.md §7). The role scheme (MoRAgent, "
-                                          "AgentFlux) is the adapter's own")
-    selection.add_argument("--constrain-names", action="store_true",
-                           help="constrained decoding: every function name is one of the question's functions")
-    selection.add_argument("--constrain-args", action="store_true",
-                           help="constrained decoding of the whole call: names as --constrain-names, arguments a JSON "
-                                "object that the function's parameter schema accepts (needs llguidance)")
-    selection.add_argument("--calls-from-plan", action="store_true",
-                           help="with --constrain-args: an executor turn after a plan that lists the user's requests "
-                                "(\"Asked: 1) ...; 2) ...\", --list-requests training data) makes exactly that many calls")
-    selection.add_argument("--vote", type=int, default=0, metavar="N",
-                           help="AgentFlux's majority vote: sample N selections (on the episode's KV cache), keep the most frequent")
-    selection.add_argument("--vote-temperature", type=float, default=1.0)
-    selection.add_argument("--seed", type=int, default=0, help="seed of the vote's sampling")
-    selection.add_argument("--max-tools", type=int, default=None, metavar="N",
-                           help="hierarchical selection: with more than N functions, pick a category first "
-                                "(categories derived from the names unless --tool-categories)")
-    selection.add_argument("--tool-categories", default=None, metavar="JSON",
-                           help="a JSON file {function name: category} for --max-tools")
+    add_selection_arguments(parser, "tool selection (agent mode; docs/spec.md §7). The role scheme (MoRAgent, "
+                                    "AgentFlux) is the adapter's own")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
 
