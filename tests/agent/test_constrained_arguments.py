@@ -275,13 +275,14 @@ class _PlanThenSample:
 
 PLANS = {"three": "Asked: 1) ping; 2) the levels 1 and 2; 3) a room in Oslo. Three calls.",
          "one": "Asked: 1) a double room in Rome for 2 nights.",
-         "none": "The user wants a room; 1) book_room; 2) ping."}
+         "none": "The user wants a room; 1) book_room; 2) ping.",
+         "five": "Asked: 1) ping; 2) ping; 3) ping; 4) ping; 5) ping."}  # more than SHORT's cap of 3 calls
 
 
 @pytest.mark.parametrize("from_plan", [True, False])
 def test_calls_from_plan_makes_as_many_calls_as_the_plan_lists(tokenizer, from_plan):
     """``AgentConfig.calls_from_plan``: the executor turn after a plan that lists N requests makes
-    exactly N calls; after a plan without the listing, 1 to ``Bounds.calls``. Without the option
+    exactly N calls (at most ``Bounds.calls``); after a plan without the listing, 1 to ``Bounds.calls``. Without the option
     the same sampled model makes other counts (what the option changes)."""
     model = build_model(len(tokenizer), seed=3)
     config = AgentConfig(first_call_only=True, max_turn_tokens=200, constrain_args=True, argument_bounds=SHORT,
@@ -297,6 +298,6 @@ def test_calls_from_plan_makes_as_many_calls_as_the_plan_lists(tokenizer, from_p
                                                        if t.role == "executor").content)))
     assert all(1 <= c <= SHORT.calls for c in counts["none"])
     if from_plan:
-        assert counts["three"] == [3] * 4 and counts["one"] == [1] * 4
+        assert counts["three"] == [3] * 4 and counts["one"] == [1] * 4 and counts["five"] == [SHORT.calls] * 4
     else:
         assert counts["three"] + counts["one"] != [3] * 4 + [1] * 4

@@ -72,7 +72,7 @@ class AgentConfig:
     finite: ``argument_bounds``, an :class:`~.arguments.Bounds`). ``calls_from_plan`` (with
     ``constrain_args``): an executor turn that follows a plan listing the user's requests ("Asked:
     1) ...; 2) ...", the opening of ``--list-requests`` data) makes exactly that many calls, the count
-    the reasoner set (other executor turns keep ``argument_bounds``).
+    the reasoner set, up to ``argument_bounds.calls`` (other executor turns: 1 to that cap).
     """
 
     max_steps: int = 6
@@ -262,13 +262,15 @@ class Episode:
     def argument_constraint(self):
         """The :class:`~.arguments.CallGrammar` over this episode's tools' schemas (None unless
         ``constrain_args``) for the executor turn being written, built on first use: with
-        ``calls_from_plan``, exactly as many calls as the plan before the turn lists."""
+        ``calls_from_plan``, exactly as many calls as the plan before the turn lists (at most the cap)."""
         if not self.config.constrain_args or not self.tools:
             return None
-        calls = self.planned_calls() if self.config.calls_from_plan else None
-        if calls not in self._arguments:
-            from .arguments import CallGrammar
+        from .arguments import Bounds, CallGrammar
 
+        calls = self.planned_calls() if self.config.calls_from_plan else None
+        if calls is not None:  # a plan that lists more requests than the grammar's cap gets the cap
+            calls = min(calls, (self.config.argument_bounds or Bounds()).calls)
+        if calls not in self._arguments:
             grammar = CallGrammar.for_tools(self.encoder.tokenizer, self.tools, self.end_id,
                                             self.config.argument_bounds, calls)
             self._arguments[calls] = grammar
