@@ -5,7 +5,7 @@
 set -euo pipefail
 P=.venv/bin/python
 O=runs/cmp11
-cats="simple_python simple_java simple_javascript multiple parallel parallel_multiple irrelevance"
+cats="${CATS:-simple_python simple_java simple_javascript multiple parallel parallel_multiple irrelevance}"
 $P benchmarks/compare_methods.py evaluate --out $O --results $O/results --only $1 --tag plan10 \
    --eval-flags='--constrain-args --calls-from-plan' --limit 10 --batch-size-eval 10 --jobs 1 --categories $cats \
    > $O/evaluate_plan10_$1.log 2>&1
