@@ -56,3 +56,17 @@ def test_load_tools_checks_what_it_imports():
         load_tools("agent_helpers")
     with pytest.raises(ValueError, match="not a Tool"):
         load_tools("agent_helpers:SYSTEM")
+
+
+def test_selection_flags_are_the_shared_ones_and_checked_before_loading():
+    """``mor-ext agent`` takes the tool-selection flags of ``eval bfcl`` / ``eval heldout`` (one
+    definition), with its own ``--seed`` and ``--max-repeated-calls``; flags that do not go together
+    fail before any model is loaded (the model path here does not exist)."""
+    args = build_parser().parse_args(["agent", "--constrain-args", "--distinct-calls", "--calls-from-plan",
+                                      "--vote", "3", "--vote-temperature", "0.5", "--max-repeated-calls", "4",
+                                      "--seed", "7", "q"])
+    assert (args.distinct_calls, args.calls_from_plan, args.vote_temperature, args.max_repeated_calls, args.seed) == \
+        (True, True, 0.5, 4, 7)
+    for flags in (["--distinct-calls"], ["--calls-from-plan"], ["--vote", "-1"]):
+        with pytest.raises(ValueError, match="needs --constrain-args|--vote must be"):
+            run_command(build_parser().parse_args(["agent", "--model", "/nonexistent/model", *flags, "q"]), io.StringIO())

@@ -301,3 +301,106 @@ def test_calls_from_plan_makes_as_many_calls_as_the_plan_lists(tokenizer, from_p
         assert counts["three"] == [3] * 4 and counts["one"] == [1] * 4 and counts["five"] == [SHORT.calls] * 4
     else:
         assert counts["three"] + counts["one"] != [3] * 4 + [1] * 4
+
+
+# ------------------------------------------------------------------ distinct calls (--distinct-calls)
+@pytest.mark.parametrize("text, done, tail", [
+    ('{"name": "ping", "argu', [], '{"name": "ping", "argu'),
+    ('[{"name": "ping", "arguments": {}}', ['{"name": "ping", "arguments": {}}'], ""),
+    ('[{"name": "ping", "arguments": {}}, {"name": "fl', ['{"name": "ping", "arguments": {}}'], ', {"name": "fl'),
+    ('[{"name": "a", "arguments": {"s": "}, {"}}, {"name": "b", "arguments": {}}]',
+     ['{"name": "a", "arguments": {"s": "}, {"}}', '{"name": "b", "arguments": {}}'], "]"),
+    ("[", [], ""),
+])
+def test_split_calls_finds_the_complete_calls_of_a_list(text, done, tail):
+    from mor_ext.agent.arguments import split_calls
+
+    assert split_calls(text) == (done, tail)
+
+
+def _walk(grammar, end, rng) -> list[int]:
+    ids: list[int] = []
+    while True:
+        allowed = _allowed_ids(grammar.allowed(ids))
+        assert allowed
+        token = rng.choice(allowed)
+        if token == end:
+            return ids
+        ids.append(token)
+        assert len(ids) < 4000
+
+
+def test_distinct_calls_grammar_never_repeats_a_call_in_a_turn(tokenizer, end):
+    """Random walks of three calls over a tool without arguments and one with three booleans: without
+    ``distinct`` some turns repeat a call (what the option is for), with it none does, and every turn
+    still ends in valid calls."""
+    tools = {n: TOOLS[n] for n in ("ping", "flags")}
+    repeats = {}
+    for distinct in (False, True):
+        grammar = CallGrammar(tokenizer, tools, end, bounds=SHORT, calls=3, distinct=distinct)
+        repeats[distinct] = 0
+        for seed in range(12):
+            calls = _calls_valid(tokenizer.decode(_walk(grammar, end, random.Random(seed))), tools)
+            keys = [json.dumps([c.name, c.arguments], sort_keys=True) for c in calls]
+            assert len(calls) == 3
+            repeats[distinct] += len(keys) - len(set(keys))
+    assert repeats[False] > 0 and repeats[True] == 0
+
+
+def test_distinct_calls_blocks_only_the_token_that_completes_a_repeat(tokenizer, end):
+    """After ``f(a=true), f(a=true`` the closing brace (which would complete the repeat) is blocked
+    while another key stays open; a value that differs, or the first call, is not touched."""
+    first = '[{"name": "flags", "arguments": {"a": true}}, '
+    brace = tokenizer.encode("}", add_special_tokens=False)
+    assert len(brace) == 1
+    for distinct in (False, True):
+        grammar = CallGrammar(tokenizer, TOOLS, end, bounds=SHORT, distinct=distinct)
+        for text, blocked in ((first + '{"name": "flags", "arguments": {"a": true', distinct),
+                              (first + '{"name": "flags", "arguments": {"a": false', False),
+                              ('[{"name": "flags", "arguments": {"a": true', False)):
+            mask = grammar.allowed(tokenizer.encode(text, add_special_tokens=False))
+            assert bool(mask[brace[0]]) != blocked, (text, distinct)
+            assert mask[tokenizer.encode(",", add_special_tokens=False)[0]], text  # another key may follow
+
+
+def test_distinct_calls_lets_an_unavoidable_repeat_through(tokenizer, end):
+    """Two calls of the only tool, which takes no arguments: the repeat is the only way to end the turn,
+    so it is let through rather than leaving the turn without a valid ending."""
+    grammar = CallGrammar(tokenizer, {"ping": TOOLS["ping"]}, end, bounds=SHORT, calls=2, distinct=True)
+    ids = _walk(grammar, end, random.Random(0))
+    assert [c.name for c in _calls_valid(tokenizer.decode(ids), {"ping": TOOLS["ping"]})] == ["ping", "ping"]
+
+
+class _Repeat:
+    """Scripts the reasoner's "Next: executor"; the executor writes ``text`` wherever the (masked)
+    logits allow its next token, else the best allowed token."""
+
+    def __init__(self, tokenizer, text: str) -> None:
+        self.ids = tokenizer.encode(text, add_special_tokens=False)
+        self.plan = tokenizer.encode("Next: executor", add_special_tokens=False)
+
+    def __call__(self, logits: torch.Tensor, episode) -> int:
+        k = len(episode.turn_ids)
+        if episode.role == "reasoner":
+            return self.plan[k]
+        if episode.role == "executor" and k < len(self.ids) and torch.isfinite(logits[self.ids[k]]) \
+                and all(a == b for a, b in zip(episode.turn_ids, self.ids)):
+            return self.ids[k]
+        return int(torch.argmax(logits))
+
+
+@pytest.mark.parametrize("distinct", [False, True])
+def test_distinct_calls_reaches_the_episode(tokenizer, distinct):
+    """``AgentConfig.distinct_calls``: an executor that would write the same call twice writes a
+    different second call (without the option: the repeat)."""
+    model = build_model(len(tokenizer), seed=5)
+    config = AgentConfig(first_call_only=True, max_turn_tokens=400, constrain_args=True, argument_bounds=SHORT,
+                         distinct_calls=distinct)
+    one = '{"name": "flags", "arguments": {"a": true}}'
+    agent = Agent(model, tokenizer, TOOLS, system=SYSTEM, config=config,
+                  choose=_Repeat(tokenizer, f"[{one}, {one}]"))
+    episode = agent.run_batch(["Help me."], batch_size=1).episodes[0]
+    calls = [(c.name, c.arguments) for c in _calls_valid(
+        next(t for t in episode.trajectory.turns if t.role == "executor").content)]
+    assert calls[0] == ("flags", {"a": True}) and len(calls) >= 2
+    assert (calls[1] == calls[0]) != distinct

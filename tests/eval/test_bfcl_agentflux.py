@@ -60,7 +60,7 @@ def test_eval_bfcl_takes_the_scheme_from_the_adapter_with_every_selection_option
     summary = json.loads((out / "summary.json").read_text())
     assert summary["settings"]["scheme"] == "agentflux"
     assert summary["settings"]["selection"] == {"constrain_names": True, "constrain_args": False, "calls_from_plan": False,
-                                                "vote": 3, "vote_temperature": 1.0,
+                                                "distinct_calls": False, "vote": 3, "vote_temperature": 1.0,
                                                 "seed": 0, "max_tools": 2, "categories": None}
     from mor_ext.eval.bfcl import load_category
 

@@ -72,7 +72,8 @@ def test_the_selection_flags_reach_the_episodes(tmp_path):
     pytest.importorskip("llguidance")
     import argparse
 
-    from mor_ext.eval.first_calls import Selection, add_selection_arguments, selection_from_args
+    from mor_ext.agent.flags import add_selection_arguments
+    from mor_ext.eval.first_calls import Selection, selection_from_args
 
     tok = build_tokenizer()
     model = build_model(len(tok), torch.float64)
@@ -90,5 +91,8 @@ def test_the_selection_flags_reach_the_episodes(tmp_path):
     add_selection_arguments(parser, "selection")
     assert selection_from_args(parser.parse_args(["--constrain-args", "--calls-from-plan"])) == \
         Selection(constrain_args=True, calls_from_plan=True)
-    with pytest.raises(ValueError, match="needs --constrain-args"):
-        selection_from_args(parser.parse_args(["--calls-from-plan"]))
+    assert selection_from_args(parser.parse_args(["--constrain-args", "--distinct-calls"])) == \
+        Selection(constrain_args=True, distinct_calls=True)
+    for flag in ("--calls-from-plan", "--distinct-calls"):
+        with pytest.raises(ValueError, match="needs --constrain-args"):
+            selection_from_args(parser.parse_args([flag]))

@@ -18,10 +18,16 @@ parts that the translation does not spell out itself (``pattern``, ``format``, r
 The grammar is finite (:class:`Bounds`: string lengths, array lengths, digits, calls per list), so
 every turn decoded under it ends, after at most a bounded number of tokens, in calls that parse and
 validate: the episode does not cut such a turn at ``max_turn_tokens`` before its calls are complete.
+
+``distinct=True`` also keeps a list of calls free of repeats: no token may complete (itself or with
+the text that the grammar then forces) a call whose text equals an earlier call of the turn. That
+rule is not context-free, so it filters the grammar's mask rather than living in the grammar; where
+it would leave no token (a tool without arguments called again, say) the repeat is let through.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -284,10 +290,12 @@ class CallGrammar:
     """
 
     def __init__(self, tokenizer, tools: Mapping[str, Tool] | Sequence[Tool], end_id: int, *,
-                 bounds: Bounds = Bounds(), calls: int | None = None, keep_states: int = 64) -> None:
+                 bounds: Bounds = Bounds(), calls: int | None = None, distinct: bool = False,
+                 keep_states: int = 64) -> None:
         from llguidance import LLMatcher
 
         self.end_id = end_id
+        self.distinct = distinct
         self.lark, self.warnings = call_grammar(tools, bounds, calls)
         self._vocab, self._tokenizer = len(tokenizer), tokenizer
         self._matcher = LLMatcher(_ll_tokenizer(tokenizer, end_id), LLMatcher.grammar_from_lark(self.lark), log_level=0)
@@ -298,16 +306,16 @@ class CallGrammar:
 
     @classmethod
     def for_tools(cls, tokenizer, tools: Mapping[str, Tool], end_id: int, bounds: Bounds | None = None,
-                  calls: int | None = None) -> "CallGrammar":
-        """A grammar for ``tools`` (``calls``: exactly that many, see :func:`call_grammar`); where some
-        schema cannot be compiled, the schemas are retried as plain objects of their properties
-        (noted in ``warnings``) rather than failing the episode."""
+                  calls: int | None = None, distinct: bool = False) -> "CallGrammar":
+        """A grammar for ``tools`` (``calls``: exactly that many, see :func:`call_grammar`; ``distinct``:
+        no call repeated); where some schema cannot be compiled, the schemas are retried as plain
+        objects of their properties (noted in ``warnings``) rather than failing the episode."""
         bounds = bounds or Bounds()
         try:
-            return cls(tokenizer, tools, end_id, bounds=bounds, calls=calls)
+            return cls(tokenizer, tools, end_id, bounds=bounds, calls=calls, distinct=distinct)
         except ValueError as exc:
             plain = {n: Tool(t.name, t.description, _plain(t.parameters)) for n, t in tools.items()}
-            grammar = cls(tokenizer, plain, end_id, bounds=bounds, calls=calls)
+            grammar = cls(tokenizer, plain, end_id, bounds=bounds, calls=calls, distinct=distinct)
             grammar.warnings.append(f"argument schemas simplified for constrained decoding: {exc}")
             return grammar
 
@@ -348,14 +356,75 @@ class CallGrammar:
                 for i in by_text.get(forced[:m], ()):
                     if i < self._vocab:
                         mask[i] = True
+        if self.distinct:
+            self._drop_repeats(turn_ids, state, mask)
         if not mask.any():  # cannot happen for a grammar llguidance accepted; guard against a dead end
             mask[self.end_id] = True
         return mask
+
+    def _drop_repeats(self, turn_ids: Sequence[int], state, mask: torch.Tensor) -> None:
+        """Clear in ``mask`` the tokens that would complete a repeat of an earlier call of the turn
+        (see the module docstring): only tokens that spell a prefix of what is left of such a call,
+        or all of it and more, can, so only those are looked at."""
+        done, tail = split_calls(self._tokenizer.decode(list(turn_ids)))
+        targets = [", " + call for call in done]  # what the turn would go on with to repeat each
+        rests = [t[len(tail):] for t in targets if t.startswith(tail)]
+        if not rests:  # the call being written already differs from every earlier one
+            return
+        texts, by_text, ordered = token_strings(self._tokenizer)
+        candidates: set[int] = set()
+        for rest in rests:
+            for m in range(1, len(rest) + 1):
+                candidates.update(by_text.get(rest[:m], ()))
+            i = bisect.bisect_left(ordered, (rest, -1))
+            while i < len(ordered) and ordered[i][0].startswith(rest):
+                candidates.add(ordered[i][1])
+                i += 1
+        blocked = []
+        for i in candidates:
+            if i >= self._vocab or not mask[i]:
+                continue
+            text = tail + texts[i]
+            if any(text.startswith(t) for t in targets):
+                blocked.append(i)
+            elif any(t.startswith(text) for t in targets):  # would the grammar then force the rest?
+                after = state.deep_copy()
+                after.consume_token(i)
+                forced = "" if after.is_error() else after.compute_ff_bytes().decode("utf-8", errors="ignore")
+                if any((text + forced).startswith(t) for t in targets):
+                    blocked.append(i)
+        if blocked:
+            kept = mask.clone()
+            mask[blocked] = False
+            if not mask.any():  # nothing but the repeat fits: let it through rather than end the turn
+                mask.copy_(kept)
 
     def accepts(self, turn_ids: Sequence[int]) -> bool:
         """Whether ``turn_ids`` already form complete calls (or left the grammar: nothing to protect)."""
         state = self._state(turn_ids)
         return state.is_error() or state.is_accepting()
+
+
+def split_calls(text: str) -> tuple[list[str], str]:
+    """The texts of the complete calls of a turn that opens a list (``[{...}, {...}, ...``) and what
+    follows the last of them (the separator and the call being written); for a turn that is not a
+    list (a single call), no complete calls and the whole text."""
+    if not text.startswith("["):
+        return [], text
+    decoder = json.JSONDecoder()
+    done: list[str] = []
+    start, last = 1, None
+    while True:
+        try:
+            _, end = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            break
+        done.append(text[start:end])
+        last = end
+        if not text.startswith(", ", end):
+            break
+        start = end + 2
+    return done, text[1:] if last is None else text[last:]
 
 
 def _plain(schema: Mapping[str, Any] | None) -> dict[str, Any]:

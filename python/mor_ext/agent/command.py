@@ -20,6 +20,8 @@ from contextlib import ExitStack
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from .flags import add_selection_arguments, check_selection_arguments
+
 __all__ = ["add_arguments", "run_command", "load_tools", "DEFAULT_TOOLS"]
 
 # Without --tools / --mcp: a few everyday tools of the built-in catalogue.
@@ -48,22 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--json", default=None, metavar="PATH", help="write the trajectories as JSON lines ('-': stdout)")
-    selection = parser.add_argument_group("tool selection (docs/spec.md §7; the role scheme is the adapter's own)")
-    selection.add_argument("--constrain-names", action="store_true", help="every function name is one of the tools")
-    selection.add_argument("--constrain-args", action="store_true",
-                           help="the whole call constrained: names as --constrain-names, arguments to the tool's "
-                                "parameter schema (needs llguidance)")
-    selection.add_argument("--calls-from-plan", action="store_true",
-                           help="with --constrain-args: an executor turn after a plan that lists the user's requests "
-                                "(\"Asked: 1) ...; 2) ...\") makes exactly that many calls")
-    selection.add_argument("--vote", type=int, default=0, metavar="N",
-                           help="AgentFlux's majority vote over N sampled selections per executor turn")
-    selection.add_argument("--max-repeated-calls", type=int, default=None, metavar="N",
-                           help="stop an episode that makes the same call N times in a row (AgentFlux: 10)")
-    selection.add_argument("--max-tools", type=int, default=None, metavar="N",
-                           help="with more tools than N (e.g. an MCP server's), pick a category first")
-    selection.add_argument("--tool-categories", default=None, metavar="JSON",
-                           help="a JSON file {tool name: category} for --max-tools (default: from the names)")
+    add_selection_arguments(parser, "tool selection (docs/spec.md §7; the role scheme is the adapter's own)",
+                            vote_seed=False, repeated_calls=True)
 
 
 def load_tools(spec: str) -> list[Any]:
@@ -99,6 +87,7 @@ def _printer(out: TextIO, colour: bool):
 def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run ``mor-ext agent`` (see the module docstring)."""
     out = out if out is not None else sys.stdout  # looked up per call: it may be replaced after import
+    check_selection_arguments(args)  # before any model is loaded
     from .. import load_adapter, patch
     from ..models import load_model
     from .episode import AgentConfig
@@ -126,13 +115,11 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
         else:
             patch(model)
         model.eval()
-        if args.calls_from_plan and not args.constrain_args:
-            raise ValueError("--calls-from-plan bounds the constrained grammar: it needs --constrain-args")
         config = AgentConfig(max_steps=args.max_steps, max_tokens=args.max_tokens, max_turn_tokens=args.max_turn_tokens,
                              do_sample=args.sample, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
                              constrain_names=args.constrain_names, constrain_args=args.constrain_args, vote=args.vote,
-                             calls_from_plan=args.calls_from_plan,
-                             max_repeated_calls=args.max_repeated_calls)
+                             vote_temperature=args.vote_temperature, calls_from_plan=args.calls_from_plan,
+                             distinct_calls=args.distinct_calls, max_repeated_calls=args.max_repeated_calls)
         categories = None
         if args.tool_categories:
             with open(args.tool_categories, encoding="utf-8") as f:

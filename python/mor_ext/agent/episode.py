@@ -73,6 +73,8 @@ class AgentConfig:
     ``constrain_args``): an executor turn that follows a plan listing the user's requests ("Asked:
     1) ...; 2) ...", the opening of ``--list-requests`` data) makes exactly that many calls, the count
     the reasoner set, up to ``argument_bounds.calls`` (other executor turns: 1 to that cap).
+    ``distinct_calls`` (with ``constrain_args``): no call of an executor turn repeats an earlier call
+    of the same turn (:class:`~.arguments.CallGrammar`'s ``distinct``; keys in the same order).
     """
 
     max_steps: int = 6
@@ -93,6 +95,7 @@ class AgentConfig:
     constrain_args: bool = False
     argument_bounds: Any = None  # an arguments.Bounds for constrain_args (None: its defaults)
     calls_from_plan: bool = False
+    distinct_calls: bool = False
 
 
 @dataclass
@@ -155,6 +158,7 @@ class Episode:
         self.voted = False  # whether this executor turn's selection was voted on already
         self._constraint = None
         self._arguments: dict[int | None, Any] = {}  # CallGrammars by exact call count (None: any)
+        self._turn_grammar: tuple[int, Any] | None = None  # (len(turns) when chosen, its CallGrammar)
         self.votes: list[list[str]] = []  # each majority vote's sampled names ("": none), in order
         self.vote_tokens = 0  # tokens the votes' samples ran that did not become the episode's
         self._turn_text = ""
@@ -262,9 +266,12 @@ class Episode:
     def argument_constraint(self):
         """The :class:`~.arguments.CallGrammar` over this episode's tools' schemas (None unless
         ``constrain_args``) for the executor turn being written, built on first use: with
-        ``calls_from_plan``, exactly as many calls as the plan before the turn lists (at most the cap)."""
+        ``calls_from_plan``, exactly as many calls as the plan before the turn lists (at most the cap).
+        Chosen once per turn: it is asked for every token."""
         if not self.config.constrain_args or not self.tools:
             return None
+        if self._turn_grammar is not None and self._turn_grammar[0] == len(self.turns):
+            return self._turn_grammar[1]
         from .arguments import Bounds, CallGrammar
 
         calls = self.planned_calls() if self.config.calls_from_plan else None
@@ -272,9 +279,10 @@ class Episode:
             calls = min(calls, (self.config.argument_bounds or Bounds()).calls)
         if calls not in self._arguments:
             grammar = CallGrammar.for_tools(self.encoder.tokenizer, self.tools, self.end_id,
-                                            self.config.argument_bounds, calls)
+                                            self.config.argument_bounds, calls, self.config.distinct_calls)
             self._arguments[calls] = grammar
             self.warnings.extend(w for w in grammar.warnings if w not in self.warnings)
+        self._turn_grammar = (len(self.turns), self._arguments[calls])
         return self._arguments[calls]
 
     def planned_calls(self) -> int | None:

@@ -16,12 +16,12 @@ import torch
 
 from ..agent import NO_CALL, AgentConfig, Episode, EpisodeResult, role_encoder, run_episodes
 from ..agent.batch import TokenChooser
+from ..agent.flags import check_selection_arguments
 from ..agent.hierarchy import choose_tools
 from ..data.trajectory import Turn
 from ..tools import Tool
 
-__all__ = ["FirstCallTask", "Selection", "run_first_calls", "first_executor_turn", "add_selection_arguments",
-           "selection_from_args"]
+__all__ = ["FirstCallTask", "Selection", "run_first_calls", "first_executor_turn", "selection_from_args"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,8 @@ class FirstCallTask:
 class Selection:
     """How the first call's tool is selected (``docs/spec.md`` §7): ``constrain_names`` keeps the name
     to the tools offered; ``constrain_args`` the whole call to the tools' schemas (name and arguments),
-    with ``calls_from_plan`` as many calls as the plan before lists (``AgentConfig.calls_from_plan``);
+    with ``calls_from_plan`` as many calls as the plan before lists (``AgentConfig.calls_from_plan``)
+    and with ``distinct_calls`` no call repeated within a turn (``AgentConfig.distinct_calls``);
     ``vote`` > 1 samples that many selections (at ``vote_temperature``, seeded
     ``seed``) and keeps the majority; ``max_tools`` selects a category first when a question offers
     more tools (``categories``: tool name -> category, else derived from the names)."""
@@ -46,6 +47,7 @@ class Selection:
     constrain_names: bool = False
     constrain_args: bool = False
     calls_from_plan: bool = False
+    distinct_calls: bool = False
     vote: int = 0
     vote_temperature: float = 1.0
     seed: int = 0
@@ -54,7 +56,7 @@ class Selection:
 
     def to_dict(self) -> dict:
         return {"constrain_names": self.constrain_names, "constrain_args": self.constrain_args,
-                "calls_from_plan": self.calls_from_plan, "vote": self.vote, "vote_temperature": self.vote_temperature,
+                "calls_from_plan": self.calls_from_plan, "distinct_calls": self.distinct_calls, "vote": self.vote, "vote_temperature": self.vote_temperature,
                 "seed": self.seed, "max_tools": self.max_tools, "categories": "given" if self.categories else None}
 
 
@@ -72,7 +74,7 @@ def run_first_calls(model: torch.nn.Module, tokenizer, tasks: Sequence[FirstCall
         max_tokens = int(getattr(model.config, "max_position_embeddings", 4096) or 4096)
     config = AgentConfig(max_steps=1, max_tokens=max_tokens, max_turn_tokens=max_new_tokens, first_call_only=True,
                          constrain_names=selection.constrain_names, constrain_args=selection.constrain_args,
-                         calls_from_plan=selection.calls_from_plan,
+                         calls_from_plan=selection.calls_from_plan, distinct_calls=selection.distinct_calls,
                          vote=selection.vote,
                          vote_temperature=selection.vote_temperature, seed=selection.seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -102,41 +104,15 @@ def first_executor_turn(episode: EpisodeResult) -> Turn | None:
 
 
 # ------------------------------------------------------------------------------------------- CLI
-def add_selection_arguments(parser: argparse.ArgumentParser, title: str) -> None:
-    """The tool-selection flags of both evaluations (``eval bfcl``, ``eval heldout``): the decoding
-    options are chosen on the held-out split with the same flags that BFCL then runs with."""
-    selection = parser.add_argument_group(title)
-    selection.add_argument("--constrain-names", action="store_true",
-                           help="constrained decoding: every function name is one of the question's functions")
-    selection.add_argument("--constrain-args", action="store_true",
-                           help="constrained decoding of the whole call: names as --constrain-names, arguments a JSON "
-                                "object that the function's parameter schema accepts (needs llguidance)")
-    selection.add_argument("--calls-from-plan", action="store_true",
-                           help="with --constrain-args: an executor turn after a plan that lists the user's requests "
-                                "(\"Asked: 1) ...; 2) ...\", --list-requests training data) makes exactly that many calls")
-    selection.add_argument("--vote", type=int, default=0, metavar="N",
-                           help="AgentFlux's majority vote: sample N selections (on the episode's KV cache), keep the most frequent")
-    selection.add_argument("--vote-temperature", type=float, default=1.0)
-    selection.add_argument("--seed", type=int, default=0, help="seed of the vote's sampling")
-    selection.add_argument("--max-tools", type=int, default=None, metavar="N",
-                           help="hierarchical selection: with more than N functions, pick a category first "
-                                "(categories derived from the names unless --tool-categories)")
-    selection.add_argument("--tool-categories", default=None, metavar="JSON",
-                           help="a JSON file {function name: category} for --max-tools")
-
-
 def selection_from_args(args: argparse.Namespace) -> Selection:
-    """The :class:`Selection` of :func:`add_selection_arguments`' flags."""
+    """The :class:`Selection` of :func:`~mor_ext.agent.flags.add_selection_arguments`' flags."""
     categories = None
     if getattr(args, "tool_categories", None):
         with open(args.tool_categories, encoding="utf-8") as f:
             categories = json.load(f)
         if not isinstance(categories, dict):
             raise ValueError(f"{args.tool_categories}: expected a JSON object {{function name: category}}")
-    if args.vote < 0 or (args.max_tools is not None and args.max_tools < 2):
-        raise ValueError("--vote must be >= 0 and --max-tools >= 2")
-    if args.calls_from_plan and not args.constrain_args:
-        raise ValueError("--calls-from-plan bounds the constrained grammar: it needs --constrain-args")
+    check_selection_arguments(args)
     return Selection(constrain_names=args.constrain_names, constrain_args=args.constrain_args,
-                     calls_from_plan=args.calls_from_plan, vote=args.vote, vote_temperature=args.vote_temperature,
+                     calls_from_plan=args.calls_from_plan, distinct_calls=args.distinct_calls, vote=args.vote, vote_temperature=args.vote_temperature,
                      seed=args.seed, max_tools=args.max_tools, categories=categories)

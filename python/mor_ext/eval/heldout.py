@@ -31,8 +31,8 @@ import torch
 from ..agent.batch import TokenChooser
 from ..data.trajectory import ToolCall, Trajectory
 from ..files import atomic_write_text
-from .first_calls import (FirstCallTask, Selection, add_selection_arguments, first_executor_turn, run_first_calls,
-                          selection_from_args)
+from ..agent.flags import add_selection_arguments
+from .first_calls import FirstCallTask, Selection, first_executor_turn, run_first_calls, selection_from_args
 
 __all__ = ["HeldoutScore", "HeldoutResult", "expected_calls", "evaluate_heldout", "compare_calls"]
 

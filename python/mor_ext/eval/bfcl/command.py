@@ -17,7 +17,8 @@ import json
 import sys
 from typing import TextIO
 
-from ..first_calls import Selection, add_selection_arguments, selection_from_args
+from ...agent.flags import add_selection_arguments
+from ..first_calls import Selection, selection_from_args
 from ..loading import METHODS, load_for_method
 
 __all__ = ["add_arguments", "run_command"]
