@@ -11,7 +11,9 @@ Three measurements (numbers printed, nothing asserted), all on the CPU and witho
    (the turn decoded and scanned again at each token), for turns of about 20 and 120 tokens.
 4. ``CallGrammar`` (``--constrain-args``): llguidance's view of the tokenizer (once per process),
    the grammar of 4 and 32 tools with BFCL-like schemas (once per tool set), and the allowed tokens
-   at every token of a one-call turn.
+   at every token of a one-call turn; and with ``distinct`` (``--distinct-calls``), at every token of a
+   three-call list whose calls share all but their last value (the filter's worst case: every token
+   of a later call is a prefix of an earlier call, so it looks ahead at each).
 
 Compare with a decode step of the model (``benchmarks/bench_generate.py``: tens of ms per token on
 the CPU), which is what these run beside.
@@ -119,6 +121,16 @@ def main() -> None:
         fresh = [CallGrammar(tokenizer, tools, end) for _ in range(args.repeats)]  # no parser states kept
         seconds = min(_cpu(lambda: [g.allowed(ids[:k]) for k in range(len(ids) + 1)]) for g in fresh)
         print(f"  {n:4d} tools: grammar {1e3 * built:7.2f} ms; allowed tokens {1e3 * seconds / (len(ids) + 1):7.3f} "
+              f"ms/token over {len(ids) + 1} tokens")
+    tools = _tools(4)
+    calls = [{"name": "tool_2", "arguments": {"city": "Paris", "nights": 3, "kind": "double",
+                                              "guest": {"name": "Ana Maria Lopez", "vip": v}}} for v in (True, False)]
+    ids = tokenizer.encode(json.dumps(calls + [{"name": "tool_1", "arguments": {"city": "Rome"}}]), add_special_tokens=False)
+    for distinct in (False, True):
+        fresh = [CallGrammar(tokenizer, tools, end, distinct=distinct) for _ in range(args.repeats)]
+        assert all(fresh[0].allowed(ids[:k])[t] for k, t in enumerate(ids))
+        seconds = min(_cpu(lambda: [g.allowed(ids[:k]) for k in range(len(ids) + 1)]) for g in fresh[1:] or fresh)
+        print(f"  4 tools, a 3-call list, distinct={distinct!s:5}: allowed tokens {1e3 * seconds / (len(ids) + 1):7.3f} "
               f"ms/token over {len(ids) + 1} tokens")
 
 
