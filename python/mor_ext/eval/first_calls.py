@@ -56,8 +56,8 @@ class Selection:
 
     def to_dict(self) -> dict:
         return {"constrain_names": self.constrain_names, "constrain_args": self.constrain_args,
-                "calls_from_plan": self.calls_from_plan, "distinct_calls": self.distinct_calls, "vote": self.vote, "vote_temperature": self.vote_temperature,
-                "seed": self.seed, "max_tools": self.max_tools, "categories": "given" if self.categories else None}
+                "calls_from_plan": self.calls_from_plan, "distinct_calls": self.distinct_calls, "vote": self.vote,
+                "vote_temperature": self.vote_temperature, "seed": self.seed, "max_tools": self.max_tools, "categories": "given" if self.categories else None}
 
 
 def run_first_calls(model: torch.nn.Module, tokenizer, tasks: Sequence[FirstCallTask], *, batch_size: int = 8,
