@@ -27,7 +27,6 @@ it would leave no token (a tool without arguments called again, say) the repeat 
 
 from __future__ import annotations
 
-import bisect
 import json
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -37,7 +36,7 @@ from typing import Any
 import torch
 
 from ..tools import Tool
-from .selection import token_strings
+from .selection import completing_tokens, token_strings
 
 __all__ = ["Bounds", "CallGrammar", "call_grammar"]
 
@@ -371,17 +370,10 @@ class CallGrammar:
         rests = [t[len(tail):] for t in targets if t.startswith(tail)]
         if not rests:  # the call being written already differs from every earlier one
             return
-        texts, by_text, ordered = token_strings(self._tokenizer)
-        candidates: set[int] = set()
-        for rest in rests:
-            for m in range(1, len(rest) + 1):
-                candidates.update(by_text.get(rest[:m], ()))
-            i = bisect.bisect_left(ordered, (rest, -1))
-            while i < len(ordered) and ordered[i][0].startswith(rest):
-                candidates.add(ordered[i][1])
-                i += 1
+        index = token_strings(self._tokenizer)
+        texts = index[0]
         blocked = []
-        for i in candidates:
+        for i in set().union(*(completing_tokens(index, rest) for rest in rests)):
             if i >= self._vocab or not mask[i]:
                 continue
             text = tail + texts[i]

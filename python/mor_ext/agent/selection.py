@@ -24,7 +24,8 @@ import torch
 from ..schemes import ARGUMENTS, CallScanner
 from .decoding import sample_token
 
-__all__ = ["NameConstraint", "MajorityVote", "first_name", "token_strings", "token_texts", "mask_logits"]
+__all__ = ["NameConstraint", "MajorityVote", "first_name", "token_strings", "completing_tokens", "token_texts",
+           "mask_logits"]
 
 _CACHE_ATTR = "_mor_ext_token_strings"  # kept on the tokenizer itself: an id() key could outlive it
 
@@ -43,6 +44,21 @@ def token_strings(tokenizer) -> tuple[list[str], dict[str, list[int]], list[tupl
         cached = (texts, by_text, ordered)
         setattr(tokenizer, _CACHE_ATTR, cached)
     return cached
+
+
+def completing_tokens(index: tuple[list[str], dict[str, list[int]], list[tuple[str, int]]],
+                      rest: str) -> set[int]:
+    """The tokens whose text is a prefix of ``rest`` or starts with all of it: those that may come
+    next where the text must go on with ``rest``. ``index``: :func:`token_strings` of the tokenizer
+    (passed in: looking it up costs more than this on a hot path)."""
+    _, by_text, ordered = index
+    out: set[int] = set()
+    for m in range(1, len(rest) + 1):
+        out.update(by_text.get(rest[:m], ()))
+    lo = bisect.bisect_left(ordered, (rest, -1))
+    hi = bisect.bisect_left(ordered, (rest + "\U0010ffff", -1))
+    out.update(i for _, i in ordered[lo:hi])
+    return out
 
 
 def token_texts(tokenizer) -> list[str]:
@@ -68,8 +84,7 @@ class NameConstraint:
             raise ValueError("a name constraint needs at least one tool name")
         self.end_id = end_id
         self.names = list(dict.fromkeys(names))
-        _, self._by_text, self._ordered = token_strings(tokenizer)
-        self._keys = [t for t, _ in self._ordered]
+        self._index = token_strings(tokenizer)
         quoted = [_quoted(n) for n in self.names]
         self._first = [f'{{"name": "{q}"' for q in quoted] + [f'[{{"name": "{q}"' for q in quoted]
         self._next = [f', {{"name": "{q}"' for q in quoted]
@@ -98,20 +113,10 @@ class NameConstraint:
         allowed: set[int] = set()
         for target in targets:
             if target.startswith(segment):
-                allowed.update(self._completing(target[len(segment):]))
+                allowed.update(completing_tokens(self._index, target[len(segment):]))
         # Nothing fits only when the text left the constrained forms (e.g. it was not generated under
         # the constraint): end the turn rather than mask every token.
         return sorted(allowed) or [self.end_id]
-
-    def _completing(self, rest: str) -> set[int]:
-        """Tokens whose text is a prefix of ``rest`` or starts with all of it."""
-        out: set[int] = set()
-        for m in range(1, len(rest) + 1):
-            out.update(self._by_text.get(rest[:m], ()))
-        lo = bisect.bisect_left(self._keys, rest)
-        hi = bisect.bisect_left(self._keys, rest + "\U0010ffff")
-        out.update(i for _, i in self._ordered[lo:hi])
-        return out
 
 
 def mask_logits(logits: torch.Tensor, allowed: Sequence[int] | torch.Tensor) -> torch.Tensor:
