@@ -7,6 +7,7 @@
     mor-ext agent    answer queries with the role-switching agent (tools, MCP servers, sandboxed code)
     mor-ext eval     evaluate a base, LoRA or MoR-tuned model (``eval bfcl``: BFCL, scored by BFCL's checker;
                      ``eval heldout``: tools never seen in training)
+    mor-ext adapter  work on saved adapters (``adapter average``: the weighted mean of several of one config)
 
 ``mor-ext train`` also runs data-parallel on CPU or GPU under torchrun:
 ``torchrun --nproc_per_node 2 -m mor_ext.cli train ...``, or sharded with FSDP2 (``train --fsdp``).
@@ -151,6 +152,26 @@ def _cmd_eval_heldout(args: argparse.Namespace) -> int:
     from .eval.heldout import run_command
 
     return run_command(args)
+
+
+def _cmd_adapter_average(args: argparse.Namespace) -> int:
+    from .adapters.averaging import average_adapters
+
+    out = average_adapters(args.sources, args.out, weights=args.weights)
+    print(f"wrote {out}: the mean of {len(args.sources)} adapters, weights {args.weights or 'equal'}")
+    return 0
+
+
+def _add_adapter_parser(sub) -> None:
+    adapter = sub.add_parser("adapter", help="work on saved adapters (mor_ext or PEFT LoRA directories)")
+    actions = adapter.add_subparsers(dest="action", required=True, metavar="ACTION")
+    average = actions.add_parser("average", help="write the weighted mean of several adapters of one config "
+                                                 "(e.g. a checkpoint and the run that continued from it)")
+    average.add_argument("sources", nargs="+", metavar="ADAPTER_DIR", help="two or more adapter directories")
+    average.add_argument("--out", required=True, help="directory of the averaged adapter")
+    average.add_argument("--weights", type=float, nargs="+", default=None, metavar="W",
+                         help="one weight per adapter, non-negative, summing to 1 (default: equal)")
+    average.set_defaults(func=_cmd_adapter_average)
 
 
 def _add_eval_parser(sub) -> None:
@@ -312,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(agent)
     agent.set_defaults(func=_cmd_agent)
     _add_eval_parser(sub)
+    _add_adapter_parser(sub)
     return parser
 
 
