@@ -226,6 +226,29 @@ def test_bfcl_style_schemas_compile(tokenizer, end):
     assert not all(grammar.allowed(bad[:k])[t] for k, t in enumerate(bad))  # out of the range: llguidance's %json
 
 
+@pytest.mark.parametrize("schema", [
+    {"type": "number", "exclusiveMinimum": 0},  # "0.000..." is a valid prefix for ever
+    {"type": "number", "minimum": 0.5, "maximum": 1},
+    {"type": "integer", "minimum": 1},
+])
+def test_a_range_that_llguidance_compiles_still_ends(tokenizer, end, schema):
+    """A model that writes zeros wherever it may (a stage-thirteen held-out episode did, for 8,000
+    tokens) ends its value at the delegated part's token cap; a value in range is untouched."""
+    tools = {"size": Tool("size", "A size.", {"type": "object", "properties": {"edge": schema}, "required": ["edge"]})}
+    grammar = CallGrammar(tokenizer, tools, end)
+    assert "[max_tokens=" in grammar.lark
+    zero, ids = tokenizer.convert_tokens_to_ids("0"), tokenizer.encode('{"name": "size", "arguments": {"edge": ',
+                                                                       add_special_tokens=False)
+    assert all(grammar.allowed(ids[:k])[t] for k, t in enumerate(ids))
+    cap = Bounds().delegated_tokens(schema)
+    while (allowed := _allowed_ids(grammar.allowed(ids))) != [end]:
+        ids.append(zero if zero in allowed else min(allowed))
+        assert len(ids) < 200 + cap, tokenizer.decode(ids)
+    assert tokenizer.decode(ids).endswith("}}") and grammar.accepts(ids)
+    good = tokenizer.encode('{"name": "size", "arguments": {"edge": 1}}', add_special_tokens=False)
+    assert all(grammar.allowed(good[:k])[t] for k, t in enumerate(good)) and grammar.accepts(good)
+
+
 def test_the_vote_samples_under_the_grammar(tokenizer):
     model = build_model(len(tokenizer), seed=2)
     config = AgentConfig(first_call_only=True, max_turn_tokens=24, vote=4, vote_temperature=2.0, seed=1,

@@ -15,9 +15,10 @@ what vLLM and SGLang use for structured output; a few µs per token on SmolLM2's
 parts that the translation does not spell out itself (``pattern``, ``format``, ranges such as
 ``minimum``, ``allOf``, ``$ref``) go to llguidance's own JSON-schema compiler (``%json``).
 
-The grammar is finite (:class:`Bounds`: string lengths, array lengths, digits, calls per list), so
-every turn decoded under it ends, after at most a bounded number of tokens, in calls that parse and
-validate: the episode does not cut such a turn at ``max_turn_tokens`` before its calls are complete.
+The grammar is finite (:class:`Bounds`: string lengths, array lengths, digits, calls per list, and
+a token cap on each part llguidance compiles), so every turn decoded under it ends, after at most a
+bounded number of tokens, in calls that parse and, but for a value cut at that cap, validate: the
+episode does not cut such a turn at ``max_turn_tokens`` before its calls are complete.
 
 ``distinct=True`` also keeps a list of calls free of repeats: no token may complete (itself or with
 the text that the grammar then forces) a call whose text equals an earlier call of the turn. That
@@ -64,6 +65,18 @@ class Bounds:
     calls: int = 8
     depth: int = 3
     any_order: int = 6  # objects of up to this many properties take them in any order (else the schema's)
+
+    def delegated_tokens(self, schema: Mapping[str, Any]) -> int:
+        """The most tokens a schema part compiled by llguidance (``%json``) may take: a number's or an
+        integer's longest text under ``digits`` (sign, point, exponent), a string's under its
+        ``maxLength`` (at least a byte a token, escapes aside), else what ``string_chars`` and
+        ``array_items`` allow."""
+        kind = schema.get("type")
+        if kind in ("number", "integer", "float", "int", "double", "long"):
+            return 2 * self.digits + 6
+        if kind in ("string", "str"):
+            return 2 * int(schema.get("maxLength", self.string_chars)) + 2
+        return (self.string_chars + 2) * self.array_items
 
 
 def _literal(text: str) -> str:
@@ -140,7 +153,8 @@ class _Grammar:
         return self.terminal("INTEGER", rf"-?(?:0|[1-9][0-9]{{0,{self.bounds.digits - 1}}})")
 
     def delegate(self, schema: Mapping[str, Any], root: Mapping[str, Any]) -> str:
-        """llguidance's JSON compiler for a schema part (with the root's definitions, for ``$ref``)."""
+        """llguidance's JSON compiler for a schema part (with the root's definitions, for ``$ref``),
+        capped at :meth:`Bounds.delegated_tokens` tokens."""
         part = dict(schema)
         for key in ("$defs", "definitions"):
             if key in root and key not in part:
@@ -148,7 +162,12 @@ class _Grammar:
         if part.get("type") == "string" and "maxLength" not in part and "enum" not in part:
             part["maxLength"] = self.bounds.string_chars
         part["x-guidance"] = _SEPARATORS
-        return self.rule("%json " + json.dumps(part))
+        # llguidance's numbers have no digit limit: under {"exclusiveMinimum": 0} "0.000..." stays a
+        # valid prefix forever, and a model that writes zeros never ends its turn. The token cap
+        # (llguidance's max_tokens rule attribute) ends such a value there, in range or not.
+        name = f"v{len(self.rules)}"
+        self.rules.append(f"{name}[max_tokens={self.bounds.delegated_tokens(part)}]: %json {json.dumps(part)}")
+        return name
 
     def repeated(self, item: str, low: int, high: int, open_: str, close: str) -> str:
         """``open_ item, item, ... close`` with ``low`` to ``high`` items."""
