@@ -158,7 +158,7 @@ def _cmd_adapter_average(args: argparse.Namespace) -> int:
     from .adapters.averaging import average_adapters
 
     out = average_adapters(args.sources, args.out, weights=args.weights)
-    print(f"wrote {out}: the mean of {len(args.sources)} adapters, weights {args.weights or 'equal'}")
+    print(f"wrote {out}: the weighted mean of {len(args.sources)} adapters, weights {args.weights or 'equal'}")
     return 0
 
 

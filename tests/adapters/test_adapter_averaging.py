@@ -126,7 +126,7 @@ def test_command_line(two_saved, tmp_path, capsys):
     dirs, tensors = two_saved
     out = tmp_path / "avg"
     assert main(["adapter", "average", str(dirs[0]), str(dirs[1]), "--out", str(out), "--weights", "0.5", "0.5"]) == 0
-    assert "the mean of 2 adapters" in capsys.readouterr().out
+    assert "the weighted mean of 2 adapters" in capsys.readouterr().out
     got = load_file(str(out / "adapter_model.safetensors"))
     name = next(iter(tensors[0]))
     torch.testing.assert_close(got[name], 0.5 * tensors[0][name] + 0.5 * tensors[1][name])
