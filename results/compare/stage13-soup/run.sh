@@ -34,3 +34,19 @@ for m in mor lora; do
 done
 wait
 echo ARGS10_DONE
+# 3. held-out tools only (not run on BFCL this session): stage ten alone, and the averages weighted
+# 0.75 stage nine / 0.25 stage ten, the same 20 episodes
+for m in mor lora; do
+  .venv/bin/mor-ext adapter average runs/cmp10/final/$m runs/cmp11/final/$m --weights 0.75 0.25 --out runs/soup75/$m
+done
+for m in mor lora; do
+  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/mor-ext eval heldout --data runs/cmp10/heldout.jsonl --adapter runs/cmp11/final/$m \
+     --method $m --limit 20 --batch-size 10 --constrain-args --out $O/extra/stage10-$m-heldout20-args > $O/extra/stage10_${m}.log 2>&1 &
+done
+wait
+for m in mor lora; do
+  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/mor-ext eval heldout --data runs/cmp10/heldout.jsonl --adapter runs/soup75/$m \
+     --method $m --limit 20 --batch-size 10 --constrain-args --out $O/extra/soup75-$m-heldout20-args > $O/extra/soup75_${m}.log 2>&1 &
+done
+wait
+echo EXTRA_DONE
