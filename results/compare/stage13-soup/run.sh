@@ -14,16 +14,16 @@ O=runs/soup
 for m in mor lora; do
   .venv/bin/mor-ext adapter average runs/cmp10/final/$m runs/cmp11/final/$m --out $O/$m
 done
+# One method's first 20 held-out-tool episodes on one core: $1 the adapter, $2 the method, $3 the
+# output directory, $4 the log.
+heldout20() {
+  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/mor-ext eval heldout --data runs/cmp10/heldout.jsonl --adapter "$1" \
+     --method "$2" --limit 20 --batch-size 10 --constrain-args --out "$3" > "$4" 2>&1
+}
 # 1. held-out tools: the averages, and stage nine again under this session's grammar (same episodes)
-for m in mor lora; do
-  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/mor-ext eval heldout --data runs/cmp10/heldout.jsonl --adapter $O/$m \
-     --method $m --limit 20 --batch-size 10 --constrain-args --out $O/results/$m-heldout20-args > $O/heldout20_${m}_args.log 2>&1 &
-done
+for m in mor lora; do heldout20 $O/$m $m $O/results/$m-heldout20-args $O/heldout20_${m}_args.log & done
 wait
-for m in mor lora; do
-  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/mor-ext eval heldout --data runs/cmp10/heldout.jsonl --adapter runs/cmp10/final/$m \
-     --method $m --limit 20 --batch-size 10 --constrain-args --out $O/recheck/stage9-$m-heldout20-args > $O/recheck/stage9_${m}.log 2>&1 &
-done
+for m in mor lora; do heldout20 runs/cmp10/final/$m $m $O/recheck/stage9-$m-heldout20-args $O/recheck/stage9_${m}.log & done
 wait
 echo HELDOUT_DONE
 # 2. BFCL (the averages won on the held-out tools for both methods), the command of stage nine's runs
@@ -39,14 +39,8 @@ echo ARGS10_DONE
 for m in mor lora; do
   .venv/bin/mor-ext adapter average runs/cmp10/final/$m runs/cmp11/final/$m --weights 0.75 0.25 --out runs/soup75/$m
 done
-for m in mor lora; do
-  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/mor-ext eval heldout --data runs/cmp10/heldout.jsonl --adapter runs/cmp11/final/$m \
-     --method $m --limit 20 --batch-size 10 --constrain-args --out $O/extra/stage10-$m-heldout20-args > $O/extra/stage10_${m}.log 2>&1 &
-done
+for m in mor lora; do heldout20 runs/cmp11/final/$m $m $O/extra/stage10-$m-heldout20-args $O/extra/stage10_${m}.log & done
 wait
-for m in mor lora; do
-  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/mor-ext eval heldout --data runs/cmp10/heldout.jsonl --adapter runs/soup75/$m \
-     --method $m --limit 20 --batch-size 10 --constrain-args --out $O/extra/soup75-$m-heldout20-args > $O/extra/soup75_${m}.log 2>&1 &
-done
+for m in mor lora; do heldout20 runs/soup75/$m $m $O/extra/soup75-$m-heldout20-args $O/extra/soup75_${m}.log & done
 wait
 echo EXTRA_DONE
